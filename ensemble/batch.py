@@ -1,0 +1,218 @@
+"""From raw ads to batch tensors: ONE preparation path for scoring, training and serving.
+
+An ad is a mapping with an optional ``id`` and any of ``text``, ``image``, ``audio``,
+``video``. Each present field is decoded once and handed to every encoder of its modality;
+an absent one gets the encoders' placeholders and a 0 in the presence mask. A bad field
+raises :class:`AdError` listing every problem, each naming its field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import ImageStat
+from torch import Tensor
+
+from encoders.base import MODALITIES, InputError
+from encoders.media import (
+    MediaLimits,
+    VideoPreparer,
+    decode_audio,
+    decode_image,
+    decode_video,
+    read_media,
+)
+from encoders.registry import get_entry
+from ensemble.config import ModelConfig
+
+AD_FIELDS = ("id", *MODALITIES)
+PASSTHROUGH_FIELDS = ("labels", "meta")
+
+
+class AdError(ValueError):
+    """Every problem of one ad; ``errors`` holds one :class:`InputError` per bad field."""
+
+    def __init__(self, errors: Sequence[InputError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = list(errors)
+
+    @property
+    def status(self) -> int:
+        """The HTTP status for the ad: 413 when any field is too large, else the first one's."""
+        codes = [e.status for e in self.errors]
+        return 413 if 413 in codes else codes[0]
+
+    def to_json(self) -> list[dict[str, str]]:
+        return [{"field": e.field, "error": e.problem} for e in self.errors]
+
+
+@dataclass
+class PreparedAd:
+    """One ad ready to batch.
+
+    Attributes:
+        id: The ad's id (``"#N"`` from its position when it has none).
+        tensors: Input name (``"<encoder key>.<input>"``) -> tensor, present modalities only.
+        presence: One flag per modality, in ``MODALITIES`` order.
+        stats: Cheap input statistics (sizes, durations) for monitoring.
+    """
+
+    id: str
+    tensors: dict[str, Tensor]
+    presence: tuple[bool, ...]
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class AdBatch:
+    """Prepared ads stacked for the graph.
+
+    Attributes:
+        ids: Ad ids, in batch order.
+        inputs: Tensors in the graph's input order, ``presence`` [batch, 4] last.
+        stats: Each ad's input statistics.
+    """
+
+    ids: list[str]
+    inputs: tuple[Tensor, ...]
+    stats: list[dict[str, float]]
+
+    @property
+    def presence(self) -> Tensor:
+        return self.inputs[-1]
+
+    def to(self, device: torch.device | str) -> tuple[Tensor, ...]:
+        return tuple(t.to(device) for t in self.inputs)
+
+
+class AdPreparer:
+    """Prepares ads for an ensemble of a given config (no model weights needed).
+
+    Args:
+        config: The ensemble's config; its encoders' registry entries supply the preparers.
+        allow_paths: Whether media fields may be file paths (False on a server).
+        overrides: Encoder key -> settings to replace (e.g. the tokenizer directory inside a
+            TorchServe archive).
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        allow_paths: bool = True,
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.limits: MediaLimits = config.limits
+        self.allow_paths = allow_paths
+        self.preparers: dict[str, list[tuple[str, Any]]] = {m: [] for m in MODALITIES}
+        placeholders: dict[str, Tensor] = {}
+        for key, enc in sorted(config.encoders.items()):
+            entry = get_entry(enc.type)
+            settings = {**enc.settings, **(overrides or {}).get(key, {})}
+            preparer = entry.preparer(entry.make_settings(**settings))
+            self.preparers[entry.modality].append((key, preparer))
+            placeholders.update({f"{key}.{n}": t for n, t in preparer.placeholder().items()})
+        self.placeholders = placeholders
+        self.input_names = [*placeholders, "presence"]
+        self.modalities = [m for m in MODALITIES if self.preparers[m]]
+
+    def text_preparers(self) -> list[Any]:
+        """The preparers of the text encoders (tokenizers), for input statistics."""
+        return [p for _, p in self.preparers["text"]]
+
+    def prepare(self, ad: Any, *, index: int = 0, base_dir: Path | None = None) -> PreparedAd:
+        """Prepare one ad; raises :class:`AdError` naming every bad field."""
+        if not isinstance(ad, Mapping):
+            raise AdError([InputError("ad", f"expected a JSON object, got {type(ad).__name__}")])
+        errors: list[InputError] = []
+        ad_id = ad.get("id", f"#{index}")
+        if not isinstance(ad_id, str | int) or isinstance(ad_id, bool):
+            errors.append(
+                InputError("id", f"expected a string or integer, got {type(ad_id).__name__}")
+            )
+            ad_id = f"#{index}"
+        unknown = set(ad) - set(AD_FIELDS) - set(PASSTHROUGH_FIELDS)
+        if unknown:
+            errors.append(
+                InputError(sorted(unknown)[0], f"unknown field; accepted: {', '.join(AD_FIELDS)}")
+            )
+        tensors: dict[str, Tensor] = {}
+        stats: dict[str, float] = {}
+        present = [m for m in MODALITIES if ad.get(m) not in (None, "")]
+        if not present:
+            errors.append(InputError("ad", "no text, image, audio or video field"))
+        for modality in present:
+            try:
+                self._prepare_field(modality, ad[modality], base_dir, tensors, stats)
+            except InputError as err:
+                errors.append(err)
+        if errors:
+            raise AdError(errors)
+        presence = tuple(m in present and bool(self.preparers[m]) for m in MODALITIES)
+        return PreparedAd(str(ad_id), tensors, presence, stats)
+
+    def _prepare_field(
+        self,
+        modality: str,
+        value: Any,
+        base_dir: Path | None,
+        tensors: dict[str, Tensor],
+        stats: dict[str, float],
+    ) -> None:
+        preparers = self.preparers[modality]
+        if modality == "text":
+            if not isinstance(value, str):
+                raise InputError("text", f"expected a string, got {type(value).__name__}")
+            if len(value) > self.limits.max_text_chars:
+                raise InputError(
+                    "text",
+                    f"{len(value)} characters exceeds the limit of {self.limits.max_text_chars}",
+                )
+            stats["text_chars"] = float(len(value))
+            outputs = [p.prepare(value) for _, p in preparers]
+        else:
+            data = read_media(
+                value, modality, base_dir=base_dir, allow_paths=self.allow_paths, limits=self.limits
+            )
+            outputs = self._decode(modality, data, [p for _, p in preparers], stats)
+        for (key, _), out in zip(preparers, outputs, strict=True):
+            tensors.update({f"{key}.{name}": t for name, t in out.items()})
+
+    def _decode(
+        self, modality: str, data: bytes, preparers: list[Any], stats: dict[str, float]
+    ) -> list[dict[str, Tensor]]:
+        if modality == "image":
+            image = decode_image(data, self.limits)
+            stats.update(
+                image_width=float(image.width),
+                image_height=float(image.height),
+                image_brightness=float(ImageStat.Stat(image.convert("L")).mean[0]) / 255.0,
+            )
+            return [p.prepare(image) for p in preparers]
+        if modality == "audio":
+            clip = decode_audio(data, self.limits)
+            rms = float(np.sqrt(np.mean(np.square(clip.samples)))) if clip.samples.size else 0.0
+            stats.update(
+                audio_seconds=clip.duration,
+                audio_sample_rate=float(clip.sample_rate),
+                audio_rms_db=20 * np.log10(max(rms, 1e-10)),
+            )
+            return [p.prepare(clip) for p in preparers]
+        video_preparers: list[VideoPreparer] = preparers
+        outputs, info = decode_video(data, video_preparers, self.limits)
+        stats.update(video_seconds=info.num_frames / info.fps, video_fps=info.fps)
+        return outputs
+
+    def collate(self, items: Sequence[PreparedAd]) -> AdBatch:
+        """Stack prepared ads; absent modalities take the placeholders."""
+        inputs = [
+            torch.stack([item.tensors.get(name, default) for item in items])
+            for name, default in self.placeholders.items()
+        ]
+        presence = torch.tensor([item.presence for item in items], dtype=torch.float32)
+        return AdBatch([i.id for i in items], (*inputs, presence), [i.stats for i in items])

@@ -1,0 +1,162 @@
+"""The model configuration: encoders by registry name and settings, policies, media limits.
+
+A configuration is data (YAML or JSON). It is what ``save_pretrained`` writes, what the export
+manifest embeds, and all the TorchServe handler needs to rebuild the preparation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from encoders.media import MediaLimits
+from encoders.registry import get_entry
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One content policy.
+
+    Attributes:
+        name: Policy name, e.g. ``"hate_speech"``.
+        heads: Keys of the encoders whose heads score it; the policy's score is the fusion of
+            the present ones.
+        threshold: Score at or above which the ad is flagged.
+        calibrated: False while a learned head is untrained: its number is then never shown.
+        description: What the policy forbids.
+        rule: Parameters of the rule heads of analyzers (e.g. a loudness target).
+    """
+
+    name: str
+    heads: tuple[str, ...]
+    threshold: float = 0.5
+    calibrated: bool = False
+    description: str = ""
+    rule: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Policy:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"policy {data.get('name')!r}: unknown keys {sorted(unknown)}")
+        return cls(**{**data, "heads": tuple(data["heads"]), "rule": dict(data.get("rule", {}))})
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["heads"] = list(self.heads)
+        return out
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """An encoder of the ensemble: a registry name and its full settings."""
+
+    type: str
+    settings: Mapping[str, Any]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EncoderConfig:
+        """``{"type": name, **settings}``; settings are completed with the entry's defaults."""
+        data = dict(data)
+        name = data.pop("type")
+        entry = get_entry(name)
+        return cls(name, dataclasses.asdict(entry.make_settings(**data)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, **self.settings}
+
+    def make_settings(self) -> Any:
+        return get_entry(self.type).make_settings(**self.settings)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild an ensemble (its weights aside).
+
+    Attributes:
+        name: Model name.
+        version: Model version, reported with every score.
+        encoders: Encoder key -> encoder config; keys are sorted once, as the graph's order.
+        policies: Ordered policies; the order of the score columns.
+        limits: Media limits applied by the preparation.
+        head_hidden: Hidden width of the learned heads (0: a linear probe).
+        head_dropout: Dropout of the learned heads while training.
+    """
+
+    name: str
+    version: str
+    encoders: Mapping[str, EncoderConfig]
+    policies: tuple[Policy, ...]
+    limits: MediaLimits = field(default_factory=MediaLimits)
+    head_hidden: int = 0
+    head_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        names = [p.name for p in self.policies]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate policy names in {names}")
+        for policy in self.policies:
+            missing = [k for k in policy.heads if k not in self.encoders]
+            if missing or not policy.heads:
+                raise ValueError(
+                    f"policy {policy.name!r}: heads {missing or '[]'} name no encoder "
+                    f"(encoders: {sorted(self.encoders)})"
+                )
+        for key in self.encoders:
+            if not any(key in p.heads for p in self.policies):
+                raise ValueError(f"encoder {key!r} scores no policy; remove it or give it one")
+
+    @property
+    def policy_names(self) -> list[str]:
+        return [p.name for p in self.policies]
+
+    def modality(self, key: str) -> str:
+        return get_entry(self.encoders[key].type).modality
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelConfig:
+        return cls(
+            name=data["name"],
+            version=str(data["version"]),
+            encoders={k: EncoderConfig.from_json(v) for k, v in sorted(data["encoders"].items())},
+            policies=tuple(Policy.from_json(p) for p in data["policies"]),
+            limits=MediaLimits(**data.get("limits", {})),
+            head_hidden=int(data.get("head_hidden", 0)),
+            head_dropout=float(data.get("head_dropout", 0.1)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "encoders": {k: v.to_json() for k, v in self.encoders.items()},
+            "policies": [p.to_json() for p in self.policies],
+            "limits": dataclasses.asdict(self.limits),
+            "head_hidden": self.head_hidden,
+            "head_dropout": self.head_dropout,
+        }
+
+    def with_policies(self, policies: tuple[Policy, ...]) -> ModelConfig:
+        return dataclasses.replace(self, policies=policies)
+
+    def with_encoder(self, key: str, encoder: EncoderConfig) -> ModelConfig:
+        return dataclasses.replace(self, encoders={**self.encoders, key: encoder})
+
+
+def load_config(path: str | Path) -> ModelConfig:
+    """Read a model config from YAML or JSON; a bare name reads ``ensemble/configs/NAME.yaml``."""
+    path = Path(path)
+    if not path.suffix and not path.exists():
+        path = CONFIG_DIR / f"{path}.yaml"
+    text = path.read_text()
+    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    return ModelConfig.from_json(data)

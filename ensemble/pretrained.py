@@ -1,0 +1,119 @@
+"""``save_pretrained`` / ``from_pretrained``: a JSON config plus safetensors weights.
+
+Loading never unpickles: the architecture comes from the config through the registry, the
+tensors from safetensors. A "heads" checkpoint (the embedded default) holds only the heads and
+takes the encoders' weights from where their settings point (e.g. the MiniLM package); a
+"full" checkpoint is self-contained, Hugging Face configs and tokenizers included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from safetensors.torch import load_file, save_file
+
+from encoders.text import resolve_model_dir
+from ensemble.builder import build_ensemble
+from ensemble.config import EncoderConfig, ModelConfig
+from ensemble.model import AdPolicyEnsemble
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ckpt"}
+
+
+def save_pretrained(
+    model: AdPolicyEnsemble,
+    directory: str | Path,
+    *,
+    weights: Literal["full", "heads"] = "full",
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` (and encoder files) to ``directory``.
+
+    Args:
+        model: An ensemble built by :func:`ensemble.builder.build_ensemble`.
+        directory: Output directory (created).
+        weights: ``"full"`` (self-contained) or ``"heads"`` (heads only; the encoders load
+            from their settings, so those must stay reachable).
+        extra: JSON-serialisable metadata stored under ``"checkpoint"`` (e.g. training report).
+
+    Returns:
+        The directory.
+    """
+    if model.config is None:
+        raise ValueError("the model has no config; build it with build_ensemble()")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if weights == "heads":
+        state = {k: v for k, v in state.items() if not k.startswith("encoders.")}
+    else:
+        config = _self_contained(config, out)
+    save_file(state, str(out / WEIGHTS_FILE))
+    payload = config.to_json()
+    payload["checkpoint"] = {"format": FORMAT_VERSION, "weights": weights, **(extra or {})}
+    (out / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+    return out
+
+
+def _self_contained(config: ModelConfig, out: Path) -> ModelConfig:
+    """Copy Hugging Face configs/tokenizers beside the weights; point settings at the copies."""
+    for key, enc in config.encoders.items():
+        settings = dict(enc.settings)
+        if "model_dir" in settings:
+            source = resolve_model_dir(settings["model_dir"])
+            target = out / "encoders" / key
+            target.mkdir(parents=True, exist_ok=True)
+            for item in source.iterdir():
+                if item.is_file() and item.suffix not in _WEIGHT_SUFFIXES:
+                    shutil.copy2(item, target / item.name)
+            settings.update(model_dir=f"encoders/{key}", pretrained=False)
+        if settings.get("weights") is not None:
+            settings["weights"] = None
+        config = config.with_encoder(key, EncoderConfig(enc.type, settings))
+    return config
+
+
+def read_checkpoint_config(directory: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """The model config of a checkpoint (relative paths made absolute) and its metadata."""
+    root = Path(directory)
+    path = root / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not a checkpoint directory")
+    data = json.loads(path.read_text())
+    meta = data.pop("checkpoint", {})
+    if meta.get("format", FORMAT_VERSION) > FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format {meta['format']} is newer than this code")
+    config = ModelConfig.from_json(data)
+    for key, enc in config.encoders.items():
+        settings = dict(enc.settings)
+        for name in ("model_dir", "weights"):
+            value = settings.get(name)
+            if isinstance(value, str) and not value.startswith("package:"):
+                settings[name] = str((root / value).resolve())
+        config = config.with_encoder(key, dataclasses.replace(enc, settings=settings))
+    return config, meta
+
+
+def from_pretrained(directory: str | Path) -> AdPolicyEnsemble:
+    """Rebuild an ensemble written by :func:`save_pretrained`."""
+    config, meta = read_checkpoint_config(directory)
+    model = build_ensemble(config)
+    state = load_file(str(Path(directory) / WEIGHTS_FILE))
+    result = model.load_state_dict(state, strict=False)
+    missing = list(result.missing_keys)
+    if meta.get("weights") == "heads":
+        missing = [k for k in missing if not k.startswith("encoders.")]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"{directory}: weights do not match the config "
+            f"(missing {missing[:5]}, unexpected {list(result.unexpected_keys)[:5]})"
+        )
+    return model.eval()
