@@ -52,7 +52,9 @@ class ImagePreparer:
         self.size = settings.image_size
 
     def prepare(self, media: Image.Image) -> dict[str, Tensor]:
-        resized = media.resize(fit_size(media.width, media.height, self.size), Image.Resampling.BILINEAR)
+        resized = media.resize(
+            fit_size(media.width, media.height, self.size), Image.Resampling.BILINEAR
+        )
         return {"pixels": letterbox(np.asarray(resized), self.size, IMAGENET_MEAN, IMAGENET_STD)}
 
     def placeholder(self) -> dict[str, Tensor]:
