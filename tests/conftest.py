@@ -52,12 +52,8 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def sample_media() -> Path:
     """The generated sample media of examples/ (made here if `make samples` has not run)."""
-    import importlib.util
+    from examples import make_samples
 
-    spec = importlib.util.spec_from_file_location("make_samples", REPO / "examples" / "make_samples.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.MEDIA.mkdir(parents=True, exist_ok=True)
-    module.make()
-    return Path(module.MEDIA)
+    make_samples.MEDIA.mkdir(parents=True, exist_ok=True)
+    make_samples.make()
+    return make_samples.MEDIA
