@@ -11,6 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: demo test lint samples clean
 
 $(STAMP): requirements.txt requirements-dev.txt setup.py
+	command -v java >/dev/null || (apt-get update -q && apt-get install -y -q openjdk-17-jre-headless)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt

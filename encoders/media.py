@@ -214,7 +214,7 @@ def _decode_pyav_audio(data: bytes, limits: MediaLimits) -> AudioClip:
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.audio:
-                raise InputError("audio", "no audio stream found")
+                raise InputError("audio", "cannot decode audio: no audio stream found")
             stream = container.streams.audio[0]
             if container.duration is not None:
                 _check_duration("audio", container.duration / 1_000_000, limits)
@@ -280,7 +280,7 @@ def decode_video(
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.video:
-                raise InputError("video", "no video stream found")
+                raise InputError("video", "cannot decode video: no video stream found")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             info = _video_info(container, stream, limits)
@@ -306,7 +306,7 @@ def _video_info(container: Any, stream: Any, limits: MediaLimits) -> VideoInfo:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
     if not 0 < fps <= 1000:
-        raise InputError("video", f"invalid frame rate {fps}")
+        raise InputError("video", f"cannot decode video: invalid frame rate {fps}")
     duration = None
     if stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
@@ -317,7 +317,7 @@ def _video_info(container: Any, stream: Any, limits: MediaLimits) -> VideoInfo:
     frames = stream.frames or (round(duration * fps) if duration else 0)
     width, height = stream.codec_context.width, stream.codec_context.height
     if width <= 0 or height <= 0:
-        raise InputError("video", "video has no picture size")
+        raise InputError("video", "cannot decode video: no picture size")
     if width * height > limits.max_pixels:
         raise InputError("video", f"{width}x{height} frames exceed the pixel limit", status=413)
     return VideoInfo(fps=fps, num_frames=max(int(frames), 1), width=width, height=height)

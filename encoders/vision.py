@@ -30,7 +30,10 @@ def load_weights(module: nn.Module, weights: str | None) -> None:
 
 
 def headless_backbone(name: str, weights: str | None) -> tuple[nn.Module, int]:
-    """A torchvision classification or video model with its classifier replaced by identity.
+    """A torchvision classification or video model with its last linear layer made identity.
+
+    Only the final projection to classes goes: the norm / pooling / hidden layers of the
+    classifier stay (ConvNeXt's LayerNorm and flatten, MobileNetV3's 1024-wide hidden layer).
 
     Args:
         name: A torchvision model name (``torchvision.models.list_models()``).
@@ -41,19 +44,14 @@ def headless_backbone(name: str, weights: str | None) -> tuple[nn.Module, int]:
     """
     model = torchvision.models.get_model(name, weights=None)
     load_weights(model, weights)
-    for attr in ("fc", "classifier", "heads", "head"):
-        if hasattr(model, attr):
-            layer = getattr(model, attr)
-            setattr(model, attr, nn.Identity())
-            return model, _in_features(layer)
-    raise ValueError(f"torchvision model {name!r} has no known classifier attribute")
-
-
-def _in_features(layer: nn.Module) -> int:
-    linears = [m for m in layer.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError(f"cannot find the input width of classifier {layer}")
-    return int(linears[0].in_features)
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears or linears[-1][0].split(".")[0] not in ("fc", "classifier", "heads", "head"):
+        raise ValueError(f"torchvision model {name!r} has no known classifier layer")
+    path, last = linears[-1]
+    parent_name, _, child = path.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, nn.Identity())
+    return model, int(last.in_features)
 
 
 def fit_size(width: int, height: int, size: int) -> tuple[int, int]:
@@ -71,7 +69,7 @@ def letterbox(
     is seen: cropping could cut off the very part of an ad that breaks a policy.
     """
     h, w = rgb.shape[:2]
-    chw = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+    chw = torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
     mean_t = torch.tensor(mean).view(3, 1, 1)
     std_t = torch.tensor(std).view(3, 1, 1)
     out = torch.zeros(3, size, size)

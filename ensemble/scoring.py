@@ -135,8 +135,10 @@ def _parse_line(line: str, number: int) -> tuple[Any, dict[str, Any] | None]:
     except json.JSONDecodeError as err:
         problem = f"line {number} is not valid JSON: {err.msg}"
         return None, error_result(f"line-{number}", AdError([InputError("ad", problem)]))
-    if isinstance(ad, dict):
-        ad.setdefault("id", f"line-{number}")
+    if not isinstance(ad, dict):
+        problem = f"line {number}: expected a JSON object, got {type(ad).__name__}"
+        return None, error_result(f"line-{number}", AdError([InputError("ad", problem)]))
+    ad.setdefault("id", f"line-{number}")
     return ad, None
 
 

@@ -1,0 +1,156 @@
+"""Reading and decoding media: every accepted form, every refusal naming its field."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from encoders.audio import AudioPreparer, AudioSettings
+from encoders.base import InputError
+from encoders.media import MediaLimits, decode_audio, decode_image, decode_video, read_media
+from encoders.video import VideoModelEncoder, VideoPreparer, VideoSettings
+from ensemble import synth
+
+LIMITS = MediaLimits()
+
+
+def _png(width: int = 40, height: int = 30) -> bytes:
+    buffer = io.BytesIO()
+    synth.banner(width, height).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_read_media_accepts_every_form(tmp_path) -> None:
+    data = _png()
+    (tmp_path / "a.png").write_bytes(data)
+    b64 = base64.b64encode(data).decode()
+    forms = [
+        data,
+        "a.png",
+        {"path": "a.png"},
+        {"base64": b64},
+        f"data:image/png;base64,{b64}",
+    ]
+    for value in forms:
+        assert (
+            read_media(value, "image", base_dir=tmp_path, allow_paths=True, limits=LIMITS) == data
+        )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"base64": "not base64!!"}, "invalid base64"),
+        ({"base64": 12}, "must be a string"),
+        ({"url": "http://example.com/a.png"}, "got keys"),
+        (42, "got int"),
+        ("missing.png", "cannot read"),
+        ("data:image/png,abc", "base64-encoded"),
+        (b"", "empty"),
+    ],
+)
+def test_read_media_refusals_name_the_field(tmp_path, value, message) -> None:
+    with pytest.raises(InputError, match=message) as info:
+        read_media(value, "image", base_dir=tmp_path, allow_paths=True, limits=LIMITS)
+    assert info.value.field == "image"
+
+
+def test_paths_are_refused_when_not_allowed(tmp_path) -> None:
+    (tmp_path / "a.png").write_bytes(_png())
+    with pytest.raises(InputError, match="not accepted here"):
+        read_media("a.png", "image", base_dir=tmp_path, allow_paths=False, limits=LIMITS)
+
+
+def test_oversized_payload_is_413() -> None:
+    limits = MediaLimits(max_image_bytes=100)
+    with pytest.raises(InputError) as info:
+        read_media(b"x" * 101, "image", base_dir=None, allow_paths=False, limits=limits)
+    assert info.value.status == 413
+    with pytest.raises(InputError, match="exceeds"):
+        read_media(
+            {"base64": "QUFB" * 100}, "image", base_dir=None, allow_paths=False, limits=limits
+        )
+
+
+def test_decode_image_converts_and_refuses_bombs() -> None:
+    gray = io.BytesIO()
+    Image.new("L", (50, 20), 128).save(gray, format="PNG")
+    img = decode_image(gray.getvalue(), LIMITS)
+    assert img.mode == "RGB"
+    assert img.size == (50, 20)
+    with pytest.raises(InputError, match="pixels exceeds") as info:
+        decode_image(_png(100, 100), MediaLimits(max_pixels=5000))
+    assert info.value.status == 413
+    with pytest.raises(InputError, match="cannot decode image"):
+        decode_image(b"GIF89a garbage", LIMITS)
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg", ".mp3", ".m4a"])
+def test_decode_audio_formats(tmp_path, suffix) -> None:
+    samples = synth.tone(1.0, rate=22_050, freqs=(440.0,), amplitude=0.5, channels=2)
+    path = synth.write_audio(tmp_path / f"a{suffix}", samples, 22_050)
+    clip = decode_audio(path.read_bytes(), LIMITS)
+    assert clip.sample_rate == 22_050
+    assert clip.samples.shape[0] == 2
+    assert abs(clip.duration - 1.0) < 0.1  # lossy codecs pad a few frames
+    rms = float(np.sqrt(np.mean(clip.samples**2)))
+    assert rms == pytest.approx(0.5 / np.sqrt(2), rel=0.1)
+
+
+def test_decode_audio_refuses_corrupt_and_too_long(tmp_path) -> None:
+    with pytest.raises(InputError, match="cannot decode audio") as info:
+        decode_audio(b"RIFF\x00\x00\x00\x00WAVEgarbage", LIMITS)
+    assert info.value.field == "audio"
+    path = synth.write_audio(tmp_path / "long.wav", synth.tone(3.0, rate=8000), 8000)
+    with pytest.raises(InputError, match="exceeds the limit of 2 s"):
+        decode_audio(path.read_bytes(), MediaLimits(max_seconds=2))
+
+
+def test_audio_preparer_crops_pads_and_records_length(tmp_path) -> None:
+    settings = AudioSettings(clip_seconds=1.0)
+    preparer = AudioPreparer(settings)
+    short = decode_audio(
+        synth.write_audio(tmp_path / "s.wav", synth.tone(0.5, rate=48_000), 48_000).read_bytes(),
+        LIMITS,
+    )
+    out = preparer.prepare(short)
+    assert out["waveform"].shape == (16_000,)
+    assert int(out["length"]) == 8_000
+    assert out["waveform"][8_100:].abs().max() == 0
+    long = decode_audio(
+        synth.write_audio(tmp_path / "l.wav", synth.tone(2.0, rate=8_000), 8_000).read_bytes(),
+        LIMITS,
+    )
+    assert int(preparer.prepare(long)["length"]) == 16_000
+
+
+def test_decode_video_samples_uniformly(tmp_path) -> None:
+    def frame_at(i: int) -> np.ndarray:
+        return np.full((48, 64, 3), i * 8, np.uint8)  # brightness encodes the frame index
+
+    path = synth.write_video(tmp_path / "v.mp4", frame_at, frames=30, fps=10)
+    preparer = VideoPreparer(VideoSettings(num_frames=4, frame_size=32), ((0.0,) * 3, (1.0,) * 3))
+    (out,), info = decode_video(path.read_bytes(), [preparer], LIMITS)
+    assert info.num_frames == 30
+    assert info.fps == pytest.approx(10.0)
+    frames = out["frames"]
+    assert frames.shape == (4, 3, 32, 32)
+    centre = frames[:, :, 16, 16].mean(dim=1) * 255 / 8  # picks 0, 10, 19, 29
+    assert torch.allclose(centre, torch.tensor([0.0, 10.0, 19.0, 29.0]), atol=1.0)
+
+
+def test_decode_video_refuses_corrupt_and_too_long(tmp_path) -> None:
+    preparer = VideoPreparer(VideoSettings(), VideoModelEncoder.mean_std)
+    with pytest.raises(InputError, match="cannot decode video"):
+        decode_video(b"\x00\x00\x00\x18ftypmp42garbage", [preparer], LIMITS)
+    path = synth.write_video(
+        tmp_path / "v.mp4", synth.moving_square(64, 48, fps=10), frames=30, fps=10
+    )
+    with pytest.raises(InputError, match=r"duration 3\.0 s exceeds") as info:
+        decode_video(path.read_bytes(), [preparer], MediaLimits(max_seconds=2))
+    assert info.value.status == 413

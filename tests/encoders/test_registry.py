@@ -1,0 +1,106 @@
+"""The encoder registry, swept: every registered encoder's shape, trace, save and load."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from encoders import (
+    MODALITIES,
+    EncoderEntry,
+    get_encoder,
+    get_entry,
+    list_encoders,
+    register_encoder,
+    registry,
+)
+from encoders.base import random_input
+from encoders.text import HFTextEncoder, TextPreparer, TextSettings
+
+ALL = list_encoders()
+
+
+def test_builtin_families_are_registered() -> None:
+    for name in ("minilm", "hf_text", "resnet18", "mobilenet_v3_small", "efficientnet_b0"):
+        assert name in ALL
+    assert "logmel_cnn" in list_encoders(modality="audio")
+    assert {"r3d_18", "frame_pool"} <= set(list_encoders(modality="video"))
+    assert set(list_encoders(kind="learned")) <= set(ALL)
+
+
+def test_duplicate_name_is_refused() -> None:
+    entry = get_entry("minilm")
+    with pytest.raises(ValueError, match="already registered"):
+        register_encoder(dataclasses.replace(entry))
+
+
+def test_unknown_name_lists_registered() -> None:
+    with pytest.raises(KeyError, match="resnet18"):
+        get_entry("no-such-encoder")
+
+
+def test_unknown_setting_is_refused() -> None:
+    with pytest.raises(TypeError, match="accepted"):
+        get_encoder("resnet18", bogus=1)
+
+
+def test_a_new_entry_registers_and_lists(tiny_bert_dir, monkeypatch) -> None:
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @dataclass(frozen=True)
+    class Tiny(TextSettings):
+        pass
+
+    register_encoder(
+        EncoderEntry(
+            "test_tiny_text",
+            "text",
+            "learned",
+            Tiny,
+            HFTextEncoder,
+            TextPreparer,
+            defaults={"model_dir": str(tiny_bert_dir), "max_length": 16},
+        )
+    )
+    assert "test_tiny_text" in list_encoders(modality="text")
+    assert get_encoder("test_tiny_text").output_dim == 32
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_encoder_traces_and_reloads(name: str) -> None:
+    encoder = get_encoder(name).eval()
+    entry = get_entry(name)
+    assert encoder.modality == entry.modality in MODALITIES
+    assert encoder.kind == entry.kind
+    if encoder.kind == "analyzer":
+        assert len(encoder.measurement_names) == encoder.output_dim
+    torch.manual_seed(0)
+    with torch.no_grad():
+        traced = torch.jit.trace(encoder, encoder.example_inputs(2), check_trace=False)
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+        buffer.seek(0)
+        loaded = torch.jit.load(buffer)
+        for batch in (1, 3):
+            inputs = encoder.example_inputs(batch)
+            eager = encoder(*inputs)
+            assert eager.shape == (batch, encoder.output_dim)
+            assert torch.isfinite(eager).all()
+            torch.testing.assert_close(loaded(*inputs), eager, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_placeholder_matches_input_spec(name: str) -> None:
+    entry = get_entry(name)
+    settings = entry.make_settings()
+    placeholder = entry.preparer(settings).placeholder()
+    encoder = get_encoder(name)
+    assert list(placeholder) == [s.name for s in encoder.input_spec]
+    for spec in encoder.input_spec:
+        assert tuple(placeholder[spec.name].shape) == spec.shape
+        assert placeholder[spec.name].dtype == spec.dtype
+        assert random_input(spec, 2).shape == (2, *spec.shape)

@@ -1,0 +1,37 @@
+"""`adpolicy score` on the sample ads with the embedded default model (the README's demo)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ensemble.cli import main
+from ensemble.scoring import DEFAULT_DIR
+
+
+@pytest.mark.slow
+def test_demo_scores_the_sample_ads(sample_media, tmp_path, capsys) -> None:
+    ads = sample_media.parent / "ads.jsonl"
+    out = tmp_path / "results.jsonl"
+    assert main(["score", str(ads), "-o", str(out), "--no-progress", "--batch-size", "4"]) == 0
+    printed = capsys.readouterr().out
+    lines = [json.loads(line) for line in ads.read_text().splitlines() if line.strip()]
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in results] == [a["id"] for a in lines]
+    errors = {r["id"] for r in results if r["status"] == "error"}
+    assert errors == {"broken-image", "missing-file"}
+    config = json.loads((DEFAULT_DIR / "config.json").read_text())
+    for policy in config["policies"]:
+        assert policy["name"] in printed
+    for r in results:
+        assert r["id"] in printed
+        if r["status"] == "ok":
+            assert set(r["policies"]) == {p["name"] for p in config["policies"]}
+
+
+def test_help_lists_the_commands(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    assert "score" in capsys.readouterr().out

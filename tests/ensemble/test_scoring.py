@@ -1,0 +1,137 @@
+"""Offline scoring: results, withheld untrained scores, and bad ads isolated per field."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ensemble import Scorer, build_ensemble
+from ensemble.batch import AdPreparer
+
+
+@pytest.fixture(scope="module")
+def scorer(small_model) -> Scorer:
+    return Scorer(small_model, batch_size=3)
+
+
+def _write_jsonl(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_scores_thresholds_and_withheld_untrained(scorer, sample_ads, sample_media) -> None:
+    results = scorer.score(sample_ads.values(), base_dir=sample_media.parent)
+    assert [r["id"] for r in results] == list(sample_ads)
+    text_only, image_only, _, all_four = results
+    assert text_only["policies"]["offensive_language"]["status"] == "scored"
+    assert 0 <= text_only["policies"]["offensive_language"]["score"] <= 1
+    assert text_only["policies"]["adult"]["status"] == "not_applicable"
+    assert image_only["policies"]["offensive_language"]["status"] == "not_applicable"
+    assert image_only["policies"]["adult"] == {
+        "threshold": 0.5,
+        "status": "untrained",
+        "score": None,
+        "flag": None,
+    }
+    assert set(all_four["modalities"]) == {"text", "image", "audio", "video"}
+    assert "adult" not in all_four["modalities"]["image"]  # untrained: never shown
+    for r in results:
+        for name, entry in r["policies"].items():
+            if entry["status"] == "scored":
+                assert entry["flag"] == (entry["score"] >= entry["threshold"])
+                assert (name in r["flags"]) == entry["flag"]
+
+
+def test_bad_ads_get_errors_naming_the_field_and_others_are_scored(
+    scorer, sample_media, tmp_path
+) -> None:
+    media = sample_media
+    corrupt = base64.b64encode(b"\x89PNG\r\n\x1a\nbroken").decode()
+    lines = [
+        json.dumps({"id": "good-text", "text": "Fresh coffee"}),
+        json.dumps({"id": "corrupt-image", "image": str(media / "corrupt.png")}),
+        json.dumps({"id": "missing-file", "audio": "nowhere.wav"}),
+        json.dumps({"id": "wrong-type", "text": 123}),
+        "{not json",
+        json.dumps({"id": "bad-base64", "image": {"base64": "@@@"}}),
+        json.dumps({"id": "corrupt-b64-image", "image": {"base64": corrupt}}),
+        json.dumps({"id": "corrupt-audio", "audio": str(media / "corrupt.png")}),
+        json.dumps({"id": "corrupt-video", "video": str(media / "corrupt.png")}),
+        json.dumps({"id": "unknown-field", "text": "hi", "colour": "red"}),
+        json.dumps({"id": "empty"}),
+        json.dumps(["not", "an", "object"]),
+        json.dumps({"id": "good-image", "image": str(media / "sharp_banner.png")}),
+    ]
+    results = scorer.score_file(_write_jsonl(tmp_path / "ads.jsonl", lines), progress=False)
+    by_id = {r["id"]: r for r in results}
+    assert len(results) == len(lines)
+    assert by_id["good-text"]["status"] == by_id["good-image"]["status"] == "ok"
+    expected = {
+        "corrupt-image": ("image", "cannot decode image"),
+        "missing-file": ("audio", "cannot read 'nowhere.wav'"),
+        "wrong-type": ("text", "expected a string, got int"),
+        "line-5": ("ad", "not valid JSON"),
+        "bad-base64": ("image", "invalid base64"),
+        "corrupt-b64-image": ("image", "cannot decode image"),
+        "corrupt-audio": ("audio", "cannot decode audio"),
+        "corrupt-video": ("video", "cannot decode video"),
+        "unknown-field": ("colour", "unknown field"),
+        "empty": ("ad", "no text, image, audio or video"),
+        "line-12": ("ad", "expected a JSON object"),
+    }
+    for ad_id, (field, problem) in expected.items():
+        result = by_id[ad_id]
+        assert result["status"] == "error", ad_id
+        assert result["http_status"] == 400
+        assert result["errors"][0]["field"] == field, ad_id
+        assert problem in result["errors"][0]["error"], ad_id
+
+
+def test_every_problem_of_an_ad_is_listed(small_config) -> None:
+    from ensemble.batch import AdError
+
+    with pytest.raises(AdError) as info:
+        AdPreparer(small_config).prepare({"id": [1], "text": 5, "image": 7})
+    assert [e["field"] for e in info.value.to_json()] == ["id", "text", "image"]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_output_formats(scorer, sample_media, tmp_path, suffix) -> None:
+    ads = _write_jsonl(
+        sample_media.parent / f"_test_ads{suffix}.jsonl",
+        [
+            json.dumps({"id": "a", "text": "hi"}),
+            json.dumps({"id": "b", "image": "media/corrupt.png"}),
+        ],
+    )
+    try:
+        out = tmp_path / f"results{suffix}"
+        scorer.score_file(ads, out, progress=False)
+    finally:
+        ads.unlink()
+    if suffix == ".jsonl":
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert rows[0]["policies"]["offensive_language"]["status"] == "scored"
+    else:
+        frame = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)
+        rows = frame.to_dict("records")
+        assert 0 <= rows[0]["offensive_language.score"] <= 1
+        assert "cannot decode image" in rows[1]["error"]
+    assert [r["status"] for r in rows] == ["ok", "error"]
+
+
+def test_unknown_output_format(scorer, tmp_path) -> None:
+    ads = _write_jsonl(tmp_path / "ads.jsonl", [json.dumps({"text": "hi"})])
+    with pytest.raises(ValueError, match="unsupported output format"):
+        scorer.score_file(ads, tmp_path / "out.xlsx", progress=False)
+
+
+def test_model_without_config_is_refused(small_model) -> None:
+    model = build_ensemble(small_model.config)
+    model.config = None
+    with pytest.raises(ValueError, match="no config"):
+        Scorer(model)
