@@ -128,6 +128,3 @@ class TextPreparer:
             "attention_mask": enc["attention_mask"][0].to(torch.int64),
         }
 
-    def token_count(self, text: str) -> int:
-        """Tokens the text would use before truncation (an input statistic for monitoring)."""
-        return len(self.tokenizer(text, truncation=False)["input_ids"])

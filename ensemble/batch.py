@@ -121,10 +121,6 @@ class AdPreparer:
         self.input_names = [*placeholders, "presence"]
         self.modalities = [m for m in MODALITIES if self.preparers[m]]
 
-    def text_preparers(self) -> list[Any]:
-        """The preparers of the text encoders (tokenizers), for input statistics."""
-        return [p for _, p in self.preparers["text"]]
-
     def prepare(self, ad: Any, *, index: int = 0, base_dir: Path | None = None) -> PreparedAd:
         """Prepare one ad; raises :class:`AdError` naming every bad field."""
         if not isinstance(ad, Mapping):
@@ -173,8 +169,11 @@ class AdPreparer:
                     "text",
                     f"{len(value)} characters exceeds the limit of {self.limits.max_text_chars}",
                 )
-            stats["text_chars"] = float(len(value))
             outputs = [p.prepare(value) for _, p in preparers]
+            stats["text_chars"] = float(len(value))
+            masks = [out["attention_mask"] for out in outputs if "attention_mask" in out]
+            if masks:
+                stats["text_tokens"] = float(masks[0].sum())
         else:
             data = read_media(
                 value, modality, base_dir=base_dir, allow_paths=self.allow_paths, limits=self.limits
