@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ensemble import ModelConfig, build_ensemble
+from ensemble import ModelConfig, build_ensemble, save_pretrained
 from ensemble.cli import main
 from ensemble.scoring import Scorer
 from serve.capture import CaptureWriter
@@ -308,6 +308,29 @@ def test_baseline_from_labelled_data_and_the_manifest_round_trip(
     attach_baseline(artifact, base)
     assert load_baseline(artifact) == json.loads(json.dumps(base))
     assert json.loads((artifact / "manifest.json").read_text())["format"] == "x"
+
+
+def test_cli_baseline_from_a_checkpoint(
+    text_scorer: Scorer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = save_pretrained(text_scorer.model, tmp_path / "checkpoint")
+    _write_ads(tmp_path / "val.jsonl", 12)
+    out = tmp_path / "out" / "baseline.json"
+    args = [
+        "monitor",
+        "baseline",
+        "--model",
+        str(checkpoint),
+        "--data",
+        str(tmp_path / "val.jsonl"),
+    ]
+    assert main([*args, "-o", str(out), "--batch-size", "5"]) == 0
+    base = load_baseline(out)
+    assert (base["scored"], base["errors"]) == (12, 1)
+    assert base["labelled"]["offensive_language"]["count"] == 12
+    assert base["source"]["model"] == str(checkpoint)
+    assert "12 ads scored (1 errors)" in capsys.readouterr().out
+    assert main(args) == 2  # neither -o nor --attach
 
 
 # --- the command line ---------------------------------------------------------------------
