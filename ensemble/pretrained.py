@@ -55,7 +55,7 @@ def save_pretrained(
     if weights == "heads":
         state = {k: v for k, v in state.items() if not k.startswith("encoders.")}
     else:
-        config = _self_contained(config, out)
+        config = bundle_encoder_files(config, out)
     save_file(state, str(out / WEIGHTS_FILE))
     payload = config.to_json()
     payload["checkpoint"] = {"format": FORMAT_VERSION, "weights": weights, **(extra or {})}
@@ -63,13 +63,26 @@ def save_pretrained(
     return out
 
 
-def _self_contained(config: ModelConfig, out: Path) -> ModelConfig:
-    """Copy Hugging Face configs/tokenizers beside the weights; point settings at the copies."""
+def bundle_encoder_files(config: ModelConfig, out: str | Path) -> ModelConfig:
+    """Copy each encoder's Hugging Face config and tokenizer files under ``out/encoders/KEY``.
+
+    Weight files are not copied (the caller stores the weights, or a graph holds them). The
+    returned config points at the copies with paths relative to ``out`` (resolved again by
+    :func:`resolve_encoder_paths`), loads no pretrained weights and no local weight files.
+
+    Args:
+        config: The config whose encoders' files to copy.
+        out: The directory the copies go under (a checkpoint or an export artifact).
+
+    Returns:
+        The config with relative ``model_dir`` settings, ``pretrained`` off, ``weights`` None.
+    """
+    root = Path(out)
     for key, enc in config.encoders.items():
         settings = dict(enc.settings)
         if "model_dir" in settings:
             source = resolve_model_dir(settings["model_dir"])
-            target = out / "encoders" / key
+            target = root / "encoders" / key
             target.mkdir(parents=True, exist_ok=True)
             for item in source.iterdir():
                 if item.is_file() and item.suffix not in _WEIGHT_SUFFIXES:
@@ -78,6 +91,21 @@ def _self_contained(config: ModelConfig, out: Path) -> ModelConfig:
         if settings.get("weights") is not None:
             settings["weights"] = None
         config = config.with_encoder(key, EncoderConfig(enc.type, settings))
+    return config
+
+
+def resolve_encoder_paths(config: ModelConfig, root: str | Path) -> ModelConfig:
+    """Make the encoders' relative ``model_dir`` / ``weights`` settings absolute under ``root``.
+
+    ``package:NAME`` values and absolute paths are kept as they are.
+    """
+    for key, enc in config.encoders.items():
+        settings = dict(enc.settings)
+        for name in ("model_dir", "weights"):
+            value = settings.get(name)
+            if isinstance(value, str) and not value.startswith("package:"):
+                settings[name] = str((Path(root) / value).resolve())
+        config = config.with_encoder(key, dataclasses.replace(enc, settings=settings))
     return config
 
 
@@ -91,15 +119,7 @@ def read_checkpoint_config(directory: str | Path) -> tuple[ModelConfig, dict[str
     meta = data.pop("checkpoint", {})
     if meta.get("format", FORMAT_VERSION) > FORMAT_VERSION:
         raise ValueError(f"{path}: checkpoint format {meta['format']} is newer than this code")
-    config = ModelConfig.from_json(data)
-    for key, enc in config.encoders.items():
-        settings = dict(enc.settings)
-        for name in ("model_dir", "weights"):
-            value = settings.get(name)
-            if isinstance(value, str) and not value.startswith("package:"):
-                settings[name] = str((root / value).resolve())
-        config = config.with_encoder(key, dataclasses.replace(enc, settings=settings))
-    return config, meta
+    return resolve_encoder_paths(ModelConfig.from_json(data), root), meta
 
 
 def from_pretrained(directory: str | Path) -> AdPolicyEnsemble:
