@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Sequence
 
 # Each module exposes ``register(subparsers)``; its parsers set ``func(args) -> int``.
-COMMAND_MODULES = ("ensemble.commands", "serve.monitor_commands")
+COMMAND_MODULES = ("ensemble.commands", "serve.monitor_commands", "export.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

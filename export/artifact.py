@@ -1,0 +1,338 @@
+"""The export artifact: ONE graph file, its manifest, and the files its preparation reads.
+
+Layout of an artifact directory::
+
+    model.pt            the traced graph (TorchScript; a Neuron-compiled TorchScript module for
+                        the neuron / neuronx targets); ``model.pt2`` for the torch-export target
+    manifest.json       everything a server needs besides the graph (see :func:`build_manifest`)
+    encoders/KEY/       Hugging Face config and tokenizer files of text encoders, referenced
+                        by relative ``model_dir`` settings in the embedded config
+
+The TorchServe handler knows the model only through :func:`load_artifact`: the graph, the
+config (policies, thresholds, preparation settings), the measurement names and the input spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import logging
+import platform
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from encoders.base import MODALITIES, Encoder
+from ensemble.batch import AdPreparer
+from ensemble.config import ModelConfig
+from ensemble.model import AdPolicyEnsemble
+from ensemble.postprocess import ResultFormatter
+from ensemble.pretrained import bundle_encoder_files, resolve_encoder_paths
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "adpolicy-artifact"
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+GRAPH_FILES = {
+    "torchscript": "model.pt",
+    "neuron": "model.pt",
+    "neuronx": "model.pt",
+    "torch-export": "model.pt2",
+}
+OUTPUT_NAMES = ("scores", "modality_scores", "measurements")
+
+GraphLoader = Callable[[Path, str], Any]
+
+
+class ArtifactError(ValueError):
+    """An artifact directory that cannot be used (missing file, wrong format, bad checksum)."""
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """Versions of the package and of the libraries the graph and the preparation depend on
+    (the libraries' own ``__version__``, which names the build, e.g. ``2.11.0+cu130``)."""
+    try:
+        package = importlib.metadata.version("adpolicy-ensemble")
+    except importlib.metadata.PackageNotFoundError:
+        package = "not installed"
+    out = {"adpolicy": package, "python": platform.python_version()}
+    for name in ("torch", "torchvision", "torchaudio", "transformers"):
+        out[name] = str(importlib.import_module(name).__version__)
+    return out
+
+
+def input_spec(model: AdPolicyEnsemble) -> list[dict[str, Any]]:
+    """The graph's inputs in order: name, shape with a free ``"batch"`` dimension, dtype."""
+    specs: list[dict[str, Any]] = []
+    for key in model.keys:
+        encoder: Encoder = model.encoders[key]  # type: ignore[assignment]
+        specs.extend({**s.to_json(), "name": f"{key}.{s.name}"} for s in encoder.input_spec)
+    specs.append(
+        {"name": "presence", "shape": ["batch", len(MODALITIES)], "dtype": str(torch.float32)}
+    )
+    return specs
+
+
+def output_spec(model: AdPolicyEnsemble) -> list[dict[str, Any]]:
+    """The graph's outputs in order (the fields of :class:`ensemble.model.EnsembleOutput`)."""
+    policies, measured = model.num_policies, len(model.measurement_names)
+    shapes = (["batch", policies], ["batch", len(MODALITIES), policies], ["batch", measured])
+    return [
+        {"name": name, "shape": shape, "dtype": str(torch.float32)}
+        for name, shape in zip(OUTPUT_NAMES, shapes, strict=True)
+    ]
+
+
+def build_manifest(
+    model: AdPolicyEnsemble,
+    config: ModelConfig,
+    *,
+    target: str,
+    graph_file: str,
+    graph_sha256: str,
+    parity: Mapping[str, Any],
+    precision: Mapping[str, Any],
+    source: Mapping[str, Any] | None = None,
+    target_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The manifest of an artifact (what ``manifest.json`` holds).
+
+    Args:
+        model: The exported ensemble (input spec, measurement names).
+        config: The config as stored in the artifact (relative preparation paths).
+        target: ``"torchscript"``, ``"neuron"``, ``"neuronx"`` or ``"torch-export"``.
+        graph_file: The graph's file name inside the artifact.
+        graph_sha256: Its SHA-256, verified when the artifact is loaded.
+        parity: The traced-vs-eager parity report.
+        precision: The precision plan and its parity report against fp32.
+        source: Where the model came from (checkpoint path, ...).
+        target_options: Target-specific settings (Neuron compiler arguments, ...).
+
+    Returns:
+        A JSON-serialisable dict.
+    """
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "target": target,
+        "graph": {"file": graph_file, "sha256": graph_sha256},
+        "config": config.to_json(),
+        "policies": config.policy_names,
+        "modalities": list(MODALITIES),
+        "inputs": input_spec(model),
+        "outputs": output_spec(model),
+        "measurement_names": list(model.measurement_names),
+        "preparation": {
+            key: {"type": enc.type, "modality": config.modality(key), "settings": enc.settings}
+            for key, enc in config.encoders.items()
+        },
+        "versions": versions(),
+        "precision": dict(precision),
+        "parity": dict(parity),
+        "target_options": dict(target_options or {}),
+        "source": dict(source or {}),
+        "baseline": None,
+    }
+
+
+def save_artifact(
+    directory: str | Path,
+    *,
+    model: AdPolicyEnsemble,
+    save_graph: Callable[[Path], None],
+    target: str = "torchscript",
+    graph_file: str | None = None,
+    parity: Mapping[str, Any],
+    precision: Mapping[str, Any],
+    source: Mapping[str, Any] | None = None,
+    target_options: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write an artifact: the graph, the preparation files, then the manifest (last).
+
+    Args:
+        directory: Output directory (created; an existing artifact in it is replaced).
+        model: The eager ensemble that was exported, with its config attached.
+        save_graph: Writes the graph to the path it is given (e.g. ``torch.jit.save``).
+        target: The export target, recorded in the manifest; it picks how the graph loads.
+        graph_file: The graph's file name; default from the target.
+        parity: The traced-vs-eager parity report.
+        precision: The precision plan and its parity report.
+        source: Provenance recorded in the manifest.
+        target_options: Target-specific settings recorded in the manifest.
+
+    Returns:
+        The artifact directory.
+    """
+    if model.config is None:
+        raise ValueError("the model has no config; build it with build_ensemble()")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST_FILE).unlink(missing_ok=True)  # a half-written artifact never looks whole
+    name = graph_file or GRAPH_FILES[target]
+    save_graph(out / name)
+    config = bundle_encoder_files(model.config, out)
+    manifest = build_manifest(
+        model,
+        config,
+        target=target,
+        graph_file=name,
+        graph_sha256=sha256_of(out / name),
+        parity=parity,
+        precision=precision,
+        source=source,
+        target_options=target_options,
+    )
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    log.info("artifact written to %s (%s, %s)", out, target, precision.get("dtype", "fp32"))
+    return out
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A loaded artifact.
+
+    Attributes:
+        directory: The artifact directory.
+        graph: The graph, in eval mode: a ``torch.jit.ScriptModule`` (torchscript and Neuron
+            targets) or an AOTInductor model (torch-export target). Call it with the tensors
+            of ``input_names``; it returns ``(scores, modality_scores, measurements)``.
+        manifest: The parsed ``manifest.json``.
+        config: The model config, preparation paths resolved against ``directory``.
+    """
+
+    directory: Path
+    graph: Any
+    manifest: dict[str, Any]
+    config: ModelConfig
+
+    @property
+    def measurement_names(self) -> list[str]:
+        return list(self.manifest["measurement_names"])
+
+    @property
+    def input_names(self) -> list[str]:
+        return [spec["name"] for spec in self.manifest["inputs"]]
+
+    @property
+    def policy_names(self) -> list[str]:
+        return self.config.policy_names
+
+    def preparer(self, allow_paths: bool) -> AdPreparer:
+        """The preparation of this artifact's inputs (tokenizers from the artifact itself)."""
+        preparer = AdPreparer(self.config, allow_paths=allow_paths)
+        if preparer.input_names != self.input_names:
+            raise ArtifactError(
+                f"{self.directory}: the preparation yields inputs {preparer.input_names}, "
+                f"the graph takes {self.input_names}"
+            )
+        return preparer
+
+    def formatter(self) -> ResultFormatter:
+        """Thresholds and result rows for this artifact's outputs."""
+        return ResultFormatter(self.config, self.measurement_names)
+
+    def __call__(self, *inputs: Tensor) -> Sequence[Tensor]:
+        """Run the graph: ``(scores, modality_scores, measurements)``."""
+        out: Sequence[Tensor] = self.graph(*inputs)
+        return out
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """Parse and check ``manifest.json`` of an artifact directory."""
+    path = Path(directory) / MANIFEST_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found: not an export artifact")
+    manifest: dict[str, Any] = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT_NAME:
+        raise ArtifactError(f"{path}: not an {FORMAT_NAME} manifest")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: artifact format {manifest['format_version']} is newer than this code "
+            f"({FORMAT_VERSION}); upgrade adpolicy-ensemble"
+        )
+    return manifest
+
+
+def verify_graph(directory: str | Path, manifest: Mapping[str, Any]) -> Path:
+    """The graph file's path, after checking it against the manifest's SHA-256."""
+    path = Path(directory) / manifest["graph"]["file"]
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found: the artifact is incomplete")
+    actual = sha256_of(path)
+    if actual != manifest["graph"]["sha256"]:
+        raise ArtifactError(
+            f"{path}: checksum mismatch (manifest {manifest['graph']['sha256']}, file {actual}); "
+            "the graph was modified or corrupted, re-export it"
+        )
+    return path
+
+
+def _load_torchscript(path: Path, device: str) -> Any:
+    graph = torch.jit.load(str(path), map_location=device)
+    return graph.eval()
+
+
+def _load_neuron(target: str) -> GraphLoader:
+    def load(path: Path, device: str) -> Any:
+        from export.neuron import import_sdk
+
+        import_sdk(target)  # registers the Neuron operators the graph calls
+        return torch.jit.load(str(path)).eval()
+
+    return load
+
+
+def _load_torch_export(path: Path, device: str) -> Any:
+    from export.torch_export import load_package
+
+    if device != "cpu":
+        raise ArtifactError(f"{path}: the torch-export package is compiled for the CPU only")
+    return load_package(path)
+
+
+LOADERS: dict[str, GraphLoader] = {
+    "torchscript": _load_torchscript,
+    "neuron": _load_neuron("neuron"),
+    "neuronx": _load_neuron("neuronx"),
+    "torch-export": _load_torch_export,
+}
+
+
+def load_artifact(directory: str | Path, *, device: str = "cpu") -> Artifact:
+    """Load an artifact written by :func:`save_artifact`, verifying the graph's checksum.
+
+    Args:
+        directory: The artifact directory.
+        device: Where the graph's tensors go (``"cpu"``, ``"cuda"``); Neuron graphs load on
+            the NeuronCores their SDK picks.
+
+    Returns:
+        The :class:`Artifact`.
+
+    Raises:
+        ArtifactError: Not an artifact, an unknown target, or a checksum mismatch.
+    """
+    root = Path(directory).resolve()
+    manifest = read_manifest(root)
+    target = manifest["target"]
+    if target not in LOADERS:
+        raise ArtifactError(f"{root}: unknown target {target!r}; known: {sorted(LOADERS)}")
+    path = verify_graph(root, manifest)
+    config = resolve_encoder_paths(ModelConfig.from_json(manifest["config"]), root)
+    return Artifact(root, LOADERS[target](path, device), manifest, config)

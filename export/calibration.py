@@ -1,0 +1,149 @@
+"""Inputs the export checks run on: real prepared ads (a user file or generated) and random ones.
+
+"Real" inputs go through the same preparation as production (decode, resize, tokenize), so the
+checks see realistic token lengths, padding, letterboxes and silence; random inputs from the
+encoders' ``example_inputs`` cover the rest of the input range.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tempfile
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import soundfile
+import torch
+from torch import Tensor
+
+from ensemble import synth
+from ensemble.batch import AdError, AdPreparer, PreparedAd
+
+log = logging.getLogger(__name__)
+
+SAMPLE_TEXTS = (
+    "Fresh organic coffee, roasted this week and delivered to your door. Try two weeks free.",
+    "this shit is fucking insane, grab it before these bitches sell out",
+    "Summer sale: 30% off all sandals.",
+    "Lose 20 pounds in 3 days with this one weird pill doctors hate!",
+    "Win big tonight: online casino, 200% deposit bonus, no limits.",
+    "New running shoes, light as air.",
+    "Craft beer tasting this Friday, 21+ only.",
+    "Learn Spanish in 10 minutes a day with our app.",
+)
+
+
+@lru_cache(maxsize=1)
+def _sample_media() -> dict[str, bytes]:
+    """Encoded sample media made by :mod:`ensemble.synth` (deterministic)."""
+    media: dict[str, bytes] = {}
+    for name, image in (
+        ("sharp", synth.banner(600, 314, seed=1)),
+        ("blurry", synth.banner(600, 314, seed=2, blur=6.0)),
+        ("tiny", synth.banner(150, 125, seed=4)),
+    ):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        media[f"image.{name}"] = buffer.getvalue()
+    for name, samples in (
+        ("calm", synth.tone(4, freqs=(220, 330, 495), amplitude=0.05, noise=0.01)),
+        ("loud", synth.tone(3, freqs=(880, 1320), amplitude=0.9, channels=2, noise=0.1)),
+    ):
+        buffer = io.BytesIO()
+        soundfile.write(buffer, samples, 48_000, format="WAV")
+        media[f"audio.{name}"] = buffer.getvalue()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, frames in (
+            ("strobe", synth.flashing_frames(160, 90, fps=30, hz=6)),
+            ("calm", synth.moving_square(160, 90, fps=30)),
+        ):
+            path = synth.write_video(Path(tmp) / f"{name}.mp4", frames, frames=60, fps=30)
+            media[f"video.{name}"] = path.read_bytes()
+    return media
+
+
+def sample_ads() -> list[dict[str, Any]]:
+    """Generated ads over every modality: varied texts, sharp / blurry / tiny images, calm and
+    loud audio, calm and strobing video, alone and combined (media as encoded bytes)."""
+    media = _sample_media()
+    images = [media["image.sharp"], media["image.blurry"], media["image.tiny"]]
+    audios = [media["audio.calm"], media["audio.loud"]]
+    videos = [media["video.calm"], media["video.strobe"]]
+    ads: list[dict[str, Any]] = [
+        {"id": f"text-{i}", "text": text} for i, text in enumerate(SAMPLE_TEXTS)
+    ]
+    ads += [{"id": f"image-{i}", "image": image} for i, image in enumerate(images)]
+    ads += [{"id": f"audio-{i}", "audio": audio} for i, audio in enumerate(audios)]
+    ads += [{"id": f"video-{i}", "video": video} for i, video in enumerate(videos)]
+    ads += [
+        {
+            "id": f"all-{i}",
+            "text": SAMPLE_TEXTS[i],
+            "image": images[i % len(images)],
+            "audio": audios[i % len(audios)],
+            "video": videos[i % len(videos)],
+        }
+        for i in range(2)
+    ]
+    return ads
+
+
+def read_ads(path: str | Path) -> list[dict[str, Any]]:
+    """The ads of a JSONL file (one JSON object a line; blank lines skipped)."""
+    lines = Path(path).read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def prepare_ads(
+    preparer: AdPreparer, ads: Sequence[Any], *, base_dir: Path | None = None
+) -> list[PreparedAd]:
+    """Prepare ads; an ad that cannot be prepared is logged and left out.
+
+    Only ads with a modality the model reads are kept (the others would be all placeholders).
+    """
+    prepared = []
+    for index, ad in enumerate(ads):
+        try:
+            item = preparer.prepare(ad, index=index, base_dir=base_dir)
+        except AdError as err:
+            log.warning("calibration ad #%d left out: %s", index, err)
+            continue
+        if any(item.presence):
+            prepared.append(item)
+    return prepared
+
+
+def calibration_ads(preparer: AdPreparer, path: str | Path | None = None) -> list[PreparedAd]:
+    """Prepared real ads: those of a JSONL file (media relative to it), else the generated ones."""
+    if path is None:
+        return prepare_ads(preparer, sample_ads())
+    prepared = prepare_ads(preparer, read_ads(path), base_dir=Path(path).parent)
+    if not prepared:
+        raise ValueError(f"{path}: no ad could be prepared for this model's modalities")
+    return prepared
+
+
+def cycled_batch(
+    preparer: AdPreparer, prepared: Sequence[PreparedAd], batch_size: int
+) -> tuple[Tensor, ...]:
+    """A batch of ``batch_size`` graph inputs cycling over prepared ads.
+
+    Returns:
+        The graph inputs, ``presence`` [batch_size, 4] last.
+    """
+    if not prepared:
+        raise ValueError("no prepared ads to batch")
+    items = [prepared[i % len(prepared)] for i in range(batch_size)]
+    return preparer.collate(items).inputs
+
+
+def random_batch(example_inputs: Any, batch_size: int, seed: int) -> tuple[Tensor, ...]:
+    """Random graph inputs from ``example_inputs(batch_size)`` under a fixed seed."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        inputs: tuple[Tensor, ...] = example_inputs(batch_size)
+    return inputs

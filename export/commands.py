@@ -1,0 +1,93 @@
+"""``adpolicy export``: a checkpoint to an artifact (one graph + manifest), or an operator check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ensemble.pretrained import from_pretrained
+from ensemble.scoring import DEFAULT_DIR
+from export.calibration import random_batch
+from export.exporter import TARGETS, ExportOptions, export_checkpoint
+from export.opcheck import SUPPORTED_LISTS, check_operators
+from export.precision import CAST_METHODS, PRECISIONS, ParityGate
+from export.trace import PARITY_BATCH_SIZES, TRACE_BATCH_SIZE, trace_graph
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        help="trace a checkpoint into one graph + manifest (TorchScript, Neuron, torch.export)",
+    )
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        default=str(DEFAULT_DIR),
+        help="checkpoint directory (default: the embedded default model)",
+    )
+    p.add_argument("-o", "--output", help="artifact directory to write")
+    p.add_argument("--target", choices=TARGETS, default="torchscript")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="16-bit encoders only after a parity check against fp32; auto falls back",
+    )
+    p.add_argument("--cast-method", choices=CAST_METHODS, default="weights")
+    p.add_argument("--calibration", type=Path, help="JSONL file of ads for the parity checks")
+    p.add_argument(
+        "--batch-sizes",
+        default=",".join(map(str, PARITY_BATCH_SIZES)),
+        help="batch sizes of the traced-vs-eager check (comma separated)",
+    )
+    p.add_argument("--max-score-diff", type=float, default=ParityGate.max_score_diff)
+    p.add_argument("--min-agreement", type=float, default=ParityGate.min_agreement)
+    p.add_argument(
+        "--no-neuron-fallback",
+        action="store_true",
+        help="Inf1: fail instead of running unsupported operators on the CPU",
+    )
+    p.add_argument(
+        "--check-neuron",
+        action="store_true",
+        help="list the graph's operators outside Neuron's supported lists (no SDK needed)",
+    )
+    p.add_argument("--json", action="store_true", help="print the operator check as JSON")
+    p.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    if not args.check_neuron and not args.output:
+        raise SystemExit("adpolicy export: give -o ARTIFACT_DIR, --check-neuron, or both")
+    if args.check_neuron:
+        _check_neuron(args.checkpoint, as_json=args.json)
+    if args.output:
+        options = ExportOptions(
+            target=args.target,
+            precision=args.precision,
+            cast_method=args.cast_method,
+            calibration=args.calibration,
+            batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
+            gate=ParityGate(args.max_score_diff, args.min_agreement),
+            neuron_fallback=not args.no_neuron_fallback,
+        )
+        out = export_checkpoint(args.checkpoint, args.output, options)
+        manifest = json.loads((out / "manifest.json").read_text())
+        print(
+            f"{out}: {manifest['target']} graph {manifest['graph']['file']}, "
+            f"precision {manifest['precision']['dtype']} ({manifest['precision']['reason']}), "
+            f"parity max abs diff {manifest['parity']['max_abs_diff']:.3g}"
+        )
+    return 0
+
+
+def _check_neuron(checkpoint: str, *, as_json: bool) -> None:
+    model = from_pretrained(checkpoint)
+    graph = trace_graph(model, random_batch(model.example_inputs, TRACE_BATCH_SIZE, seed=0))
+    reports = [check_operators(graph, target) for target in SUPPORTED_LISTS]
+    if as_json:
+        print(json.dumps([r.to_json() for r in reports], indent=2))
+    else:
+        print("\n\n".join(r.format() for r in reports))

@@ -1,0 +1,227 @@
+"""From a checkpoint to an artifact: trace, check parity, pick the precision, compile, save."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ensemble.batch import AdPreparer, PreparedAd
+from ensemble.model import AdPolicyEnsemble
+from ensemble.pretrained import from_pretrained
+from export.artifact import save_artifact
+from export.calibration import calibration_ads, cycled_batch, random_batch
+from export.opcheck import check_operators
+from export.precision import ParityGate, PrecisionPlan, choose_precision, with_precision
+from export.trace import (
+    PARITY_BATCH_SIZES,
+    TRACE_BATCH_SIZE,
+    InputsAt,
+    check_parity,
+    quiet_jit,
+    save_graph,
+    trace_graph,
+)
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("torchscript", "neuron", "neuronx", "torch-export")
+CALIBRATION_BATCH = 32
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to export.
+
+    Attributes:
+        target: ``"torchscript"``, ``"neuron"``, ``"neuronx"`` or ``"torch-export"``.
+        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"``.
+        cast_method: Preferred way to run an encoder in 16 bits (``"weights"``/``"autocast"``).
+        calibration: A JSONL file of ads for the checks; None for generated sample ads.
+        batch_sizes: Batch sizes of the traced-vs-eager parity check.
+        gate: When a 16-bit graph is accepted.
+        random_items: Random items added to the calibration set.
+        neuron_fallback: Inf1: let unsupported operators run on the CPU.
+    """
+
+    target: str = "torchscript"
+    precision: str = "fp32"
+    cast_method: str = "weights"
+    calibration: Path | None = None
+    batch_sizes: Sequence[int] = PARITY_BATCH_SIZES
+    gate: ParityGate = field(default_factory=ParityGate)
+    random_items: int = CALIBRATION_BATCH
+    neuron_fallback: bool = True
+
+
+class CheckInputs:
+    """The inputs every check runs on: random ones and real prepared ads.
+
+    Args:
+        model: The ensemble (its ``example_inputs`` give the random inputs).
+        real: Prepared ads.
+        preparer: The preparation that made them (its ``collate`` batches them).
+        random_items: Random items in the calibration set.
+    """
+
+    def __init__(
+        self,
+        model: AdPolicyEnsemble,
+        real: Sequence[PreparedAd],
+        preparer: AdPreparer,
+        random_items: int = CALIBRATION_BATCH,
+    ) -> None:
+        self.model = model
+        self.real = list(real)
+        self.preparer = preparer
+        self.random_items = random_items
+
+    def random(self, batch_size: int) -> tuple[Tensor, ...]:
+        """Fresh random inputs (seeded by the batch size, unlike the trace's example)."""
+        return random_batch(self.model.example_inputs, batch_size, seed=1000 + batch_size)
+
+    def real_batch(self, batch_size: int) -> tuple[Tensor, ...]:
+        """Real prepared ads, cycled to ``batch_size``."""
+        return cycled_batch(self.preparer, self.real, batch_size)
+
+    def example(self, batch_size: int = TRACE_BATCH_SIZE) -> tuple[Tensor, ...]:
+        """The inputs the graph is traced with."""
+        return random_batch(self.model.example_inputs, batch_size, seed=0)
+
+    def by_kind(self) -> dict[str, InputsAt]:
+        """Input kind -> batch size -> inputs, for :func:`export.trace.check_parity`."""
+        kinds: dict[str, InputsAt] = {"random": self.random}
+        if self.real:
+            kinds["real"] = self.real_batch
+        return kinds
+
+    def calibration(self) -> list[tuple[Tensor, ...]]:
+        """The calibration set: every real ad once, then random items, in batches."""
+        step = CALIBRATION_BATCH
+        batches = [
+            self.preparer.collate(self.real[i : i + step]).inputs
+            for i in range(0, len(self.real), step)
+        ]
+        if self.random_items:
+            batches.append(random_batch(self.model.example_inputs, self.random_items, seed=7))
+        return batches
+
+
+def calibration_scores(
+    module: AdPolicyEnsemble, inputs: CheckInputs, graph: Any | None = None
+) -> list[Tensor]:
+    """Scores of the module's traced graph (as it would be exported) on the calibration set."""
+    graph = graph if graph is not None else trace_graph(module, inputs.example())
+    with torch.no_grad(), quiet_jit():
+        return [graph(*batch)[0] for batch in inputs.calibration()]
+
+
+def export_model(
+    model: AdPolicyEnsemble,
+    output: str | Path,
+    options: ExportOptions | None = None,
+    *,
+    source: dict[str, Any] | None = None,
+) -> Path:
+    """Export an fp32 ensemble to an artifact directory.
+
+    Steps: trace in fp32 and check it against eager on random and real inputs at every batch
+    size; choose the precision (16-bit graphs checked against the fp32 graph on the
+    calibration set); build the target's graph, check it against its eager module; save.
+
+    Args:
+        model: The ensemble, with its config attached (``from_pretrained``).
+        output: The artifact directory.
+        options: Target, precision, calibration, parity settings.
+        source: Provenance recorded in the manifest.
+
+    Returns:
+        The artifact directory.
+    """
+    options = options or ExportOptions()
+    if options.target not in TARGETS:
+        raise ValueError(f"unknown target {options.target!r}; known: {TARGETS}")
+    if model.config is None:
+        raise ValueError("the model has no config; build it with build_ensemble()")
+    model.eval()
+    preparer = AdPreparer(model.config)
+    inputs = CheckInputs(
+        model, calibration_ads(preparer, options.calibration), preparer, options.random_items
+    )
+    fp32_graph = trace_graph(model, inputs.example())
+    fp32_parity = check_parity(model, fp32_graph, inputs.by_kind(), batch_sizes=options.batch_sizes)
+    operators = check_operators(fp32_graph, "neuron")
+    log.info("%s", operators.format())
+
+    def score(candidate: AdPolicyEnsemble) -> list[Tensor]:
+        return calibration_scores(candidate, inputs, fp32_graph if candidate is model else None)
+
+    plan, precision = choose_precision(
+        model, options.precision, score, gate=options.gate, method=options.cast_method
+    )
+    parity, save, target_options = _build_target(
+        model, plan, options, inputs, fp32_graph, fp32_parity
+    )
+    return save_artifact(
+        output,
+        model=model,
+        save_graph=save,
+        target=options.target,
+        parity=parity,
+        precision=precision,
+        source={**(source or {}), "neuron_check": operators.to_json()},
+        target_options=target_options,
+    )
+
+
+def _build_target(
+    model: AdPolicyEnsemble,
+    plan: PrecisionPlan,
+    options: ExportOptions,
+    inputs: CheckInputs,
+    fp32_graph: torch.jit.ScriptModule,
+    fp32_parity: dict[str, Any],
+) -> tuple[dict[str, Any], Callable[[Path], None], dict[str, Any]]:
+    """The target graph's parity report, a function saving the graph, and target options."""
+    if options.target in ("neuron", "neuronx"):
+        from export.neuron import compile_graph, compiler_args
+
+        graph = compile_graph(
+            model, inputs.example(1), options.target, plan, fallback=options.neuron_fallback
+        )
+        parity = check_parity(
+            model,
+            graph,
+            inputs.by_kind(),
+            batch_sizes=options.batch_sizes,
+            tolerance=options.gate.max_score_diff if plan.methods else fp32_parity["tolerance"],
+        )
+        args = compiler_args(options.target, plan)
+        return parity, lambda path: save_graph(graph, path), {"compiler_args": args}
+    module = with_precision(model, plan)
+    if options.target == "torch-export":
+        from export.torch_export import export_package
+
+        package = export_package(module, inputs.example())
+        parity = check_parity(
+            module, package.load(), inputs.by_kind(), batch_sizes=options.batch_sizes
+        )
+        return parity, package.save, {"dynamic_batch": True}
+    if module is model:
+        return fp32_parity, lambda path: save_graph(fp32_graph, path), {}
+    graph = trace_graph(module, inputs.example())
+    parity = check_parity(module, graph, inputs.by_kind(), batch_sizes=options.batch_sizes)
+    return parity, lambda path: save_graph(graph, path), {}
+
+
+def export_checkpoint(
+    checkpoint: str | Path, output: str | Path, options: ExportOptions | None = None
+) -> Path:
+    """Export the checkpoint directory ``checkpoint`` (``save_pretrained`` output)."""
+    model = from_pretrained(checkpoint)
+    return export_model(model, output, options, source={"checkpoint": str(Path(checkpoint))})
