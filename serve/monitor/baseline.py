@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -26,16 +26,13 @@ from encoders.base import MODALITIES
 from ensemble.batch import AdError, AdPreparer, PreparedAd
 from ensemble.postprocess import ResultFormatter, error_result
 from ensemble.scoring import Scorer, load
+from export.artifact import MANIFEST_FILE, Artifact, load_artifact
 from serve.capture import capture_record
 from serve.monitor.drift import DEFAULT_BINS, DEFAULT_SAMPLE_SIZE, Distribution
 from serve.monitor.observe import Observations
 from serve.monitor.quality import Labels, labelled_metrics
 
-if TYPE_CHECKING:
-    from export.artifact import Artifact
-
 BASELINE_FORMAT = 1
-MANIFEST_FILE = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -72,8 +69,6 @@ class Pipeline:
         """The pipeline of an export artifact (a directory with ``manifest.json``) or of a
         checkpoint directory (default: the embedded default model)."""
         if path is not None and (Path(path) / MANIFEST_FILE).is_file():
-            from export.artifact import load_artifact
-
             return cls.from_artifact(load_artifact(path))
         return cls.from_scorer(load(path))
 

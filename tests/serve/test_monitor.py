@@ -12,6 +12,7 @@ import pytest
 from ensemble import ModelConfig, build_ensemble, save_pretrained
 from ensemble.cli import main
 from ensemble.scoring import Scorer
+from export.exporter import ExportOptions, export_model
 from serve.capture import CaptureWriter
 from serve.monitor import Observations, Thresholds, compare
 from serve.monitor.baseline import Pipeline, attach_baseline, load_baseline, read_ads, summarize
@@ -331,6 +332,30 @@ def test_cli_baseline_from_a_checkpoint(
     assert base["source"]["model"] == str(checkpoint)
     assert "12 ads scored (1 errors)" in capsys.readouterr().out
     assert main(args) == 2  # neither -o nor --attach
+
+
+def test_baseline_of_an_artifact_matches_its_checkpoint_and_attaches(
+    text_scorer: Scorer, tmp_path: Path
+) -> None:
+    artifact = export_model(
+        text_scorer.model, tmp_path / "artifact", ExportOptions(batch_sizes=(1, 3))
+    )
+    ads = _write_ads(tmp_path / "val.jsonl", 8)
+    traced = list(Pipeline.load(artifact).records(ads, base_dir=tmp_path, batch_size=3))
+    eager = list(Pipeline.from_scorer(text_scorer).records(ads, base_dir=tmp_path, batch_size=3))
+    for a, b in zip(traced, eager, strict=True):
+        assert a.get("scores", {}).keys() == b.get("scores", {}).keys()
+        for policy, score in a.get("scores", {}).items():
+            assert score == pytest.approx(b["scores"][policy], abs=1e-5)
+        assert a.get("stats") == b.get("stats")
+    args = ["monitor", "baseline", "--model", str(artifact), "--data", str(tmp_path / "val.jsonl")]
+    assert main([*args, "--attach"]) == 0
+    base = load_baseline(artifact)
+    assert base["scored"] == 8
+    assert base["source"]["model"] == str(artifact)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["baseline"] == base
+    assert Pipeline.load(artifact).preparer.input_names  # the checksum still verifies
 
 
 # --- the command line ---------------------------------------------------------------------
