@@ -216,7 +216,7 @@ def make_plan(
             log.warning("encoder %r stays fp32: it runs in %s with no cast method", key, dtype)
         else:
             methods[key] = usable
-    return PrecisionPlan(dtype, scope, methods, reason or f"{dtype} requested")
+    return PrecisionPlan(dtype, scope, methods, reason or f"{dtype} on {scope} encoders")
 
 
 def policy_parity(
