@@ -83,8 +83,10 @@ class AdPolicyEnsemble(nn.Module):
     def forward(self, *inputs: Tensor) -> EnsembleOutput:
         """Args: the tensors named by ``input_names``, batch first. Returns EnsembleOutput."""
         presence = inputs[-1]
-        batch = presence.shape[0]
-        per_modality = [presence.new_zeros(batch, self.num_policies) for _ in MODALITIES]
+        # zeros_like, expand, slice and max rather than new_zeros and maximum: the operators
+        # AWS Neuron lists as supported, and no device baked into the traced graph
+        zeros = torch.zeros_like(presence[:, :1]).expand(-1, self.num_policies)
+        per_modality = [zeros for _ in MODALITIES]
         measurements = []
         position = 0
         for key in self.keys:
@@ -97,9 +99,9 @@ class AdPolicyEnsemble(nn.Module):
             logits = self.heads[key](features).float()
             scores = torch.sigmoid(logits) @ getattr(self, f"select_{key}")
             m = self.modality_of[key]
-            per_modality[m] = torch.maximum(per_modality[m], scores)
+            per_modality[m] = torch.max(per_modality[m], scores)
         fused, breakdown = self.fusion(torch.stack(per_modality, dim=1), presence)
-        measured = torch.cat(measurements, dim=1) if measurements else presence.new_zeros(batch, 0)
+        measured = torch.cat(measurements, dim=1) if measurements else presence[:, :0]
         return EnsembleOutput(fused, breakdown, measured)
 
     def example_inputs(self, batch_size: int) -> tuple[Tensor, ...]:
