@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from encoders.base import Encoder, InputSpec
 from encoders.media import VideoInfo
@@ -39,8 +39,32 @@ class VideoSettings:
     frame_size: int = 112
 
 
+class GlobalAvgPool3d(nn.Module):
+    """``AdaptiveAvgPool3d(1)`` as a ``mean``: the same numbers, with an operator on AWS
+    Neuron's supported list (``adaptive_avg_pool3d`` is not)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args: x [batch, C, T, H, W]. Returns [batch, C, 1, 1, 1]."""
+        return x.mean(dim=(2, 3, 4), keepdim=True)
+
+
+def use_mean_pooling(module: nn.Module) -> None:
+    """Replace every global ``AdaptiveAvgPool3d`` under ``module`` by :class:`GlobalAvgPool3d`."""
+    found = [
+        (parent, name)
+        for parent in module.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, nn.AdaptiveAvgPool3d) and child.output_size in (1, (1, 1, 1))
+    ]
+    for parent, name in found:
+        setattr(parent, name, GlobalAvgPool3d())
+
+
 class VideoModelEncoder(Encoder):
-    """A 3-D CNN. Inputs: ``frames`` [batch, T, 3, S, S] (Kinetics-normalised). Output [batch, D]."""
+    """A 3-D CNN. Inputs: ``frames`` [batch, T, 3, S, S] (Kinetics-normalised). Output [batch, D].
+
+    Its global average pooling runs as a ``mean`` (:class:`GlobalAvgPool3d`).
+    """
 
     modality = "video"
     mean_std = (KINETICS_MEAN, KINETICS_STD)
@@ -48,6 +72,7 @@ class VideoModelEncoder(Encoder):
     def __init__(self, settings: VideoSettings) -> None:
         super().__init__()
         self.backbone, self.output_dim = headless_backbone(settings.backbone, settings.weights)
+        use_mean_pooling(self.backbone)
         s = settings.frame_size
         self.input_spec = (InputSpec("frames", (settings.num_frames, 3, s, s), torch.float32),)
 

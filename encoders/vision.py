@@ -34,6 +34,8 @@ def headless_backbone(name: str, weights: str | None) -> tuple[nn.Module, int]:
 
     Only the final projection to classes goes: the norm / pooling / hidden layers of the
     classifier stay (ConvNeXt's LayerNorm and flatten, MobileNetV3's 1024-wide hidden layer).
+    In-place activations and dropouts are made out-of-place: the same numbers, and operators
+    (``silu``, ``hardswish``, ``dropout``) that AWS Neuron lists, unlike their ``_`` variants.
 
     Args:
         name: A torchvision model name (``torchvision.models.list_models()``).
@@ -51,6 +53,9 @@ def headless_backbone(name: str, weights: str | None) -> tuple[nn.Module, int]:
     parent_name, _, child = path.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, nn.Identity())
+    for module in model.modules():
+        if getattr(module, "inplace", False):
+            module.inplace = False
     return model, int(last.in_features)
 
 
