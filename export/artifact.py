@@ -110,6 +110,7 @@ def build_manifest(
     precision: Mapping[str, Any],
     source: Mapping[str, Any] | None = None,
     target_options: Mapping[str, Any] | None = None,
+    neuron_check: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest of an artifact (what ``manifest.json`` holds).
 
@@ -123,6 +124,8 @@ def build_manifest(
         precision: The precision plan and its parity report against fp32.
         source: Where the model came from (checkpoint path, ...).
         target_options: Target-specific settings (Neuron compiler arguments, ...).
+        neuron_check: The graph's operators outside Neuron's supported list
+            (:meth:`export.opcheck.OperatorReport.to_json`).
 
     Returns:
         A JSON-serialisable dict.
@@ -146,6 +149,7 @@ def build_manifest(
         "precision": dict(precision),
         "parity": dict(parity),
         "target_options": dict(target_options or {}),
+        "neuron_check": dict(neuron_check or {}),
         "source": dict(source or {}),
         "baseline": None,
     }
@@ -162,6 +166,7 @@ def save_artifact(
     precision: Mapping[str, Any],
     source: Mapping[str, Any] | None = None,
     target_options: Mapping[str, Any] | None = None,
+    neuron_check: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write an artifact: the graph, the preparation files, then the manifest (last).
 
@@ -175,6 +180,7 @@ def save_artifact(
         precision: The precision plan and its parity report.
         source: Provenance recorded in the manifest.
         target_options: Target-specific settings recorded in the manifest.
+        neuron_check: The operator check recorded in the manifest.
 
     Returns:
         The artifact directory.
@@ -197,6 +203,7 @@ def save_artifact(
         precision=precision,
         source=source,
         target_options=target_options,
+        neuron_check=neuron_check,
     )
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("artifact written to %s (%s, %s)", out, target, precision.get("dtype", "fp32"))

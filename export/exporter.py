@@ -174,8 +174,9 @@ def export_model(
         target=options.target,
         parity=parity,
         precision=precision,
-        source={**(source or {}), "neuron_check": operators.to_json()},
+        source=source,
         target_options=target_options,
+        neuron_check=operators.to_json(),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ensemble import ModelConfig, build_ensemble
 from ensemble.batch import AdPreparer
 from export.calibration import calibration_ads
 from export.exporter import CheckInputs, ExportOptions, calibration_scores, export_model
@@ -21,6 +22,8 @@ from export.precision import (
     with_precision,
 )
 from export.trace import trace_graph
+
+from ..ensemble.conftest import small_config_json
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +44,20 @@ def test_matmul_heavy_means_transformers(small_export_model) -> None:
     assert scope_encoders(small_export_model, "all") == ["audio", "image", "text", "video"]
 
 
-def test_weights_method_falls_back_to_autocast_where_ops_refuse_16_bits(
-    small_export_model,
-) -> None:
-    plan = make_plan(small_export_model, "bf16", "all", method="weights")
-    assert plan.methods["text"] == "weights"
-    assert plan.methods["image"] == "weights"
-    assert plan.methods["audio"] == "autocast"  # MKL's FFT (the mel front end) has no bf16
-    assert make_plan(small_export_model, "fp32", "all").methods == {}
+def test_weights_method_falls_back_to_autocast_where_ops_refuse_16_bits(tiny_bert_dir) -> None:
+    data = small_config_json(tiny_bert_dir)
+    data["encoders"]["audio"]["stft"] = "fft"  # MKL's FFT has no bf16 kernel
+    model = build_ensemble(ModelConfig.from_json(data))
+    plan = make_plan(model, "bf16", "all", method="weights")
+    assert plan.methods == {
+        "audio": "autocast",
+        "image": "weights",
+        "text": "weights",
+        "video": "weights",
+    }
+    assert make_plan(model, "fp32", "all").methods == {}
+    autocast_first = make_plan(model, "bf16", "matmul", method="autocast")
+    assert autocast_first.methods == {"text": "autocast"}
 
 
 def test_cast_copy_keeps_heads_and_the_original_in_fp32(small_export_model) -> None:
@@ -120,7 +129,7 @@ def test_bf16_artifact_records_its_plan(small_export_model, tmp_path) -> None:
     artifact = load_artifact(out)
     precision = artifact.manifest["precision"]
     assert precision["dtype"] == "bf16"
-    assert precision["methods"]["audio"] == "autocast"
+    assert precision["methods"] == dict.fromkeys(["audio", "image", "text", "video"], "weights")
     assert artifact.manifest["parity"]["max_abs_diff"] <= 1e-4  # traced vs its eager bf16
     inputs = small_export_model.example_inputs(4)
     with torch.no_grad():
