@@ -23,7 +23,7 @@ import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -81,7 +81,7 @@ def input_spec(model: AdPolicyEnsemble) -> list[dict[str, Any]]:
     """The graph's inputs in order: name, shape with a free ``"batch"`` dimension, dtype."""
     specs: list[dict[str, Any]] = []
     for key in model.keys:
-        encoder: Encoder = model.encoders[key]  # type: ignore[assignment]
+        encoder = cast(Encoder, model.encoders[key])
         specs.extend({**s.to_json(), "name": f"{key}.{s.name}"} for s in encoder.input_spec)
     specs.append(
         {"name": "presence", "shape": ["batch", len(MODALITIES)], "dtype": str(torch.float32)}

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from ensemble.pretrained import from_pretrained
 from ensemble.scoring import DEFAULT_DIR
 from export.calibration import random_batch
-from export.exporter import TARGETS, ExportOptions, export_checkpoint
+from export.exporter import TARGETS, ExportOptions, export_checkpoint, load_model
+from export.neuron import NeuronSDKError
 from export.opcheck import SUPPORTED_LISTS, check_operators
-from export.precision import CAST_METHODS, PRECISIONS, ParityGate
-from export.trace import PARITY_BATCH_SIZES, TRACE_BATCH_SIZE, trace_graph
+from export.precision import CAST_METHODS, PRECISIONS, ParityGate, PrecisionError
+from export.trace import PARITY_BATCH_SIZES, TRACE_BATCH_SIZE, ParityError, trace_graph
 
 
 def register(sub: Any) -> None:
@@ -25,7 +26,8 @@ def register(sub: Any) -> None:
         "checkpoint",
         nargs="?",
         default=str(DEFAULT_DIR),
-        help="checkpoint directory (default: the embedded default model)",
+        help="checkpoint directory (default: the embedded default model), or a model config "
+        "(e.g. 'full': untrained heads, for operator checks and benchmarks)",
     )
     p.add_argument("-o", "--output", help="artifact directory to write")
     p.add_argument("--target", choices=TARGETS, default="torchscript")
@@ -73,7 +75,11 @@ def _export(args: argparse.Namespace) -> int:
             gate=ParityGate(args.max_score_diff, args.min_agreement),
             neuron_fallback=not args.no_neuron_fallback,
         )
-        out = export_checkpoint(args.checkpoint, args.output, options)
+        try:
+            out = export_checkpoint(args.checkpoint, args.output, options)
+        except (NeuronSDKError, PrecisionError, ParityError) as err:
+            print(f"adpolicy export: {err}", file=sys.stderr)
+            return 2
         manifest = json.loads((out / "manifest.json").read_text())
         print(
             f"{out}: {manifest['target']} graph {manifest['graph']['file']}, "
@@ -84,7 +90,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _check_neuron(checkpoint: str, *, as_json: bool) -> None:
-    model = from_pretrained(checkpoint)
+    model = load_model(checkpoint)
     graph = trace_graph(model, random_batch(model.example_inputs, TRACE_BATCH_SIZE, seed=0))
     reports = [check_operators(graph, target) for target in SUPPORTED_LISTS]
     if as_json:

@@ -12,8 +12,10 @@ import torch
 from torch import Tensor
 
 from ensemble.batch import AdPreparer, PreparedAd
+from ensemble.builder import build_ensemble
+from ensemble.config import load_config
 from ensemble.model import AdPolicyEnsemble
-from ensemble.pretrained import from_pretrained
+from ensemble.pretrained import CONFIG_FILE, from_pretrained
 from export.artifact import save_artifact
 from export.calibration import calibration_ads, cycled_batch, random_batch
 from export.opcheck import check_operators
@@ -148,6 +150,10 @@ def export_model(
         raise ValueError(f"unknown target {options.target!r}; known: {TARGETS}")
     if model.config is None:
         raise ValueError("the model has no config; build it with build_ensemble()")
+    if options.target in ("neuron", "neuronx"):
+        from export.neuron import import_sdk
+
+        import_sdk(options.target)  # fail before minutes of tracing and checks
     model.eval()
     preparer = AdPreparer(model.config)
     inputs = CheckInputs(
@@ -220,9 +226,18 @@ def _build_target(
     return parity, lambda path: save_graph(graph, path), {}
 
 
+def load_model(source: str | Path) -> AdPolicyEnsemble:
+    """A checkpoint directory (``save_pretrained`` output), or a model config (YAML/JSON path
+    or the name of one in ``ensemble/configs``) built with untrained heads."""
+    if (Path(source) / CONFIG_FILE).is_file():
+        return from_pretrained(source)
+    log.warning("%s is a config, not a checkpoint: its learned heads are untrained", source)
+    return build_ensemble(load_config(source))
+
+
 def export_checkpoint(
     checkpoint: str | Path, output: str | Path, options: ExportOptions | None = None
 ) -> Path:
-    """Export the checkpoint directory ``checkpoint`` (``save_pretrained`` output)."""
-    model = from_pretrained(checkpoint)
-    return export_model(model, output, options, source={"checkpoint": str(Path(checkpoint))})
+    """Export a checkpoint directory (or a config, see :func:`load_model`)."""
+    model = load_model(checkpoint)
+    return export_model(model, output, options, source={"checkpoint": str(checkpoint)})

@@ -27,6 +27,10 @@ SUPPORTED_LISTS = {
     "neuronx": "neuronx_supported_ops.txt",
 }
 LIMITED_LISTS = {"neuron": "neuron_inf1_limited_ops.txt"}
+NOTES = {
+    "neuron": "the Inf1 list: operators outside it run on the CPU",
+    "neuronx": "informative only: a training list, far from complete for inference",
+}
 
 
 @lru_cache(maxsize=8)
@@ -108,7 +112,7 @@ class OperatorReport:
     def format(self) -> str:
         """A table: each unsupported (and limited) operator, its node count and where."""
         lines = [
-            f"Neuron operator check ({self.target}, list {self.source}): "
+            f"Neuron operator check ({self.target}, list {self.source}; {NOTES[self.target]}): "
             f"{len(self.operators)} operators in the graph, {len(self.unsupported)} unsupported, "
             f"{len(self.limited)} with limited support"
         ]

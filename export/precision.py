@@ -33,7 +33,7 @@ import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -41,6 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from encoders.base import Encoder
 from ensemble.config import ModelConfig
+from ensemble.heads import PolicyHead
 from ensemble.model import AdPolicyEnsemble
 
 log = logging.getLogger(__name__)
@@ -143,14 +144,14 @@ def with_precision(model: AdPolicyEnsemble, plan: PrecisionPlan) -> AdPolicyEnse
     dtype = DTYPES[plan.dtype]
     encoders: dict[str, Encoder] = {}
     for key in model.keys:
-        encoder: Encoder = model.encoders[key]  # type: ignore[assignment]
+        encoder = cast(Encoder, model.encoders[key])
         if key in plan.methods:
             encoder = ReducedPrecision(copy.deepcopy(encoder), dtype, plan.methods[key])
         encoders[key] = encoder
-    heads = {key: model.heads[key] for key in model.keys}
-    cast = AdPolicyEnsemble(encoders, heads, model.num_policies, model.fusion)  # type: ignore[arg-type]
-    cast.config = model.config
-    return cast.eval()
+    heads = {key: cast(PolicyHead, model.heads[key]) for key in model.keys}
+    reduced = AdPolicyEnsemble(encoders, heads, model.num_policies, model.fusion)
+    reduced.config = model.config
+    return reduced.eval()
 
 
 def matmul_share(encoder: Encoder) -> float:
@@ -177,7 +178,8 @@ def scope_encoders(model: AdPolicyEnsemble, scope: str) -> list[str]:
     if scope == "all":
         return keys
     if scope == "matmul":
-        return [k for k in keys if matmul_share(model.encoders[k]) >= MATMUL_HEAVY_SHARE]  # type: ignore[arg-type]
+        shares = {k: matmul_share(cast(Encoder, model.encoders[k])) for k in keys}
+        return [k for k in keys if shares[k] >= MATMUL_HEAVY_SHARE]
     raise ValueError(f"unknown scope {scope!r}; known: {SCOPES}")
 
 
@@ -210,7 +212,7 @@ def make_plan(
     methods: dict[str, str] = {}
     order = [method, *(m for m in CAST_METHODS if m != method)]
     for key in scope_encoders(model, scope):
-        encoder: Encoder = model.encoders[key]  # type: ignore[assignment]
+        encoder = cast(Encoder, model.encoders[key])
         usable = next((m for m in order if runs_with(encoder, DTYPES[dtype], m)), None)
         if usable is None:
             log.warning("encoder %r stays fp32: it runs in %s with no cast method", key, dtype)
