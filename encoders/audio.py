@@ -103,12 +103,14 @@ class LogMelCNN(Encoder):
     """
 
     modality = "audio"
+    dft: Tensor
 
     def __init__(self, settings: AudioSettings) -> None:
         super().__init__()
         if settings.stft not in ("conv", "fft"):
             raise ValueError(f"stft must be 'conv' or 'fft', got {settings.stft!r}")
         self.hop_length = settings.hop_length
+        self.n_fft = settings.n_fft
         self.melspec = torchaudio.transforms.MelSpectrogram(
             sample_rate=settings.sample_rate,
             n_fft=settings.n_fft,
@@ -130,12 +132,11 @@ class LogMelCNN(Encoder):
         load_weights(self, settings.weights)
 
     def mel_power(self, waveform: Tensor) -> Tensor:
-        """Args: waveform [batch, samples]. Returns the mel power spectrogram [batch, mels, frames]."""
+        """Args: waveform [batch, samples]. Returns mel power [batch, mels, frames]."""
         if not self.stft_conv:
             out: Tensor = self.melspec(waveform)
             return out
-        n_fft = self.dft.shape[-1]
-        padded = reflect_pad(waveform, n_fft // 2).unsqueeze(1)
+        padded = reflect_pad(waveform, self.n_fft // 2).unsqueeze(1)
         parts = F.conv1d(padded, self.dft, stride=self.hop_length)  # [B, 2 * freqs, frames]
         real, imag = parts.chunk(2, dim=1)
         power = real * real + imag * imag  # [B, freqs, frames]
