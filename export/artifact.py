@@ -290,9 +290,15 @@ def verify_graph(directory: str | Path, manifest: Mapping[str, Any]) -> Path:
     return path
 
 
-def _load_torchscript(path: Path, device: str) -> Any:
-    graph = torch.jit.load(str(path), map_location=device)
+def _frozen(graph: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """In eval mode, parameters without autograd (outputs carry no ``grad_fn``)."""
+    for parameter in graph.parameters():
+        parameter.requires_grad_(False)
     return graph.eval()
+
+
+def _load_torchscript(path: Path, device: str) -> Any:
+    return _frozen(torch.jit.load(str(path), map_location=device))
 
 
 def _load_neuron(target: str) -> GraphLoader:
@@ -300,7 +306,7 @@ def _load_neuron(target: str) -> GraphLoader:
         from export.neuron import import_sdk
 
         import_sdk(target)  # registers the Neuron operators the graph calls
-        return torch.jit.load(str(path)).eval()
+        return _frozen(torch.jit.load(str(path)))
 
     return load
 
