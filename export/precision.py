@@ -12,11 +12,11 @@ Two ways to run an encoder in 16 bits, both recorded in the traced graph as expl
   convolutions run in 16 bits on 16-bit copies of the weights made at every call, and the ops
   autocast keeps in fp32 stay fp32.
 
-Measured on this machine's CPU (AVX-512 + AMX, 2 cores; MiniLM, batch 16, traced):
-fp32 0.290 s, bf16 autocast 0.093 s, bf16 weights 0.084 s; fp16 about 3.5x SLOWER than fp32
-(1.0 s: no fp16 matrix units). So ``weights`` is the default method, with ``autocast`` as the
-fallback for an encoder whose ops refuse 16-bit tensors (e.g. MKL's FFT under a torchaudio
-mel front end), and ``auto`` tries bf16.
+Measured on this machine's CPU (AMD EPYC, AVX-512 with AVX512_BF16, no fp16 arithmetic;
+2 cores; MiniLM, batch 16, traced): fp32 0.290 s, bf16 autocast 0.093 s, bf16 weights
+0.084 s; fp16 about 3.5x SLOWER than fp32 (1.0 s). So ``weights`` is the default method, with
+``autocast`` as the fallback for an encoder whose ops refuse 16-bit tensors (e.g. MKL's FFT
+under a torchaudio mel front end), and ``auto`` tries bf16.
 
 ``auto`` tries, in order, and records what it chose and why:
 
