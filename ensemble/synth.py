@@ -61,6 +61,34 @@ def tone(
     return np.repeat(wave[:, None], channels, axis=1).astype(np.float32)
 
 
+def speech_like(
+    seconds: float, *, rate: int = 48_000, amplitude: float = 0.1, seed: int = 0
+) -> np.ndarray:
+    """A voice-like signal: ``[frames, 1]`` float32.
+
+    A gliding 110-190 Hz pitch with harmonics falling off to 4 kHz, cut into syllables
+    (about four a second) and words, with silent pauses of 0.2-0.6 s between words: the
+    level changes and silence gaps that BS.1770's gating is for.
+    """
+    rng = np.random.default_rng(seed)
+    n = round(seconds * rate)
+    t = np.arange(n) / rate
+    pitch = 150 + 40 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 2 * np.pi))
+    phase = 2 * np.pi * np.cumsum(pitch) / rate
+    harmonics = np.arange(1, int(4000 / 190) + 1)
+    voiced = (np.sin(np.outer(phase, harmonics)) / harmonics).sum(axis=1)
+    voiced += 0.05 * rng.standard_normal(n)
+    envelope = np.zeros(n)
+    start = 0
+    while start < n:
+        word = round(rng.uniform(0.6, 1.8) * rate)
+        syllables = np.sin(np.pi * np.linspace(0, round(word / rate * 4), min(word, n - start)))
+        envelope[start : start + word] = np.abs(syllables) ** 0.5
+        start += word + round(rng.uniform(0.2, 0.6) * rate)
+    wave = voiced * envelope
+    return (wave / np.abs(wave).max() * amplitude)[:, None].astype(np.float32)
+
+
 def write_audio(path: str | Path, samples: np.ndarray, rate: int) -> Path:
     """Write ``[frames, channels]`` float samples; the suffix picks the format.
 

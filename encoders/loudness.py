@@ -1,0 +1,285 @@
+"""Loudness analyzer: ITU-R BS.1770-4 integrated loudness (LUFS / LKFS) inside the graph.
+
+The whole measurement is tensor arithmetic, so it traces with the ensemble:
+
+1. K-weighting: the standard's two biquads (a high shelf, then the RLB high-pass) at 48 kHz,
+   each computed in chunks of ``chunk`` samples: one matmul gives every chunk's response to its
+   own samples and the two before it (numerator and recursion, from a zero recursion state),
+   and the recursion state entering each chunk (a linear recurrence over chunks) is a
+   log-depth prefix scan of 2x2 matrix products, added back with one more matmul. Only matmul,
+   slicing, padding and element-wise ops: no ``stft``, ``fft`` or ``lfilter`` (AWS Neuron Inf1
+   lists none of them).
+2. Mean squares over 400 ms blocks with 75 % overlap (100 ms segments summed four at a time),
+   complete blocks only.
+3. Block loudness ``-0.691 + 10 log10(sum_i G_i z_ij)``, the absolute gate (-70 LKFS), the
+   relative gate (-10 LU below the loudness of the absolutely gated blocks), and the integrated
+   loudness of the blocks that pass both.
+
+Preparation resamples to 48 kHz, the rate of the standard's published coefficients, so every
+item shares one filter and one block layout. It resamples by FFT (ideal band-limited
+interpolation, zero-padded so the ends do not wrap): torchaudio's default windowed sinc loses up
+to 0.45 LU of white noise near the source's Nyquist frequency, and a sharp Kaiser sinc costs
+about 7x more. Measured against pyloudnorm at the source rate, the resampled analysis is within
+0.07 LU for 16 to 48 kHz sources (the rest of that difference is pyloudnorm's own filter design
+at low rates); above 48 kHz, content over 24 kHz is dropped (-3 dB for white noise at 96 kHz,
+nothing for speech or music). Mono is one channel of weight 1 (never counted twice); stereo is
+two channels of weight 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft
+import torch
+from torch import Tensor
+
+from encoders.base import Encoder, InputError, InputSpec
+from encoders.media import AudioClip
+
+RATE = 48_000
+# ITU-R BS.1770-4, Annex 1, tables 1 and 2: the K-weighting biquads at 48 kHz (b0, b1, b2, a1, a2).
+SHELF = (1.53512485958697, -2.69169618940638, 1.19839281085285, -1.69065929318241, 0.73248077421585)
+HIGH_PASS = (1.0, -2.0, 1.0, -1.99004745483398, 0.99007225036621)
+BLOCK = RATE * 400 // 1000  # gating block, 400 ms
+SEGMENT = BLOCK // 4  # block hop, 100 ms (75 % overlap)
+ABSOLUTE_GATE = -70.0
+RELATIVE_GATE = -10.0
+OFFSET = -0.691
+
+
+@dataclass(frozen=True)
+class LoudnessSettings:
+    """Settings of the loudness analyzer.
+
+    Attributes:
+        max_seconds: Longest audio analysed; later samples are ignored (the measurement
+            ``seconds`` says how much was analysed). Sizes the input: 60 s of stereo at 48 kHz
+            is 23 MB per item.
+        chunk: Samples per chunk of the chunked IIR filter (a divisor of 4800).
+    """
+
+    max_seconds: float = 60.0
+    chunk: int = 64
+
+    @property
+    def num_samples(self) -> int:
+        """Input length: ``max_seconds`` at 48 kHz, rounded up to whole 100 ms segments."""
+        return math.ceil(self.max_seconds * 10) * SEGMENT
+
+
+def _all_pole(a1: float, a2: float, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Chunk matrices of ``y[n] = w[n] - a1 y[n-1] - a2 y[n-2]`` (float64).
+
+    Returns:
+        ``toeplitz`` [chunk, chunk], the zero-state response of a chunk to its input, and
+        ``phi`` [chunk, 2], its response to the state ``(y[-1], y[-2])`` entering the chunk.
+    """
+    impulse = np.zeros(chunk + 2)
+    phi = np.zeros((chunk + 2, 2))
+    impulse[2] = 1.0
+    phi[1, 0] = phi[0, 1] = 1.0  # rows 0, 1 hold y[-2], y[-1]
+    for n in range(2, chunk + 2):
+        if n > 2:
+            impulse[n] = -a1 * impulse[n - 1] - a2 * impulse[n - 2]
+        phi[n] = -a1 * phi[n - 1] - a2 * phi[n - 2]
+    g = impulse[2:]
+    lags = np.arange(chunk)[:, None] - np.arange(chunk)[None, :]
+    toeplitz = np.where(lags >= 0, g[np.clip(lags, 0, None)], 0.0)
+    return toeplitz, phi[2:]
+
+
+def _shift(x: Tensor, steps: int) -> Tensor:
+    """``x`` delayed by ``steps`` along dim -2 (zeros enter): ``out[..., k, :] = x[..., k-steps, :]``."""
+    return torch.constant_pad_nd(x[..., :-steps, :], [0, 0, steps, 0])
+
+
+class Biquad(torch.nn.Module):
+    """One biquad section, zero initial state, traceable and FFT-free.
+
+    Args:
+        coefficients: ``(b0, b1, b2, a1, a2)`` with ``a0 = 1``.
+        chunk: Chunk length of the all-pole part (the input length must be a multiple).
+        max_chunks: Most chunks an input can hold (sizes the prefix scan).
+    """
+
+    response_t: Tensor
+    phi_t: Tensor
+    powers_t: Tensor
+
+    def __init__(self, coefficients: tuple[float, ...], chunk: int, max_chunks: int) -> None:
+        super().__init__()
+        b0, b1, b2, a1, a2 = coefficients
+        toeplitz, phi = _all_pole(a1, a2, chunk)
+        fir = np.zeros((chunk, chunk + 2))  # w[k] from x[k-2], x[k-1], x[k]
+        for k in range(chunk):
+            fir[k, k : k + 3] = (b2, b1, b0)
+        psi = phi[[chunk - 1, chunk - 2]]  # state after a chunk from the state before it
+        powers = [psi]
+        while 2 ** len(powers) < max_chunks:
+            powers.append(powers[-1] @ powers[-1])
+        self.chunk = chunk
+        self.scan_steps = len(powers)
+        response = (toeplitz @ fir).T  # [chunk + 2, chunk]: a chunk and the 2 samples before it
+        self.register_buffer("response_t", torch.tensor(response, dtype=torch.float32), False)
+        self.register_buffer("phi_t", torch.tensor(phi.T, dtype=torch.float32), False)
+        powers_t = np.stack([p.T for p in powers])
+        self.register_buffer("powers_t", torch.tensor(powers_t, dtype=torch.float32), False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args: x [rows, samples]. Returns the filtered signal [rows, samples]."""
+        rows, n = x.shape
+        chunks = x.reshape(rows, -1, self.chunk)  # [rows, K, chunk]
+        before = _shift(chunks[..., self.chunk - 2 :], 1)  # the 2 samples before each chunk
+        extended = torch.cat([before, chunks], dim=-1).reshape(-1, self.chunk + 2)
+        zero_state = extended @ self.response_t  # [rows * K, chunk], zero filter state
+        last_two = zero_state[:, self.chunk - 2 :].flip(-1).reshape(rows, -1, 2)
+        state = _shift(last_two, 1)  # [rows, K, 2]: y[-1], y[-2] entering each chunk...
+        for i in range(self.scan_steps):  # ...once the earlier chunks are scanned in
+            state = state + _shift(state, 2**i) @ self.powers_t[i]
+        return torch.addmm(zero_state, state.reshape(-1, 2), self.phi_t).reshape(rows, n)
+
+
+class LoudnessAnalyzer(Encoder):
+    """BS.1770-4 integrated loudness of a mono or stereo clip at 48 kHz.
+
+    Inputs: ``waveform`` [batch, 2, samples] (mono in channel 0; samples after ``length`` are
+    ignored: the filter is causal and only blocks ending by ``length`` count),
+    ``weights`` [batch, 2] (the channel weights G_i: ``(1, 0)`` mono, ``(1, 1)`` stereo),
+    ``length`` [batch] int64 (true samples at 48 kHz).
+
+    Output [batch, 3]: ``integrated_lufs`` (-70 when no block passes the gates: silence or
+    under 400 ms), ``max_momentary_lufs`` (loudest 400 ms block, floored at -70) and
+    ``seconds`` (audio analysed).
+    """
+
+    modality = "audio"
+    kind = "analyzer"
+    measurement_names = ("integrated_lufs", "max_momentary_lufs", "seconds")
+
+    def __init__(self, settings: LoudnessSettings) -> None:
+        super().__init__()
+        if SEGMENT % settings.chunk:
+            raise ValueError(f"chunk {settings.chunk} must divide {SEGMENT}")
+        n = settings.num_samples
+        self.output_dim = len(self.measurement_names)
+        self.input_spec = (
+            InputSpec("waveform", (2, n), torch.float32),
+            InputSpec("weights", (2,), torch.float32),
+            InputSpec("length", (), torch.int64),
+        )
+        max_chunks = n // settings.chunk
+        self.shelf = Biquad(SHELF, settings.chunk, max_chunks)
+        self.high_pass = Biquad(HIGH_PASS, settings.chunk, max_chunks)
+
+    def forward(self, waveform: Tensor, weights: Tensor, length: Tensor) -> Tensor:
+        """Args: waveform [B, 2, N], weights [B, 2], length [B]. Returns [B, 3]."""
+        b, channels, n = waveform.shape
+        y = self.high_pass(self.shelf(waveform.float().reshape(b * channels, n)))
+        segments = (y * y).reshape(b, channels, -1, SEGMENT).sum(-1)  # [B, C, S]
+        s = segments.shape[-1]
+        z = (
+            segments[..., : s - 3]
+            + segments[..., 1 : s - 2]
+            + segments[..., 2 : s - 1]
+            + segments[..., 3:]
+        ) / BLOCK  # [B, C, J]: mean square of each 400 ms block
+        power = (z * weights.float().unsqueeze(-1)).sum(1)  # [B, J]
+        starts = torch.arange(s - 3, device=waveform.device) * SEGMENT
+        complete = (starts.unsqueeze(0) + BLOCK <= length.unsqueeze(1)).float()
+        loudness = _lufs(power.clamp(min=1e-30))
+        gated = complete * (loudness >= ABSOLUTE_GATE).float()
+        relative = _loudness(_gated_mean(power, gated)) + RELATIVE_GATE
+        gated = gated * (loudness > relative.unsqueeze(1)).float()
+        integrated = _loudness(_gated_mean(power, gated))
+        momentary = (loudness * complete + ABSOLUTE_GATE * (1 - complete)).amax(1)
+        seconds = length.clamp(max=n).float() / RATE
+        return torch.stack([integrated, momentary.clamp(min=ABSOLUTE_GATE), seconds], dim=1)
+
+    def example_inputs(self, batch_size: int) -> tuple[Tensor, ...]:
+        n = self.input_spec[0].shape[1]
+        length = torch.randint(BLOCK, n + 1, (batch_size,))
+        waveform = torch.randn(batch_size, 2, n) * 0.1
+        return waveform, torch.ones(batch_size, 2), length
+
+
+def _gated_mean(power: Tensor, gate: Tensor) -> Tensor:
+    """Mean of ``power`` [B, J] over the blocks where ``gate`` [B, J] is 1 (0 when none)."""
+    return (power * gate).sum(1) / gate.sum(1).clamp(min=1.0)
+
+
+def _lufs(power: Tensor) -> Tensor:
+    """Loudness of a channel-weighted mean square: ``-0.691 + 10 log10(power)``."""
+    return OFFSET + (10 / math.log(10)) * power.log()
+
+
+def _loudness(power: Tensor) -> Tensor:
+    """:func:`_lufs` floored at the absolute gate (silence reads -70)."""
+    return _lufs(power.clamp(min=10 ** ((ABSOLUTE_GATE - OFFSET) / 10)))
+
+
+def resample(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Band-limited resampling to 48 kHz by FFT.
+
+    The signal is zero-padded by at least 100 ms (so its end does not wrap onto its start) to
+    an FFT-friendly length whose duration is a whole number of 48 kHz samples; its spectrum is
+    cut or zero-extended to 24 kHz.
+
+    Args:
+        samples: [channels, frames] float32 at ``rate``.
+        rate: Source sample rate.
+
+    Returns:
+        [channels, round(frames * 48000 / rate)] float32.
+    """
+    if rate == RATE:
+        return samples
+    frames = samples.shape[1]
+    unit = rate // math.gcd(rate, RATE)  # padded lengths in whole 48 kHz samples
+    size = -(-(frames + rate // 10) // unit) * unit
+    for candidate in range(size, 2 * size, unit):  # the first length FFTs handle fast, if any
+        if scipy.fft.next_fast_len(candidate) == candidate:
+            size = candidate
+            break
+    out_size = size * RATE // rate
+    spectrum = scipy.fft.rfft(samples, size, axis=1)
+    kept = np.zeros((samples.shape[0], out_size // 2 + 1), spectrum.dtype)
+    bins = min(spectrum.shape[1], kept.shape[1])
+    kept[:, :bins] = spectrum[:, :bins]
+    out = scipy.fft.irfft(kept, out_size, axis=1) * (out_size / size)
+    return out[:, : round(frames * RATE / rate)].astype(np.float32)
+
+
+class LoudnessPreparer:
+    """Mono or stereo audio resampled to 48 kHz, cropped or zero-padded to the input length."""
+
+    def __init__(self, settings: LoudnessSettings) -> None:
+        self.num_samples = settings.num_samples
+
+    def prepare(self, media: AudioClip) -> dict[str, Tensor]:
+        channels = media.samples.shape[0]
+        if channels > 2:
+            raise InputError(
+                "audio",
+                f"{channels} channels: loudness analysis supports mono and stereo; "
+                "send a stereo downmix",
+            )
+        samples = torch.from_numpy(resample(media.samples, media.sample_rate))
+        length = min(samples.shape[1], self.num_samples)
+        waveform = torch.zeros(2, self.num_samples)
+        waveform[:channels, :length] = samples[:, :length]
+        weights = torch.tensor([1.0, 1.0 if channels == 2 else 0.0])
+        return {
+            "waveform": waveform,
+            "weights": weights,
+            "length": torch.tensor(length, dtype=torch.int64),
+        }
+
+    def placeholder(self) -> dict[str, Tensor]:
+        return {
+            "waveform": torch.zeros(2, self.num_samples),
+            "weights": torch.tensor([1.0, 0.0]),
+            "length": torch.tensor(0, dtype=torch.int64),
+        }
