@@ -11,7 +11,12 @@ import warnings
 from collections.abc import Sequence
 
 # Each module exposes ``register(subparsers)``; its parsers set ``func(args) -> int``.
-COMMAND_MODULES = ("ensemble.commands", "serve.monitor_commands", "export.commands")
+COMMAND_MODULES = (
+    "ensemble.commands",
+    "serve.monitor_commands",
+    "export.commands",
+    "serve.commands",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

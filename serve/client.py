@@ -1,0 +1,142 @@
+"""A Python client for the endpoint: one ad per request, JSON or multipart, with the token.
+
+Media given as paths (``"media/banner.png"`` or ``{"path": ...}``) are read HERE, on the
+client, and sent as base64 (JSON) or as files (multipart): the server never reads paths.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from encoders.base import MODALITIES
+from serve.server import read_token
+
+MEDIA_FIELDS = tuple(m for m in MODALITIES if m != "text")
+BINARY = "application/octet-stream"  # a text/* part would reach the handler decoded
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One response.
+
+    Attributes:
+        status: The HTTP status (200, or the 4xx/5xx of a bad ad).
+        body: The parsed JSON body: a result row, or ``{"status": "error", "errors": ...}``.
+        model_version: The archive version that answered (``X-Adpolicy-Model-Version``).
+    """
+
+    status: int
+    body: Any
+    model_version: str | None
+
+
+def _media_bytes(value: Any, base_dir: Path, *, decode_base64: bool) -> bytes | None:
+    """The bytes of a media value given as a path or bytes (or base64 when ``decode_base64``);
+    None for a value sent as it is (a data URI, base64 in a JSON body)."""
+    if isinstance(value, Mapping) and set(value) == {"path"}:
+        value = value["path"]
+    if isinstance(value, Mapping) and set(value) == {"base64"} and decode_base64:
+        return base64.b64decode(value["base64"])
+    if isinstance(value, str) and not value.startswith("data:"):
+        path = Path(value)
+        return (path if path.is_absolute() else base_dir / path).read_bytes()
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    return None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+class Client:
+    """Posts ads to ``http://HOST:PORT/predictions/MODEL[/VERSION]``.
+
+    Args:
+        url: The predictions URL.
+        token: The inference key; or
+        key_file: TorchServe's ``key_file.json``, read at every request (keys can be renewed).
+        timeout: Seconds per request.
+        session: A ``requests.Session`` to reuse connections (one per thread).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        key_file: str | Path | None = None,
+        timeout: float = 120.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.key_file = Path(key_file) if key_file is not None else None
+        self.timeout = timeout
+        self.session = session or requests.Session()
+
+    def headers(self) -> dict[str, str]:
+        token = self.token or (read_token(self.key_file) if self.key_file else None)
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def predict(
+        self, ad: Mapping[str, Any], *, base_dir: str | Path = ".", multipart: bool = False
+    ) -> Prediction:
+        """Score one ad.
+
+        Args:
+            ad: ``{"id", "text", "image", "audio", "video"}``; media as paths (relative to
+                ``base_dir``), bytes, ``{"base64": ...}`` or data URIs.
+            base_dir: Directory relative media paths are resolved against.
+            multipart: Send multipart/form-data (media as files) instead of JSON.
+
+        Returns:
+            The :class:`Prediction`; a bad ad is a 4xx prediction, not an exception.
+        """
+        root = Path(base_dir)
+        media = {
+            f: _media_bytes(ad[f], root, decode_base64=multipart)
+            for f in MEDIA_FIELDS
+            if ad.get(f) is not None
+        }
+        if multipart:
+            parts: dict[str, tuple[Any, ...]] = {
+                k: (None, _text(v)) for k, v in ad.items() if k not in media
+            }
+            for f, data in media.items():
+                parts[f] = (f, data, BINARY) if data is not None else (None, _text(ad[f]))
+            response = self.session.post(
+                self.url, files=parts, headers=self.headers(), timeout=self.timeout
+            )
+        else:
+            encoded = {
+                f: {"base64": base64.b64encode(data).decode()}
+                for f, data in media.items()
+                if data is not None
+            }
+            response = self.session.post(
+                self.url, json={**ad, **encoded}, headers=self.headers(), timeout=self.timeout
+            )
+        return _prediction(response)
+
+    def post_raw(self, body: bytes, content_type: str | None = "application/json") -> Prediction:
+        """Post an already encoded body as it is (a JSON document from a file, ...)."""
+        headers = {**self.headers(), **({"Content-Type": content_type} if content_type else {})}
+        return _prediction(
+            self.session.post(self.url, data=body, headers=headers, timeout=self.timeout)
+        )
+
+
+def _prediction(response: requests.Response) -> Prediction:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text
+    return Prediction(response.status_code, body, response.headers.get("X-Adpolicy-Model-Version"))

@@ -1,0 +1,196 @@
+"""``adpolicy archive``, ``adpolicy serve`` and ``adpolicy predict``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from serve.archive import ModelSettings
+
+if TYPE_CHECKING:
+    from serve.server import TorchServe
+
+DEFAULTS = ModelSettings()
+
+
+def register(sub: Any) -> None:
+    a = sub.add_parser(
+        "archive", help="build ONE TorchServe archive (.mar) from an export artifact"
+    )
+    a.add_argument("artifact", help="artifact directory written by `adpolicy export`")
+    a.add_argument("-o", "--output", required=True, help="model store directory for the .mar")
+    a.add_argument("--model-name", help="TorchServe model name (default: the model's name)")
+    a.add_argument("--version", help="archive version (default: the model's version)")
+    a.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULTS.batch_size,
+        help="most requests per graph run (%(default)s)",
+    )
+    a.add_argument(
+        "--max-batch-delay",
+        type=int,
+        default=DEFAULTS.max_batch_delay_ms,
+        help="ms TorchServe waits to fill a batch (%(default)s)",
+    )
+    a.add_argument(
+        "--workers", type=int, default=DEFAULTS.workers, help="worker processes (%(default)s)"
+    )
+    a.add_argument(
+        "--response-timeout",
+        type=int,
+        default=DEFAULTS.response_timeout_s,
+        help="seconds per batch before the worker is restarted (%(default)s)",
+    )
+    a.add_argument(
+        "--startup-timeout",
+        type=int,
+        default=DEFAULTS.startup_timeout_s,
+        help="seconds a worker may take to load the graph (%(default)s)",
+    )
+    a.add_argument(
+        "--preparation-threads",
+        type=int,
+        default=DEFAULTS.preparation_threads,
+        help="threads preparing the ads of a batch (%(default)s)",
+    )
+    a.add_argument("--capture", help="capture scored ads to this JSONL file (default: off)")
+    a.add_argument("--force", action="store_true", help="replace an existing archive")
+    a.set_defaults(func=_archive)
+
+    s = sub.add_parser("serve", help="serve archives with TorchServe on 127.0.0.1")
+    s.add_argument("archives", nargs="*", help="the .mar file(s) to serve, in one directory")
+    s.add_argument("--stop", action="store_true", help="stop the server of --run-dir")
+    s.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="inference port; management and metrics take the next two (0: free ports)",
+    )
+    s.add_argument("--no-auth", action="store_true", help="turn token authorization off")
+    s.add_argument("--capture", help="capture scored ads to this JSONL file")
+    s.add_argument("--run-dir", help="config, logs and keys of the server (~/.adpolicy/serve)")
+    s.add_argument("--python", help="the workers' Python (default: this one)")
+    s.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for workers")
+    s.set_defaults(func=_serve)
+
+    p = sub.add_parser("predict", help="score ads with a running endpoint")
+    p.add_argument("ads", help="a JSON ad, a JSON array of ads, or a JSONL file; media as paths")
+    p.add_argument("--url", required=True, help="http://127.0.0.1:8080/predictions/MODEL")
+    p.add_argument("--token", help="the inference key")
+    p.add_argument(
+        "--key-file", help="TorchServe's key_file.json (default: the one in ~/.adpolicy/serve)"
+    )
+    p.add_argument("--multipart", action="store_true", help="send multipart/form-data")
+    p.set_defaults(func=_predict)
+
+
+def _archive(args: argparse.Namespace) -> int:
+    from serve.archive import build_archive
+
+    settings = ModelSettings(
+        batch_size=args.batch_size,
+        max_batch_delay_ms=args.max_batch_delay,
+        workers=args.workers,
+        response_timeout_s=args.response_timeout,
+        startup_timeout_s=args.startup_timeout,
+        preparation_threads=args.preparation_threads,
+        capture={"path": str(Path(args.capture).resolve())} if args.capture else None,
+    )
+    path = build_archive(
+        args.artifact,
+        args.output,
+        settings,
+        model_name=args.model_name,
+        version=args.version,
+        force=args.force,
+    )
+    print(f"{path}: {json.dumps(settings.to_model_config())}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from serve.server import DEFAULT_RUN_DIR, TorchServe
+
+    run_dir = Path(args.run_dir or DEFAULT_RUN_DIR)
+    if args.stop:
+        server = TorchServe.find(run_dir)
+        if server is None:
+            print(f"no TorchServe runs from {run_dir}")
+            return 0
+        server.stop()
+        print(f"TorchServe (pid {server.pid}) stopped; its ports are free")
+        return 0
+    if not args.archives:
+        raise SystemExit("adpolicy serve: give MODEL.mar, or --stop")
+    server = TorchServe.start(
+        args.archives,
+        run_dir=run_dir,
+        port=args.port,
+        auth=not args.no_auth,
+        capture=args.capture,
+        python=args.python or sys.executable,
+        timeout_s=args.timeout,
+    )
+    print(how_to_call(server))
+    return 0
+
+
+def how_to_call(server: TorchServe) -> str:
+    """What ``adpolicy serve`` prints: the URLs, the token and a first request."""
+    url = server.predictions_url()
+    auth = ""
+    lines = [
+        f"TorchServe (pid {server.pid}) serves {', '.join(server.models)} on 127.0.0.1",
+        f"  predictions  {url}",
+        f"  metrics      {server.metrics_url}",
+        f"  logs         {server.run_dir / 'logs'}",
+    ]
+    if server.auth:
+        auth = ' -H "Authorization: Bearer $TOKEN"'
+        lines += [
+            f"  token        the inference key in {server.key_file}:",
+            f"               TOKEN=$(jq -r .inference.key {server.key_file})",
+        ]
+    else:
+        lines.append("  token        none: authorization is OFF (--no-auth)")
+    lines += [
+        "",
+        f"curl{auth} -H 'Content-Type: application/json' \\",
+        f'     -d \'{{"id": "ad-1", "text": "Limited offer!"}}\' {url}',
+        f"adpolicy predict --url {url} ads.jsonl",
+        f"adpolicy serve --stop --run-dir {server.run_dir}",
+    ]
+    return "\n".join(lines)
+
+
+def _read_ads(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text()
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    data = json.loads(text)
+    return data if isinstance(data, list) else [data]
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from serve.client import Client
+    from serve.server import DEFAULT_RUN_DIR, KEY_FILE
+
+    key_file = args.key_file
+    if key_file is None and args.token is None and (DEFAULT_RUN_DIR / KEY_FILE).is_file():
+        key_file = DEFAULT_RUN_DIR / KEY_FILE
+    client = Client(args.url, token=args.token, key_file=key_file)
+    path = Path(args.ads)
+    failed = 0
+    for ad in _read_ads(path):
+        prediction = client.predict(ad, base_dir=path.parent, multipart=args.multipart)
+        failed += prediction.status != 200
+        print(json.dumps({"http_status": prediction.status, **_as_dict(prediction.body)}))
+    return 1 if failed else 0
+
+
+def _as_dict(body: Any) -> dict[str, Any]:
+    return body if isinstance(body, dict) else {"body": body}

@@ -1,0 +1,179 @@
+"""The TorchServe handler: one graph, dynamic batching, one status per request.
+
+TorchServe hands :meth:`AdPolicyHandler.handle` up to ``batchSize`` requests at once. Each is
+parsed (:func:`serve.payload.parse_request`) and prepared by the SAME
+:class:`~ensemble.batch.AdPreparer` as offline scoring; a request that fails either step
+becomes its own 4xx response (``context.set_response_status(code, phrase, idx)``) with a JSON
+body naming the field and the problem, and never fails its batch. The graph runs once on the
+good items; :class:`~ensemble.postprocess.ResultFormatter` turns its outputs into the same
+result rows as offline scoring. Every response is JSON and carries the archive's model name and
+version in the ``X-Adpolicy-Model`` / ``X-Adpolicy-Model-Version`` headers.
+
+Settings come from the export manifest (policies, thresholds, preparation, media limits) and
+from ``model-config.yaml`` (:class:`serve.archive.ModelSettings`: preparation threads, capture).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from ts.torch_handler.base_handler import BaseHandler
+
+from encoders.base import InputError
+from ensemble.batch import AdBatch, AdError, PreparedAd
+from ensemble.postprocess import error_result
+from export.artifact import load_artifact
+from serve.archive import ARTIFACT_DIR, ModelSettings
+from serve.capture import CaptureWriter, capture_record
+from serve.metrics import HandlerMetrics
+from serve.payload import parse_request
+
+log = logging.getLogger(__name__)
+
+Item = PreparedAd | dict[str, Any]  # a prepared ad, or the error row of a failed request
+Inferred = tuple[list[Item], AdBatch | None, Sequence[Tensor]]
+
+MODEL_HEADER = "X-Adpolicy-Model"
+VERSION_HEADER = "X-Adpolicy-Model-Version"
+
+
+class AdPolicyHandler(BaseHandler):
+    """Scores ads with the archive's traced ensemble; see the module docstring."""
+
+    def initialize(self, context: Any) -> None:
+        """Load the artifact (checksum verified), its preparation, thresholds and settings.
+
+        Args:
+            context: TorchServe's context (``system_properties["model_dir"]`` is the unpacked
+                archive; ``model_yaml_config`` its ``model-config.yaml``).
+        """
+        properties = context.system_properties
+        gpu = properties.get("gpu_id")
+        self.device = torch.device(
+            f"cuda:{gpu}" if gpu is not None and torch.cuda.is_available() else "cpu"
+        )
+        self.settings = ModelSettings.from_model_config(
+            context.model_yaml_config or {}
+        ).with_capture_from(os.environ)
+        self.artifact = load_artifact(
+            Path(properties["model_dir"]) / ARTIFACT_DIR, device=str(self.device)
+        )
+        self.model = self.artifact.graph
+        self.preparer = self.artifact.preparer(allow_paths=False)
+        self.formatter = self.artifact.formatter()
+        self.capture = CaptureWriter.from_config(self.settings.capture)
+        self.metrics = HandlerMetrics(context.metrics)
+        self.pool = ThreadPoolExecutor(self.settings.preparation_threads, "adpolicy-prepare")
+        model = context.manifest["model"]
+        self.headers = {MODEL_HEADER: model["modelName"], VERSION_HEADER: model["modelVersion"]}
+        self.context = context
+        self.initialized = True
+        log.info(
+            "adpolicy handler ready: %s %s on %s, policies %s, capture %s",
+            model["modelName"],
+            model["modelVersion"],
+            self.device,
+            self.artifact.policy_names,
+            self.capture.path if self.capture else "off",
+        )
+
+    def preprocess(self, data: Sequence[Mapping[str, Any]]) -> list[Item]:
+        """Parse and prepare each request; a failure becomes that request's error row.
+
+        Args:
+            data: One mapping per request, as TorchServe passes them.
+
+        Returns:
+            Per request, in order, a :class:`PreparedAd` or an error row.
+        """
+        start = time.perf_counter()
+        items = list(self.pool.map(self._prepare, range(len(data)), data))
+        self.metrics.batch(len(data), time.perf_counter() - start)
+        return items
+
+    def _prepare(self, index: int, request: Mapping[str, Any]) -> Item:
+        request_id = str(self.context.get_request_id(index))
+        ad: Any = None
+        try:
+            ad = parse_request(request)
+            return self.preparer.prepare({"id": request_id, **ad}, index=index)
+        except AdError as err:
+            return error_result(_ad_id(ad, request_id), err)
+        except Exception:  # a bug must cost one request, not its batch
+            log.exception("request %s: preparation failed unexpectedly", request_id)
+            problem = "internal error while preparing the ad; see the server log"
+            return error_result(
+                _ad_id(ad, request_id), AdError([InputError("ad", problem, status=500)])
+            )
+
+    def inference(self, data: list[Item], *args: Any, **kwargs: Any) -> Inferred:
+        """Run the graph ONCE on the prepared ads of the batch.
+
+        Returns:
+            The items, the batch of prepared ads (None when none was good) and the graph's
+            ``(scores [B, P], modality_scores [B, 4, P], measurements [B, K])``.
+        """
+        good = [item for item in data if isinstance(item, PreparedAd)]
+        if not good:
+            return data, None, ()
+        batch = self.preparer.collate(good)
+        start = time.perf_counter()
+        # TorchScript's profiling executor re-specializes the graph for every new input shape,
+        # and dynamic batching makes each batch size a new shape: unoptimized, every size runs
+        # at the speed of the kernels it calls from its first batch on.
+        with torch.inference_mode(), torch.jit.optimized_execution(False):
+            outputs = self.artifact(*batch.to(self.device))
+        self.metrics.inference(time.perf_counter() - start)
+        return data, batch, outputs
+
+    def postprocess(self, data: Inferred) -> list[dict[str, Any]]:
+        """One JSON response per request, in order; failed ones get their own 4xx/5xx status.
+
+        Returns:
+            Result rows (``ensemble.postprocess``): scores, flags, breakdown, measurements for
+            a good ad; ``{"status": "error", "http_status", "errors": [{field, error}]}``
+            otherwise.
+        """
+        items, batch, outputs = data
+        rows: Iterator[dict[str, Any]] = iter([])
+        if batch is not None:
+            scores, breakdown, measured = outputs
+            rows = iter(
+                self.formatter.format_batch(batch.ids, scores, breakdown, measured, batch.presence)
+            )
+        results = []
+        for idx, item in enumerate(items):
+            result = next(rows) if isinstance(item, PreparedAd) else item
+            if result["status"] != "ok":
+                code = result["http_status"]
+                self.context.set_response_status(code, HTTPStatus(code).phrase, idx)
+            self.context.set_response_content_type(idx, "application/json")
+            for name, value in self.headers.items():
+                self.context.set_response_header(idx, name, value)
+            results.append(result)
+        self.metrics.results(results, self.artifact.policy_names)
+        failed = sum(r["status"] != "ok" for r in results)
+        log.info("batch of %d: %d scored, %d failed", len(results), len(results) - failed, failed)
+        if self.capture is not None:
+            now = time.time()
+            self.capture.write(
+                capture_record(r, i.stats if isinstance(i, PreparedAd) else {}, timestamp=now)
+                for r, i in zip(results, items, strict=True)
+            )
+        return results
+
+
+def _ad_id(ad: Any, fallback: str) -> str:
+    """The ad's own id when it has a usable one, else the request id."""
+    ad_id = ad.get("id") if isinstance(ad, Mapping) else None
+    ok = isinstance(ad_id, str | int) and not isinstance(ad_id, bool)
+    return str(ad_id) if ok else fallback

@@ -1,0 +1,95 @@
+"""From one TorchServe request to one raw ad, or an :class:`~ensemble.batch.AdError`.
+
+TorchServe hands a handler one mapping per request: a JSON, text or binary body arrives as
+``{"body": ...}`` (JSON already parsed when the content type is ``application/json`` and the
+body is valid JSON, else bytes); a ``multipart/form-data`` request as one entry per form
+field (bytes). Two formats are accepted:
+
+* JSON: the ad itself, ``{"id": ..., "text": ..., "image": {"base64": ...}, ...}``;
+* multipart: fields ``id`` and ``text`` (text), ``image`` / ``audio`` / ``video`` (files).
+
+Everything else about an ad (sizes, decoding, tokenizing) is checked by the SAME preparation
+as offline scoring (:class:`~ensemble.batch.AdPreparer`); this module only unwraps HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from encoders.base import MODALITIES, InputError
+from ensemble.batch import AdError
+
+TEXT_FIELDS = ("id", "text")
+MEDIA_FIELDS = tuple(m for m in MODALITIES if m != "text")
+
+
+def _fail(field: str, problem: str) -> AdError:
+    return AdError([InputError(field, problem)])
+
+
+def parse_request(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The raw ad of one request.
+
+    Args:
+        request: TorchServe's mapping for the request (``"body"`` or form fields; query
+            parameters arrive as fields too).
+
+    Returns:
+        The ad as a dict (not yet validated).
+
+    Raises:
+        AdError: An empty body, a body that is not one JSON object, a field that is not
+            UTF-8 text, or query parameters beside a body.
+    """
+    if "body" not in request:
+        return _parse_form(request)
+    extra = sorted(set(request) - {"body"})
+    if extra:
+        raise _fail(extra[0], "query parameters are not accepted; put every field in the body")
+    body = request["body"]
+    if isinstance(body, bytes | bytearray | str):
+        body = _parse_json(body)
+    if not isinstance(body, dict):
+        raise _fail("body", f"expected one ad as a JSON object, got {_json_type(body)}")
+    return body
+
+
+def _parse_json(body: bytes | bytearray | str) -> Any:
+    if not body or not body.strip():
+        raise _fail(
+            "body",
+            "empty request body; send one ad as JSON (Content-Type: application/json) "
+            "or as multipart/form-data",
+        )
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise _fail("body", "the body is not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise _fail(
+            "body", f"invalid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+        ) from None
+
+
+def _parse_form(fields: Mapping[str, Any]) -> dict[str, Any]:
+    if len(fields) == 1 and next(iter(fields)).lstrip().startswith("{"):
+        raise _fail(
+            "body", "the body looks like JSON sent as a form: set Content-Type: application/json"
+        )
+    ad: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name in TEXT_FIELDS and isinstance(value, bytes | bytearray):
+            try:
+                ad[name] = bytes(value).decode("utf-8")
+            except UnicodeDecodeError:
+                raise _fail(name, "not valid UTF-8 text") from None
+        else:
+            ad[name] = value
+    return ad
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
