@@ -1,7 +1,7 @@
 """``adpolicy monitor baseline`` and ``adpolicy monitor report``.
 
 Exit status of ``report``: 0 no violation, 1 at least one violation (so a scheduled job can
-alert), 2 unusable input (no baseline, no capture, bad threshold).
+alert), 2 unusable input (no baseline, no capture records, a bad threshold).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ def register(sub: Any) -> None:
         "--capture", required=True, help="capture file (its rotated backups are read too) or dir"
     )
     r.add_argument("--labels", help="JSONL of {id, labels: {policy: 0|1}} for production ads")
+    r.add_argument("--model", help="only records of this model: NAME or NAME:VERSION")
+    r.add_argument("--since", type=_moment, help="only records at or after this ISO 8601 time")
+    r.add_argument("--until", type=_moment, help="only records before this ISO 8601 time")
     r.add_argument("-o", "--output", required=True, help="report directory")
     r.add_argument(
         "--threshold",
@@ -54,6 +58,12 @@ def register(sub: Any) -> None:
         help="override a threshold, e.g. psi=0.25 or min_samples=50 (repeatable)",
     )
     r.set_defaults(func=_report)
+
+
+def _moment(value: str) -> datetime:
+    """An ISO 8601 time; without an offset it is taken as UTC."""
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _baseline(args: argparse.Namespace) -> int:
@@ -86,17 +96,23 @@ def _report(args: argparse.Namespace) -> int:
     from serve.capture import read_capture
     from serve.monitor.baseline import load_baseline
     from serve.monitor.html import render_html
-    from serve.monitor.observe import Observations
+    from serve.monitor.observe import Observations, select
     from serve.monitor.quality import read_labels
     from serve.monitor.report import Thresholds, compare
 
     try:
         thresholds = Thresholds().with_overrides(args.threshold)
         baseline = load_baseline(args.baseline)
-        obs = Observations.from_records(read_capture(args.capture))
+        records = select(
+            read_capture(args.capture), model=args.model, since=args.since, until=args.until
+        )
+        obs = Observations.from_records(records)
         labels = read_labels(args.labels) if args.labels else None
     except (OSError, ValueError) as err:
         log.error("%s", err)
+        return EXIT_BAD_INPUT
+    if obs.records == 0:
+        log.error("no capture records in %s match the filters", args.capture)
         return EXIT_BAD_INPUT
     report = compare(baseline, obs, thresholds=thresholds, labels=labels)
     out = Path(args.output)

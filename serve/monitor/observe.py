@@ -8,8 +8,9 @@ this one function and there is no second definition of a score, a flag or a stat
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from encoders.base import MODALITIES
@@ -79,3 +80,32 @@ class Observations:
         presence = record.get("presence", {})
         for modality in MODALITIES:
             self.present[modality] += bool(presence.get(modality))
+
+
+def select(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    model: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Iterator[Mapping[str, Any]]:
+    """The records of one model and time window (one capture file may serve several models).
+
+    Args:
+        records: Capture records.
+        model: ``NAME`` or ``NAME:VERSION``; records of failed ads carry no model and are left
+            out when this is given.
+        since: Keep records at or after this (timezone-aware) moment.
+        until: Keep records before it.
+    """
+    name, _, version = (model or "").partition(":")
+    for record in records:
+        if model is not None:
+            scored_by = record.get("model") or {}
+            if scored_by.get("name") != name or (version and scored_by.get("version") != version):
+                continue
+        if since is not None or until is not None:
+            moment = datetime.fromisoformat(record["timestamp"])
+            if (since is not None and moment < since) or (until is not None and moment >= until):
+                continue
+        yield record

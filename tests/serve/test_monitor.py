@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from serve.monitor.drift import (
     psi,
 )
 from serve.monitor.html import render_html
+from serve.monitor.observe import select
 from serve.monitor.quality import binary_metrics, read_labels
 from tests.ensemble.conftest import small_config_json
 from tests.serve.monitor_data import Traffic, labels_of, records
@@ -205,6 +207,18 @@ def test_another_model_version_is_noted(baseline: dict[str, Any]) -> None:
         r["model"] = {"name": "synthetic", "version": "2"}
     report = compare(baseline, Observations.from_records(recs))
     assert any("synthetic 2 scored 10 records" in n for n in report["notes"])
+
+
+def test_select_by_model_and_time_window() -> None:
+    recs = list(records(10, 5))  # timestamps 1 s apart from 2023-11-14T22:13:20Z
+    recs[0]["model"] = {"name": "other", "version": "1"}
+    recs[1] = {"id": "bad", "status": "error", "timestamp": recs[1]["timestamp"]}
+    assert [r["id"] for r in select(recs, model="synthetic")] == [f"ad-{i}" for i in range(2, 10)]
+    assert len(list(select(recs, model="synthetic:1"))) == 8
+    assert list(select(recs, model="synthetic:2")) == []
+    since = datetime(2023, 11, 14, 22, 13, 23, tzinfo=UTC)
+    window = select(recs, since=since, until=since + timedelta(seconds=2))
+    assert [r["id"] for r in window] == ["ad-3", "ad-4"]
 
 
 def test_threshold_overrides() -> None:
@@ -393,6 +407,11 @@ def test_cli_report_exit_status_and_files(
     relaxed = ["--threshold", "presence_change=1.0"]
     assert main([*args, str(tmp_path / "r2"), "--capture", str(shifted), *relaxed]) == 0
     assert main([*args, str(tmp_path / "r3"), "--capture", str(tmp_path / "none.jsonl")]) == 2
+    assert main([*args, str(tmp_path / "r5"), "--capture", str(calm), "--model", "other"]) == 2
+    window = ["--since", "2023-11-14T22:13:20", "--until", "2023-11-14T22:16:40Z"]
+    assert main([*args, str(tmp_path / "r6"), "--capture", str(calm), *window]) == 0
+    report = json.loads((tmp_path / "r6" / "report.json").read_text())
+    assert report["production"]["records"] == 200
     assert main([*args, str(tmp_path / "r4"), "--capture", str(calm), "--threshold", "x=1"]) == 2
 
 
