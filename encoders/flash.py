@@ -1,0 +1,344 @@
+"""Flashing analyzer: WCAG 2.3.1 general and red flashes, per region, inside the graph.
+
+Preparation decodes every frame (at the video's own rate, up to ``max_seconds``) and reduces
+each to a grid of cells holding the cell's mean relative luminance and mean red saturation,
+both computed per pixel in linear light as EA's IRIS does (sRGB decoding by the IEC 61966-2-1
+curve; luminance ``0.2126 R + 0.7152 G + 0.0722 B``; red saturation ``(R - G - B) x 320`` where
+``R / (R + G + B) >= 0.8``, else 0). Frames taller than ``analysis_height`` are first scaled
+down by FFmpeg's area filter on the encoded values; only detail finer than that scale is
+averaged before linearisation.
+
+The graph follows each cell's signal the way IRIS follows the frame average:
+
+- a transition is a change of at least ``luminance_threshold`` (0.1) in relative luminance, or
+  ``red_threshold`` (20) in red saturation, accumulated over a run of frames changing in one
+  direction (unchanged frames continue the run) within the last second; a luminance
+  transition also needs its darker end below ``dark_threshold`` (0.8); a run counts once, at
+  its first frame that qualifies. (IRIS checks the darker end only where the change first
+  reaches the threshold, so a smooth fall from white never counts there; WCAG counts it.
+  Where the change happens within one frame, as in IRIS's test videos, the two agree.)
+- per cell, the transitions of each one-second window (the last ``round(fps)`` frames);
+- a window's flash count is the number of transitions, halved, that at least ``area_fraction``
+  (25 %) of the frame reaches: cells count separately, so two halves flashing in opposite phase
+  are two flashing areas (a frame average would see no change at all).
+
+Every step is element-wise arithmetic, padding, slicing, ``index_select`` and ``topk`` over
+tensors of fixed shape: the runs and running sums are log-depth prefix scans, and the frame
+count and frame rate are tensors. Frames past ``frames`` are masked out, so padding never
+creates a transition.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from encoders.base import Encoder, InputSpec
+from encoders.media import VideoInfo
+
+LUMINANCE_WEIGHTS = (0.2126, 0.7152, 0.0722)
+RED_SCALE = 320.0
+RED_RATIO = 0.8
+
+
+@dataclass(frozen=True)
+class FlashSettings:
+    """Settings of the flashing analyzer (defaults: WCAG 2.3.1 as EA's IRIS applies it).
+
+    Attributes:
+        max_seconds: Longest stretch analysed from the start of a video.
+        max_fps: Highest frame rate analysed in full; with ``max_seconds`` it sizes the input
+            (a faster video is analysed for ``max_seconds * max_fps / fps`` seconds).
+        grid_rows: Rows of cells each frame is reduced to.
+        grid_cols: Columns of cells.
+        analysis_height: Frames taller than this are scaled down before linearisation.
+        luminance_threshold: Relative-luminance change of a transition.
+        dark_threshold: The darker end of a luminance transition must be below this.
+        red_threshold: Red-saturation change of a red transition.
+        area_fraction: Fraction of the frame that must flash for a window to count.
+        extended_window_s: Window of the extended-flash measure (an Ofcom / ITU-R BT.1702 rule
+            that IRIS applies; WCAG has none).
+        extended_min_flashes: Fewest flashes in a second that count towards the extended measure.
+        extended_max_flashes: Most flashes in a second that count towards it (more is a
+            flash failure of its own).
+    """
+
+    max_seconds: float = 60.0
+    max_fps: float = 60.0
+    grid_rows: int = 16
+    grid_cols: int = 16
+    analysis_height: int = 360
+    luminance_threshold: float = 0.1
+    dark_threshold: float = 0.8
+    red_threshold: float = 20.0
+    area_fraction: float = 0.25
+    extended_window_s: float = 5.0
+    extended_min_flashes: float = 2.0
+    extended_max_flashes: float = 3.0
+
+    @property
+    def max_frames(self) -> int:
+        return math.ceil(self.max_seconds * self.max_fps)
+
+
+def _delay(x: Tensor, steps: int) -> Tensor:
+    """``x`` delayed by ``steps`` frames along the last dim, zeros entering."""
+    return torch.constant_pad_nd(x[..., :-steps], [steps, 0])
+
+
+def _take(x: Tensor, index: Tensor) -> Tensor:
+    """``x[..., index[..., t]]`` along the last dim: a gather, written as ``index_select``.
+
+    Args:
+        x: [..., T].
+        index: [..., T] int64 in [0, T), broadcastable to ``x``.
+    """
+    t = x.shape[-1]
+    index = index.expand(x.shape).reshape(-1, t)
+    rows = torch.arange(index.shape[0], device=x.device).unsqueeze(1) * t
+    return x.reshape(-1).index_select(0, (index + rows).reshape(-1)).reshape(x.shape)
+
+
+def _log_scan(x: Tensor, length: int, combine: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """Inclusive prefix scan of an associative ``combine`` over the last dim (``length``)."""
+    step = 1
+    while step < length:
+        x = combine(x, _delay(x, step))
+        step *= 2
+    return x
+
+
+def _blocked_scan(x: Tensor, length: int, combine: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """The same scan, in blocks of ``ceil(sqrt(length))`` frames: log-depth within the blocks,
+    then across the block totals (zero must be ``combine``'s neutral element)."""
+    side = math.ceil(math.sqrt(length))
+    blocks = torch.constant_pad_nd(x, [0, side * side - length])
+    blocks = blocks.reshape(*x.shape[:-1], side, side)
+    within = _log_scan(blocks, side, combine)
+    before = _delay(_log_scan(within[..., -1], side, combine), 1)  # the earlier blocks
+    return combine(within, before.unsqueeze(-1)).flatten(-2)[..., :length]
+
+
+def _windowed(running: Tensor, lag: Tensor) -> Tensor:
+    """``running[t] - running[t - lag]`` (``running`` itself where ``t < lag``): the sum over
+    the last ``lag`` frames from an inclusive running sum [B, ..., T]; ``lag`` [B, 1, ...]."""
+    steps = torch.arange(running.shape[-1], device=running.device)
+    earlier = steps - lag
+    return running - _take(running, earlier.clamp(min=0)) * (earlier >= 0).float()
+
+
+class FlashAnalyzer(Encoder):
+    """WCAG 2.3.1 flash counts of a video reduced to a grid of cells.
+
+    Inputs: ``grid`` [batch, T, 2, rows, cols] (per frame and cell: relative luminance, red
+    saturation), ``frames`` [batch] int64 (frames holding video), ``fps`` [batch] float.
+
+    Output [batch, 6]: ``max_flashes`` and ``max_red_flashes`` (most general / red flashes in
+    any one-second window over at least ``area_fraction`` of the frame; transitions / 2),
+    ``flash_area`` (fraction of the frame with at least one flash in the worst window),
+    ``worst_window_s`` (start of that window), ``extended_s`` (most seconds, within any
+    ``extended_window_s``, of windows with at least ``extended_min_flashes`` flashes; IRIS's
+    extended failure is 4 s in 5 s) and ``seconds`` (video analysed).
+    """
+
+    modality = "video"
+    kind = "analyzer"
+    measurement_names = (
+        "max_flashes",
+        "max_red_flashes",
+        "flash_area",
+        "worst_window_s",
+        "extended_s",
+        "seconds",
+    )
+    thresholds: Tensor
+    dark: Tensor
+
+    def __init__(self, settings: FlashSettings) -> None:
+        super().__init__()
+        self.output_dim = len(self.measurement_names)
+        cells = settings.grid_rows * settings.grid_cols
+        shape = (settings.max_frames, 2, settings.grid_rows, settings.grid_cols)
+        self.input_spec = (
+            InputSpec("grid", shape, torch.float32),
+            InputSpec("frames", (), torch.int64),
+            InputSpec("fps", (), torch.float32),
+        )
+        self.frames = settings.max_frames
+        self.top = max(1, math.ceil(settings.area_fraction * cells - 1e-9))
+        self.extended_window_s = settings.extended_window_s
+        self.extended_band = (2 * settings.extended_min_flashes, 2 * settings.extended_max_flashes)
+        thresholds = [settings.luminance_threshold, settings.red_threshold]
+        self.register_buffer("thresholds", torch.tensor(thresholds).view(1, 2, 1, 1), False)
+        dark = [settings.dark_threshold, 1e9]  # the darker-end rule is for luminance only
+        self.register_buffer("dark", torch.tensor(dark).view(1, 2, 1, 1), False)
+
+    def forward(self, grid: Tensor, frames: Tensor, fps: Tensor) -> Tensor:
+        """Args: grid [B, T, 2, R, C], frames [B], fps [B]. Returns [B, 6]."""
+        b, t = grid.shape[0], self.frames
+        v = grid.float().flatten(3).permute(0, 2, 3, 1)  # [B, 2, cells, T]
+        n = frames.clamp(0, t)
+        rate = fps.float().clamp(min=1.0)
+        second = torch.floor(rate + 0.5).long().clamp(1, t).view(b, 1, 1, 1)
+        steps = torch.arange(t, device=grid.device)
+        valid = (steps < n.view(b, 1, 1, 1)).float()
+
+        # Runs: frames changing in one direction (unchanged frames extend a run). A rising
+        # run's base is the last frame that fell, a falling run's the last one that rose.
+        change = torch.constant_pad_nd(v[..., 1:] - v[..., :-1], [1, 0]) * valid
+        moved = torch.stack([(change > 0).float(), (change < 0).float()]) * (steps + 1)
+        latest = _blocked_scan(moved, t, torch.max)  # frame + 1 of the latest rise / fall
+        last_rise, last_fall = latest.unbind(0)
+        direction = (last_rise > last_fall).float() - (last_fall > last_rise).float()
+        run_base = torch.min(last_rise, last_fall) - 1
+        # IRIS accumulates at most one second of a run: the base is at most a second back.
+        base_frame = torch.max(run_base, (steps - second).float()).clamp(min=0).long()
+        base = _take(v, base_frame)
+        accumulated = (v - base) * direction.abs()
+        reached = (accumulated.abs() >= self.thresholds).float()
+        dark = (torch.min(v, base) < self.dark).float()
+        qualifies = reached * dark * valid
+        # A run counts once, at the first frame that qualifies. IRIS tests the darker end only
+        # where the change first reaches the threshold, so a smooth fall from white would never
+        # count there; WCAG counts it (the darker image of the pair is the end of the fall).
+        again = (direction == _delay(direction, 1)).float() * _delay(qualifies, 1)
+        transitions = qualifies * (1 - again)
+
+        per_cell = _windowed(_blocked_scan(transitions, t, torch.add), second)
+        reached_by_area = per_cell.transpose(2, 3).topk(self.top, dim=-1).values[..., -1]
+        per_window = reached_by_area * valid.view(b, 1, t)  # [B, 2, T]: transitions / window
+        flashes = per_window.amax(-1) / 2
+
+        worst = per_window.amax(1)  # [B, T]
+        area = (per_cell.amax(1) >= 2).float().mean(1) * valid.view(b, t)
+        key = worst + 0.5 * area - (1 - valid.view(b, t))
+        pick = F.one_hot(key.argmax(-1), t).float()
+        flash_area = (pick * area).sum(-1)
+        worst_end = (pick * steps.float()).sum(-1)
+        worst_start = ((worst_end - second.view(b).float() + 1) / rate).clamp(min=0.0)
+
+        low, high = self.extended_band
+        sustained = (per_window >= low).float() * (per_window <= high).float()
+        window = torch.floor(self.extended_window_s * rate + 0.5).long().clamp(1, t)
+        sustained_frames = _windowed(_blocked_scan(sustained, t, torch.add), window.view(b, 1, 1))
+        extended = (sustained_frames * sustained).amax(-1).amax(-1) / rate
+        seconds = n.float() / rate
+        return torch.stack(
+            [flashes[:, 0], flashes[:, 1], flash_area, worst_start, extended, seconds], dim=1
+        )
+
+    def example_inputs(self, batch_size: int) -> tuple[Tensor, ...]:
+        spec = self.input_spec[0]
+        t = spec.shape[0]
+        grid = torch.rand(batch_size, *spec.shape)
+        grid[:, :, 1] *= RED_SCALE * (grid[:, :, 1] > 0.7)
+        frames = torch.randint(1, t + 1, (batch_size,))
+        fps = torch.tensor([24.0, 25.0, 29.97, 30.0, 50.0, 60.0])[torch.arange(batch_size) % 6]
+        return grid, frames, fps
+
+
+def srgb_to_linear() -> np.ndarray:
+    """Lookup table [256] float32: 8-bit sRGB code value -> linear light (IEC 61966-2-1)."""
+    c = np.arange(256) / 255.0
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def cell_means(plane: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Means of ``plane`` [height, width] over a ``rows`` x ``cols`` grid of equal areas.
+
+    Cell edges fall between pixels or inside them (a pixel split between two cells counts in
+    each by its share), so the mean of the cells is exactly the mean of the plane. Running
+    sums, not a matrix product: BLAS threads would fight the video decoder's for the cores.
+
+    Returns:
+        [rows, cols] float32.
+    """
+    for axis, cells in ((0, rows), (1, cols)):
+        size = plane.shape[axis]
+        edges = np.arange(cells + 1) * size / cells
+        whole = np.minimum(edges.astype(np.int64), size - 1)
+        share = np.expand_dims(edges - whole, 1 - axis)
+        running = np.cumsum(plane, axis=axis, dtype=np.float64)
+        running = np.concatenate([np.zeros_like(running.take([0], axis)), running], axis)
+        lower, upper = running.take(whole, axis), running.take(whole + 1, axis)
+        plane = np.diff(lower + share * (upper - lower), axis=axis) * (cells / size)
+    return plane.astype(np.float32)
+
+
+def luminance_and_red(rgb: np.ndarray, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel relative luminance and red saturation of an 8-bit RGB image, as IRIS computes.
+
+    Args:
+        rgb: [height, width, 3] uint8 sRGB.
+        lut: :func:`srgb_to_linear`.
+
+    Returns:
+        Luminance [height, width] in [0, 1] and red saturation [height, width] in [0, 320].
+    """
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    wr, wg, wb = LUMINANCE_WEIGHTS
+    luminance = (lut * wr)[r] + (lut * wg)[g] + (lut * wb)[b]
+    red, rest = lut[r], lut[g] + lut[b]
+    saturated = red >= RED_RATIO / (1 - RED_RATIO) * rest  # R / (R + G + B) >= 0.8
+    return luminance, np.maximum(red - rest, 0) * RED_SCALE * saturated
+
+
+class _FlashGrid:
+    """Reduces each frame of one video to its luminance / red grid."""
+
+    def __init__(self, info: VideoInfo, settings: FlashSettings, lut: np.ndarray) -> None:
+        self.fps = info.fps
+        self.lut = lut
+        self.limit = min(settings.max_frames, math.ceil(settings.max_seconds * info.fps))
+        shape = (settings.max_frames, 2, settings.grid_rows, settings.grid_cols)
+        self.grid = np.zeros(shape, np.float32)
+        self.rows_cols = (settings.grid_rows, settings.grid_cols)
+        self.max_height = settings.analysis_height
+        self.count = 0
+
+    def add(self, frame: av.VideoFrame) -> None:
+        if self.count >= self.limit:
+            return
+        if frame.height > self.max_height:
+            width = max(1, round(frame.width * self.max_height / frame.height))
+            rgb = frame.to_ndarray(
+                format="rgb24", width=width, height=self.max_height, interpolation="AREA"
+            )
+        else:
+            rgb = frame.to_ndarray(format="rgb24")
+        for channel, plane in enumerate(luminance_and_red(rgb, self.lut)):
+            self.grid[self.count, channel] = cell_means(plane, *self.rows_cols)
+        self.count += 1
+
+    def finish(self) -> dict[str, Tensor]:
+        return {
+            "grid": torch.from_numpy(self.grid),
+            "frames": torch.tensor(self.count, dtype=torch.int64),
+            "fps": torch.tensor(self.fps, dtype=torch.float32),
+        }
+
+
+class FlashPreparer:
+    """Every frame of a video (up to ``max_seconds``) as a luminance / red grid."""
+
+    def __init__(self, settings: FlashSettings) -> None:
+        self.settings = settings
+        self.lut = srgb_to_linear()
+
+    def start(self, info: VideoInfo) -> _FlashGrid:
+        return _FlashGrid(info, self.settings, self.lut)
+
+    def placeholder(self) -> dict[str, Tensor]:
+        s = self.settings
+        return {
+            "grid": torch.zeros(s.max_frames, 2, s.grid_rows, s.grid_cols),
+            "frames": torch.tensor(0, dtype=torch.int64),
+            "fps": torch.tensor(30.0),
+        }

@@ -1,0 +1,360 @@
+"""The WCAG 2.3.1 flash analyzer: EA IRIS's verdicts on its videos, and clips made here."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from encoders.flash import FlashAnalyzer, FlashPreparer, FlashSettings, srgb_to_linear
+from encoders.media import MediaLimits, VideoInfo, decode_video
+from ensemble import synth
+
+VERDICTS = Path(__file__).with_name("iris_verdicts.csv")
+NAMES = FlashAnalyzer.measurement_names
+FLASHES, RED = NAMES.index("max_flashes"), NAMES.index("max_red_flashes")
+AREA, WORST = NAMES.index("flash_area"), NAMES.index("worst_window_s")
+EXTENDED, SECONDS = NAMES.index("extended_s"), NAMES.index("seconds")
+LIMIT = 3.0  # WCAG 2.3.1: more than three flashes in any one second fails
+
+W, H = 64, 36  # generated clips: 16 x 16 cells of 4 x 2.25 pixels
+SMALL = FlashSettings(max_seconds=4.0)
+LUT = srgb_to_linear()
+Frame = np.ndarray
+
+
+def read_verdicts() -> list[dict[str, str]]:
+    lines = [line for line in VERDICTS.read_text().splitlines() if not line.startswith("#")]
+    return list(csv.DictReader(lines))
+
+
+ROWS = read_verdicts()
+
+
+# IRIS's own videos (read from ../shared, never copied into the project)
+
+
+@pytest.fixture(scope="module")
+def iris(shared_dir: Path) -> dict[str, Any]:
+    """Per video: the analyzer's measurements and the prepared grid, all in one batch."""
+    folder = shared_dir / "reference" / "iris"
+    settings = FlashSettings()
+    preparer = FlashPreparer(settings)
+    prepared = {}
+    for row in ROWS:
+        (item,), _ = decode_video((folder / row["video"]).read_bytes(), [preparer], MediaLimits())
+        prepared[row["video"]] = item
+    batch = [torch.stack([p[k] for p in prepared.values()]) for k in ("grid", "frames", "fps")]
+    with torch.no_grad():
+        out = FlashAnalyzer(settings).eval()(*batch)
+    return {
+        "folder": folder,
+        "prepared": prepared,
+        "out": dict(zip(prepared, out, strict=True)),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", ROWS, ids=[r["video"] for r in ROWS])
+def test_agrees_with_iris_verdicts(iris, row) -> None:
+    out = iris["out"][row["video"]]
+    assert iris["prepared"][row["video"]]["frames"] == int(row["frames"])
+    assert bool(out[FLASHES] > LIMIT) == (row["luminance_flash_fail"] == "1")
+    assert bool(out[RED] > LIMIT) == (row["red_flash_fail"] == "1")
+    # Not only the verdict: the most transitions in any second, as IRIS counts them.
+    assert float(out[FLASHES]) == int(row["max_luminance_transitions"]) / 2
+    assert float(out[RED]) == int(row["max_red_transitions"]) / 2
+    assert bool(out[EXTENDED] >= 4.0) == (row["extended_fail"] == "1")
+    if row["max_extended_frames"]:
+        expected = int(row["max_extended_frames"]) / float(row["fps"])
+        assert float(out[EXTENDED]) == pytest.approx(expected, abs=1e-4)
+    assert float(out[SECONDS]) == pytest.approx(int(row["frames"]) / float(row["fps"]))
+
+
+LOGGED = [r for r in ROWS if r["video"] != "flashStripes.mp4"]  # its log has no frame values
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", LOGGED, ids=[r["video"] for r in LOGGED])
+def test_frame_luminance_and_red_match_iris_logs(iris, row) -> None:
+    """Per frame, the mean over cells is IRIS's frame-average relative luminance and red."""
+    log = iris["folder"] / "expected_frame_logs" / row["video"].replace(".mp4", "_RELATIVE.csv")
+    entries = list(csv.DictReader(log.read_text().splitlines()))
+    item = iris["prepared"][row["video"]]
+    frames = int(item["frames"])
+    means = item["grid"][:frames].double().mean((2, 3))  # [frames, 2]
+    luminance = torch.tensor([float(e["AverageLuminance"]) for e in entries], dtype=torch.double)
+    red = torch.tensor([float(e["AverageRed"]) for e in entries], dtype=torch.double)
+    assert len(entries) == frames
+    torch.testing.assert_close(means[:, 0], luminance, atol=1e-4, rtol=0)
+    torch.testing.assert_close(means[:, 1], red, atol=1e-2, rtol=0)
+
+
+# Clips generated here, prepared by the real preparation (without a codec) and batched
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> FlashAnalyzer:
+    return FlashAnalyzer(SMALL).eval()
+
+
+def prepare(frames: Sequence[Frame], fps: float, settings: FlashSettings = SMALL) -> dict:
+    sink = FlashPreparer(settings).start(VideoInfo(fps, len(frames), W, H))
+    for frame in frames:
+        sink.add(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24"))
+    return sink.finish()
+
+
+def run(analyzer: FlashAnalyzer, items: Sequence[dict]) -> torch.Tensor:
+    batch = [torch.stack([i[k] for i in items]) for k in ("grid", "frames", "fps")]
+    with torch.no_grad():
+        return analyzer(*batch)
+
+
+def analyse(analyzer: FlashAnalyzer, clips: Sequence[tuple[Sequence[Frame], float]]):
+    return run(analyzer, [prepare(frames, fps) for frames, fps in clips])
+
+
+def code_for(luminance: float) -> int:
+    """The 8-bit grey whose relative luminance is nearest ``luminance``."""
+    return int(np.abs(LUT - luminance).argmin())
+
+
+def solid(rgb: Sequence[int] | int) -> Frame:
+    return np.broadcast_to(np.asarray(rgb, np.uint8), (H, W, 3)).copy()
+
+
+def square_wave(hz: float, fps: float, seconds: float) -> np.ndarray:
+    """[frames] bool: on/off state of a flicker at ``hz`` sampled at ``fps``."""
+    return (np.floor(np.arange(round(seconds * fps)) * 2 * hz / fps) % 2).astype(bool)
+
+
+def flicker(
+    on: np.ndarray, bright: Frame, dark: Frame, where: Callable[[Frame], Frame] | None = None
+) -> list[Frame]:
+    """Frames showing ``bright`` / ``dark`` by ``on``; ``where`` masks the flickering part."""
+    frames = []
+    for state in on:
+        frame = bright if state else dark
+        frames.append(frame if where is None else where(frame))
+    return frames
+
+
+def max_toggles(on: np.ndarray, fps: float) -> int:
+    """Most state changes in any window of round(fps) frames: the expected transitions."""
+    toggles = np.concatenate([[0], on[1:] != on[:-1]]).astype(int)
+    window = round(fps)
+    return max(int(toggles[max(0, t - window + 1) : t + 1].sum()) for t in range(len(on)))
+
+
+BLACK, WHITE, GREY = solid(0), solid(255), solid(128)
+CASES = [(fps, hz) for fps in (25, 30, 60) for hz in (1, 2, 3, 4, 5, 10, 15, 20)]
+
+
+def test_square_wave_flicker_1_to_20_hz(analyzer) -> None:
+    waves = [square_wave(hz, fps, 4.0) for fps, hz in CASES]
+    out = analyse(
+        analyzer,
+        [(flicker(on, WHITE, BLACK), fps) for on, (fps, _) in zip(waves, CASES, strict=True)],
+    )
+    for (fps, hz), on, row in zip(CASES, waves, out, strict=True):
+        assert float(row[FLASHES]) == max_toggles(on, fps) / 2, (fps, hz)
+        assert float(row[RED]) == 0
+        if hz <= 2:
+            assert row[FLASHES] <= LIMIT, (fps, hz)
+        if hz >= 4:
+            assert row[FLASHES] > LIMIT, (fps, hz)
+            assert float(row[AREA]) == 1.0
+
+
+def left(fraction: float) -> Callable[[Frame], Frame]:
+    """Shows a frame on the left ``fraction`` of the columns, mid grey elsewhere."""
+
+    def mask(frame: Frame) -> Frame:
+        out = GREY.copy()
+        cols = round(W * fraction)
+        out[:, :cols] = frame[:, :cols]
+        return out
+
+    return mask
+
+
+def centre(fraction: float) -> Callable[[Frame], Frame]:
+    """Shows a frame in a centred rectangle of ``fraction`` of the area, mid grey elsewhere."""
+
+    def mask(frame: Frame) -> Frame:
+        out = GREY.copy()
+        h, w = round(H * fraction**0.5), round(W * fraction**0.5)
+        top, side = (H - h) // 2, (W - w) // 2
+        out[top : top + h, side : side + w] = frame[top : top + h, side : side + w]
+        return out
+
+    return mask
+
+
+@pytest.mark.parametrize(
+    ("where", "fails"),
+    [
+        (left(0.10), False),
+        (left(0.15), False),
+        (left(0.30), True),
+        (left(0.45), True),
+        (left(0.60), True),
+        (centre(0.10), False),
+        (centre(0.40), True),
+    ],
+    ids=["left10", "left15", "left30", "left45", "left60", "centre10", "centre40"],
+)
+def test_flashing_patches_count_from_a_quarter_of_the_frame(analyzer, where, fails) -> None:
+    on = square_wave(8, 30, 3.0)
+    (row,) = analyse(analyzer, [(flicker(on, WHITE, BLACK, where), 30)])
+    assert bool(row[FLASHES] > LIMIT) == fails
+    patch = (where(WHITE)[..., 0] == 255).mean()
+    # The area is counted in cells: a partly covered cell counts whole (one cell per edge).
+    assert patch <= float(row[AREA]) <= patch + 2 * (1 / 16 + 1 / 16)
+
+
+def test_red_flashes_are_counted_apart_from_luminance(analyzer) -> None:
+    grey = solid(code_for(0.2126))  # the relative luminance of saturated red: no general flash
+    pink = solid((255, 180, 180))  # R / (R + G + B) = 0.52 in linear light: not saturated red
+    pink_luminance = float(LUT[255] * 0.2126 + LUT[180] * (0.7152 + 0.0722))
+    clips = [
+        (flicker(square_wave(5, 30, 3.0), solid((255, 0, 0)), grey), 30),
+        (flicker(square_wave(2, 30, 3.0), solid((255, 0, 0)), grey), 30),
+        (flicker(square_wave(5, 30, 3.0), solid((100, 0, 0)), BLACK), 30),  # dim but saturated
+        (flicker(square_wave(5, 30, 3.0), pink, solid(code_for(pink_luminance))), 30),
+    ]
+    out = analyse(analyzer, clips)
+    assert out[:, FLASHES].tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert out[:, RED].tolist() == [5.0, 2.0, 5.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "fails"),
+    [
+        (0.40, 0.45, False),  # a change under 0.1 is no transition
+        (0.40, 0.55, True),
+        (0.85, 1.00, False),  # both states bright: the darker one must be below 0.8
+        (0.70, 1.00, True),
+    ],
+)
+def test_contrast_and_brightness_thresholds(analyzer, low, high, fails) -> None:
+    frames = flicker(square_wave(8, 30, 3.0), solid(code_for(high)), solid(code_for(low)))
+    (row,) = analyse(analyzer, [(frames, 30)])
+    assert bool(row[FLASHES] > LIMIT) == fails
+
+
+def test_scene_cuts(analyzer) -> None:
+    bright = np.asarray(synth.banner(W, H, seed=1))
+    dark = (bright * 0.3).astype(np.uint8)
+    every_2s = np.floor(np.arange(120) / 60) % 2 == 1
+    every_100ms = np.floor(np.arange(120) / 3) % 2 == 1
+    out = analyse(
+        analyzer, [(flicker(every_2s, bright, dark), 30), (flicker(every_100ms, bright, dark), 30)]
+    )
+    assert out[0, FLASHES] <= 0.5
+    assert out[1, FLASHES] > LIMIT
+
+
+def grey_ramp(levels: Iterable[float]) -> list[Frame]:
+    return [solid(code_for(level)) for level in levels]
+
+
+def test_slow_fades_pass_and_held_frames_do_not_break_a_transition(analyzer) -> None:
+    triangle = np.abs((np.arange(120) / 45) % 2 - 1)  # black <-> white every 1.5 s
+    # 0.12 in steps of 0.04 with every step held a frame: no step reaches 0.1 on its own,
+    # and held (unchanged) frames continue a run as in IRIS, so each ramp is one transition.
+    up = [0.30, 0.34, 0.34, 0.38, 0.38, 0.42]
+    held = up + up[::-1]  # 12 frames: 5 Hz at 60 fps
+    out = analyse(analyzer, [(grey_ramp(triangle), 30), (grey_ramp(held * 20), 60)])
+    assert out[0, FLASHES] <= 1.0
+    assert float(out[1, FLASHES]) == 5.0
+
+
+def test_a_smooth_flicker_counts_its_falls_from_white(analyzer) -> None:
+    """A 5 Hz sine between black and white at 60 fps: ten transitions a second (IRIS's rule
+    would count only the rises: its falls reach 0.1 of change while still above 0.8)."""
+    sine = 0.5 - 0.5 * np.cos(2 * np.pi * 5 * np.arange(180) / 60)
+    (row,) = analyse(analyzer, [(grey_ramp(sine), 60)])
+    assert float(row[FLASHES]) == 5.0
+
+
+def test_halves_flashing_in_opposite_phase_are_two_flashing_areas(analyzer) -> None:
+    def halves(on: bool) -> Frame:
+        frame = BLACK.copy()
+        frame[:, : W // 2] = 255 if on else 0
+        frame[:, W // 2 :] = 0 if on else 255
+        return frame
+
+    frames = [halves(s) for s in square_wave(5, 30, 3.0)]
+    item = prepare(frames, 30)
+    frame_mean = item["grid"][: int(item["frames"]), 0].mean((1, 2))
+    assert float(frame_mean.max() - frame_mean.min()) < 0.01  # a frame average sees nothing
+    (row,) = run(analyzer, [item])
+    assert float(row[FLASHES]) == 5.0
+    assert float(row[AREA]) == 1.0
+
+
+def test_padding_never_creates_transitions(analyzer) -> None:
+    item = prepare(flicker(square_wave(2, 30, 2.0), WHITE, BLACK), 30)
+    noisy = dict(item, grid=item["grid"].clone())
+    noisy["grid"][int(item["frames"]) :] = (
+        torch.rand_like(noisy["grid"][int(item["frames"]) :]) * 320
+    )
+    placeholder = FlashPreparer(SMALL).placeholder()
+    out = run(analyzer, [item, noisy, placeholder])
+    torch.testing.assert_close(out[0], out[1])
+    assert out[2].tolist() == [0.0] * len(NAMES)
+
+
+def test_frame_rate_is_an_input(analyzer) -> None:
+    """The same frames (a change every 6 frames) at 25 fps pass, at 60 fps they fail."""
+    frames = flicker(np.floor(np.arange(96) / 6) % 2 == 1, WHITE, BLACK)
+    out = analyse(analyzer, [(frames, 25), (frames, 60)])
+    assert out[0, FLASHES] <= LIMIT < out[1, FLASHES]
+    assert out[:, SECONDS].tolist() == pytest.approx([96 / 25, 96 / 60])
+
+
+def test_worst_window_and_analysed_length(analyzer) -> None:
+    calm_then_strobe = np.concatenate([np.zeros(60, bool), square_wave(6, 30, 3.0)])
+    (row,) = analyse(analyzer, [(flicker(calm_then_strobe, WHITE, BLACK), 30)])
+    assert 1.9 <= float(row[WORST]) <= 2.2
+    assert float(row[SECONDS]) == SMALL.max_seconds  # 5 s of video, 4 s analysed
+
+
+def test_a_batch_scores_each_video_as_alone(analyzer) -> None:
+    items = [
+        prepare(flicker(square_wave(hz, fps, 3.0), WHITE, BLACK), fps)
+        for hz, fps in ((5, 30), (2, 25), (9, 60))
+    ]
+    together = run(analyzer, items)
+    alone = torch.cat([run(analyzer, [i]) for i in items])
+    torch.testing.assert_close(together, alone)
+
+
+def test_encoded_video_through_decoding(tmp_path) -> None:
+    """H.264 files through ``decode_video``, frames taller than ``analysis_height`` scaled down."""
+    width, height = 640, 480
+    strobe = synth.write_video(
+        tmp_path / "strobe.mp4", synth.flashing_frames(width, height, fps=30, hz=6), frames=60
+    )
+    dim = synth.write_video(
+        tmp_path / "dim.mp4",
+        synth.flashing_frames(width, height, fps=30, hz=6, dark=170, bright=180),
+        frames=60,
+    )
+    preparer = FlashPreparer(SMALL)
+    items = []
+    for path in (strobe, dim):
+        (item,), info = decode_video(path.read_bytes(), [preparer], MediaLimits())
+        assert (info.width, info.height, info.num_frames) == (width, height, 60)
+        items.append(item)
+    out = run(FlashAnalyzer(SMALL).eval(), items)
+    assert float(out[0, FLASHES]) == 6.0
+    assert float(out[1, FLASHES]) == 0.0
