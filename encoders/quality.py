@@ -1,0 +1,119 @@
+"""Image-quality analyzer: blur (variance of the Laplacian) and the source resolution.
+
+Preparation converts the image to grey (Pillow's ITU-R 601-2 luma, 8 bits), scales it down to
+fit ``analysis_size`` (never up: upscaling would add blur of its own) with an area filter, and
+fills the square canvas around it by mirroring (OpenCV's ``BORDER_REFLECT_101``). The graph
+applies OpenCV's ``Laplacian`` aperture for ``ksize=1`` (``[[0, 1, 0], [1, -4, 1], [0, 1, 0]]``)
+with the same mirrored border and takes the variance over the image's own pixels, so it equals
+``cv2.Laplacian(grey, cv2.CV_64F, ksize=1).var()`` on the same grey input.
+
+Known blind spot: a pixelated image (a small one enlarged by nearest-neighbour) has hard block
+edges, so its Laplacian variance is high, and its source size is the enlarged one: neither
+measure flags it. Enlargements by interpolation (bilinear, bicubic) are smooth and read as blur.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.nn import functional as F
+
+from encoders.base import Encoder, InputSpec
+from encoders.vision import fit_size
+
+LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    """Settings of the image-quality analyzer.
+
+    Attributes:
+        analysis_size: Images whose longer side exceeds this are scaled down to it; blur is
+            judged at that scale (as an ad is seen), so thresholds depend on it.
+    """
+
+    analysis_size: int = 512
+
+
+class ImageQualityAnalyzer(Encoder):
+    """Variance of the Laplacian of the grey image, and the source's shorter side.
+
+    Inputs: ``grey`` [batch, S + 2, S + 2] float (0-255: the image from row and column 1,
+    mirrored all round it), ``size`` [batch, 2] int64 (rows, columns of the image),
+    ``short_side`` [batch] float (shorter side of the source image, pixels).
+
+    Output [batch, 2]: ``laplacian_var`` and ``short_side``.
+    """
+
+    modality = "image"
+    kind = "analyzer"
+    measurement_names = ("laplacian_var", "short_side")
+    kernel: Tensor
+
+    def __init__(self, settings: QualitySettings) -> None:
+        super().__init__()
+        s = settings.analysis_size + 2  # a one-pixel mirrored border all round
+        self.output_dim = len(self.measurement_names)
+        self.input_spec = (
+            InputSpec("grey", (s, s), torch.float32),
+            InputSpec("size", (2,), torch.int64),
+            InputSpec("short_side", (), torch.float32),
+        )
+        self.register_buffer("kernel", torch.tensor(LAPLACIAN).view(1, 1, 3, 3), False)
+
+    def forward(self, grey: Tensor, size: Tensor, short_side: Tensor) -> Tensor:
+        """Args: grey [B, S + 2, S + 2], size [B, 2], short_side [B]. Returns [B, 2]."""
+        laplacian = F.conv2d(grey.float().unsqueeze(1), self.kernel).squeeze(1)  # [B, S, S]
+        steps = torch.arange(laplacian.shape[-1], device=grey.device)
+        rows = (steps.unsqueeze(0) < size[:, :1]).float()  # [B, S]
+        cols = (steps.unsqueeze(0) < size[:, 1:]).float()
+        mask = rows.unsqueeze(2) * cols.unsqueeze(1)
+        count = mask.sum((1, 2)).clamp(min=1.0)
+        mean = (laplacian * mask).sum((1, 2)) / count
+        centred = laplacian - mean.view(-1, 1, 1)
+        variance = (centred * centred * mask).sum((1, 2)) / count
+        return torch.stack([variance, short_side.float()], dim=1)
+
+    def example_inputs(self, batch_size: int) -> tuple[Tensor, ...]:
+        s = self.input_spec[0].shape[0]
+        grey = torch.randint(0, 256, (batch_size, s, s)).float()
+        size = torch.randint(1, s - 1, (batch_size, 2))
+        return grey, size, torch.randint(50, 2000, (batch_size,)).float()
+
+
+def analysis_grey(image: Image.Image, analysis_size: int) -> np.ndarray:
+    """The grey image the analyzer measures: [rows, cols] uint8, longer side <= analysis_size."""
+    grey = image.convert("L")
+    if max(grey.size) > analysis_size:
+        grey = grey.resize(fit_size(*grey.size, analysis_size), Image.Resampling.BOX)
+    return np.asarray(grey)
+
+
+class QualityPreparer:
+    """The analysis-size grey image mirrored into a square canvas, with the source size."""
+
+    def __init__(self, settings: QualitySettings) -> None:
+        self.size = settings.analysis_size
+
+    def prepare(self, media: Image.Image) -> dict[str, Tensor]:
+        grey = analysis_grey(media, self.size)
+        rows, cols = grey.shape
+        fill = ((1, self.size + 1 - rows), (1, self.size + 1 - cols))
+        canvas = np.pad(grey, fill, mode="reflect")
+        return {
+            "grey": torch.from_numpy(canvas.astype(np.float32)),
+            "size": torch.tensor([rows, cols], dtype=torch.int64),
+            "short_side": torch.tensor(float(min(media.size))),
+        }
+
+    def placeholder(self) -> dict[str, Tensor]:
+        return {
+            "grey": torch.zeros(self.size + 2, self.size + 2),
+            "size": torch.tensor([self.size, self.size], dtype=torch.int64),
+            "short_side": torch.tensor(0.0),
+        }
