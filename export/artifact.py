@@ -229,6 +229,12 @@ class Artifact:
     config: ModelConfig
 
     @property
+    def target(self) -> str:
+        """``"torchscript"``, ``"neuron"``, ``"neuronx"`` or ``"torch-export"``; a server wraps
+        a Neuron graph in :func:`export.neuron.data_parallel` to use every NeuronCore."""
+        return str(self.manifest["target"])
+
+    @property
     def measurement_names(self) -> list[str]:
         return list(self.manifest["measurement_names"])
 

@@ -196,14 +196,16 @@ def _build_target(
 ) -> tuple[dict[str, Any], Callable[[Path], None], dict[str, Any]]:
     """The target graph's parity report, a function saving the graph, and target options."""
     if options.target in ("neuron", "neuronx"):
-        from export.neuron import compile_graph, compiler_args
+        from export.neuron import compile_graph, compiler_args, data_parallel
 
         graph = compile_graph(
             model, inputs.example(1), options.target, plan, fallback=options.neuron_fallback
         )
+        # Inf2/Trn graphs have the compiled batch size; DataParallel batches them dynamically
+        runner = data_parallel(graph, "neuronx") if options.target == "neuronx" else graph
         parity = check_parity(
             model,
-            graph,
+            runner,
             inputs.by_kind(),
             batch_sizes=options.batch_sizes,
             tolerance=options.gate.max_score_diff if plan.methods else fp32_parity["tolerance"],

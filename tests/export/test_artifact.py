@@ -68,6 +68,8 @@ def test_manifest_describes_the_graph(small_artifact_dir, small_export_model) ->
 def test_loaded_graph_matches_eager(small_artifact, small_export_model) -> None:
     assert isinstance(small_artifact.graph, torch.jit.ScriptModule)
     assert not small_artifact.graph.training
+    assert small_artifact.target == "torchscript"
+    assert small_artifact.input_names == small_export_model.input_names
     inputs = small_export_model.example_inputs(5)
     with torch.no_grad():
         want = small_export_model(*inputs)
