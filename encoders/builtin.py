@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from encoders.audio import AudioPreparer, AudioSettings, LogMelCNN
+from encoders.flash import FlashAnalyzer, FlashPreparer, FlashSettings
 from encoders.image import ImagePreparer, ImageSettings, TorchvisionImageEncoder
+from encoders.loudness import LoudnessAnalyzer, LoudnessPreparer, LoudnessSettings
+from encoders.quality import ImageQualityAnalyzer, QualityPreparer, QualitySettings
 from encoders.registry import EncoderEntry, register_encoder
 from encoders.text import HFTextEncoder, TextPreparer, TextSettings
 from encoders.video import FramePoolEncoder, VideoModelEncoder, VideoPreparer, VideoSettings
@@ -68,5 +71,25 @@ register_encoder(
         FramePoolEncoder,
         _video_preparer(FramePoolEncoder),
         defaults={"backbone": "resnet18", "num_frames": 8, "frame_size": 224},
+    )
+)
+
+# Deterministic analyzers: named measurements, scored by the rule heads of ensemble/rules.py.
+register_encoder(
+    EncoderEntry("flash", "video", "analyzer", FlashSettings, FlashAnalyzer, FlashPreparer)
+)
+register_encoder(
+    EncoderEntry(
+        "loudness", "audio", "analyzer", LoudnessSettings, LoudnessAnalyzer, LoudnessPreparer
+    )
+)
+register_encoder(
+    EncoderEntry(
+        "image_quality",
+        "image",
+        "analyzer",
+        QualitySettings,
+        ImageQualityAnalyzer,
+        QualityPreparer,
     )
 )
