@@ -28,12 +28,8 @@ def make(force: bool = False) -> list[Path]:
     if p := wanted("tiny_banner.png"):
         synth.banner(300, 250, seed=4).save(p)
         made.append(p)
-    if p := wanted("calm_voiceover.wav"):
-        made.append(
-            synth.write_audio(
-                p, synth.tone(8, freqs=(220, 330, 495), amplitude=0.05, noise=0.01), 48_000
-            )
-        )
+    if p := wanted("calm_voiceover.wav"):  # about -24 LUFS: the ATSC A/85 target
+        made.append(synth.write_audio(p, synth.speech_like(8, amplitude=0.2, seed=7), 48_000))
     if p := wanted("loud_jingle.mp3"):
         made.append(
             synth.write_audio(
