@@ -263,12 +263,12 @@ def cell_means(plane: np.ndarray, rows: int, cols: int) -> np.ndarray:
     for axis, cells in ((0, rows), (1, cols)):
         size = plane.shape[axis]
         edges = np.arange(cells + 1) * size / cells
-        whole = np.minimum(edges.astype(np.int64), size - 1)
-        share = np.expand_dims(edges - whole, 1 - axis)
-        running = np.cumsum(plane, axis=axis, dtype=np.float64)
-        running = np.concatenate([np.zeros_like(running.take([0], axis)), running], axis)
-        lower, upper = running.take(whole, axis), running.take(whole + 1, axis)
-        plane = np.diff(lower + share * (upper - lower), axis=axis) * (cells / size)
+        whole = np.minimum(edges.astype(np.int64), size - 1)  # edge = whole + share
+        share = np.expand_dims(edges - whole, 1 - axis).astype(np.float32)
+        running = np.cumsum(plane, axis=axis, dtype=np.float32)  # sum up to and with a pixel
+        before = running.take(whole - 1, axis) * np.expand_dims(whole > 0, 1 - axis)
+        through = running.take(whole, axis)
+        plane = np.diff(before + share * (through - before), axis=axis) * (cells / size)
     return plane.astype(np.float32)
 
 
@@ -282,10 +282,10 @@ def luminance_and_red(rgb: np.ndarray, lut: np.ndarray) -> tuple[np.ndarray, np.
     Returns:
         Luminance [height, width] in [0, 1] and red saturation [height, width] in [0, 320].
     """
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    red, green, blue = lut[rgb[..., 0]], lut[rgb[..., 1]], lut[rgb[..., 2]]
     wr, wg, wb = LUMINANCE_WEIGHTS
-    luminance = (lut * wr)[r] + (lut * wg)[g] + (lut * wb)[b]
-    red, rest = lut[r], lut[g] + lut[b]
+    luminance = wr * red + wg * green + wb * blue
+    rest = green + blue
     saturated = red >= RED_RATIO / (1 - RED_RATIO) * rest  # R / (R + G + B) >= 0.8
     return luminance, np.maximum(red - rest, 0) * RED_SCALE * saturated
 
@@ -313,8 +313,10 @@ class _FlashGrid:
             )
         else:
             rgb = frame.to_ndarray(format="rgb24")
-        for channel, plane in enumerate(luminance_and_red(rgb, self.lut)):
-            self.grid[self.count, channel] = cell_means(plane, *self.rows_cols)
+        luminance, red = luminance_and_red(rgb, self.lut)
+        self.grid[self.count, 0] = cell_means(luminance, *self.rows_cols)
+        if red.any():  # most frames hold no saturated red: their red grid stays 0
+            self.grid[self.count, 1] = cell_means(red, *self.rows_cols)
         self.count += 1
 
     def finish(self) -> dict[str, Tensor]:
