@@ -1,0 +1,308 @@
+"""Evaluation: per-policy metrics of an ensemble on a labelled manifest, and the threshold rule.
+
+Each policy is measured over the ads whose label for it is known and that it applies to (a
+present modality has a head for it); soft labels count as positive from 0.5. Metrics:
+precision, recall, F1 and the confusion at the policy's threshold (flag when score >=
+threshold), ROC-AUC, PR-AUC (average precision), the Brier score and the expected calibration
+error (ECE: 10 equal-width score bins, the bin-size-weighted mean of |positive rate - mean
+score|). A :class:`~ensemble.data.ClassRule` adds multi-class accuracy and macro-F1 against
+each ad's ``meta.class``. Scores come from the ensemble's own forward (the served graph's
+numbers), texts batched by length with the padding cut.
+
+Threshold rule (:func:`choose_threshold`), applied on validation data by training: the
+threshold maximising F1, the candidates being the distinct validation scores; ties go to the
+highest candidate (fewer flags at the same F1).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+from tqdm import tqdm
+
+from encoders.base import MODALITIES, Encoder
+from ensemble.batch import AdError, AdPreparer, PreparedAd
+from ensemble.data import ClassRule, label_tensors
+from ensemble.features import trim_padding
+from ensemble.heads import PolicyHead
+from ensemble.model import AdPolicyEnsemble
+
+log = logging.getLogger(__name__)
+ECE_BINS = 10
+
+
+def choose_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """The threshold rule: maximise F1 over the distinct scores, ties to the highest.
+
+    Args:
+        scores: [N] scores in [0, 1].
+        labels: [N] 0/1, both classes present.
+
+    Returns:
+        (threshold, F1 at it).
+    """
+    if labels.min() == labels.max():
+        raise ValueError("choosing a threshold needs positive and negative labels")
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))[:-1]
+    best = int(np.flatnonzero(f1 == f1.max())[-1])
+    return float(thresholds[best]), float(f1[best])
+
+
+def reliability_bins(
+    scores: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Equal-width bins over [0, 1].
+
+    Returns:
+        mean score [bins], positive rate [bins] (NaN where empty), count [bins].
+    """
+    which = np.minimum((scores * bins).astype(int), bins - 1)
+    count = np.bincount(which, minlength=bins)
+    total = np.bincount(which, weights=scores, minlength=bins)
+    positive = np.bincount(which, weights=labels, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return total / count, positive / count, count
+
+
+def expected_calibration_error(
+    scores: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
+) -> float:
+    """ECE: sum over bins of (bin size / N) * |positive rate - mean score|."""
+    mean, rate, count = reliability_bins(scores, labels, bins)
+    filled = count > 0
+    return float(np.sum(count[filled] / count.sum() * np.abs(rate[filled] - mean[filled])))
+
+
+def policy_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Metrics of one policy.
+
+    Args:
+        scores: [N] scores in [0, 1].
+        labels: [N] 0/1.
+        threshold: Flag when score >= threshold.
+
+    Returns:
+        JSON-ready metrics; the ranking ones are None unless both classes are present.
+    """
+    flags = scores >= threshold
+    tn, fp, fn, tp = confusion_matrix(labels, flags, labels=[0, 1]).ravel().tolist()
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, flags, average="binary", zero_division=0
+    )
+    both = 0 < labels.sum() < len(labels)
+    return {
+        "n": len(labels),
+        "positives": int(labels.sum()),
+        "threshold": threshold,
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "roc_auc": float(roc_auc_score(labels, scores)) if both else None,
+        "pr_auc": float(average_precision_score(labels, scores)) if both else None,
+        "brier": float(np.mean((scores - labels) ** 2)),
+        "ece": expected_calibration_error(scores, labels),
+        "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+    }
+
+
+def class_metrics(
+    truth: Sequence[str], predicted: Sequence[str], names: Sequence[str]
+) -> dict[str, Any]:
+    """Multi-class accuracy, macro-F1, per-class precision / recall / F1 and the confusion."""
+    precision, recall, f1, support = precision_recall_fscore_support(
+        truth, predicted, labels=list(names), zero_division=0
+    )
+    return {
+        "n": len(truth),
+        "accuracy": float(np.mean(np.asarray(truth) == np.asarray(predicted))),
+        "macro_f1": float(f1_score(truth, predicted, labels=list(names), average="macro")),
+        "per_class": {
+            n: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for n, p, r, f, s in zip(names, precision, recall, f1, support, strict=True)
+        },
+        "confusion": {
+            "labels": list(names),
+            "rows_true": confusion_matrix(truth, predicted, labels=list(names)).tolist(),
+        },
+    }
+
+
+@dataclass
+class Evaluation:
+    """Scores, labels and metrics of one data set.
+
+    Attributes:
+        policies: Policy names, the columns of the arrays.
+        scores: [N, P] scores in [0, 1].
+        labels: [N, P] hard 0/1 labels.
+        known: [N, P] bool, where the label is known and the policy applies.
+        thresholds: [P] the policies' thresholds.
+        metrics: Policy -> :func:`policy_metrics` (policies with known labels only).
+        classes: :func:`class_metrics` of a class rule, with the rule's reference results.
+    """
+
+    policies: list[str]
+    scores: np.ndarray
+    labels: np.ndarray
+    known: np.ndarray
+    thresholds: np.ndarray
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    classes: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n": int(self.scores.shape[0]), "policies": self.metrics, "classes": self.classes}
+
+
+@torch.inference_mode()
+def score_ads(
+    model: AdPolicyEnsemble,
+    ads: Sequence[Mapping[str, Any]],
+    *,
+    base_dir: str | Path | None = None,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of every policy by the ensemble's forward, calibrated or not.
+
+    Returns:
+        scores [N, P] float32 and applicable [N, P] bool (a present modality has a head).
+
+    Raises:
+        ValueError: Ads that cannot be prepared, with their ids.
+    """
+    if model.config is None:
+        raise ValueError("the model has no config; build it with build_ensemble()")
+    preparer = AdPreparer(model.config)
+    root = Path(base_dir) if base_dir is not None else None
+    prepared: list[PreparedAd] = []
+    errors = []
+    for i, ad in enumerate(ads):
+        try:
+            prepared.append(preparer.prepare(ad, index=i, base_dir=root))
+        except AdError as err:
+            errors.append(f"{ad.get('id', f'#{i}')}: {err}")
+    if errors:
+        raise ValueError(f"{len(errors)} ads cannot be prepared: " + "; ".join(errors[:5]))
+    config = model.config
+    presence = np.array([p.presence for p in prepared], dtype=bool).reshape(-1, len(MODALITIES))
+    sub = present_encoders(model, [m for j, m in enumerate(MODALITIES) if presence[:, j].any()])
+    names = sub.input_names[:-1]
+    order = sorted(range(len(prepared)), key=lambda i: _token_count(prepared[i]))
+    scores = np.zeros((len(ads), len(config.policies)), dtype=np.float32)
+    sub = sub.eval().to(device)
+    for start in tqdm(range(0, len(order), batch_size), desc="scoring", disable=not progress):
+        rows = order[start : start + batch_size]
+        inputs = [
+            torch.stack([prepared[i].tensors.get(n, preparer.placeholders[n]) for i in rows])
+            for n in names
+        ]
+        inputs.append(torch.from_numpy(presence[rows]).float())
+        out = sub(*(t.to(device) for t in _trimmed(sub, inputs)))
+        scores[rows] = out.scores.float().cpu().numpy()
+    heads = np.array([[config.modality(k) == m for m in MODALITIES] for k in model.keys])
+    scored_by = np.array([[k in p.heads for p in config.policies] for k in model.keys])
+    # [N, modalities] @ [modalities, encoders] @ [encoders, policies]
+    applicable = (presence.astype(int) @ heads.T.astype(int) @ scored_by.astype(int)) > 0
+    return scores, applicable
+
+
+def present_encoders(model: AdPolicyEnsemble, modalities: Sequence[str]) -> AdPolicyEnsemble:
+    """The same ensemble (shared modules) without the encoders of absent modalities.
+
+    For ads lacking those modalities the scores are the full ensemble's: an absent modality's
+    scores are masked to 0 by the fusion. It spares the placeholder inputs and the encoders
+    that would only score them (e.g. a 60 s silent waveform per text ad).
+    """
+    keys = [k for k in model.keys if model.encoders[k].modality in modalities]
+    encoders: dict[str, Encoder] = {k: model.encoders[k] for k in keys}  # type: ignore[misc]
+    heads: dict[str, PolicyHead] = {k: model.heads[k] for k in keys}  # type: ignore[misc]
+    return AdPolicyEnsemble(encoders, heads, model.num_policies, model.fusion)
+
+
+def _token_count(ad: PreparedAd) -> int:
+    return sum(int(t.sum()) for name, t in ad.tensors.items() if name.endswith(".attention_mask"))
+
+
+def _trimmed(model: AdPolicyEnsemble, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The graph's inputs with each token encoder's padding columns cut."""
+    out: list[torch.Tensor] = []
+    for key in model.keys:
+        encoder: Encoder = model.encoders[key]  # type: ignore[assignment]
+        spec = encoder.input_spec
+        out.extend(trim_padding(inputs[len(out) : len(out) + len(spec)], spec))
+    return [*out, *inputs[len(out) :]]
+
+
+def measure(
+    policies: Sequence[str],
+    thresholds: Sequence[float],
+    scores: np.ndarray,
+    applicable: np.ndarray,
+    ads: Sequence[Mapping[str, Any]],
+    rule: ClassRule | None = None,
+) -> Evaluation:
+    """Metrics of given scores against the ads' labels (and ``meta.class`` under ``rule``).
+
+    Args:
+        policies: Policy names, the columns of ``scores``.
+        thresholds: One threshold per policy.
+        scores: [N, P] scores.
+        applicable: [N, P] bool.
+        ads: The N ads, with ``labels`` (and ``meta.class`` when ``rule`` is given).
+        rule: Derives one class per ad from the flags.
+    """
+    targets, mask = label_tensors(ads, policies)
+    labels = (targets.numpy() >= 0.5).astype(np.int64)
+    known = mask.numpy().astype(bool) & applicable
+    result = Evaluation(list(policies), scores, labels, known, np.asarray(thresholds, dtype=float))
+    for j, name in enumerate(policies):
+        rows = known[:, j]
+        if rows.any():
+            result.metrics[name] = policy_metrics(scores[rows, j], labels[rows, j], thresholds[j])
+    if rule is not None:
+        truth = [ad.get("meta", {}).get("class") for ad in ads]
+        if None in truth:
+            raise ValueError("a class rule needs meta.class on every ad")
+        flags = torch.from_numpy(scores >= result.thresholds[None, :])
+        predicted = rule.classify(flags, list(policies))
+        result.classes = class_metrics(truth, predicted, rule.names)
+        result.classes["reference"] = dict(rule.reference or {})
+    return result
+
+
+def evaluate(
+    model: AdPolicyEnsemble,
+    ads: Sequence[Mapping[str, Any]],
+    *,
+    rule: ClassRule | None = None,
+    base_dir: str | Path | None = None,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> Evaluation:
+    """Score ``ads`` with ``model`` and measure every policy at its configured threshold."""
+    if model.config is None:
+        raise ValueError("the model has no config; build it with build_ensemble()")
+    scores, applicable = score_ads(
+        model, ads, base_dir=base_dir, batch_size=batch_size, device=device, progress=progress
+    )
+    config = model.config
+    thresholds = [p.threshold for p in config.policies]
+    return measure(config.policy_names, thresholds, scores, applicable, ads, rule)
