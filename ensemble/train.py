@@ -1,0 +1,485 @@
+"""Training of the learned heads (and optionally encoders) on labelled manifests.
+
+- Encoders are frozen by default: their embeddings are computed once and cached
+  (:mod:`ensemble.features`), so an epoch over tens of thousands of ads takes a second.
+  ``unfreeze`` fine-tunes the named encoders on their prepared inputs (the same preparation
+  as scoring), the other encoders staying cached.
+- Loss: multi-label BCE on the fused policy logits (:class:`~ensemble.trainable.FusedLogits`,
+  the logits of the scores the ensemble serves), each (ad, policy) term masked out where the
+  label is unknown or no present modality scores the policy, averaged over the known terms.
+  Class weighting: positives of each policy are weighted by (negatives / positives) ** power,
+  power 0 (``none``), 0.5 (``sqrt``) or 1 (``balanced``), counted on the training labels.
+- Early stopping on the validation score: the mean average precision (PR-AUC) over the trained
+  policies; the best epoch's weights are kept.
+- Thresholds: per trained policy, :func:`ensemble.evaluate.choose_threshold` (max F1) on the
+  validation scores; the policy is then marked ``calibrated``. Other policies are kept as
+  configured.
+- Distributed: under ``torchrun`` (:func:`init_distributed`), DistributedDataParallel over gloo
+  (CPU) or nccl (GPU). ``batch_size`` is global: each of W processes takes batch_size / W ads
+  of the same shuffled order, and the loss is normalised by the known terms of the GLOBAL
+  batch, so W processes take the same steps as one (up to floating-point summation order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from sklearn.metrics import average_precision_score
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler, TensorDataset
+from tqdm import tqdm
+
+from encoders.base import Encoder
+from ensemble.batch import AdError, AdPreparer, PreparedAd
+from ensemble.config import ModelConfig
+from ensemble.data import label_tensors
+from ensemble.evaluate import choose_threshold
+from ensemble.features import embed
+from ensemble.model import AdPolicyEnsemble
+from ensemble.trainable import FusedLogits
+
+log = logging.getLogger(__name__)
+CLASS_WEIGHT_POWER = {"none": 0.0, "sqrt": 0.5, "balanced": 1.0}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Hyper-parameters and run options of :func:`train`.
+
+    Attributes:
+        epochs: Most epochs.
+        batch_size: Ads per optimizer step, over all processes.
+        lr: AdamW learning rate of the heads.
+        encoder_lr: AdamW learning rate of fine-tuned encoders.
+        weight_decay: AdamW weight decay.
+        patience: Epochs without a better validation score before stopping.
+        class_weight: ``"none"``, ``"sqrt"`` or ``"balanced"`` (see the module docstring).
+        seed: Seed of the shuffling and dropout.
+        unfreeze: Keys of the encoders to fine-tune.
+        embed_batch_size: Ads per encoder call (embedding, fine-tuning validation).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        progress: Show progress bars (on the first process).
+    """
+
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 1e-3
+    encoder_lr: float = 2e-5
+    weight_decay: float = 1e-4
+    patience: int = 8
+    class_weight: str = "none"
+    seed: int = 0
+    unfreeze: tuple[str, ...] = ()
+    embed_batch_size: int = 64
+    device: str = "cpu"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.class_weight not in CLASS_WEIGHT_POWER:
+            raise ValueError(
+                f"class_weight {self.class_weight!r}: one of {list(CLASS_WEIGHT_POWER)}"
+            )
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns; ``model`` carries the new thresholds in its config.
+
+    Attributes:
+        model: The trained ensemble (eval mode), config updated.
+        val_score: Best validation score (mean average precision of the trained policies).
+        best_epoch: The epoch (from 1) whose weights were kept.
+        history: Per epoch: train loss, validation loss and score.
+        policies: Trained policy -> its validation metrics at the chosen threshold.
+        world_size: Number of processes.
+        max_rank_difference: Largest absolute difference of a trained weight between the
+            processes at the end (0.0 when they agree exactly; 0.0 for one process).
+        seconds: Wall time, embedding included.
+    """
+
+    model: AdPolicyEnsemble
+    val_score: float
+    best_epoch: int
+    history: list[dict[str, float]]
+    policies: dict[str, dict[str, float]]
+    world_size: int = 1
+    max_rank_difference: float = 0.0
+    seconds: float = 0.0
+    settings: TrainSettings = field(default_factory=TrainSettings)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready record for the checkpoint."""
+        return {
+            "settings": dataclasses.asdict(self.settings),
+            "head_hidden": self.model.config.head_hidden if self.model.config else None,
+            "head_dropout": self.model.config.head_dropout if self.model.config else None,
+            "val_score": self.val_score,
+            "best_epoch": self.best_epoch,
+            "epochs_run": len(self.history),
+            "policies": self.policies,
+            "world_size": self.world_size,
+            "max_rank_difference": self.max_rank_difference,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def init_distributed(device: str) -> str:
+    """Join the process group ``torchrun`` describes (WORLD_SIZE > 1); return this rank's device.
+
+    gloo on CPU, nccl on CUDA; each process takes the GPU of its LOCAL_RANK.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return device
+    cuda = device.startswith("cuda") and torch.cuda.is_available()
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return f"cuda:{local}"
+    return device
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def class_weights(targets: Tensor, mask: Tensor, scheme: str) -> Tensor:
+    """Positive weight per policy: (negatives / positives) ** power, 1 without both classes.
+
+    Args:
+        targets: [N, P] labels in [0, 1] (soft labels count fractionally).
+        mask: [N, P] 1 where known.
+        scheme: ``"none"``, ``"sqrt"`` or ``"balanced"``.
+
+    Returns:
+        [P] float32.
+    """
+    positives = (targets * mask).sum(0)
+    negatives = ((1 - targets) * mask).sum(0)
+    ratio = torch.where(
+        (positives > 0) & (negatives > 0), negatives / positives.clamp(min=1e-9), 1.0
+    )
+    return ratio ** CLASS_WEIGHT_POWER[scheme]
+
+
+def masked_bce(
+    logits: Tensor, targets: Tensor, mask: Tensor, pos_weight: Tensor, world_size: int = 1
+) -> Tensor:
+    """BCE with logits over the known terms, averaged over the known terms of the global batch.
+
+    Args:
+        logits: [B, P]; targets: [B, P] in [0, 1]; mask: [B, P] 0/1; pos_weight: [P].
+        world_size: Processes whose gradients DDP averages: the local sum is divided by the
+            global count of known terms and multiplied by ``world_size``, so the averaged
+            gradient is the gradient of the global mean.
+
+    Returns:
+        Scalar loss.
+    """
+    terms = F.binary_cross_entropy_with_logits(
+        logits, targets, pos_weight=pos_weight, reduction="none"
+    )
+    count = mask.sum()
+    if world_size > 1:
+        count = count.clone()
+        dist.all_reduce(count)
+    return (terms * mask).sum() * world_size / count.clamp(min=1.0)
+
+
+@dataclass
+class _Split:
+    """A data split ready for batching: cached embeddings and/or prepared ads, labels."""
+
+    cached: dict[str, Tensor]
+    prepared: list[PreparedAd]
+    presence: Tensor
+    targets: Tensor
+    mask: Tensor
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    def batch(
+        self, index: Tensor, view: FusedLogits, preparer: AdPreparer | None, device: torch.device
+    ) -> tuple[dict[str, list[Tensor]], Tensor]:
+        """Inputs of :class:`FusedLogits` for rows ``index``, and presence [B, 4]."""
+        inputs = {k: [v[index].to(device)] for k, v in self.cached.items()}
+        if preparer is not None:
+            collated = preparer.collate([self.prepared[i] for i in index.tolist()])
+            named = dict(zip(preparer.input_names, collated.inputs, strict=True))
+            for key in view.live:
+                encoder: Encoder = view.live[key]  # type: ignore[assignment]
+                inputs[key] = [named[f"{key}.{s.name}"].to(device) for s in encoder.input_spec]
+        return inputs, self.presence[index].to(device)
+
+
+def _split(
+    model: AdPolicyEnsemble,
+    view: FusedLogits,
+    ads: Sequence[Mapping[str, Any]],
+    settings: TrainSettings,
+    cache_dir: str | Path | None,
+    base_dir: str | Path | None,
+) -> _Split:
+    """Embed (frozen encoders) and prepare (fine-tuned ones) a split; rank 0 fills the cache."""
+    assert model.config is not None
+    world, rank = _world()
+    cached = [k for k in view.keys if k not in view.live]
+    features = None
+    if cached:
+        for turn in (0, 1):  # rank 0 first, so the others read its cache
+            if world > 1 and cache_dir is not None:
+                dist.barrier()
+            if (rank == 0) == (turn == 0):
+                features = embed(
+                    model, ads, keys=cached, cache_dir=cache_dir, base_dir=base_dir,
+                    batch_size=settings.embed_batch_size, device=settings.device,
+                    progress=settings.progress and rank == 0,
+                )  # fmt: skip
+    presence = torch.zeros(len(ads), 4) if features is None else features.presence
+    prepared: list[PreparedAd] = []
+    if view.live:
+        preparer = AdPreparer(model.config)
+        root = Path(base_dir) if base_dir is not None else None
+        try:
+            prepared = [preparer.prepare(ad, index=i, base_dir=root) for i, ad in enumerate(ads)]
+        except AdError as err:
+            raise ValueError(f"an ad cannot be prepared: {err}") from None
+        live = torch.tensor([p.presence for p in prepared], dtype=torch.float32)
+        presence = torch.maximum(presence, live)
+    targets, mask = label_tensors(ads, model.config.policy_names)
+    embeddings = {} if features is None else {k: features.embeddings[k] for k in cached}
+    return _Split(embeddings, prepared, presence, targets, mask)
+
+
+@torch.no_grad()
+def _predict(
+    view: FusedLogits,
+    split: _Split,
+    preparer: AdPreparer | None,
+    batch_size: int,
+    device: torch.device,
+) -> tuple[Tensor, Tensor]:
+    """Fused logits [N, P] and applicable [N, P] of a whole split, in eval mode."""
+    view.eval()
+    logits, applicable = [], []
+    for index in torch.arange(len(split)).split(batch_size):
+        out, ok = view(*split.batch(index, view, preparer, device))
+        logits.append(out.float().cpu())
+        applicable.append(ok.cpu())
+    return torch.cat(logits), torch.cat(applicable)
+
+
+def _validation_score(probs: Tensor, split: _Split, known: Tensor, trained: Sequence[int]) -> float:
+    """Mean average precision over the trained policies with both classes in validation."""
+    labels = split.targets >= 0.5
+    scores = []
+    for j in trained:
+        rows = known[:, j]
+        y = labels[rows, j].numpy()
+        if 0 < y.sum() < len(y):
+            scores.append(average_precision_score(y, probs[rows, j].numpy()))
+    if not scores:
+        raise ValueError("validation needs a positive and a negative label of a trained policy")
+    return float(np.mean(scores))
+
+
+def _global_mean(value: float, world: int, device: torch.device) -> float:
+    """The mean over processes of a per-process number (itself for one process)."""
+    if world == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return float(total) / world
+
+
+def _max_rank_difference(view: FusedLogits, world: int) -> float:
+    flat = torch.cat([p.detach().float().reshape(-1) for p in view.parameters()])
+    if world == 1:
+        return 0.0
+    gathered = [torch.zeros_like(flat) for _ in range(world)]
+    dist.all_gather(gathered, flat)
+    return max(float((g - gathered[0]).abs().max()) for g in gathered)
+
+
+@dataclass
+class _Run:
+    """What one training run's epochs and validations share."""
+
+    view: FusedLogits
+    net: torch.nn.Module  # the view, or its DistributedDataParallel wrapper
+    train_split: _Split
+    val_split: _Split
+    preparer: AdPreparer | None
+    trainable: Tensor  # [P] bool
+    pos_weight: Tensor  # [P]
+    settings: TrainSettings
+    device: torch.device
+    world: int
+
+    def epoch(self, optimizer: torch.optim.Optimizer, indices: Tensor) -> float:
+        """One pass over this process's shuffled ``indices``; the global mean loss."""
+        self.view.train()
+        losses = []
+        trainable = self.trainable.to(self.device)
+        for index in indices.split(self.settings.batch_size // self.world):
+            inputs, presence = self.train_split.batch(index, self.view, self.preparer, self.device)
+            logits, applicable = self.net(inputs, presence)
+            mask = self.train_split.mask[index].to(self.device) * applicable * trainable
+            targets = self.train_split.targets[index].to(self.device)
+            loss = masked_bce(logits, targets, mask, self.pos_weight, self.world)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        return _global_mean(float(np.mean(losses)), self.world, self.device)
+
+    def validate(self) -> tuple[Tensor, Tensor, float, float]:
+        """Validation probabilities [N, P], applicable [N, P], loss (unweighted) and score."""
+        batch = self.settings.embed_batch_size * 16
+        logits, applicable = _predict(self.view, self.val_split, self.preparer, batch, self.device)
+        known = self.val_split.mask.bool() & applicable & self.trainable
+        ones = torch.ones(logits.shape[1])
+        loss = float(masked_bce(logits, self.val_split.targets, known.float(), ones))
+        trained = torch.nonzero(self.trainable).flatten().tolist()
+        probs = torch.sigmoid(logits)
+        return probs, applicable, loss, _validation_score(probs, self.val_split, known, trained)
+
+
+@contextlib.contextmanager
+def _threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` intra-op threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def train(
+    model: AdPolicyEnsemble,
+    train_ads: Sequence[Mapping[str, Any]],
+    val_ads: Sequence[Mapping[str, Any]],
+    settings: TrainSettings | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    base_dir: str | Path | None = None,
+) -> TrainResult:
+    """Train ``model``'s learned heads (and ``settings.unfreeze`` encoders) in place.
+
+    Args:
+        model: An ensemble from :func:`~ensemble.builder.build_ensemble` or ``from_pretrained``.
+        train_ads: Labelled ads to learn from.
+        val_ads: Labelled ads for early stopping and thresholds.
+        settings: Hyper-parameters (defaults: :class:`TrainSettings`).
+        cache_dir: Embedding cache directory (None: embeddings are not stored).
+        base_dir: Directory media paths are relative to.
+
+    Returns:
+        A :class:`TrainResult`; ``result.model`` is ``model``, its config updated.
+    """
+    settings = settings or TrainSettings()
+    if model.config is None:
+        raise ValueError("the model has no config; build it with build_ensemble()")
+    start = time.perf_counter()
+    world, rank = _world()
+    if settings.batch_size % world:
+        raise ValueError(f"batch size {settings.batch_size} is not divisible by {world} processes")
+    device = torch.device(settings.device)
+    model.to(device)
+    view = FusedLogits(model, settings.unfreeze)
+    train_split = _split(model, view, train_ads, settings, cache_dir, base_dir)
+    val_split = _split(model, view, val_ads, settings, cache_dir, base_dir)
+    trainable = view.policy_columns.cpu() & (train_split.mask.sum(0) > 0)
+    if not trainable.any():
+        raise ValueError("no training label names a policy that a learned head scores")
+    weights = class_weights(train_split.targets, train_split.mask, settings.class_weight)
+    torch.manual_seed(settings.seed + rank)  # dropout; DDP broadcasts rank 0's weights
+    net: torch.nn.Module = view
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(view, device_ids=ids)
+    preparer = AdPreparer(model.config) if view.live else None
+    run = _Run(view, net, train_split, val_split, preparer, trainable, weights.to(device),
+               settings, device, world)  # fmt: skip
+    groups = [{"params": list(view.heads.parameters()), "lr": settings.lr}]
+    if view.live:
+        groups.append({"params": list(view.live.parameters()), "lr": settings.encoder_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
+    sampler: DistributedSampler[int] = DistributedSampler(
+        TensorDataset(torch.arange(len(train_split))),
+        num_replicas=world, rank=rank, shuffle=True, seed=settings.seed,
+    )  # fmt: skip
+    best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(view.state_dict())
+    history: list[dict[str, float]] = []
+    bar = tqdm(
+        range(1, settings.epochs + 1), desc="training", disable=not settings.progress or rank
+    )
+    # heads over cached embeddings are too small to parallelise: threads only cost time
+    with _threads(1 if not view.live and device.type == "cpu" else torch.get_num_threads()):
+        for epoch in bar:
+            sampler.set_epoch(epoch)
+            train_loss = run.epoch(optimizer, torch.tensor(list(sampler)))
+            _, _, val_loss, score = run.validate()
+            history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                            "val_score": score})  # fmt: skip
+            bar.set_postfix(loss=f"{train_loss:.4f}", val_ap=f"{score:.4f}")
+            if score > best_score:
+                best_score, best_epoch, best_state = score, epoch, copy.deepcopy(view.state_dict())
+            elif epoch - best_epoch >= settings.patience:
+                break
+        view.load_state_dict(best_state)
+        probs, applicable, _, _ = run.validate()
+    difference = _max_rank_difference(view, world)
+    model.config, policies = _with_thresholds(model.config, probs, val_split, applicable, trainable)
+    log.info(
+        "best epoch %d of %d, validation mean PR-AUC %.4f", best_epoch, len(history), best_score
+    )
+    return TrainResult(
+        model.eval(), best_score, best_epoch, history, policies, world, difference,
+        time.perf_counter() - start, settings,
+    )  # fmt: skip
+
+
+def _with_thresholds(
+    config: ModelConfig, probs: Tensor, split: _Split, applicable: Tensor, trainable: Tensor
+) -> tuple[ModelConfig, dict[str, dict[str, float]]]:
+    """The config with each trained policy's validation threshold, marked calibrated."""
+    policies = list(config.policies)
+    report = {}
+    known = split.mask.bool() & applicable
+    for j in torch.nonzero(trainable).flatten().tolist():
+        rows = known[:, j]
+        labels = (split.targets[rows, j] >= 0.5).long().numpy()
+        name = policies[j].name
+        if labels.min(initial=1) == labels.max(initial=0):
+            log.warning("%s: validation lacks positives or negatives; threshold kept", name)
+            continue
+        threshold, f1 = choose_threshold(probs[rows, j].numpy(), labels)
+        policies[j] = dataclasses.replace(policies[j], threshold=threshold, calibrated=True)
+        ap = average_precision_score(labels, probs[rows, j].numpy())
+        report[name] = {
+            "threshold": threshold,
+            "val_f1": f1,
+            "val_pr_auc": float(ap),
+            "val_n": int(rows.sum()),
+        }
+    return config.with_policies(tuple(policies)), report
