@@ -13,6 +13,7 @@ from collections.abc import Sequence
 # Each module exposes ``register(subparsers)``; its parsers set ``func(args) -> int``.
 COMMAND_MODULES = (
     "ensemble.commands",
+    "ensemble.train_commands",
     "serve.monitor_commands",
     "export.commands",
     "serve.commands",

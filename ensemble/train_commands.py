@@ -1,0 +1,255 @@
+"""``adpolicy data davidson``, ``adpolicy train``, ``adpolicy evaluate``, ``adpolicy tune``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from ensemble.config import ModelConfig, load_config
+from ensemble.data import (
+    CLASS_RULES,
+    convert_davidson,
+    file_sha256,
+    parse_class_rule,
+    read_manifest,
+    sample_positions,
+)
+from ensemble.train import CLASS_WEIGHT_POWER, TrainSettings, init_distributed
+
+log = logging.getLogger(__name__)
+DEFAULT_CACHE = Path(os.environ.get("ADPOLICY_CACHE", Path.home() / ".cache" / "adpolicy"))
+EVALUATION_FILE = "evaluation.json"
+RECORD_SAMPLE = 256
+
+
+def register(sub: Any) -> None:
+    data = sub.add_parser("data", help="convert labelled data sets to manifests")
+    data_sub = data.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    dav = data_sub.add_parser("davidson", help="Davidson et al. tweets -> train/val/test JSONL")
+    dav.add_argument("csv", help="labeled_data.csv")
+    dav.add_argument("--out", required=True, help="output directory")
+    dav.add_argument(
+        "--val-size", type=float, default=0.15, help="share of the 70 %% for validation"
+    )
+    dav.add_argument("--soft-labels", action="store_true", help="vote shares as training labels")
+    dav.add_argument("--no-check", action="store_true", help="accept a CSV of another sha256")
+    dav.set_defaults(func=_davidson)
+
+    tr = sub.add_parser("train", help="train the heads (and optionally encoders)")
+    _add_training_arguments(tr)
+    tr.add_argument("--out", required=True, help="checkpoint directory")
+    tr.add_argument("--heads-only", action="store_true", help="store only the heads' weights")
+    tr.add_argument(
+        "--unfreeze", nargs="+", default=[], metavar="KEY", help="encoders to fine-tune"
+    )
+    tr.add_argument("--encoder-lr", type=float, default=TrainSettings.encoder_lr)
+    tr.add_argument("--lr", type=float, default=TrainSettings.lr)
+    tr.add_argument("--weight-decay", type=float, default=TrainSettings.weight_decay)
+    tr.add_argument("--batch-size", type=int, default=TrainSettings.batch_size, help="global")
+    tr.add_argument("--class-weight", choices=list(CLASS_WEIGHT_POWER), default="none")
+    tr.add_argument("--head-hidden", type=int, help="hidden width of the heads (0: linear)")
+    tr.add_argument("--head-dropout", type=float, help="dropout of the heads")
+    tr.set_defaults(func=_train)
+
+    ev = sub.add_parser("evaluate", help="metrics and a report of a checkpoint on labelled data")
+    ev.add_argument("checkpoint", help="checkpoint directory")
+    ev.add_argument("--data", required=True, help="labelled JSONL manifest")
+    ev.add_argument("--report", help="directory for the report, plots and metrics.json")
+    ev.add_argument("--format", choices=["md", "html"], default="md")
+    ev.add_argument(
+        "--class-rule",
+        help=f"multi-class rule: {', '.join(CLASS_RULES)} or 'name:policy,...,fallback'",
+    )
+    ev.add_argument(
+        "--record",
+        action="store_true",
+        help=f"write {EVALUATION_FILE} into the checkpoint (metrics + a fixed sample's metrics)",
+    )
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_evaluate)
+
+    tu = sub.add_parser("tune", help="Bayesian hyper-parameter search (Optuna TPE, resumable)")
+    _add_training_arguments(tu)
+    tu.add_argument("--study", required=True, help="SQLite file of the study (resumes if present)")
+    tu.add_argument("--study-name", default="heads")
+    tu.add_argument("--trials", type=int, required=True, help="finished trials wanted in total")
+    tu.add_argument("--out", help="train the best trial's model into this checkpoint directory")
+    tu.add_argument("--heads-only", action="store_true")
+    tu.set_defaults(func=_tune)
+
+
+def _add_training_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="default", help="config name or YAML/JSON path")
+    p.add_argument("--data", required=True, help="labelled training manifest (JSONL)")
+    p.add_argument("--val", required=True, help="labelled validation manifest (JSONL)")
+    p.add_argument("--epochs", type=int, default=TrainSettings.epochs)
+    p.add_argument("--patience", type=int, default=TrainSettings.patience)
+    p.add_argument("--seed", type=int, default=TrainSettings.seed)
+    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="embedding cache")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _davidson(args: argparse.Namespace) -> int:
+    paths = convert_davidson(
+        args.csv, args.out, val_size=args.val_size, soft_labels=args.soft_labels,
+        check_sha256=not args.no_check,
+    )  # fmt: skip
+    for name, path in paths.items():
+        print(f"{name:<5} {path}")
+    return 0
+
+
+def _settings(args: argparse.Namespace, device: str) -> TrainSettings:
+    fields = {f.name for f in dataclasses.fields(TrainSettings)}
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    given["unfreeze"] = tuple(given.get("unfreeze", ()))
+    return TrainSettings(**{**given, "device": device, "progress": not args.no_progress})
+
+
+def _config(args: argparse.Namespace) -> ModelConfig:
+    config = load_config(args.config)
+    hidden, dropout = getattr(args, "head_hidden", None), getattr(args, "head_dropout", None)
+    return dataclasses.replace(
+        config,
+        head_hidden=config.head_hidden if hidden is None else hidden,
+        head_dropout=config.head_dropout if dropout is None else dropout,
+    )
+
+
+def _data_record(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "args": {k: v for k, v in vars(args).items() if k != "func"},
+        "data": {"train": file_sha256(args.data), "val": file_sha256(args.val)},
+    }
+
+
+def _save(result: Any, out: str, heads_only: bool, record: dict[str, Any]) -> None:
+    from ensemble.pretrained import save_pretrained
+
+    weights: Literal["full", "heads"] = "heads" if heads_only else "full"
+    save_pretrained(
+        result.model, out, weights=weights, extra={"training": {**result.summary(), **record}}
+    )
+    stale = Path(out) / EVALUATION_FILE
+    stale.unlink(missing_ok=True)  # measured on other weights
+    print(_training_table(result))
+    print(f"checkpoint written to {out}")
+
+
+def _training_table(result: Any) -> str:
+    lines = [
+        f"best epoch {result.best_epoch} of {len(result.history)}, "
+        f"validation mean PR-AUC {result.val_score:.4f}, {result.seconds:.0f} s",
+        f"{'policy':<22} {'threshold':>9} {'val F1':>7} {'val PR-AUC':>10} {'n':>6}",
+    ]
+    for name, m in result.policies.items():
+        lines.append(
+            f"{name:<22} {m['threshold']:>9.4f} {m['val_f1']:>7.4f} {m['val_pr_auc']:>10.4f} {m['val_n']:>6}"
+        )
+    if result.world_size > 1:
+        lines.append(
+            f"{result.world_size} processes, max weight difference between ranks {result.max_rank_difference:.3g}"
+        )
+    return "\n".join(lines)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
+    from ensemble.builder import build_ensemble
+    from ensemble.train import train
+
+    if args.heads_only and args.unfreeze:
+        raise SystemExit("--heads-only would drop the fine-tuned encoders: leave one out")
+    device = init_distributed(args.device)
+    settings = _settings(args, device)
+    model = build_ensemble(_config(args), seed=settings.seed)
+    result = train(
+        model, read_manifest(args.data), read_manifest(args.val), settings,
+        cache_dir=None if args.no_cache else args.cache_dir, base_dir=Path(args.data).parent,
+    )  # fmt: skip
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        _save(result, args.out, args.heads_only, _data_record(args))
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ensemble.evaluate import evaluate, measure
+    from ensemble.pretrained import from_pretrained
+    from ensemble.report import class_tables, policy_table, write_report
+
+    model = from_pretrained(args.checkpoint)
+    ads = read_manifest(args.data)
+    rule = parse_class_rule(args.class_rule) if args.class_rule else None
+    result = evaluate(
+        model, ads, rule=rule, base_dir=Path(args.data).parent, batch_size=args.batch_size,
+        device=args.device, progress=not args.no_progress,
+    )  # fmt: skip
+    tables = [("Policies", policy_table(result))]
+    tables += class_tables(result.classes) if result.classes is not None else []
+    for title, (header, rows) in tables:
+        widths = [max(len(c) for c in column) for column in zip(header, *rows, strict=True)]
+        print(f"\n{title}")
+        for row in (header, *rows):
+            print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+    if args.report:
+        title = f"{args.checkpoint} on {args.data}"
+        print(
+            f"report written to {write_report(result, args.report, title=title, fmt=args.format)}"
+        )
+    if args.record:
+        positions = sample_positions(len(ads), RECORD_SAMPLE)
+        sample = measure(
+            result.policies, result.thresholds.tolist(), result.scores[positions],
+            result.known[positions], [ads[i] for i in positions], rule,
+        )  # fmt: skip
+        record = {
+            "data": {"file": Path(args.data).name, "sha256": file_sha256(args.data), "n": len(ads)},
+            "class_rule": args.class_rule,
+            "metrics": result.to_json(),
+            "sample": {"ids": [ads[i]["id"] for i in positions], "metrics": sample.to_json()},
+        }
+        path = Path(args.checkpoint) / EVALUATION_FILE
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"recorded in {path}")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from ensemble.tune import finished, train_with, tune
+
+    settings = _settings(args, args.device)
+    train_ads, val_ads = read_manifest(args.data), read_manifest(args.val)
+    options = {
+        "cache_dir": None if args.no_cache else args.cache_dir,
+        "base_dir": Path(args.data).parent,
+    }
+    study = tune(
+        _config(args), train_ads, val_ads, storage=args.study, trials=args.trials,
+        study_name=args.study_name, settings=settings, seed=args.seed, **options,
+    )  # fmt: skip
+    print(f"{finished(study)} finished trials in {args.study} ({args.study_name})")
+    print(
+        study.trials_dataframe(attrs=("number", "value", "state", "params")).to_string(index=False)
+    )
+    best = study.best_trial
+    print(f"best trial {best.number}: validation mean PR-AUC {best.value:.4f}")
+    print(
+        "train it with:", " ".join(f"--{k.replace('_', '-')} {v}" for k, v in best.params.items())
+    )
+    if args.out:
+        result = train_with(_config(args), settings, best.params, train_ads, val_ads, **options)
+        _save(result, args.out, args.heads_only, {**_data_record(args), "tuned": best.params})
+    return 0
