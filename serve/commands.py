@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from serve.archive import ModelSettings
+from serve.archive import ModelSettings, build_archive
 
 if TYPE_CHECKING:
     from serve.server import TorchServe
@@ -89,8 +89,6 @@ def register(sub: Any) -> None:
 
 
 def _archive(args: argparse.Namespace) -> int:
-    from serve.archive import build_archive
-
     settings = ModelSettings(
         batch_size=args.batch_size,
         max_batch_delay_ms=args.max_batch_delay,
@@ -145,7 +143,7 @@ def how_to_call(server: TorchServe) -> str:
     auth = ""
     lines = [
         f"TorchServe (pid {server.pid}) serves {', '.join(server.models)} on 127.0.0.1",
-        f"  predictions  {url}",
+        *(f"  predictions  {server.predictions_url(model)}" for model in server.models),
         f"  metrics      {server.metrics_url}",
         f"  logs         {server.run_dir / 'logs'}",
     ]

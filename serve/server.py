@@ -232,8 +232,9 @@ class TorchServe:
                 f"(adpolicy serve --stop --run-dir {root})"
             )
         tmp = root / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        root.chmod(0o700)
+        if not root.exists():
+            root.mkdir(parents=True, mode=0o700)  # it will hold the API keys
+        tmp.mkdir(exist_ok=True)
         (root / KEY_FILE).unlink(missing_ok=True)
         limits = [MediaLimits(**read_archive_manifest(p)["config"]["limits"]) for p in paths]
         metrics_file = root / "metrics.yaml"
