@@ -114,13 +114,31 @@ class CheckInputs:
         return batches
 
 
-def calibration_scores(
-    module: AdPolicyEnsemble, inputs: CheckInputs, graph: Any | None = None
-) -> list[Tensor]:
-    """Scores of the module's traced graph (as it would be exported) on the calibration set."""
-    graph = graph if graph is not None else trace_graph(module, inputs.example())
-    with torch.no_grad(), quiet_jit():
-        return [graph(*batch)[0] for batch in inputs.calibration()]
+class PlanGraphs:
+    """The traced graph of each precision plan, traced once and kept for the export.
+
+    Args:
+        model: The fp32 ensemble.
+        inputs: The check inputs (the trace example and the calibration set).
+    """
+
+    def __init__(self, model: AdPolicyEnsemble, inputs: CheckInputs) -> None:
+        self.model = model
+        self.inputs = inputs
+        self.graphs: dict[Any, tuple[AdPolicyEnsemble, torch.jit.ScriptModule]] = {}
+
+    def get(self, plan: PrecisionPlan) -> tuple[AdPolicyEnsemble, torch.jit.ScriptModule]:
+        """The plan's eager module and its traced graph."""
+        if plan.key not in self.graphs:
+            module = with_precision(self.model, plan)
+            self.graphs[plan.key] = module, trace_graph(module, self.inputs.example())
+        return self.graphs[plan.key]
+
+    def scores(self, plan: PrecisionPlan) -> list[Tensor]:
+        """The plan's graph's scores on the calibration set, one [batch, policies] per batch."""
+        graph = self.get(plan)[1]
+        with torch.no_grad(), quiet_jit():
+            return [graph(*batch)[0] for batch in self.inputs.calibration()]
 
 
 def export_model(
@@ -159,20 +177,15 @@ def export_model(
     inputs = CheckInputs(
         model, calibration_ads(preparer, options.calibration), preparer, options.random_items
     )
-    fp32_graph = trace_graph(model, inputs.example())
+    graphs = PlanGraphs(model, inputs)
+    fp32_graph = graphs.get(PrecisionPlan())[1]
     fp32_parity = check_parity(model, fp32_graph, inputs.by_kind(), batch_sizes=options.batch_sizes)
     operators = check_operators(fp32_graph, "neuron")
     log.info("%s", operators.format())
-
-    def score(candidate: AdPolicyEnsemble) -> list[Tensor]:
-        return calibration_scores(candidate, inputs, fp32_graph if candidate is model else None)
-
     plan, precision = choose_precision(
-        model, options.precision, score, gate=options.gate, method=options.cast_method
+        model, options.precision, graphs.scores, gate=options.gate, method=options.cast_method
     )
-    parity, save, target_options = _build_target(
-        model, plan, options, inputs, fp32_graph, fp32_parity
-    )
+    parity, save, target_options = _build_target(plan, options, graphs, fp32_parity)
     return save_artifact(
         output,
         model=model,
@@ -187,14 +200,13 @@ def export_model(
 
 
 def _build_target(
-    model: AdPolicyEnsemble,
     plan: PrecisionPlan,
     options: ExportOptions,
-    inputs: CheckInputs,
-    fp32_graph: torch.jit.ScriptModule,
+    graphs: PlanGraphs,
     fp32_parity: dict[str, Any],
 ) -> tuple[dict[str, Any], Callable[[Path], None], dict[str, Any]]:
     """The target graph's parity report, a function saving the graph, and target options."""
+    model, inputs = graphs.model, graphs.inputs
     if options.target in ("neuron", "neuronx"):
         from export.neuron import compile_graph, compiler_args, data_parallel
 
@@ -212,7 +224,7 @@ def _build_target(
         )
         args = compiler_args(options.target, plan)
         return parity, lambda path: save_graph(graph, path), {"compiler_args": args}
-    module = with_precision(model, plan)
+    module, graph = graphs.get(plan)
     if options.target == "torch-export":
         from export.torch_export import export_package
 
@@ -221,10 +233,11 @@ def _build_target(
             module, package.load(), inputs.by_kind(), batch_sizes=options.batch_sizes
         )
         return parity, package.save, {"dynamic_batch": True}
-    if module is model:
-        return fp32_parity, lambda path: save_graph(fp32_graph, path), {}
-    graph = trace_graph(module, inputs.example())
-    parity = check_parity(module, graph, inputs.by_kind(), batch_sizes=options.batch_sizes)
+    parity = (
+        fp32_parity
+        if module is model
+        else check_parity(module, graph, inputs.by_kind(), batch_sizes=options.batch_sizes)
+    )
     return parity, lambda path: save_graph(graph, path), {}
 
 

@@ -93,6 +93,11 @@ class PrecisionPlan:
     def encoders(self) -> list[str]:
         return sorted(self.methods)
 
+    @property
+    def key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """What makes two plans build the same graph (the reason aside)."""
+        return self.dtype, tuple(sorted(self.methods.items()))
+
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "methods": dict(self.methods), "encoders": self.encoders}
 
@@ -256,7 +261,7 @@ def passes(parity: Mapping[str, Mapping[str, float]], gate: ParityGate) -> bool:
     )
 
 
-Scorer = Callable[[AdPolicyEnsemble], list[Tensor]]
+Scorer = Callable[[PrecisionPlan], list[Tensor]]
 
 
 def choose_precision(
@@ -272,8 +277,8 @@ def choose_precision(
     Args:
         model: The fp32 ensemble.
         requested: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"``.
-        score: Runs a candidate (traced, as exported) over the calibration set and returns
-            its scores, one [batch, policies] tensor per calibration batch.
+        score: Runs the graph of a plan (traced, as exported) over the calibration set and
+            returns its scores, one [batch, policies] tensor per calibration batch.
         gate: The acceptance thresholds.
         method: The preferred cast method.
 
@@ -293,7 +298,7 @@ def choose_precision(
     if requested == "fp32":
         plan = PrecisionPlan()
         return plan, {**report, **plan.to_json()}
-    reference = score(model)
+    reference = score(PrecisionPlan())
     dtype = AUTO_DTYPE if requested == "auto" else requested
     scopes = SCOPES if requested == "auto" else SCOPES[:1]
     tried: list[list[str]] = []
@@ -302,7 +307,7 @@ def choose_precision(
         if not plan.methods or plan.encoders in tried:
             continue
         tried.append(plan.encoders)
-        parity = policy_parity(model.config, reference, score(with_precision(model, plan)))
+        parity = policy_parity(model.config, reference, score(plan))
         ok = passes(parity, gate)
         report["tried"].append({**plan.to_json(), "parity": parity, "passed": ok})
         log.info("precision %s on %s: %s", dtype, plan.encoders, "accepted" if ok else "refused")

@@ -8,7 +8,7 @@ import torch
 from ensemble import ModelConfig, build_ensemble
 from ensemble.batch import AdPreparer
 from export.calibration import calibration_ads
-from export.exporter import CheckInputs, ExportOptions, calibration_scores, export_model
+from export.exporter import CheckInputs, ExportOptions, PlanGraphs, export_model
 from export.precision import (
     MATMUL_HEAVY_SHARE,
     ParityGate,
@@ -33,7 +33,7 @@ def inputs(small_export_model) -> CheckInputs:
 
 
 def _scorer(inputs: CheckInputs):
-    return lambda module: calibration_scores(module, inputs)
+    return PlanGraphs(inputs.model, inputs).scores
 
 
 def test_matmul_heavy_means_transformers(small_export_model) -> None:
