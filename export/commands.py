@@ -30,22 +30,42 @@ def register(sub: Any) -> None:
         "(e.g. 'full': untrained heads, for operator checks and benchmarks)",
     )
     p.add_argument("-o", "--output", help="artifact directory to write")
-    p.add_argument("--target", choices=TARGETS, default="torchscript")
+    p.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="torchscript",
+        help="torchscript (CPU/GPU), neuron (Inf1), neuronx (Inf2/Trn), torch-export (AOT .pt2)",
+    )
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
         default="fp32",
         help="16-bit encoders only after a parity check against fp32; auto falls back",
     )
-    p.add_argument("--cast-method", choices=CAST_METHODS, default="weights")
+    p.add_argument(
+        "--cast-method",
+        choices=CAST_METHODS,
+        default="weights",
+        help="16-bit encoders by converted weights (faster here) or autocast in the graph",
+    )
     p.add_argument("--calibration", type=Path, help="JSONL file of ads for the parity checks")
     p.add_argument(
         "--batch-sizes",
         default=",".join(map(str, PARITY_BATCH_SIZES)),
         help="batch sizes of the traced-vs-eager check (comma separated)",
     )
-    p.add_argument("--max-score-diff", type=float, default=ParityGate.max_score_diff)
-    p.add_argument("--min-agreement", type=float, default=ParityGate.min_agreement)
+    p.add_argument(
+        "--max-score-diff",
+        type=float,
+        default=ParityGate.max_score_diff,
+        help="16-bit accepted only if no score moves more than this vs fp32",
+    )
+    p.add_argument(
+        "--min-agreement",
+        type=float,
+        default=ParityGate.min_agreement,
+        help="... and every policy's flag agrees with fp32 on at least this fraction of ads",
+    )
     p.add_argument(
         "--no-neuron-fallback",
         action="store_true",
