@@ -142,10 +142,12 @@ class FlashAnalyzer(Encoder):
 
     Output [batch, 6]: ``max_flashes`` and ``max_red_flashes`` (most general / red flashes in
     any one-second window over at least ``area_fraction`` of the frame; transitions / 2),
-    ``flash_area`` (fraction of the frame with at least one flash in the worst window),
+    ``flash_area`` (fraction of the frame with at least one flash in the worst window: the one
+    with the most flashes, then the largest such area; 0 s when nothing flashes),
     ``worst_window_s`` (start of that window), ``extended_s`` (most seconds, within any
-    ``extended_window_s``, of windows with at least ``extended_min_flashes`` flashes; IRIS's
-    extended failure is 4 s in 5 s) and ``seconds`` (video analysed).
+    ``extended_window_s``, of windows holding ``extended_min_flashes`` to
+    ``extended_max_flashes`` flashes; IRIS's extended failure is 4 s in 5 s) and ``seconds``
+    (video analysed).
     """
 
     modality = "video"
@@ -183,34 +185,14 @@ class FlashAnalyzer(Encoder):
     def forward(self, grid: Tensor, frames: Tensor, fps: Tensor) -> Tensor:
         """Args: grid [B, T, 2, R, C], frames [B], fps [B]. Returns [B, 6]."""
         b, t = grid.shape[0], self.frames
-        v = grid.float().flatten(3).permute(0, 2, 3, 1)  # [B, 2, cells, T]
         n = frames.clamp(0, t)
         rate = fps.float().clamp(min=1.0)
         second = torch.floor(rate + 0.5).long().clamp(1, t).view(b, 1, 1, 1)
         steps = torch.arange(t, device=grid.device)
         valid = (steps < n.view(b, 1, 1, 1)).float()
 
-        # Runs: frames changing in one direction (unchanged frames extend a run). A rising
-        # run's base is the last frame that fell, a falling run's the last one that rose.
-        change = torch.constant_pad_nd(v[..., 1:] - v[..., :-1], [1, 0]) * valid
-        moved = torch.stack([(change > 0).float(), (change < 0).float()]) * (steps + 1)
-        latest = _blocked_scan(moved, t, torch.max)  # frame + 1 of the latest rise / fall
-        last_rise, last_fall = latest.unbind(0)
-        direction = (last_rise > last_fall).float() - (last_fall > last_rise).float()
-        run_base = torch.min(last_rise, last_fall) - 1
-        # IRIS accumulates at most one second of a run: the base is at most a second back.
-        base_frame = torch.max(run_base, (steps - second).float()).clamp(min=0).long()
-        base = _take(v, base_frame)
-        accumulated = (v - base) * direction.abs()
-        reached = (accumulated.abs() >= self.thresholds).float()
-        dark = (torch.min(v, base) < self.dark).float()
-        qualifies = reached * dark * valid
-        # A run counts once, at the first frame that qualifies. IRIS tests the darker end only
-        # where the change first reaches the threshold, so a smooth fall from white would never
-        # count there; WCAG counts it (the darker image of the pair is the end of the fall).
-        again = (direction == _delay(direction, 1)).float() * _delay(qualifies, 1)
-        transitions = qualifies * (1 - again)
-
+        v = grid.float().flatten(3).permute(0, 2, 3, 1)  # [B, 2, cells, T]
+        transitions = self._transitions(v, valid, second)
         per_cell = _windowed(_blocked_scan(transitions, t, torch.add), second)
         reached_by_area = per_cell.transpose(2, 3).topk(self.top, dim=-1).values[..., -1]
         per_window = reached_by_area * valid.view(b, 1, t)  # [B, 2, T]: transitions / window
@@ -233,6 +215,39 @@ class FlashAnalyzer(Encoder):
         return torch.stack(
             [flashes[:, 0], flashes[:, 1], flash_area, worst_start, extended, seconds], dim=1
         )
+
+    def _transitions(self, v: Tensor, valid: Tensor, second: Tensor) -> Tensor:
+        """Where each cell's transitions happen.
+
+        Args:
+            v: [B, 2, cells, T] luminance and red saturation per cell and frame.
+            valid: [B, 1, 1, T] 1 for frames holding video.
+            second: [B, 1, 1, 1] frames in one second.
+
+        Returns:
+            [B, 2, cells, T]: 1 at the frame where a transition counts, else 0.
+        """
+        t = self.frames
+        steps = torch.arange(t, device=v.device)
+        # Runs: frames changing in one direction (unchanged frames extend a run). A rising
+        # run's base is the last frame that fell, a falling run's the last one that rose.
+        change = torch.constant_pad_nd(v[..., 1:] - v[..., :-1], [1, 0]) * valid
+        moved = torch.stack([(change > 0).float(), (change < 0).float()]) * (steps + 1)
+        latest = _blocked_scan(moved, t, torch.max)  # frame + 1 of the latest rise / fall
+        last_rise, last_fall = latest.unbind(0)
+        direction = (last_rise > last_fall).float() - (last_fall > last_rise).float()
+        run_base = torch.min(last_rise, last_fall) - 1
+        # IRIS accumulates at most one second of a run: the base is at most a second back.
+        base_frame = torch.max(run_base, (steps - second).float()).clamp(min=0).long()
+        base = _take(v, base_frame)
+        reached = ((v - base).abs() * direction.abs() >= self.thresholds).float()
+        dark = (torch.min(v, base) < self.dark).float()
+        qualifies = reached * dark * valid
+        # A run counts once, at the first frame that qualifies. IRIS tests the darker end only
+        # where the change first reaches the threshold, so a smooth fall from white would never
+        # count there; WCAG counts it (the darker image of the pair is the end of the fall).
+        again = (direction == _delay(direction, 1)).float() * _delay(qualifies, 1)
+        return qualifies * (1 - again)
 
     def example_inputs(self, batch_size: int) -> tuple[Tensor, ...]:
         spec = self.input_spec[0]

@@ -2,10 +2,12 @@
 
 Preparation converts the image to grey (Pillow's ITU-R 601-2 luma, 8 bits), scales it down to
 fit ``analysis_size`` (never up: upscaling would add blur of its own) with an area filter, and
-fills the square canvas around it by mirroring (OpenCV's ``BORDER_REFLECT_101``). The graph
-applies OpenCV's ``Laplacian`` aperture for ``ksize=1`` (``[[0, 1, 0], [1, -4, 1], [0, 1, 0]]``)
-with the same mirrored border and takes the variance over the image's own pixels, so it equals
-``cv2.Laplacian(grey, cv2.CV_64F, ksize=1).var()`` on the same grey input.
+places it in a square canvas one pixel in from the top-left corner, the canvas filled all
+round by mirroring the image (OpenCV's ``BORDER_REFLECT_101``). The graph applies OpenCV's
+``Laplacian`` aperture for ``ksize=1`` (``[[0, 1, 0], [1, -4, 1], [0, 1, 0]]``) as a
+convolution and takes the variance over the image's own pixels, so it equals
+``cv2.Laplacian(grey, cv2.CV_64F, ksize=1).var()`` on the same grey input; the image's size is
+an input, so every image shares one shape.
 
 Known blind spot: a pixelated image (a small one enlarged by nearest-neighbour) has hard block
 edges, so its Laplacian variance is high, and its source size is the enlarged one: neither
