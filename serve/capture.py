@@ -1,7 +1,7 @@
 """Data capture: one JSON line per scored ad, appended to a file rotated by size.
 
 Like SageMaker's data capture, but no raw media is ever written: a record holds the ad's id, a
-timestamp, the model's name and version, the scores and flags, the cheap input statistics of
+timestamp, the model's name and version, the scores, thresholds and flags, the cheap input statistics of
 the preparation (``PreparedAd.stats``), the analyzers' measurements and which modalities the ad
 carried. ``adpolicy monitor report`` compares these records with a baseline.
 
@@ -83,8 +83,9 @@ def capture_record(
 
     Returns:
         ``{"capture_format", "id", "timestamp", "status", ...}``; for a scored ad also
-        ``model``, ``scores`` (scored policies only), ``flags``, ``stats``, ``measurements``
-        and ``presence`` (modality -> bool); for a failed one ``http_status`` and ``errors``.
+        ``model``, ``scores`` and ``thresholds`` (scored policies only), ``flags``, ``stats``,
+        ``measurements`` and ``presence`` (modality -> bool); for a failed one ``http_status``
+        and ``errors``.
     """
     record: dict[str, Any] = {
         "capture_format": CAPTURE_FORMAT,
@@ -100,6 +101,11 @@ def capture_record(
         model=dict(result["model"]),
         scores={
             name: entry["score"]
+            for name, entry in result["policies"].items()
+            if entry["status"] == "scored"
+        },
+        thresholds={
+            name: entry["threshold"]
             for name, entry in result["policies"].items()
             if entry["status"] == "scored"
         },

@@ -24,13 +24,14 @@ from torch import Tensor
 
 from encoders.base import MODALITIES
 from ensemble.batch import AdError, AdPreparer, PreparedAd
+from ensemble.data import read_manifest
 from ensemble.postprocess import ResultFormatter, error_result
 from ensemble.scoring import Scorer, load
 from export.artifact import MANIFEST_FILE, Artifact, load_artifact
 from serve.capture import capture_record
 from serve.monitor.drift import DEFAULT_BINS, DEFAULT_SAMPLE_SIZE, Distribution
 from serve.monitor.observe import Observations
-from serve.monitor.quality import Labels, labelled_metrics
+from serve.monitor.quality import Labels, labelled_metrics, labels_of
 
 BASELINE_FORMAT = 1
 
@@ -112,27 +113,6 @@ class Pipeline:
                     yield capture_record(p, {}, timestamp=now)
 
 
-def read_ads(path: str | Path) -> list[dict[str, Any]]:
-    """The ads of a JSONL file; an ad without an id is named ``line-N`` after its line.
-
-    Raises:
-        ValueError: A line is not a JSON object.
-    """
-    ads = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            ad = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number}: not valid JSON: {err.msg}") from err
-        if not isinstance(ad, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object")
-        ad.setdefault("id", f"line-{number}")
-        ads.append(ad)
-    return ads
-
-
 def summarize(
     obs: Observations,
     *,
@@ -185,7 +165,7 @@ def summarize(
             stat: dist(values, seed)
             for seed, (stat, values) in enumerate(sorted(obs.inputs.items()))
         },
-        "labelled": labelled_metrics(obs.predictions, labels) if labels else None,
+        "labelled": labelled_metrics(obs.scored_ads, labels) if labels else None,
     }
 
 
@@ -199,8 +179,9 @@ def build_baseline(
 ) -> dict[str, Any]:
     """Score a JSONL file of ads and summarise it as a baseline.
 
-    Lines that carry ``labels: {policy: 0 | 1}`` (the training manifests' format) also give
-    the baseline's labelled metrics, which ``adpolicy monitor report --labels`` compares with.
+    The file is a training manifest (:func:`ensemble.data.read_manifest`); lines that carry
+    ``labels: {policy: 0 | 1}`` also give the baseline's labelled metrics, which
+    ``adpolicy monitor report --labels`` compares with.
 
     Args:
         model: Checkpoint or export artifact directory (None: the embedded default model).
@@ -212,8 +193,8 @@ def build_baseline(
     Returns:
         The baseline (see :func:`summarize`).
     """
-    ads = read_ads(data)
-    labels = {str(ad["id"]): ad["labels"] for ad in ads if isinstance(ad.get("labels"), dict)}
+    ads = read_manifest(data)
+    labels = labels_of(ads)
     pipeline = Pipeline.load(model)
     records = pipeline.records(ads, base_dir=Path(data).parent, batch_size=batch_size)
     return summarize(

@@ -182,7 +182,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         rows = [
             (
                 p,
-                e["production"]["count"],
+                e["production"]["n"],
                 *((e["baseline"] or {}).get(k) for k in metrics),
                 *(e["production"][k] for k in metrics),
                 e["f1_drop"],

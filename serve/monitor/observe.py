@@ -28,7 +28,7 @@ class Observations:
         inputs: Input statistic or analyzer measurement -> its values (ads that carried it).
         present: Modality -> how many scored ads carried it.
         models: ``"name version"`` -> records.
-        predictions: Policy -> ad id -> flagged, for matching labels.
+        scored_ads: Policy -> ad id -> (score, threshold), for matching labels.
         first: Earliest timestamp (ISO 8601) or None.
         last: Latest timestamp or None.
     """
@@ -40,7 +40,7 @@ class Observations:
     inputs: dict[str, list[float]] = field(default_factory=dict)
     present: Counter[str] = field(default_factory=Counter)
     models: Counter[str] = field(default_factory=Counter)
-    predictions: dict[str, dict[str, bool]] = field(default_factory=dict)
+    scored_ads: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     first: str | None = None
     last: str | None = None
 
@@ -70,10 +70,13 @@ class Observations:
         model = record.get("model", {})
         self.models[f"{model.get('name')} {model.get('version')}"] += 1
         flags = set(record.get("flags", []))
+        thresholds = record.get("thresholds", {})
         for policy, score in record.get("scores", {}).items():
             self.scores.setdefault(policy, []).append(float(score))
             self.flagged[policy] += policy in flags
-            self.predictions.setdefault(policy, {})[str(record["id"])] = policy in flags
+            if policy in thresholds:
+                by_ad = self.scored_ads.setdefault(policy, {})
+                by_ad[str(record["id"])] = (float(score), float(thresholds[policy]))
         for source in ("stats", "measurements"):
             for name, value in record.get(source, {}).items():
                 self.inputs.setdefault(name, []).append(float(value))

@@ -1,94 +1,73 @@
-"""Model quality against labels: accuracy, precision, recall and F1 per policy.
+"""Model quality against labels: per policy the training engineer's evaluation metrics.
 
-Labels are JSONL lines with an ``id`` and ``labels: {policy: 0 | 1}`` (the training manifests'
-format: any ad fields may be there too, only these two are read). A prediction is the policy's
-flag; ads where the policy was not scored, or that have no label for it, are left out.
+Labels come in the training manifests' format (:func:`ensemble.data.read_manifest`): lines with
+an ``id`` and ``labels: {policy: 0 | 1}``; any ad fields may be there too. A missing or null
+label is unknown and left out; a soft label (a vote share) counts as 1 from 0.5 up. Metrics are
+:func:`ensemble.evaluate.policy_metrics` (precision, recall, F1, ROC-AUC, PR-AUC, ECE, the
+confusion) at the threshold the model flagged with, plus accuracy.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ensemble.data import read_manifest
+from ensemble.evaluate import policy_metrics
+
 Labels = dict[str, dict[str, int]]  # ad id -> policy -> 0 | 1
+Scored = Mapping[str, tuple[float, float]]  # ad id -> (score, threshold) of one policy
+
+
+def labels_of(ads: Iterable[Mapping[str, Any]]) -> Labels:
+    """Ad id -> its known labels as 0/1, from manifest rows (ads without labels left out)."""
+    out: Labels = {}
+    for ad in ads:
+        known = {p: int(v >= 0.5) for p, v in (ad.get("labels") or {}).items() if v is not None}
+        if known:
+            out[str(ad["id"])] = known
+    return out
 
 
 def read_labels(path: str | Path) -> Labels:
-    """Ad id -> its labels, from a JSONL file; lines without an id or labels are skipped.
+    """Ad id -> its labels, from a JSONL manifest.
 
     Raises:
-        ValueError: A line is not JSON, or a label is not 0 or 1.
+        ValueError: A line is not a JSON object, or a label is outside [0, 1].
     """
-    labels: Labels = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number}: not valid JSON: {err.msg}") from err
-        if "id" not in row or not isinstance(row.get("labels"), Mapping):
-            continue
-        for policy, value in row["labels"].items():
-            if value not in (0, 1):
-                raise ValueError(f"{path}:{number}: label {policy}={value!r} is not 0 or 1")
-        labels[str(row["id"])] = {p: int(v) for p, v in row["labels"].items()}
-    return labels
+    return labels_of(read_manifest(path))
 
 
-def _ratio(numerator: int, denominator: int) -> float | None:
-    return numerator / denominator if denominator else None
-
-
-def binary_metrics(truth: list[int], predicted: list[bool]) -> dict[str, Any]:
-    """Confusion counts and metrics of one policy.
+def labelled_metrics(scored: Mapping[str, Scored], labels: Labels) -> dict[str, dict[str, Any]]:
+    """Per policy, the metrics over the ads that have both a score and a label.
 
     Args:
-        truth: Labels, 0 or 1.
-        predicted: Flags, in the same order.
-
-    Returns:
-        ``count``, ``positives``, ``tp``, ``fp``, ``fn``, ``accuracy``, ``precision``,
-        ``recall``, ``f1``; a metric whose denominator is 0 is None.
-    """
-    tp = sum(t == 1 and p for t, p in zip(truth, predicted, strict=True))
-    fp = sum(t == 0 and p for t, p in zip(truth, predicted, strict=True))
-    fn = sum(t == 1 and not p for t, p in zip(truth, predicted, strict=True))
-    count = len(truth)
-    return {
-        "count": count,
-        "positives": tp + fn,
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "accuracy": _ratio(count - fp - fn, count),
-        "precision": _ratio(tp, tp + fp),
-        "recall": _ratio(tp, tp + fn),
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
-    }
-
-
-def labelled_metrics(
-    predictions: Mapping[str, Mapping[str, bool]], labels: Labels
-) -> dict[str, dict[str, Any]]:
-    """Per policy, :func:`binary_metrics` over the ads that have both a flag and a label.
-
-    Args:
-        predictions: Policy -> ad id -> flagged (``Observations.predictions``).
+        scored: Policy -> ad id -> (score, threshold) (``Observations.scored``).
         labels: Ad id -> policy -> label.
 
     Returns:
-        Policy -> metrics, for the policies with at least one labelled, scored ad.
+        Policy -> :func:`ensemble.evaluate.policy_metrics` plus ``accuracy`` and, when records
+        used several thresholds (several model versions), ``thresholds_seen``; the metrics are
+        at the most common threshold.
     """
     out = {}
-    for policy, flags in sorted(predictions.items()):
-        pairs = [
-            (labels[ad][policy], flagged)
-            for ad, flagged in flags.items()
-            if policy in labels.get(ad, {})
-        ]
-        if pairs:
-            out[policy] = binary_metrics([t for t, _ in pairs], [p for _, p in pairs])
+    for policy, by_ad in sorted(scored.items()):
+        pairs = [(by_ad[ad], labels[ad][policy]) for ad in by_ad if policy in labels.get(ad, {})]
+        if not pairs:
+            continue
+        thresholds = Counter(threshold for (_, threshold), _ in pairs)
+        metrics = policy_metrics(
+            np.array([score for (score, _), _ in pairs]),
+            np.array([label for _, label in pairs]),
+            thresholds.most_common(1)[0][0],
+        )
+        confusion = metrics["confusion"]
+        metrics["accuracy"] = (confusion["tp"] + confusion["tn"]) / metrics["n"]
+        if len(thresholds) > 1:
+            metrics["thresholds_seen"] = sorted(thresholds)
+        out[policy] = metrics
     return out

@@ -195,11 +195,11 @@ def _labelled(
     """Per policy the baseline's and production's metrics and the F1 drop; the violations."""
     base = baseline.get("labelled") or {}
     out, found = {}, []
-    for policy, metrics in labelled_metrics(obs.predictions, labels).items():
+    for policy, metrics in labelled_metrics(obs.scored_ads, labels).items():
         before: dict[str, Any] = base.get(policy) or {}
         f1_before, f1_now = before.get("f1"), metrics["f1"]
         drop = f1_before - f1_now if f1_before is not None and f1_now is not None else None
-        judged = drop is not None and min(before["count"], metrics["count"]) >= t.min_labelled
+        judged = drop is not None and min(before["n"], metrics["n"]) >= t.min_labelled
         out[policy] = {
             "baseline": before or None,
             "production": metrics,

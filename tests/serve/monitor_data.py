@@ -44,7 +44,7 @@ def _policy(score: float) -> dict[str, Any]:
 def records(
     n: int, seed: int, traffic: Traffic = Traffic(), *, prefix: str = "ad"
 ) -> Iterator[dict[str, Any]]:
-    """``n`` capture records; each carries its true labels under ``"_labels"`` for the tests."""
+    """``n`` capture records; each also carries its true ``labels``, as a manifest row would."""
     rng = np.random.default_rng(seed)
     for i in range(n):
         image = rng.random() < 0.6
@@ -87,10 +87,5 @@ def records(
             "measurements": measurements,
         }
         record = capture_record(result, stats, timestamp=1_700_000_000 + i)
-        record["_labels"] = labels
+        record["labels"] = labels  # read back by serve.monitor.quality.labels_of
         yield record
-
-
-def labels_of(recs: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Ad id -> policy -> label, from records made by :func:`records`."""
-    return {r["id"]: r["_labels"] for r in recs}

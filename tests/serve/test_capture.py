@@ -34,12 +34,14 @@ def test_record_holds_the_summary_and_no_media() -> None:
     assert record["timestamp"] == "1970-01-01T00:00:00.000Z"
     assert record["model"] == {"name": "adpolicy-default", "version": "0.1.0"}
     assert record["scores"] == {"offensive_language": 0.12, "loudness": 0.97}
+    assert record["thresholds"] == {"offensive_language": 0.5, "loudness": 0.5}
     assert record["flags"] == ["loudness"]
     assert record["stats"] == STATS
     assert record["measurements"] == {"loudness.lufs": -9.5}
     assert record["presence"] == {"text": True, "image": False, "audio": True, "video": False}
     assert set(record) == {
-        "capture_format", "id", "timestamp", "status", "model", "scores", "flags", "stats",
+        "capture_format", "id", "timestamp", "status", "model", "scores", "thresholds", "flags",
+        "stats",
         "measurements", "presence",
     }  # fmt: skip
 

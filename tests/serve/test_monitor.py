@@ -12,11 +12,12 @@ import pytest
 
 from ensemble import ModelConfig, build_ensemble, save_pretrained
 from ensemble.cli import main
+from ensemble.data import read_manifest
 from ensemble.scoring import Scorer
 from export.exporter import ExportOptions, export_model
 from serve.capture import CaptureWriter
 from serve.monitor import Observations, Thresholds, compare
-from serve.monitor.baseline import Pipeline, attach_baseline, load_baseline, read_ads, summarize
+from serve.monitor.baseline import Pipeline, attach_baseline, load_baseline, summarize
 from serve.monitor.drift import (
     Distribution,
     benjamini_hochberg,
@@ -27,9 +28,9 @@ from serve.monitor.drift import (
 )
 from serve.monitor.html import render_html
 from serve.monitor.observe import select
-from serve.monitor.quality import binary_metrics, read_labels
+from serve.monitor.quality import labelled_metrics, labels_of, read_labels
 from tests.ensemble.conftest import small_config_json
-from tests.serve.monitor_data import Traffic, labels_of, records
+from tests.serve.monitor_data import Traffic, records
 
 BASELINE_N, PRODUCTION_N = 2000, 400
 
@@ -96,14 +97,27 @@ def test_benjamini_hochberg_and_proportion_test() -> None:
     assert proportion_test(0, 0, 5, 10) == 1.0
 
 
-def test_binary_metrics() -> None:
-    m = binary_metrics([1, 1, 0, 0, 1], [True, False, True, False, True])
-    assert (m["tp"], m["fp"], m["fn"]) == (2, 1, 1)
-    assert m["accuracy"] == pytest.approx(0.6)
-    assert m["precision"] == pytest.approx(2 / 3)
-    assert m["recall"] == pytest.approx(2 / 3)
-    assert m["f1"] == pytest.approx(2 / 3)
-    assert binary_metrics([0, 0], [False, False])["f1"] is None
+def test_labelled_metrics_at_the_recorded_threshold() -> None:
+    labels = labels_of(
+        [
+            {"id": "a", "labels": {"p": 1}},
+            {"id": "b", "labels": {"p": 0.8}},  # a soft label: 1 from 0.5 up
+            {"id": "c", "labels": {"p": 0}},
+            {"id": "d", "labels": {"p": None}},  # unknown: left out
+            {"id": "e", "labels": {"p": 0.2}},
+        ]
+    )
+    assert labels == {"a": {"p": 1}, "b": {"p": 1}, "c": {"p": 0}, "e": {"p": 0}}
+    scored = {"p": {"a": (0.9, 0.5), "b": (0.3, 0.5), "c": (0.6, 0.5), "d": (0.9, 0.5),
+                    "e": (0.1, 0.5), "unlabelled": (0.9, 0.5)}}  # fmt: skip
+    m = labelled_metrics(scored, labels)["p"]
+    assert m["n"] == 4
+    assert m["threshold"] == 0.5
+    assert m["confusion"] == {"tp": 1, "fp": 1, "fn": 1, "tn": 1}
+    assert (m["accuracy"], m["precision"], m["recall"], m["f1"]) == (0.5, 0.5, 0.5, 0.5)
+    assert "thresholds_seen" not in m
+    scored["p"]["e"] = (0.1, 0.05)  # another model version flagged e
+    assert labelled_metrics(scored, labels)["p"]["thresholds_seen"] == [0.05, 0.5]
 
 
 # --- the report on synthetic traffic ------------------------------------------------------
@@ -186,7 +200,7 @@ def test_labels_give_quality_and_an_f1_drop() -> None:
     assert ("f1_drop", "policy", "offensive_language") in violated(report)
     metrics = report["labelled"]["offensive_language"]
     assert metrics["production"]["f1"] < 0.4
-    assert metrics["production"]["count"] == report["policies"]["offensive_language"]["count"]
+    assert metrics["production"]["n"] == report["policies"]["offensive_language"]["count"]
     # The scores themselves did not drift: only the labels tell.
     assert not {c for c, _, _ in violated(report)} & {"psi", "js", "ks"}
 
@@ -305,15 +319,15 @@ def test_baseline_from_labelled_data_and_the_manifest_round_trip(
 ) -> None:
     ads = _write_ads(tmp_path / "val.jsonl", 30)
     pipeline = Pipeline.from_scorer(text_scorer)
-    recs = list(pipeline.records(read_ads(tmp_path / "val.jsonl"), base_dir=tmp_path))
-    labels = {a["id"]: a["labels"] for a in ads if "labels" in a}
+    recs = list(pipeline.records(read_manifest(tmp_path / "val.jsonl"), base_dir=tmp_path))
+    labels = labels_of(ads)
     base = summarize(Observations.from_records(recs), labels=labels)
     assert (base["records"], base["errors"], base["scored"]) == (31, 1, 30)
     assert base["presence"] == {"text": 1.0, "image": 0.0, "audio": 0.0, "video": 0.0}
     assert set(base["policies"]) == {"offensive_language", "hate_speech"}
     assert base["policies"]["offensive_language"]["scores"]["count"] == 30
     assert {"text_chars", "text_tokens"} == set(base["inputs"])
-    assert base["labelled"]["offensive_language"]["count"] == 30
+    assert base["labelled"]["offensive_language"]["n"] == 30
     assert base["labelled"]["offensive_language"]["positives"] == 10
     artifact = tmp_path / "artifact"
     artifact.mkdir()
@@ -342,7 +356,7 @@ def test_cli_baseline_from_a_checkpoint(
     assert main([*args, "-o", str(out), "--batch-size", "5"]) == 0
     base = load_baseline(out)
     assert (base["scored"], base["errors"]) == (12, 1)
-    assert base["labelled"]["offensive_language"]["count"] == 12
+    assert base["labelled"]["offensive_language"]["n"] == 12
     assert base["source"]["model"] == str(checkpoint)
     assert "12 ads scored (1 errors)" in capsys.readouterr().out
     assert main(args) == 2  # neither -o nor --attach
@@ -422,7 +436,7 @@ def test_cli_report_with_labels(tmp_path: Path) -> None:
     CaptureWriter(tmp_path / "c.jsonl").write(blind)
     labels = tmp_path / "labels.jsonl"
     labels.write_text(
-        "".join(json.dumps({"id": r["id"], "labels": r["_labels"]}) + "\n" for r in blind)
+        "".join(json.dumps({"id": r["id"], "labels": r["labels"]}) + "\n" for r in blind)
     )
     assert read_labels(labels) == labels_of(blind)
     code = main(
