@@ -178,7 +178,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         ),
     ]
     if report["labelled"] is not None:
-        metrics = ("accuracy", "precision", "recall", "f1")
+        metrics = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
         rows = [
             (
                 p,
