@@ -177,9 +177,11 @@ def header() -> str:
     lines = info.read_text().splitlines() if info.exists() else []
     names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
     cpu = names[0] if names else platform.processor()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
         f"{datetime.date.today()}  {cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), {torch.backends.cpu.get_cpu_capability()}"
+        f"({torch.get_num_threads()} threads), {torch.backends.cpu.get_cpu_capability()}, "
+        f"load average at the end {load}"
     )
 
 
