@@ -15,6 +15,7 @@ from ensemble import ModelConfig, build_ensemble
 from ensemble.config import load_config
 from ensemble.rules import build_rule_head
 from ensemble.scoring import Scorer
+from export.opcheck import check_operators
 
 SMALL = {"flash": {"max_seconds": 1.0}, "loudness": {"max_seconds": 1.0}, "image_quality": {}}
 
@@ -126,6 +127,10 @@ def test_analyzers_trace_with_the_ensemble() -> None:
             for got, want in zip(loaded(*inputs), eager, strict=True):
                 torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
             assert eager.modality_scores[0, 1].abs().sum() == 0
+    # Every analyzer and rule head stays on AWS Neuron's Inf1 operator list.
+    outside = check_operators(traced, "neuron").by_location()
+    mine = {k: v for k, v in outside.items() if k.split(".")[0] in ("encoders", "heads")}
+    assert mine == {}
 
 
 @pytest.mark.parametrize("name", ["default", "full"])
