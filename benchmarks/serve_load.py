@@ -131,7 +131,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--requests", type=int, default=256, help="requests per cell")
     parser.add_argument("--max-batch-delay", type=int, default=ModelSettings.max_batch_delay_ms)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=ModelSettings.workers)
+    parser.add_argument("--torch-threads", type=int, default=ModelSettings.torch_threads)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -149,7 +150,8 @@ def main() -> None:
         print(
             f"# serve load: {manifest['config']['name']} {manifest['config']['version']}, "
             f"{len(ads)} distinct ads, {args.requests} requests per cell, maxBatchDelay "
-            f"{args.max_batch_delay} ms, {args.workers} worker(s)\n"
+            f"{args.max_batch_delay} ms, {args.workers} worker(s) x {args.torch_threads} "
+            "torch thread(s)\n"
             f"# {datetime.date.today()}, {platform.processor() or platform.machine()}, "
             f"{os.cpu_count()} CPUs, torch {torch.__version__}, 127.0.0.1\n"
         )
@@ -159,6 +161,7 @@ def main() -> None:
                 batch_size=batch_size,
                 max_batch_delay_ms=args.max_batch_delay,
                 workers=args.workers,
+                torch_threads=args.torch_threads,
             )
             mar = build_archive(artifact, root / f"store-{batch_size}", settings)
             with TorchServe.start([mar], run_dir=root / f"run-{batch_size}", port=0) as server:

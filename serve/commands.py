@@ -57,6 +57,12 @@ def register(sub: Any) -> None:
         default=DEFAULTS.preparation_threads,
         help="threads preparing the ads of a batch (%(default)s)",
     )
+    a.add_argument(
+        "--torch-threads",
+        type=int,
+        default=DEFAULTS.torch_threads,
+        help="intra-op threads per worker (%(default)s; on dedicated cores: cores / workers)",
+    )
     a.add_argument("--capture", help="capture scored ads to this JSONL file (default: off)")
     a.add_argument("--force", action="store_true", help="replace an existing archive")
     a.set_defaults(func=_archive)
@@ -96,6 +102,7 @@ def _archive(args: argparse.Namespace) -> int:
         response_timeout_s=args.response_timeout,
         startup_timeout_s=args.startup_timeout,
         preparation_threads=args.preparation_threads,
+        torch_threads=args.torch_threads,
         capture={"path": str(Path(args.capture).resolve())} if args.capture else None,
     )
     path = build_archive(

@@ -64,6 +64,7 @@ class AdPolicyHandler(BaseHandler):
         self.settings = ModelSettings.from_model_config(
             context.model_yaml_config or {}
         ).with_capture_from(os.environ)
+        torch.set_num_threads(self.settings.torch_threads)
         self.artifact = load_artifact(
             Path(properties["model_dir"]) / ARTIFACT_DIR, device=str(self.device)
         )

@@ -89,11 +89,14 @@ def test_model_settings_defaults_and_checks() -> None:
         "responseTimeout": 120,
         "startupTimeout": 120,
         "preparation_threads": 2,
+        "torch_threads": 1,
     }
     settings = ModelSettings(batch_size=32, capture={"path": "/x/c.jsonl", "max_bytes": 10})
     assert ModelSettings.from_model_config(settings.to_model_config()) == settings
     with pytest.raises(ValueError, match="batch_size"):
         ModelSettings(batch_size=0)
+    with pytest.raises(ValueError, match="torch_threads"):
+        ModelSettings(torch_threads=0)
     with pytest.raises(ValueError, match="capture needs a path"):
         ModelSettings(capture={"max_bytes": 10})
     env = {"ADPOLICY_CAPTURE": "/y/env.jsonl"}
@@ -120,6 +123,8 @@ def test_cli_archive_writes_the_model_config(serve_artifact: Path, tmp_path: Pat
             "30",
             "--startup-timeout",
             "60",
+            "--torch-threads",
+            "2",
             "--capture",
             str(tmp_path / "capture.jsonl"),
         ]
@@ -133,5 +138,6 @@ def test_cli_archive_writes_the_model_config(serve_artifact: Path, tmp_path: Pat
         workers=2,
         response_timeout_s=30,
         startup_timeout_s=60,
+        torch_threads=2,
         capture={"path": str(tmp_path / "capture.jsonl")},
     )
