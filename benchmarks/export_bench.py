@@ -122,6 +122,8 @@ def time_round_robin(
     """Latencies of every runner on the same inputs, one warm-up each, then rounds calling
     each runner once, so that load from other processes hits all variants alike; rounds go
     on until ``budget`` s per runner or ``max_runs``, at least two."""
+    if not runners:
+        return {}
     for runner in runners.values():
         runner(*inputs)
     latencies: dict[str, list[float]] = {name: [] for name in runners}
