@@ -16,6 +16,10 @@ forbids "profanity, slurs or insults")::
     class 1 offensive language  -> hate_speech 0, offensive_language 1
     class 2 neither             -> hate_speech 0, offensive_language 0
 
+Tweets are cleaned as is usual for tweets (and as ad copy never needs): HTML entities
+unescaped (the CSV keeps Twitter's ``&amp;``, ``&#128514;``...), user mentions replaced by
+``@user`` and links by ``http``, whitespace collapsed; ``clean_text=False`` keeps them raw.
+
 With ``soft_labels`` the TRAINING rows carry the annotators' vote shares instead:
 ``hate_speech = hate votes / count``, ``offensive_language = (hate + offensive votes) / count``
 (the same nesting). Validation and test rows always carry the hard labels of ``class``, so
@@ -25,9 +29,11 @@ thresholds and metrics are measured against the published classes.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,7 +188,15 @@ def read_davidson(csv_path: str | Path) -> list[dict[str, Any]]:
     return frame.to_dict("records")
 
 
-def davidson_ad(row: Mapping[str, Any], *, soft: bool) -> dict[str, Any]:
+def clean_tweet(text: str) -> str:
+    """Unescape HTML entities, mentions -> ``@user``, links -> ``http``, collapse whitespace."""
+    text = html.unescape(text)
+    text = re.sub(r"@\w+", "@user", text)
+    text = re.sub(r"https?://\S+", "http", text)
+    return " ".join(text.split())
+
+
+def davidson_ad(row: Mapping[str, Any], *, soft: bool, clean: bool = True) -> dict[str, Any]:
     """One CSV row as a manifest ad (labels per the module's mapping).
 
     The id is ``davidson-<the CSV's own index column>`` (which skips some numbers, so it is
@@ -200,7 +214,7 @@ def davidson_ad(row: Mapping[str, Any], *, soft: bool) -> dict[str, Any]:
         labels = {"offensive_language": int(cls != "neither"), "hate_speech": int(cls == "hate")}
     return {
         "id": f"davidson-{row['row']}",
-        "text": row["tweet"],
+        "text": clean_tweet(row["tweet"]) if clean else row["tweet"],
         "labels": labels,
         "meta": {"class": cls, "votes": votes},
     }
@@ -212,6 +226,7 @@ def convert_davidson(
     *,
     val_size: float = 0.15,
     soft_labels: bool = False,
+    clean_text: bool = True,
     check_sha256: bool = True,
 ) -> dict[str, Path]:
     """Write ``train.jsonl``, ``val.jsonl``, ``test.jsonl`` and ``split.json`` from the CSV.
@@ -224,6 +239,7 @@ def convert_davidson(
         out_dir: Output directory (created).
         val_size: Share of the 70 % kept for validation (early stopping, thresholds).
         soft_labels: Vote shares as training labels (validation and test stay hard).
+        clean_text: Clean the tweets (:func:`clean_tweet`).
         check_sha256: Refuse a CSV whose hash differs from the documented one.
 
     Returns:
@@ -245,13 +261,14 @@ def convert_davidson(
         ("val", val, False),
         ("test", holdout, False),
     ):
-        ads = [davidson_ad(rows[i], soft=soft) for i in index]
+        ads = [davidson_ad(rows[i], soft=soft, clean=clean_text) for i in index]
         paths[name] = write_manifest(ads, out / f"{name}.jsonl")
     summary = {
         "source_sha256": digest,
         "holdout": {"test_size": HOLDOUT_SIZE, "random_state": SPLIT_SEED},
         "val_size": val_size,
         "soft_labels": soft_labels,
+        "clean_text": clean_text,
         "rows": {"train": len(train), "val": len(val), "test": len(holdout)},
     }
     (out / "split.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from sklearn.model_selection import train_test_split
 from ensemble.data import (
     DAVIDSON_RULE,
     ClassRule,
+    clean_tweet,
     convert_davidson,
     davidson_ad,
     label_tensors,
@@ -53,7 +55,7 @@ def test_bad_manifest_lines_are_refused_with_their_line(tmp_path, line, message)
 
 
 def test_label_mask_marks_missing_and_null_labels_unknown(caplog) -> None:
-    ads = [
+    ads: list[dict[str, Any]] = [
         {"labels": {"a": 1, "b": 0}},
         {"labels": {"a": None}},
         {"labels": {"b": 0.5, "other": 1}},
@@ -103,6 +105,12 @@ def test_davidson_mapping(cls, name, labels) -> None:
     assert ad["id"] == "davidson-7"
 
 
+def test_tweets_are_cleaned_of_entities_mentions_and_links() -> None:
+    raw = "RT @Some_One: so &amp; so &#128514;&#128514;  http://t.co/x1 ok"
+    assert clean_tweet(raw) == "RT @user: so & so \U0001f602\U0001f602 http ok"
+    assert davidson_ad({**ROW, "class": 2, "tweet": raw}, soft=False, clean=False)["text"] == raw
+
+
 def test_davidson_soft_labels_are_vote_shares_with_the_same_nesting() -> None:
     ad = davidson_ad({**ROW, "class": 1}, soft=True)
     assert ad["labels"] == {"offensive_language": 0.75, "hate_speech": 0.25}
@@ -133,7 +141,7 @@ def test_davidson_conversion_keeps_the_published_holdout(shared_dir, tmp_path) -
             "offensive_language": int(cls != "neither"),
             "hate_speech": int(cls == "hate"),
         }
-        assert ad["text"] == frame["tweet"][position[ad["id"]]]
+        assert ad["text"] == clean_tweet(frame["tweet"][position[ad["id"]]])
 
 
 def test_davidson_refuses_a_changed_file(tmp_path) -> None:
