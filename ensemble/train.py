@@ -405,7 +405,7 @@ def train(
         raise ValueError(f"batch size {settings.batch_size} is not divisible by {world} processes")
     device = torch.device(settings.device)
     model.to(device)
-    view = FusedLogits(model, settings.unfreeze)
+    view = FusedLogits(model, settings.unfreeze).to(device)
     train_split = _split(model, view, train_ads, settings, cache_dir, base_dir)
     val_split = _split(model, view, val_ads, settings, cache_dir, base_dir)
     trainable = view.policy_columns.cpu() & (train_split.mask.sum(0) > 0)

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE = Path(os.environ.get("ADPOLICY_CACHE", Path.home() / ".cache" / "adpolicy"))
 EVALUATION_FILE = "evaluation.json"
 RECORD_SAMPLE = 256
+UNRECORDED = {"func", "cache_dir", "no_cache", "no_progress", "verbose"}  # no effect on weights
 
 
 def register(sub: Any) -> None:
@@ -37,6 +38,7 @@ def register(sub: Any) -> None:
         "--val-size", type=float, default=0.15, help="share of the 70 %% for validation"
     )
     dav.add_argument("--soft-labels", action="store_true", help="vote shares as training labels")
+    dav.add_argument("--raw-text", action="store_true", help="keep the tweets uncleaned")
     dav.add_argument("--no-check", action="store_true", help="accept a CSV of another sha256")
     dav.set_defaults(func=_davidson)
 
@@ -101,7 +103,7 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
 def _davidson(args: argparse.Namespace) -> int:
     paths = convert_davidson(
         args.csv, args.out, val_size=args.val_size, soft_labels=args.soft_labels,
-        check_sha256=not args.no_check,
+        clean_text=not args.raw_text, check_sha256=not args.no_check,
     )  # fmt: skip
     for name, path in paths.items():
         print(f"{name:<5} {path}")
@@ -127,7 +129,7 @@ def _config(args: argparse.Namespace) -> ModelConfig:
 
 def _data_record(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "args": {k: v for k, v in vars(args).items() if k != "func"},
+        "args": {k: v for k, v in vars(args).items() if k not in UNRECORDED},
         "data": {"train": file_sha256(args.data), "val": file_sha256(args.val)},
     }
 
