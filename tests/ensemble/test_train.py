@@ -1,0 +1,236 @@
+"""Training: masked loss, class weights, the served score, cache, thresholds, early stopping,
+fine-tuning and the train / evaluate commands."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from encoders.base import InputSpec
+from ensemble import build_ensemble, from_pretrained, save_pretrained
+from ensemble.batch import AdPreparer
+from ensemble.cli import main
+from ensemble.config import Policy
+from ensemble.evaluate import choose_threshold, score_ads
+from ensemble.features import embed, trim_padding
+from ensemble.train import TrainSettings, class_weights, masked_bce, train
+from ensemble.trainable import FusedLogits
+from tests.ensemble.train_data import keyword_ads, text_config, write_jsonl
+
+FAST = TrainSettings(epochs=6, batch_size=16, lr=3e-3, weight_decay=0.0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def train_ads() -> list[dict[str, Any]]:
+    return keyword_ads(96, seed=1)
+
+
+@pytest.fixture(scope="module")
+def val_ads() -> list[dict[str, Any]]:
+    return keyword_ads(40, seed=2, prefix="val")
+
+
+def test_masked_loss_ignores_unknown_labels() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(4, 2, requires_grad=True)
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.25, 0.0]])
+    mask = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0], [1.0, 1.0]])
+    loss = masked_bce(logits, targets, mask, torch.ones(2))
+    flipped = torch.where(mask.bool(), targets, 1 - targets)  # unknown labels changed
+    assert torch.equal(loss, masked_bce(logits, flipped, mask, torch.ones(2)))
+    known = mask.bool()
+    expected = F.binary_cross_entropy_with_logits(logits[known], targets[known])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)  # mean over known terms
+    loss.backward()
+    assert logits.grad is not None
+    assert (logits.grad[~known] == 0).all()
+    assert (logits.grad[known] != 0).all()
+
+
+def test_class_weights_schemes() -> None:
+    targets = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    mask = torch.ones(4, 3)
+    mask[3, 1] = 0  # the only positive of policy 1 is unknown
+    assert class_weights(targets, mask, "none").tolist() == [1.0, 1.0, 1.0]
+    assert class_weights(targets, mask, "balanced").tolist() == [3.0, 1.0, 1.0]
+    assert class_weights(targets, mask, "sqrt")[0].item() == pytest.approx(3**0.5)
+
+
+def test_fused_logits_are_the_logits_of_the_served_scores(small_model) -> None:
+    view = FusedLogits(small_model, live=small_model.keys)
+    inputs = small_model.example_inputs(3)[:-1]
+    presence = torch.tensor([[1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    named, position = {}, 0
+    for key in small_model.keys:
+        count = len(small_model.encoders[key].input_spec)
+        named[key] = list(inputs[position : position + count])
+        position += count
+    with torch.no_grad():
+        logits, applicable = view(named, presence)
+        served = small_model(*inputs, presence).scores
+    assert applicable.tolist() == [[True, True, True], [False, True, True], [True, True, False]]
+    assert torch.allclose(torch.sigmoid(logits)[applicable], served[applicable], atol=1e-6)
+    assert (served[~applicable] == 0).all()
+
+
+def test_fine_tuning_names_learned_encoders_only(small_model) -> None:
+    with pytest.raises(ValueError, match="cannot fine-tune"):
+        FusedLogits(small_model, live=["nope"])
+
+
+def test_cache_reuses_embeddings_and_keys_on_content(tiny_bert_dir, tmp_path) -> None:
+    config = text_config(tiny_bert_dir)
+    model = build_ensemble(config)
+    ads = keyword_ads(20, seed=3)
+    first = embed(model, ads, cache_dir=tmp_path, batch_size=4, progress=False)
+    (cached,) = tmp_path.iterdir()
+    stamp = cached.stat().st_mtime_ns
+    again = embed(model, ads, cache_dir=tmp_path, progress=False)
+    assert cached.stat().st_mtime_ns == stamp  # read, not rewritten
+    assert torch.equal(first.embeddings["text"], again.embeddings["text"])
+    assert first.presence[:, 0].all()
+    # the same embeddings as the encoder at full length (padding trimmed per batch)
+    encoder = model.encoders["text"]
+    preparer = AdPreparer(config)
+    batch = preparer.collate([preparer.prepare(a) for a in ads])
+    with torch.no_grad():
+        full = encoder(*batch.inputs[:2])
+    assert torch.allclose(first.embeddings["text"], full, atol=1e-5)
+    # another text, or other weights: another key
+    embed(model, [*ads[:-1], {**ads[-1], "text": "changed"}], cache_dir=tmp_path, progress=False)
+    with torch.no_grad():
+        next(encoder.parameters()).add_(0.01)
+    embed(model, ads, cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_trim_padding_cuts_after_the_last_attended_column() -> None:
+    ids = torch.arange(12).reshape(2, 6)
+    mask = torch.tensor([[1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]])
+    spec = (
+        InputSpec("input_ids", (6,), torch.int64),
+        InputSpec("attention_mask", (6,), torch.int64),
+    )
+    cut = trim_padding([ids, mask], spec)
+    assert [tuple(t.shape) for t in cut] == [(2, 3), (2, 3)]
+    assert torch.equal(cut[0], ids[:, :3])
+
+
+def test_training_masks_unlabelled_policies_and_sets_thresholds(
+    tiny_bert_dir, train_ads, val_ads, tmp_path
+) -> None:
+    config = text_config(tiny_bert_dir)
+    extra = Policy("adult", ("text",), threshold=0.42)  # no ad is labelled for it
+    model = build_ensemble(config.with_policies((*config.policies, extra)), seed=0)
+    head = [m for m in model.heads["text"].modules() if isinstance(m, torch.nn.Linear)][-1]
+    before = head.weight.detach().clone()
+    result = train(model, train_ads, val_ads, FAST, cache_dir=tmp_path)
+    assert result.model.config is not None
+    policies = {p.name: p for p in result.model.config.policies}
+    assert policies["adult"] == extra  # untouched: still untrained, its threshold kept
+    assert torch.equal(head.weight[2], before[2])  # no gradient reached its output row
+    assert not torch.equal(head.weight[:2], before[:2])
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    # thresholds: the rule applied to the validation scores of the served forward
+    scores, _ = score_ads(result.model, val_ads, progress=False)
+    for j, name in enumerate(["offensive_language", "hate_speech"]):
+        labels = np.array([ad["labels"][name] for ad in val_ads])
+        threshold, f1 = choose_threshold(scores[:, j], labels)
+        assert policies[name].calibrated
+        assert policies[name].threshold == pytest.approx(threshold, abs=1e-5)
+        assert result.policies[name]["val_f1"] == pytest.approx(f1, abs=1e-6)
+
+
+def test_early_stopping_keeps_the_best_epoch(tiny_bert_dir, train_ads, val_ads, tmp_path) -> None:
+    settings = dataclasses.replace(FAST, epochs=40, patience=2, lr=0.05)
+    result = train(
+        build_ensemble(text_config(tiny_bert_dir)), train_ads, val_ads, settings, cache_dir=tmp_path
+    )
+    history = [h["val_score"] for h in result.history]
+    assert len(history) < 40
+    assert len(history) - result.best_epoch == 2  # stopped after `patience` worse epochs
+    assert result.val_score == max(history) == history[result.best_epoch - 1]
+    again = train(
+        build_ensemble(text_config(tiny_bert_dir)), train_ads, val_ads, settings, cache_dir=tmp_path
+    )
+    assert [h["val_score"] for h in again.history] == history  # seeded: reproducible
+
+
+def test_fine_tuning_changes_the_encoder_and_freezing_does_not(
+    tiny_bert_dir, train_ads, val_ads, tmp_path
+) -> None:
+    frozen = build_ensemble(text_config(tiny_bert_dir))
+    original = {k: v.clone() for k, v in frozen.encoders.state_dict().items()}
+    train(frozen, train_ads, val_ads, dataclasses.replace(FAST, epochs=2))
+    assert all(torch.equal(v, original[k]) for k, v in frozen.encoders.state_dict().items())
+    tuned = build_ensemble(text_config(tiny_bert_dir))
+    settings = dataclasses.replace(FAST, epochs=2, unfreeze=("text",), encoder_lr=1e-3)
+    result = train(tuned, train_ads, val_ads, settings)
+    changed = [k for k, v in tuned.encoders.state_dict().items() if not torch.equal(v, original[k])]
+    assert any("encoder.layer" in k for k in changed)
+    # a full checkpoint holds the fine-tuned encoder
+    save_pretrained(result.model, tmp_path / "ckpt")
+    loaded = from_pretrained(tmp_path / "ckpt")
+    ads = val_ads[:8]
+    assert np.allclose(
+        score_ads(loaded, ads, progress=False)[0],
+        score_ads(tuned, ads, progress=False)[0],
+        atol=1e-6,
+    )
+
+
+def test_train_and_evaluate_commands(tiny_bert_dir, train_ads, val_ads, tmp_path, capsys) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(text_config(tiny_bert_dir).to_json()))
+    train_file = write_jsonl(train_ads, tmp_path / "train.jsonl")
+    val_file = write_jsonl(val_ads, tmp_path / "val.jsonl")
+    test_file = write_jsonl(keyword_ads(30, seed=9, prefix="test"), tmp_path / "test.jsonl")
+    out = tmp_path / "ckpt"
+    common = ["--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    args = ["train", "--config", str(config), "--data", str(train_file), "--val", str(val_file)]
+    args += ["--out", str(out), "--heads-only", "--epochs", "3", "--head-hidden", "8", *common]
+    assert main(args) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["head_hidden"] == 8
+    assert saved["checkpoint"]["weights"] == "heads"
+    assert saved["checkpoint"]["training"]["args"]["epochs"] == 3
+    assert all(p["calibrated"] for p in saved["policies"])
+    report = tmp_path / "report"
+    args = ["evaluate", str(out), "--data", str(test_file), "--report", str(report)]
+    assert (
+        main([*args, "--class-rule", "davidson", "--record", "--format", "html", "--no-progress"])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "hatesonar" in printed
+    assert (report / "report.html").is_file()
+    recorded = json.loads((out / "evaluation.json").read_text())
+    assert recorded["metrics"]["n"] == 30
+    assert len(recorded["sample"]["ids"]) == 30  # fewer ads than the sample size: all of them
+    assert (
+        recorded["sample"]["metrics"]["classes"]["accuracy"]
+        == recorded["metrics"]["classes"]["accuracy"]
+    )
+
+
+def test_heads_only_refuses_fine_tuned_encoders(tmp_path) -> None:
+    args = [
+        "train",
+        "--data",
+        "x",
+        "--val",
+        "y",
+        "--out",
+        str(tmp_path),
+        "--heads-only",
+        "--unfreeze",
+        "text",
+    ]
+    with pytest.raises(SystemExit, match="heads-only"):
+        main(args)
