@@ -148,7 +148,7 @@ def test_the_real_default_graph_needs_no_cpu_partition() -> None:
     operators = graph_operators(graph)
     assert not HF_TEXT_OPS & set(operators)
     assert {"aten::index_select", "aten::softmax", "aten::matmul"} <= set(operators)
-    assert report.where("aten::index_select") == ["encoders.text"]
+    assert "encoders.text" in report.where("aten::index_select")  # embedding lookups
     places = {p for where in operators.values() for p in where}
     assert {f"encoders.{k}" for k in model.keys} <= places
 
