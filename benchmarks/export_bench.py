@@ -9,7 +9,9 @@ eager fp32 on the calibration set (generated sample ads + random inputs) beside 
     python benchmarks/export_bench.py --configs default --batches 1,16 --budget 2
 
 A cell whose single call would exceed ``--max-call`` seconds (estimated from the previous
-batch size) is skipped and shown as such. Timings on a shared machine are noisy: compare
+batch size, or from one item first) is skipped and shown as such; a variant whose one-item
+call already exceeds it gets no parity numbers either (fp16 R3D: about a minute an item on
+a CPU without fp16 convolution kernels). Timings on a shared machine are noisy: compare
 ratios within one run.
 """
 
@@ -147,20 +149,24 @@ def bench_config(name: str, args: argparse.Namespace) -> list[str]:
     inputs = CheckInputs(model, calibration_ads(preparer), preparer, args.random_items)
     calibration = inputs.calibration()
     cells: dict[tuple[str, int], Cell] = {}
+    nan = (float("nan"), float("nan"))
     with torch.inference_mode(), quiet_jit():
         runners = build_variants(model, args.variants, inputs.example())
         reference = [model(*batch)[0] for batch in calibration]
+        # variant -> (batch, p50) of its last cell: one item first, to skip hopeless variants
+        last = {v: (1, single_call(r, inputs.example(1))) for v, r in runners.items()}
         parity = {
             variant: parity_vs_eager(model.config, runner, calibration, reference)
+            if last[variant][1] <= args.max_call
+            else nan
             for variant, runner in runners.items()
         }
-        last: dict[str, tuple[int, float]] = {}  # variant -> (batch, p50) of its last cell
         for batch in args.batches:
             active = {}
             for variant, runner in runners.items():
                 cells[variant, batch] = Cell(name, variant, batch, [])
-                if variant in last and last[variant][1] * batch / last[variant][0] > args.max_call:
-                    estimate = last[variant][1] * batch / last[variant][0]
+                estimate = last[variant][1] * batch / last[variant][0]
+                if estimate > args.max_call:
                     cells[variant, batch].note = f"skipped: ~{estimate:.0f} s a call"
                 else:
                     active[variant] = runner
@@ -172,6 +178,13 @@ def bench_config(name: str, args: argparse.Namespace) -> list[str]:
                 last[variant] = (batch, statistics.median(latencies))
                 log.info("%s", cells[variant, batch].row(parity[variant]))
     return [cells[v, b].row(parity[v]) for v in runners for b in args.batches]
+
+
+def single_call(runner: Runner, inputs: Sequence[Tensor]) -> float:
+    """Seconds of one call (the first: it also warms the graph up)."""
+    start = time.perf_counter()
+    runner(*inputs)
+    return time.perf_counter() - start
 
 
 def header() -> str:
