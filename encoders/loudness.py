@@ -131,15 +131,16 @@ class Biquad(torch.nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Args: x [rows, samples]. Returns the filtered signal [rows, samples]."""
         rows, n = x.shape
-        chunks = x.reshape(rows, -1, self.chunk)  # [rows, K, chunk]
+        k = n // self.chunk  # explicit sizes, never -1: an empty batch must reshape too
+        chunks = x.reshape(rows, k, self.chunk)  # [rows, K, chunk]
         before = _shift(chunks[..., self.chunk - 2 :], 1)  # the 2 samples before each chunk
-        extended = torch.cat([before, chunks], dim=-1).reshape(-1, self.chunk + 2)
+        extended = torch.cat([before, chunks], dim=-1).reshape(rows * k, self.chunk + 2)
         zero_state = extended @ self.response_t  # [rows * K, chunk], zero filter state
-        last_two = zero_state[:, self.chunk - 2 :].flip(-1).reshape(rows, -1, 2)
+        last_two = zero_state[:, self.chunk - 2 :].flip(-1).reshape(rows, k, 2)
         state = _shift(last_two, 1)  # [rows, K, 2]: y[-1], y[-2] entering each chunk...
         for i in range(self.scan_steps):  # ...once the earlier chunks are scanned in
             state = state + _shift(state, 2**i) @ self.powers_t[i]
-        return torch.addmm(zero_state, state.reshape(-1, 2), self.phi_t).reshape(rows, n)
+        return torch.addmm(zero_state, state.reshape(rows * k, 2), self.phi_t).reshape(rows, n)
 
 
 class LoudnessAnalyzer(Encoder):
@@ -178,7 +179,7 @@ class LoudnessAnalyzer(Encoder):
         """Args: waveform [B, 2, N], weights [B, 2], length [B]. Returns [B, 3]."""
         b, channels, n = waveform.shape
         y = self.high_pass(self.shelf(waveform.float().reshape(b * channels, n)))
-        segments = (y * y).reshape(b, channels, -1, SEGMENT).sum(-1)  # [B, C, S]
+        segments = (y * y).reshape(b, channels, n // SEGMENT, SEGMENT).sum(-1)  # [B, C, S]
         s = segments.shape[-1]
         z = (
             segments[..., : s - 3]

@@ -125,9 +125,22 @@ class HFTextEncoder(Encoder):
             InputSpec("input_ids", (length,), torch.int64),
             InputSpec("attention_mask", (length,), torch.int64),
         )
+        # One spare row ([CLS]-only) rides with every batch: Hugging Face attention reshapes
+        # with -1, which an empty batch (no ad with text) cannot do.
+        spare_mask = torch.zeros(1, length, dtype=torch.int64)
+        spare_mask[0, 0] = 1
+        self.register_buffer(
+            "spare_ids", torch.zeros(1, length, dtype=torch.int64), persistent=False
+        )
+        self.register_buffer("spare_mask", spare_mask, persistent=False)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Args: input_ids [batch, seq], attention_mask [batch, seq]. Returns [batch, dim]."""
+        length = input_ids.shape[1]  # training may trim padding columns
+        ids = torch.cat([input_ids, self.spare_ids[:, :length]])
+        return self._encode(ids, torch.cat([attention_mask, self.spare_mask[:, :length]]))[:-1]
+
+    def _encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         if self.neuron_friendly:
             dtype = self.model.get_input_embeddings().weight.dtype
             bias = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min

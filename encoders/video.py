@@ -101,7 +101,7 @@ class FramePoolEncoder(Encoder):
         """Args: frames [batch, T, 3, H, W]. Returns [batch, output_dim]."""
         b, t = frames.shape[:2]
         features = self.backbone(frames.flatten(0, 1))
-        return features.reshape(b, t, -1).mean(dim=1)
+        return features.reshape(b, t, features.shape[-1]).mean(dim=1)
 
 
 class _SampledFrames:

@@ -2,7 +2,8 @@
 
 An ad is a mapping with an optional ``id`` and any of ``text``, ``image``, ``audio``,
 ``video``. Each present field is decoded once and handed to every encoder of its modality;
-an absent one gets the encoders' placeholders and a 0 in the presence mask. A bad field
+an absent one gets no row in that modality's packed inputs (or, in a dense batch, the
+encoders' placeholders) and a 0 in the ad's ``index.<modality>``. A bad field
 raises :class:`AdError` listing every problem, each naming its field.
 """
 
@@ -29,6 +30,7 @@ from encoders.media import (
 )
 from encoders.registry import get_entry
 from ensemble.config import ModelConfig
+from ensemble.model import rows_index
 
 AD_FIELDS = ("id", *MODALITIES)
 PASSTHROUGH_FIELDS = ("labels", "meta")
@@ -74,17 +76,15 @@ class AdBatch:
 
     Attributes:
         ids: Ad ids, in batch order.
-        inputs: Tensors in the graph's input order, ``presence`` [batch, 4] last.
+        inputs: Tensors in the graph's input order (see ``AdPolicyEnsemble``).
+        presence: [batch, 4] float, 1 where the ad has the modality (``MODALITIES`` order).
         stats: Each ad's input statistics.
     """
 
     ids: list[str]
     inputs: tuple[Tensor, ...]
+    presence: Tensor
     stats: list[dict[str, float]]
-
-    @property
-    def presence(self) -> Tensor:
-        return self.inputs[-1]
 
     def to(self, device: torch.device | str) -> tuple[Tensor, ...]:
         return tuple(t.to(device) for t in self.inputs)
@@ -111,15 +111,19 @@ class AdPreparer:
         self.allow_paths = allow_paths
         self.preparers: dict[str, list[tuple[str, Any]]] = {m: [] for m in MODALITIES}
         placeholders: dict[str, Tensor] = {}
+        modality_of: dict[str, str] = {}
         for key, enc in sorted(config.encoders.items()):
             entry = get_entry(enc.type)
             settings = {**enc.settings, **(overrides or {}).get(key, {})}
             preparer = entry.preparer(entry.make_settings(**settings))
             self.preparers[entry.modality].append((key, preparer))
-            placeholders.update({f"{key}.{n}": t for n, t in preparer.placeholder().items()})
+            for name, tensor in preparer.placeholder().items():
+                placeholders[f"{key}.{name}"] = tensor
+                modality_of[f"{key}.{name}"] = entry.modality
         self.placeholders = placeholders
-        self.input_names = [*placeholders, "presence"]
+        self.modality_of = modality_of
         self.modalities = [m for m in MODALITIES if self.preparers[m]]
+        self.input_names = [*placeholders, *(f"index.{m}" for m in self.modalities)]
 
     def prepare(self, ad: Any, *, index: int = 0, base_dir: Path | None = None) -> PreparedAd:
         """Prepare one ad; raises :class:`AdError` naming every bad field."""
@@ -207,11 +211,33 @@ class AdPreparer:
         stats.update(video_seconds=info.num_frames / info.fps, video_fps=info.fps)
         return outputs
 
-    def collate(self, items: Sequence[PreparedAd]) -> AdBatch:
-        """Stack prepared ads; absent modalities take the placeholders."""
-        inputs = [
-            torch.stack([item.tensors.get(name, default) for item in items])
-            for name, default in self.placeholders.items()
-        ]
-        presence = torch.tensor([item.presence for item in items], dtype=torch.float32)
-        return AdBatch([i.id for i in items], (*inputs, presence), [i.stats for i in items])
+    def collate(self, items: Sequence[PreparedAd], *, dense: bool = False) -> AdBatch:
+        """Stack prepared ads into the graph's inputs.
+
+        Args:
+            items: Prepared ads.
+            dense: Give every ad a row in every modality (placeholders where absent), so
+                shapes depend on the batch size alone (fixed-shape compilers, training);
+                by default a modality's inputs hold only the ads that have it.
+
+        Returns:
+            The batch.
+        """
+        presence = torch.tensor([item.presence for item in items], dtype=torch.bool)
+        presence = presence.reshape(len(items), len(MODALITIES))
+        inputs = []
+        for name, default in self.placeholders.items():
+            column = presence[:, MODALITIES.index(self.modality_of[name])]
+            stacked = [
+                item.tensors.get(name, default)
+                for item, present in zip(items, column.tolist(), strict=True)
+                if dense or present
+            ]
+            inputs.append(torch.stack(stacked) if stacked else default.unsqueeze(0)[:0])
+        for modality in self.modalities:
+            column = presence[:, MODALITIES.index(modality)]
+            rows = torch.arange(1, len(items) + 1) if dense else rows_index(column)
+            inputs.append(rows * column.long())
+        return AdBatch(
+            [i.id for i in items], tuple(inputs), presence.float(), [i.stats for i in items]
+        )

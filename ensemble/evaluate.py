@@ -34,12 +34,11 @@ from sklearn.metrics import (
 )
 from tqdm import tqdm
 
-from encoders.base import MODALITIES, Encoder
-from ensemble.batch import AdError, AdPreparer, PreparedAd
+from encoders.base import MODALITIES
+from ensemble.batch import PreparedAd
 from ensemble.data import ClassRule, label_tensors
-from ensemble.features import trim_padding
-from ensemble.heads import PolicyHead
 from ensemble.model import AdPolicyEnsemble
+from ensemble.scoring import Scorer
 
 log = logging.getLogger(__name__)
 ECE_BINS = 10
@@ -169,7 +168,6 @@ class Evaluation:
         return {"n": int(self.scores.shape[0]), "policies": self.metrics, "classes": self.classes}
 
 
-@torch.inference_mode()
 def score_ads(
     model: AdPolicyEnsemble,
     ads: Sequence[Mapping[str, Any]],
@@ -187,67 +185,25 @@ def score_ads(
     Raises:
         ValueError: Ads that cannot be prepared, with their ids.
     """
-    if model.config is None:
-        raise ValueError("the model has no config; build it with build_ensemble()")
-    preparer = AdPreparer(model.config)
+    scorer = Scorer(model, device=device, batch_size=batch_size)
     root = Path(base_dir) if base_dir is not None else None
-    prepared: list[PreparedAd] = []
-    errors = []
-    for i, ad in enumerate(ads):
-        try:
-            prepared.append(preparer.prepare(ad, index=i, base_dir=root))
-        except AdError as err:
-            errors.append(f"{ad.get('id', f'#{i}')}: {err}")
+    prepared = [scorer.prepare(ad, index=i, base_dir=root) for i, ad in enumerate(ads)]
+    errors = [f"{p['id']}: {p['errors']}" for p in prepared if isinstance(p, dict)]
     if errors:
         raise ValueError(f"{len(errors)} ads cannot be prepared: " + "; ".join(errors[:5]))
-    config = model.config
-    presence = np.array([p.presence for p in prepared], dtype=bool).reshape(-1, len(MODALITIES))
-    sub = present_encoders(model, [m for j, m in enumerate(MODALITIES) if presence[:, j].any()])
-    names = sub.input_names[:-1]
-    order = sorted(range(len(prepared)), key=lambda i: _token_count(prepared[i]))
-    scores = np.zeros((len(ads), len(config.policies)), dtype=np.float32)
-    sub = sub.eval().to(device)
-    for start in tqdm(range(0, len(order), batch_size), desc="scoring", disable=not progress):
-        rows = order[start : start + batch_size]
-        inputs = [
-            torch.stack([prepared[i].tensors.get(n, preparer.placeholders[n]) for i in rows])
-            for n in names
-        ]
-        inputs.append(torch.from_numpy(presence[rows]).float())
-        out = sub(*(t.to(device) for t in _trimmed(sub, inputs)))
-        scores[rows] = out.scores.float().cpu().numpy()
+    good = [p for p in prepared if isinstance(p, PreparedAd)]
+    scores, presence = [], []
+    for start in tqdm(range(0, len(good), batch_size), desc="scoring", disable=not progress):
+        batch, out = scorer.run(good[start : start + batch_size])
+        scores.append(out.scores.numpy())
+        presence.append(batch.presence.numpy().astype(bool))
+    config = scorer.config
     heads = np.array([[config.modality(k) == m for m in MODALITIES] for k in model.keys])
     scored_by = np.array([[k in p.heads for p in config.policies] for k in model.keys])
     # [N, modalities] @ [modalities, encoders] @ [encoders, policies]
-    applicable = (presence.astype(int) @ heads.T.astype(int) @ scored_by.astype(int)) > 0
-    return scores, applicable
-
-
-def present_encoders(model: AdPolicyEnsemble, modalities: Sequence[str]) -> AdPolicyEnsemble:
-    """The same ensemble (shared modules) without the encoders of absent modalities.
-
-    For ads lacking those modalities the scores are the full ensemble's: an absent modality's
-    scores are masked to 0 by the fusion. It spares the placeholder inputs and the encoders
-    that would only score them (e.g. a 60 s silent waveform per text ad).
-    """
-    keys = [k for k in model.keys if model.encoders[k].modality in modalities]
-    encoders: dict[str, Encoder] = {k: model.encoders[k] for k in keys}  # type: ignore[misc]
-    heads: dict[str, PolicyHead] = {k: model.heads[k] for k in keys}  # type: ignore[misc]
-    return AdPolicyEnsemble(encoders, heads, model.num_policies, model.fusion)
-
-
-def _token_count(ad: PreparedAd) -> int:
-    return sum(int(t.sum()) for name, t in ad.tensors.items() if name.endswith(".attention_mask"))
-
-
-def _trimmed(model: AdPolicyEnsemble, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """The graph's inputs with each token encoder's padding columns cut."""
-    out: list[torch.Tensor] = []
-    for key in model.keys:
-        encoder: Encoder = model.encoders[key]  # type: ignore[assignment]
-        spec = encoder.input_spec
-        out.extend(trim_padding(inputs[len(out) : len(out) + len(spec)], spec))
-    return [*out, *inputs[len(out) :]]
+    present = np.concatenate(presence).reshape(-1, len(MODALITIES)).astype(int)
+    applicable = (present @ heads.T.astype(int) @ scored_by.astype(int)) > 0
+    return np.concatenate(scores).reshape(-1, len(config.policies)), applicable
 
 
 def measure(

@@ -43,8 +43,17 @@ class AdPolicyEnsemble(nn.Module):
         num_policies: Length of the policy list the heads' ``policy_index`` refer to.
         fusion: Combines per-modality scores given the presence mask.
 
-    Forward inputs, positionally: every encoder's inputs in ``input_names`` order, then
-    ``presence`` [batch, 4] (float, 1 where the ad has the modality).
+    Forward inputs, positionally (``input_names``):
+
+    1. every encoder's inputs, PACKED per modality: only the rows of the ads that have the
+       encoder's modality, ``[rows_<modality>, ...]``. A modality no ad in the batch has is
+       0 rows, so its encoders cost nothing: a text ad never pays for a video model.
+    2. per modality the model reads (``modalities``), ``index.<modality>`` [batch] int64:
+       1 + the ad's row in that modality's packed inputs, 0 when the ad lacks the modality.
+
+    Scores go back to ad order by ``index_select`` (never a sum over rows, so a bad row cannot
+    leak into another ad). With every ad given a row (placeholders where absent, index 0) the
+    same graph runs at fixed shapes ("dense" batches, for compilers such as Neuron).
     """
 
     config: ModelConfig | None = None  # attached by the builder; used to save and export
@@ -66,13 +75,14 @@ class AdPolicyEnsemble(nn.Module):
         self.num_policies = num_policies
         self.keys = keys
         self.modality_of = {k: MODALITIES.index(encoders[k].modality) for k in keys}
+        self.modalities = [m for m in MODALITIES if any(e.modality == m for e in encoders.values())]
         for k in keys:
             index = torch.tensor(heads[k].policy_index)
             self.register_buffer(
                 f"select_{k}", F.one_hot(index, num_policies).float(), persistent=False
             )
         self.input_names = [f"{k}.{s.name}" for k in keys for s in encoders[k].input_spec]
-        self.input_names.append("presence")
+        self.input_names += [f"index.{m}" for m in self.modalities]
         self.measurement_names = [
             f"{k}.{m}"
             for k in keys
@@ -81,34 +91,73 @@ class AdPolicyEnsemble(nn.Module):
         ]
 
     def forward(self, *inputs: Tensor) -> EnsembleOutput:
-        """Args: the tensors named by ``input_names``, batch first. Returns EnsembleOutput."""
-        presence = inputs[-1]
-        # zeros_like, expand, slice and max rather than new_zeros and maximum: the operators
-        # AWS Neuron lists as supported, and no device baked into the traced graph
-        zeros = torch.zeros_like(presence[:, :1]).expand(-1, self.num_policies)
-        per_modality = [zeros for _ in MODALITIES]
+        """Args: the tensors named by ``input_names``. Returns EnsembleOutput, batch first."""
+        count = len(self.modalities)
+        index = dict(zip(self.modalities, inputs[len(inputs) - count :], strict=True))
+        # zeros_like, expand, index_select, cat and max: operators AWS Neuron lists as
+        # supported; no device or batch size baked into the traced graph
+        zeros = torch.zeros_like(index[self.modalities[0]], dtype=torch.float32)
+        presence = torch.stack(
+            [(index[m] > 0).float() if m in index else zeros for m in MODALITIES], dim=1
+        )
+        per_modality = [zeros.unsqueeze(1).expand(-1, self.num_policies) for _ in MODALITIES]
         measurements = []
         position = 0
         for key in self.keys:
             encoder: Encoder = self.encoders[key]  # type: ignore[assignment]
-            count = len(encoder.input_spec)
-            features = encoder(*inputs[position : position + count])
-            position += count
+            size = len(encoder.input_spec)
+            features = encoder(*inputs[position : position + size])
+            position += size
+            rows = index[encoder.modality]
             if encoder.kind == "analyzer":
-                measurements.append(features.float())
+                measurements.append(_to_ads(features.float(), rows))
             logits = self.heads[key](features).float()
-            scores = torch.sigmoid(logits) @ getattr(self, f"select_{key}")
+            scores = _to_ads(torch.sigmoid(logits) @ getattr(self, f"select_{key}"), rows)
             m = self.modality_of[key]
             per_modality[m] = torch.max(per_modality[m], scores)
         fused, breakdown = self.fusion(torch.stack(per_modality, dim=1), presence)
         measured = torch.cat(measurements, dim=1) if measurements else presence[:, :0]
         return EnsembleOutput(fused, breakdown, measured)
 
-    def example_inputs(self, batch_size: int) -> tuple[Tensor, ...]:
-        """Random inputs for every encoder and an all-present mask."""
+    def example_inputs(self, batch_size: int, presence: Tensor | None = None) -> tuple[Tensor, ...]:
+        """Random inputs, packed by ``presence``.
+
+        Args:
+            batch_size: Number of ads.
+            presence: [batch_size, 4] bool, which ad has which modality; default all.
+        """
+        if presence is None:
+            presence = torch.ones(batch_size, len(MODALITIES), dtype=torch.bool)
         parts: list[Tensor] = []
         for key in self.keys:
             encoder: Encoder = self.encoders[key]  # type: ignore[assignment]
-            parts.extend(encoder.example_inputs(batch_size))
-        parts.append(torch.ones(batch_size, len(MODALITIES)))
+            parts.extend(encoder.example_inputs(int(presence[:, self.modality_of[key]].sum())))
+        parts.extend(rows_index(presence[:, MODALITIES.index(m)]) for m in self.modalities)
         return tuple(parts)
+
+
+def rows_index(present: Tensor) -> Tensor:
+    """``index.<modality>`` for a presence column: 1 + the packed row of each ad, else 0.
+
+    Args:
+        present: [batch] bool.
+
+    Returns:
+        [batch] int64.
+    """
+    present = present.bool()
+    return torch.cumsum(present.long(), dim=0) * present.long()
+
+
+def _to_ads(rows: Tensor, index: Tensor) -> Tensor:
+    """Rows of a packed modality back in ad order, zeros for ads without it.
+
+    Args:
+        rows: [rows, width] per packed row.
+        index: [batch] int64, 1 + row or 0.
+
+    Returns:
+        [batch, width].
+    """
+    padded = torch.cat([torch.zeros_like(rows[:1].sum(0, keepdim=True)), rows])
+    return torch.index_select(padded, 0, index)

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from encoders.base import InputError
-from ensemble.batch import AdError, AdPreparer, PreparedAd
-from ensemble.model import AdPolicyEnsemble
+from ensemble.batch import AdBatch, AdError, AdPreparer, PreparedAd
+from ensemble.config import ModelConfig
+from ensemble.model import AdPolicyEnsemble, EnsembleOutput
 from ensemble.postprocess import ResultFormatter, error_result
 from ensemble.writers import write_results
 
@@ -27,29 +29,40 @@ class Scorer:
     """Scores raw ads with an ensemble: preparation, batched inference, thresholds.
 
     Args:
-        model: An ensemble with its config attached.
+        model: An ensemble with its config attached, or any callable taking the graph's
+            inputs and returning ``(scores, modality_scores, measurements)`` (a traced graph),
+            in which case ``config`` and ``measurement_names`` must be given.
+        config: The model config (taken from ``model`` when it is an ensemble).
+        measurement_names: The measurement columns (likewise).
         device: Where the model runs (``"cpu"``, ``"cuda"``, ...).
         batch_size: Ads per forward pass.
         workers: Threads preparing ads (decoding releases the GIL).
+        allow_paths: Whether media fields may be file paths.
     """
 
     def __init__(
         self,
-        model: AdPolicyEnsemble,
+        model: AdPolicyEnsemble | Callable[..., Sequence[Tensor]],
         *,
+        config: ModelConfig | None = None,
+        measurement_names: Sequence[str] | None = None,
         device: str | torch.device = "cpu",
         batch_size: int = 8,
         workers: int = 2,
+        allow_paths: bool = True,
     ) -> None:
-        if model.config is None:
-            raise ValueError("the model has no config; build it with build_ensemble()")
         self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
-        self.config = model.config
+        if isinstance(model, AdPolicyEnsemble):
+            config, measurement_names = model.config, model.measurement_names
+            model = model.eval().to(self.device)
+        if config is None or measurement_names is None:
+            raise ValueError("the model has no config; build it with build_ensemble()")
+        self.model = model
+        self.config = config
         self.batch_size = batch_size
         self.workers = workers
-        self.preparer = AdPreparer(model.config)
-        self.formatter = ResultFormatter(model.config, model.measurement_names)
+        self.preparer = AdPreparer(config, allow_paths=allow_paths)
+        self.formatter = ResultFormatter(config, measurement_names)
 
     @property
     def policy_names(self) -> list[str]:
@@ -79,27 +92,39 @@ class Scorer:
         items = iter(enumerate(ads))
         with ThreadPoolExecutor(max_workers=self.workers) as pool, bar:
             while chunk := list(islice(items, self.batch_size)):
-                prepared = list(pool.map(lambda pair: self._prepare(pair, root), chunk))
-                yield from self._score_prepared(prepared)
+                prepared = list(
+                    pool.map(
+                        lambda pair: self.prepare(pair[1], index=pair[0], base_dir=root), chunk
+                    )
+                )
+                yield from self.score_prepared(prepared)
                 bar.update(len(chunk))
 
-    def _prepare(self, pair: tuple[int, Any], root: Path | None) -> PreparedAd | dict[str, Any]:
-        index, ad = pair
+    def prepare(
+        self, ad: Any, *, index: int = 0, base_dir: Path | None = None
+    ) -> PreparedAd | dict[str, Any]:
+        """A prepared ad, or its error row (``status: "error"``) when a field is bad."""
         try:
-            return self.preparer.prepare(ad, index=index, base_dir=root)
+            return self.preparer.prepare(ad, index=index, base_dir=base_dir)
         except AdError as err:
             ad_id = ad.get("id") if isinstance(ad, Mapping) else None
             return error_result(str(ad_id if ad_id is not None else f"#{index}"), err)
 
     @torch.inference_mode()
-    def _score_prepared(
+    def run(self, prepared: Sequence[PreparedAd]) -> tuple[AdBatch, EnsembleOutput]:
+        """One forward pass over prepared ads: the batch and the raw outputs (on CPU)."""
+        batch = self.preparer.collate(prepared)
+        outputs = self.model(*batch.to(self.device))
+        return batch, EnsembleOutput(*(t.float().cpu() for t in outputs))
+
+    def score_prepared(
         self, prepared: Sequence[PreparedAd | dict[str, Any]]
     ) -> list[dict[str, Any]]:
+        """Results of prepared ads; an error row (a dict) passes through in its place."""
         good = [p for p in prepared if isinstance(p, PreparedAd)]
         results: dict[int, dict[str, Any]] = {}
         if good:
-            batch = self.preparer.collate(good)
-            out = self.model(*batch.to(self.device))
+            batch, out = self.run(good)
             formatted = self.formatter.format_batch(
                 batch.ids, out.scores, out.modality_scores, out.measurements, batch.presence
             )

@@ -222,7 +222,7 @@ class _Split:
         """Inputs of :class:`FusedLogits` for rows ``index``, and presence [B, 4]."""
         inputs = {k: [v[index].to(device)] for k, v in self.cached.items()}
         if preparer is not None:
-            collated = preparer.collate([self.prepared[i] for i in index.tolist()])
+            collated = preparer.collate([self.prepared[i] for i in index.tolist()], dense=True)
             named = dict(zip(preparer.input_names, collated.inputs, strict=True))
             for key in view.live:
                 encoder: Encoder = view.live[key]  # type: ignore[assignment]

@@ -18,7 +18,7 @@ from .conftest import small_config_json
 def _trace_roundtrip(
     model: AdPolicyEnsemble, batch: tuple[torch.Tensor, ...]
 ) -> torch.jit.ScriptModule:
-    traced = torch.jit.trace(model, model.example_inputs(2), check_trace=False)
+    traced = torch.jit.trace(model, batch, check_trace=False)
     buffer = io.BytesIO()
     torch.jit.save(traced, buffer)
     buffer.seek(0)
@@ -50,15 +50,20 @@ def test_swapped_encoders_score_and_trace(tiny_bert_dir, small_model) -> None:
         torch.testing.assert_close(loaded(*inputs)[0], model(*inputs).scores, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("dense", [False, True])
 def test_missing_modalities_do_not_change_scores(
-    small_model, small_config, sample_ads, sample_media
+    small_model, small_config, sample_ads, sample_media, dense
 ) -> None:
     """Text-only, image-only, audio-only and all-four ads in ONE batch = each scored alone."""
     preparer = AdPreparer(small_config)
     items = [preparer.prepare(ad, base_dir=sample_media.parent) for ad in sample_ads.values()]
     assert [sum(i.presence) for i in items] == [1, 1, 1, 4]
+    together_batch = preparer.collate(items, dense=dense)
+    rows = {n: t.shape[0] for n, t in zip(preparer.input_names, together_batch.inputs, strict=True)}
+    assert rows["text.input_ids"] == (4 if dense else 2)  # packed: only the ads with text
+    assert rows["video.frames"] == (4 if dense else 1)
     with torch.no_grad():
-        together = small_model(*preparer.collate(items).inputs)
+        together = small_model(*together_batch.inputs)
         for row, item in enumerate(items):
             alone = small_model(*preparer.collate([item]).inputs)
             torch.testing.assert_close(together.scores[row], alone.scores[0], atol=1e-5, rtol=0)
@@ -67,6 +72,17 @@ def test_missing_modalities_do_not_change_scores(
             )
     absent = ~torch.tensor(items[0].presence)
     assert (together.modality_scores[0, absent] == 0).all()
+
+
+def test_graph_traced_on_one_mix_runs_any_mix(small_model) -> None:
+    """Traced with some modalities missing, run with others missing (or none, or all)."""
+    trace_mix = torch.tensor([[1, 1, 0, 1], [1, 0, 1, 1], [0, 1, 1, 0]], dtype=torch.bool)
+    with torch.no_grad():
+        loaded = _trace_roundtrip(small_model, small_model.example_inputs(3, trace_mix))
+        for mix in ([[1, 0, 0, 0]] * 5, [[0, 0, 0, 1], [0, 1, 0, 0]], [[1, 1, 1, 1]]):
+            inputs = small_model.example_inputs(len(mix), torch.tensor(mix, dtype=torch.bool))
+            for got, want in zip(loaded(*inputs), small_model(*inputs), strict=True):
+                torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
 
 
 def test_traced_graph_matches_eager_on_real_ads(

@@ -121,8 +121,9 @@ def test_analyzers_trace_with_the_ensemble() -> None:
         buffer.seek(0)
         loaded = torch.jit.load(buffer)
         for batch in (1, 3):
-            inputs = list(model.example_inputs(batch))
-            inputs[-1][0, 1] = 0  # the first ad has no image
+            presence = torch.ones(batch, 4, dtype=torch.bool)
+            presence[0, 1] = False  # the first ad has no image
+            inputs = model.example_inputs(batch, presence)
             eager = model(*inputs)
             for got, want in zip(loaded(*inputs), eager, strict=True):
                 torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)

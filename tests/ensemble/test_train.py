@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from encoders.base import InputSpec
+from encoders.base import MODALITIES, InputSpec
 from ensemble import build_ensemble, from_pretrained, save_pretrained
 from ensemble.batch import AdPreparer
 from ensemble.cli import main
@@ -64,16 +64,20 @@ def test_class_weights_schemes() -> None:
 
 def test_fused_logits_are_the_logits_of_the_served_scores(small_model) -> None:
     view = FusedLogits(small_model, live=small_model.keys)
-    inputs = small_model.example_inputs(3)[:-1]
     presence = torch.tensor([[1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    count = len(small_model.modalities)
+    inputs = small_model.example_inputs(3)[:-count]  # dense: every ad has a row everywhere
+    index = [
+        torch.arange(1, 4) * presence[:, MODALITIES.index(m)].long() for m in small_model.modalities
+    ]
     named, position = {}, 0
     for key in small_model.keys:
-        count = len(small_model.encoders[key].input_spec)
-        named[key] = list(inputs[position : position + count])
-        position += count
+        size = len(small_model.encoders[key].input_spec)
+        named[key] = list(inputs[position : position + size])
+        position += size
     with torch.no_grad():
         logits, applicable = view(named, presence)
-        served = small_model(*inputs, presence).scores
+        served = small_model(*inputs, *index).scores
     assert applicable.tolist() == [[True, True, True], [False, True, True], [True, True, False]]
     assert torch.allclose(torch.sigmoid(logits)[applicable], served[applicable], atol=1e-6)
     assert (served[~applicable] == 0).all()
