@@ -15,7 +15,7 @@ import inspect
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -137,8 +137,10 @@ class HFTextEncoder(Encoder):
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Args: input_ids [batch, seq], attention_mask [batch, seq]. Returns [batch, dim]."""
         length = input_ids.shape[1]  # training may trim padding columns
-        ids = torch.cat([input_ids, self.spare_ids[:, :length]])
-        return self._encode(ids, torch.cat([attention_mask, self.spare_mask[:, :length]]))[:-1]
+        spare_ids = cast(Tensor, self.spare_ids)
+        spare_mask = cast(Tensor, self.spare_mask)
+        ids = torch.cat([input_ids, spare_ids[:, :length]])
+        return self._encode(ids, torch.cat([attention_mask, spare_mask[:, :length]]))[:-1]
 
     def _encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         if self.neuron_friendly:

@@ -98,6 +98,7 @@ class AdPreparer:
         allow_paths: Whether media fields may be file paths (False on a server).
         overrides: Encoder key -> settings to replace (e.g. the tokenizer directory inside a
             TorchServe archive).
+        dense: Collate dense batches by default (graphs compiled for fixed shapes).
     """
 
     def __init__(
@@ -106,7 +107,9 @@ class AdPreparer:
         *,
         allow_paths: bool = True,
         overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        dense: bool = False,
     ) -> None:
+        self.dense = dense
         self.limits: MediaLimits = config.limits
         self.allow_paths = allow_paths
         self.preparers: dict[str, list[tuple[str, Any]]] = {m: [] for m in MODALITIES}
@@ -211,18 +214,20 @@ class AdPreparer:
         stats.update(video_seconds=info.num_frames / info.fps, video_fps=info.fps)
         return outputs
 
-    def collate(self, items: Sequence[PreparedAd], *, dense: bool = False) -> AdBatch:
+    def collate(self, items: Sequence[PreparedAd], *, dense: bool | None = None) -> AdBatch:
         """Stack prepared ads into the graph's inputs.
 
         Args:
             items: Prepared ads.
             dense: Give every ad a row in every modality (placeholders where absent), so
                 shapes depend on the batch size alone (fixed-shape compilers, training);
-                by default a modality's inputs hold only the ads that have it.
+                packed (the default unless the preparer was made dense), a modality's inputs
+                hold only the ads that have it.
 
         Returns:
             The batch.
         """
+        dense = self.dense if dense is None else dense
         presence = torch.tensor([item.presence for item in items], dtype=torch.bool)
         presence = presence.reshape(len(items), len(MODALITIES))
         inputs = []

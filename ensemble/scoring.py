@@ -38,6 +38,7 @@ class Scorer:
         batch_size: Ads per forward pass.
         workers: Threads preparing ads (decoding releases the GIL).
         allow_paths: Whether media fields may be file paths.
+        preparer: The preparation to use (default: a packed one built from ``config``).
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class Scorer:
         batch_size: int = 8,
         workers: int = 2,
         allow_paths: bool = True,
+        preparer: AdPreparer | None = None,
     ) -> None:
         self.device = torch.device(device)
         if isinstance(model, AdPolicyEnsemble):
@@ -61,7 +63,7 @@ class Scorer:
         self.config = config
         self.batch_size = batch_size
         self.workers = workers
-        self.preparer = AdPreparer(config, allow_paths=allow_paths)
+        self.preparer = preparer or AdPreparer(config, allow_paths=allow_paths)
         self.formatter = ResultFormatter(config, measurement_names)
 
     @property

@@ -34,6 +34,7 @@ from ensemble.config import ModelConfig
 from ensemble.model import AdPolicyEnsemble
 from ensemble.postprocess import ResultFormatter
 from ensemble.pretrained import bundle_encoder_files, resolve_encoder_paths
+from ensemble.scoring import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,10 @@ GRAPH_FILES = {
     "torch-export": "model.pt2",
 }
 OUTPUT_NAMES = ("scores", "modality_scores", "measurements")
+# How a target's batches are laid out (see AdPolicyEnsemble): TorchScript runs packed batches
+# (an encoder sees only the ads with its modality); torch.export and Neuron compile fixed
+# shapes, so every ad gets a row in every modality (placeholders where absent).
+LAYOUTS = {"torchscript": "packed", "neuron": "dense", "neuronx": "dense", "torch-export": "dense"}
 
 GraphLoader = Callable[[Path, str], Any]
 
@@ -77,14 +82,21 @@ def versions() -> dict[str, str]:
     return out
 
 
-def input_spec(model: AdPolicyEnsemble) -> list[dict[str, Any]]:
-    """The graph's inputs in order: name, shape with a free ``"batch"`` dimension, dtype."""
+def input_spec(model: AdPolicyEnsemble, layout: str) -> list[dict[str, Any]]:
+    """The graph's inputs in order: name, shape with its free first dimension, dtype.
+
+    In a packed layout an encoder's inputs have one row per ad that has its modality
+    (``"rows_<modality>"``); in a dense one every input has one row per ad (``"batch"``).
+    """
     specs: list[dict[str, Any]] = []
     for key in model.keys:
         encoder = cast(Encoder, model.encoders[key])
-        specs.extend({**s.to_json(), "name": f"{key}.{s.name}"} for s in encoder.input_spec)
-    specs.append(
-        {"name": "presence", "shape": ["batch", len(MODALITIES)], "dtype": str(torch.float32)}
+        rows = "batch" if layout == "dense" else f"rows_{encoder.modality}"
+        for s in encoder.input_spec:
+            specs.append({**s.to_json(), "name": f"{key}.{s.name}", "shape": [rows, *s.shape]})
+    specs.extend(
+        {"name": f"index.{m}", "shape": ["batch"], "dtype": str(torch.int64)}
+        for m in model.modalities
     )
     return specs
 
@@ -134,11 +146,12 @@ def build_manifest(
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "target": target,
+        "layout": LAYOUTS[target],
         "graph": {"file": graph_file, "sha256": graph_sha256},
         "config": config.to_json(),
         "policies": config.policy_names,
         "modalities": list(MODALITIES),
-        "inputs": input_spec(model),
+        "inputs": input_spec(model, LAYOUTS[target]),
         "outputs": output_spec(model),
         "measurement_names": list(model.measurement_names),
         "preparation": {
@@ -235,6 +248,11 @@ class Artifact:
         return str(self.manifest["target"])
 
     @property
+    def dense(self) -> bool:
+        """Whether the graph takes dense batches (every ad a row in every modality)."""
+        return bool(self.manifest.get("layout") == "dense")
+
+    @property
     def measurement_names(self) -> list[str]:
         return list(self.manifest["measurement_names"])
 
@@ -248,13 +266,23 @@ class Artifact:
 
     def preparer(self, allow_paths: bool) -> AdPreparer:
         """The preparation of this artifact's inputs (tokenizers from the artifact itself)."""
-        preparer = AdPreparer(self.config, allow_paths=allow_paths)
+        preparer = AdPreparer(self.config, allow_paths=allow_paths, dense=self.dense)
         if preparer.input_names != self.input_names:
             raise ArtifactError(
                 f"{self.directory}: the preparation yields inputs {preparer.input_names}, "
                 f"the graph takes {self.input_names}"
             )
         return preparer
+
+    def scorer(self, *, allow_paths: bool, **options: Any) -> Scorer:
+        """An offline :class:`~ensemble.scoring.Scorer` running this artifact's graph."""
+        return Scorer(
+            self,
+            config=self.config,
+            measurement_names=self.measurement_names,
+            preparer=self.preparer(allow_paths),
+            **options,
+        )
 
     def formatter(self) -> ResultFormatter:
         """Thresholds and result rows for this artifact's outputs."""

@@ -133,7 +133,7 @@ def cycled_batch(
     """A batch of ``batch_size`` graph inputs cycling over prepared ads.
 
     Returns:
-        The graph inputs, ``presence`` [batch_size, 4] last.
+        The graph inputs, in the preparer's layout.
     """
     if not prepared:
         raise ValueError("no prepared ads to batch")
@@ -141,9 +141,23 @@ def cycled_batch(
     return preparer.collate(items).inputs
 
 
-def random_batch(example_inputs: Any, batch_size: int, seed: int) -> tuple[Tensor, ...]:
-    """Random graph inputs from ``example_inputs(batch_size)`` under a fixed seed."""
+def mixed_presence(batch_size: int) -> Tensor:
+    """[batch_size, 4] bool: ad i lacks modality m when (i + m) % 3 == 2, so from 3 ads on
+    every modality has some rows, fewer than the batch (a trace cannot confuse the two)."""
+    ads = torch.arange(batch_size).unsqueeze(1)
+    modalities = torch.arange(4).unsqueeze(0)
+    return (ads + modalities) % 3 != 2
+
+
+def random_batch(
+    example_inputs: Any, batch_size: int, seed: int, *, dense: bool = False
+) -> tuple[Tensor, ...]:
+    """Random graph inputs from ``example_inputs(batch_size, presence)`` under a fixed seed.
+
+    Packed batches mix modalities (:func:`mixed_presence`); dense ones give every ad all.
+    """
+    presence = None if dense else mixed_presence(batch_size)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        inputs: tuple[Tensor, ...] = example_inputs(batch_size)
+        inputs: tuple[Tensor, ...] = example_inputs(batch_size, presence)
     return inputs

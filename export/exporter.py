@@ -16,7 +16,7 @@ from ensemble.builder import build_ensemble
 from ensemble.config import load_config
 from ensemble.model import AdPolicyEnsemble
 from ensemble.pretrained import CONFIG_FILE, from_pretrained
-from export.artifact import save_artifact
+from export.artifact import LAYOUTS, save_artifact
 from export.calibration import calibration_ads, cycled_batch, random_batch
 from export.opcheck import check_operators
 from export.precision import ParityGate, PrecisionPlan, choose_precision, with_precision
@@ -85,7 +85,9 @@ class CheckInputs:
 
     def random(self, batch_size: int) -> tuple[Tensor, ...]:
         """Fresh random inputs (seeded by the batch size, unlike the trace's example)."""
-        return random_batch(self.model.example_inputs, batch_size, seed=1000 + batch_size)
+        return random_batch(
+            self.model.example_inputs, batch_size, seed=1000 + batch_size, dense=self.preparer.dense
+        )
 
     def real_batch(self, batch_size: int) -> tuple[Tensor, ...]:
         """Real prepared ads, cycled to ``batch_size``."""
@@ -93,7 +95,9 @@ class CheckInputs:
 
     def example(self, batch_size: int = TRACE_BATCH_SIZE) -> tuple[Tensor, ...]:
         """The inputs the graph is traced with."""
-        return random_batch(self.model.example_inputs, batch_size, seed=0)
+        return random_batch(
+            self.model.example_inputs, batch_size, seed=0, dense=self.preparer.dense
+        )
 
     def by_kind(self) -> dict[str, InputsAt]:
         """Input kind -> batch size -> inputs, for :func:`export.trace.check_parity`."""
@@ -110,7 +114,11 @@ class CheckInputs:
             for i in range(0, len(self.real), step)
         ]
         if self.random_items:
-            batches.append(random_batch(self.model.example_inputs, self.random_items, seed=7))
+            batches.append(
+                random_batch(
+                    self.model.example_inputs, self.random_items, seed=7, dense=self.preparer.dense
+                )
+            )
         return batches
 
 
@@ -173,7 +181,7 @@ def export_model(
 
         import_sdk(options.target)  # fail before minutes of tracing and checks
     model.eval()
-    preparer = AdPreparer(model.config)
+    preparer = AdPreparer(model.config, dense=LAYOUTS[options.target] == "dense")
     inputs = CheckInputs(
         model, calibration_ads(preparer, options.calibration), preparer, options.random_items
     )

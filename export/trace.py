@@ -20,7 +20,7 @@ from export.artifact import OUTPUT_NAMES
 
 log = logging.getLogger(__name__)
 
-TRACE_BATCH_SIZE = 2
+TRACE_BATCH_SIZE = 3  # with mixed modalities, every packed input has 2 rows of 3
 PARITY_BATCH_SIZES = (1, 2, 7, 32)
 FP32_TOLERANCE = 1e-4
 

@@ -12,22 +12,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor
-
 from encoders.base import MODALITIES
-from ensemble.batch import AdError, AdPreparer, PreparedAd
+from ensemble.batch import PreparedAd
 from ensemble.data import read_manifest
-from ensemble.postprocess import ResultFormatter, error_result
 from ensemble.scoring import Scorer, load
-from export.artifact import MANIFEST_FILE, Artifact, load_artifact
+from export.artifact import MANIFEST_FILE, load_artifact
 from serve.capture import capture_record
 from serve.monitor.drift import DEFAULT_BINS, DEFAULT_SAMPLE_SIZE, Distribution
 from serve.monitor.observe import Observations
@@ -38,40 +34,21 @@ BASELINE_FORMAT = 1
 
 @dataclass(frozen=True)
 class Pipeline:
-    """Preparation, graph and thresholds of a checkpoint or an artifact, yielding capture records.
+    """Scores ads with a checkpoint or an artifact and summarises each as a capture record.
 
     Attributes:
-        preparer: The model's preparation (paths allowed: offline data).
-        forward: Runs the graph on the prepared tensors; returns
-            ``(scores, modality_scores, measurements)``.
-        formatter: Thresholds and result rows.
-        device: Where the inputs go.
+        scorer: The offline scorer (the same preparation, graph and thresholds as serving).
     """
 
-    preparer: AdPreparer
-    forward: Callable[..., Sequence[Tensor]]
-    formatter: ResultFormatter
-    device: torch.device
-
-    @classmethod
-    def from_scorer(cls, scorer: Scorer) -> Pipeline:
-        """The pipeline of an offline :class:`~ensemble.scoring.Scorer` (eager model)."""
-        return cls(scorer.preparer, scorer.model, scorer.formatter, scorer.device)
-
-    @classmethod
-    def from_artifact(cls, artifact: Artifact) -> Pipeline:
-        """The pipeline of a loaded export artifact (the traced graph)."""
-        return cls(
-            artifact.preparer(allow_paths=True), artifact, artifact.formatter(), torch.device("cpu")
-        )
+    scorer: Scorer
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Pipeline:
         """The pipeline of an export artifact (a directory with ``manifest.json``) or of a
         checkpoint directory (default: the embedded default model)."""
         if path is not None and (Path(path) / MANIFEST_FILE).is_file():
-            return cls.from_artifact(load_artifact(path))
-        return cls.from_scorer(load(path))
+            return cls(load_artifact(path).scorer(allow_paths=True))
+        return cls(load(path))
 
     def records(
         self,
@@ -90,27 +67,10 @@ class Pipeline:
         items = iter(enumerate(ads))
         while chunk := list(islice(items, batch_size)):
             now = time.time()
-            prepared: list[PreparedAd | dict[str, Any]] = []
-            for index, ad in chunk:
-                try:
-                    prepared.append(self.preparer.prepare(ad, index=index, base_dir=base_dir))
-                except AdError as err:
-                    prepared.append(error_result(str(ad.get("id", f"#{index}")), err))
-            good = [p for p in prepared if isinstance(p, PreparedAd)]
-            results: dict[int, dict[str, Any]] = {}
-            if good:
-                batch = self.preparer.collate(good)
-                with torch.inference_mode():
-                    scores, breakdown, measured = self.forward(*batch.to(self.device))
-                rows = self.formatter.format_batch(
-                    batch.ids, scores, breakdown, measured, batch.presence
-                )
-                results = {id(p): row for p, row in zip(good, rows, strict=True)}
-            for p in prepared:
-                if isinstance(p, PreparedAd):
-                    yield capture_record(results[id(p)], p.stats, timestamp=now)
-                else:
-                    yield capture_record(p, {}, timestamp=now)
+            prepared = [self.scorer.prepare(ad, index=i, base_dir=base_dir) for i, ad in chunk]
+            for item, result in zip(prepared, self.scorer.score_prepared(prepared), strict=True):
+                stats = item.stats if isinstance(item, PreparedAd) else {}
+                yield capture_record(result, stats, timestamp=now)
 
 
 def summarize(

@@ -11,7 +11,7 @@ import torch
 from encoders import MODALITIES
 from ensemble.cli import main
 from ensemble.pretrained import from_pretrained
-from ensemble.scoring import DEFAULT_DIR, Scorer
+from ensemble.scoring import DEFAULT_DIR
 from export.artifact import (
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -27,17 +27,17 @@ def test_manifest_describes_the_graph(small_artifact_dir, small_export_model) ->
     assert manifest["format"] == "adpolicy-artifact"
     assert manifest["format_version"] == FORMAT_VERSION
     assert manifest["target"] == "torchscript"
+    assert manifest["layout"] == "packed"
     assert manifest["graph"]["sha256"] == sha256_of(small_artifact_dir / "model.pt")
     assert [s["name"] for s in manifest["inputs"]] == small_export_model.input_names
     for spec in manifest["inputs"]:
-        assert spec["shape"][0] == "batch"
-    assert manifest["inputs"][-1] == {
-        "name": "presence",
-        "shape": ["batch", len(MODALITIES)],
-        "dtype": "torch.float32",
-    }
+        modality = spec["name"].split(".")[0] if spec["name"].startswith("index.") else None
+        assert spec["shape"][0] == ("batch" if modality else f"rows_{spec['name'].split('.')[0]}")
+    assert manifest["inputs"][-len(MODALITIES) :] == [
+        {"name": f"index.{m}", "shape": ["batch"], "dtype": "torch.int64"} for m in MODALITIES
+    ]
     ids = next(s for s in manifest["inputs"] if s["name"] == "text.input_ids")
-    assert ids == {"name": "text.input_ids", "shape": ["batch", 16], "dtype": "torch.int64"}
+    assert ids == {"name": "text.input_ids", "shape": ["rows_text", 16], "dtype": "torch.int64"}
     assert [o["name"] for o in manifest["outputs"]] == [
         "scores",
         "modality_scores",
@@ -153,10 +153,10 @@ def test_default_model_artifact_scores_like_the_scorer(tmp_path) -> None:
     assert artifact.manifest["parity"]["batch_sizes"] == [1, 7]
     assert artifact.manifest["neuron_check"]["unsupported"] == {}
     ads = [{"id": "a", "text": "Fresh coffee, delivered weekly."}, {"id": "b", "text": "you idiot"}]
-    scorer = Scorer(from_pretrained(DEFAULT_DIR))
+    model = from_pretrained(DEFAULT_DIR)
     preparer = artifact.preparer(allow_paths=False)
     batch = preparer.collate([preparer.prepare(ad) for ad in ads])
     with torch.no_grad():
         got = artifact.graph(*batch.inputs)
-        want = scorer.model(*batch.inputs)
+        want = model(*batch.inputs)
     torch.testing.assert_close(got[0], want.scores, atol=1e-4, rtol=0)

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from encoders.base import MODALITIES
 from ensemble.batch import AdPreparer
 from export.calibration import calibration_ads, cycled_batch, random_batch
 from export.exporter import CheckInputs
@@ -53,8 +54,16 @@ def test_real_inputs_cover_every_modality(small_export_model, inputs) -> None:
     presence = torch.tensor([item.presence for item in inputs.real])
     assert presence.all(dim=1).any(), "an ad with all four modalities"
     assert (presence.sum(dim=1) == 1).any(), "single-modality ads"
-    batch = cycled_batch(inputs.preparer, inputs.real, 7)
-    assert [t.shape[0] for t in batch] == [7] * len(small_export_model.input_names)
+    batch = dict(
+        zip(inputs.preparer.input_names, cycled_batch(inputs.preparer, inputs.real, 7), strict=True)
+    )
+    cycled = presence[torch.arange(7) % len(inputs.real)]
+    for name, tensor in batch.items():
+        if name.startswith("index."):
+            assert tensor.shape == (7,)
+        else:  # packed: one row per ad that has the input's modality
+            modality = inputs.preparer.modality_of[name]
+            assert tensor.shape[0] == int(cycled[:, MODALITIES.index(modality)].sum())
 
 
 def test_a_different_graph_fails_the_parity_check(small_export_model, inputs) -> None:

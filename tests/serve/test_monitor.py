@@ -13,6 +13,7 @@ import pytest
 from ensemble import ModelConfig, build_ensemble, save_pretrained
 from ensemble.cli import main
 from ensemble.data import read_manifest
+from ensemble.model import AdPolicyEnsemble
 from ensemble.scoring import Scorer
 from export.exporter import ExportOptions, export_model
 from serve.capture import CaptureWriter
@@ -257,7 +258,7 @@ def test_html_embeds_the_plots(baseline: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def text_scorer(tiny_bert_dir: Path) -> Scorer:
+def text_model(tiny_bert_dir: Path) -> AdPolicyEnsemble:
     config = small_config_json(
         tiny_bert_dir,
         encoders={"text": {"type": "hf_text", "model_dir": str(tiny_bert_dir), "max_length": 16}},
@@ -266,7 +267,12 @@ def text_scorer(tiny_bert_dir: Path) -> Scorer:
             {"name": "hate_speech", "heads": ["text"], "calibrated": True, "threshold": 0.3},
         ],
     )
-    return Scorer(build_ensemble(ModelConfig.from_json(config), seed=0), batch_size=4)
+    return build_ensemble(ModelConfig.from_json(config), seed=0)
+
+
+@pytest.fixture(scope="module")
+def text_scorer(text_model: AdPolicyEnsemble) -> Scorer:
+    return Scorer(text_model, batch_size=4)
 
 
 def _write_ads(path: Path, n: int) -> list[dict[str, Any]]:
@@ -300,7 +306,7 @@ def _write_ads(path: Path, n: int) -> list[dict[str, Any]]:
 
 def test_pipeline_records_match_offline_scoring(text_scorer: Scorer, tmp_path: Path) -> None:
     ads = _write_ads(tmp_path / "val.jsonl", 9)
-    recs = list(Pipeline.from_scorer(text_scorer).records(ads, base_dir=tmp_path, batch_size=4))
+    recs = list(Pipeline(text_scorer).records(ads, base_dir=tmp_path, batch_size=4))
     offline = text_scorer.score(ads, base_dir=tmp_path)
     assert [r["id"] for r in recs] == [r["id"] for r in offline]
     for rec, res in zip(recs, offline, strict=True):
@@ -318,7 +324,7 @@ def test_baseline_from_labelled_data_and_the_manifest_round_trip(
     text_scorer: Scorer, tmp_path: Path
 ) -> None:
     ads = _write_ads(tmp_path / "val.jsonl", 30)
-    pipeline = Pipeline.from_scorer(text_scorer)
+    pipeline = Pipeline(text_scorer)
     recs = list(pipeline.records(read_manifest(tmp_path / "val.jsonl"), base_dir=tmp_path))
     labels = labels_of(ads)
     base = summarize(Observations.from_records(recs), labels=labels)
@@ -340,9 +346,9 @@ def test_baseline_from_labelled_data_and_the_manifest_round_trip(
 
 
 def test_cli_baseline_from_a_checkpoint(
-    text_scorer: Scorer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    text_model: AdPolicyEnsemble, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    checkpoint = save_pretrained(text_scorer.model, tmp_path / "checkpoint")
+    checkpoint = save_pretrained(text_model, tmp_path / "checkpoint")
     _write_ads(tmp_path / "val.jsonl", 12)
     out = tmp_path / "out" / "baseline.json"
     args = [
@@ -363,14 +369,12 @@ def test_cli_baseline_from_a_checkpoint(
 
 
 def test_baseline_of_an_artifact_matches_its_checkpoint_and_attaches(
-    text_scorer: Scorer, tmp_path: Path
+    text_model: AdPolicyEnsemble, text_scorer: Scorer, tmp_path: Path
 ) -> None:
-    artifact = export_model(
-        text_scorer.model, tmp_path / "artifact", ExportOptions(batch_sizes=(1, 3))
-    )
+    artifact = export_model(text_model, tmp_path / "artifact", ExportOptions(batch_sizes=(1, 3)))
     ads = _write_ads(tmp_path / "val.jsonl", 8)
     traced = list(Pipeline.load(artifact).records(ads, base_dir=tmp_path, batch_size=3))
-    eager = list(Pipeline.from_scorer(text_scorer).records(ads, base_dir=tmp_path, batch_size=3))
+    eager = list(Pipeline(text_scorer).records(ads, base_dir=tmp_path, batch_size=3))
     for a, b in zip(traced, eager, strict=True):
         assert a.get("scores", {}).keys() == b.get("scores", {}).keys()
         for policy, score in a.get("scores", {}).items():
@@ -383,7 +387,7 @@ def test_baseline_of_an_artifact_matches_its_checkpoint_and_attaches(
     assert base["source"]["model"] == str(artifact)
     manifest = json.loads((artifact / "manifest.json").read_text())
     assert manifest["baseline"] == base
-    assert Pipeline.load(artifact).preparer.input_names  # the checksum still verifies
+    assert Pipeline.load(artifact).scorer.preparer.input_names  # the checksum still verifies
 
 
 # --- the command line ---------------------------------------------------------------------
