@@ -28,6 +28,14 @@ def test_demo_scores_the_sample_ads(sample_media, tmp_path, capsys) -> None:
         assert r["id"] in printed
         if r["status"] == "ok":
             assert set(r["policies"]) == {p["name"] for p in config["policies"]}
+    flags = {r["id"]: set(r["flags"]) for r in results if r["status"] == "ok"}
+    assert flags["profane-text"] == {"offensive_language"}
+    assert "hate_speech" in flags["hateful-text"]
+    assert flags["blurry-image"] == flags["tiny-image"] == {"low_quality_image"}
+    assert flags["loud-audio"] == {"loudness"}
+    assert flags["strobe-video"] == {"flashing"}
+    for clean in ("coffee-text", "sharp-image", "calm-audio", "all-four"):
+        assert flags[clean] == set(), clean
 
 
 def test_help_lists_the_commands(capsys) -> None:
