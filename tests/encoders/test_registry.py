@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 from dataclasses import dataclass
 
 import pytest
@@ -20,6 +19,7 @@ from encoders import (
 )
 from encoders.base import random_input
 from encoders.text import HFTextEncoder, TextPreparer, TextSettings
+from tests.tracing import trace_save_load
 
 ALL = list_encoders()
 
@@ -80,11 +80,7 @@ def test_encoder_traces_and_reloads(name: str) -> None:
         assert len(encoder.measurement_names) == encoder.output_dim
     torch.manual_seed(0)
     with torch.no_grad():
-        traced = torch.jit.trace(encoder, encoder.example_inputs(2), check_trace=False)
-        buffer = io.BytesIO()
-        torch.jit.save(traced, buffer)
-        buffer.seek(0)
-        loaded = torch.jit.load(buffer)
+        loaded = trace_save_load(encoder, encoder.example_inputs(2))
         for batch in (0, 1, 3):
             inputs = encoder.example_inputs(batch)
             eager = encoder(*inputs)

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 
 from encoders import MODALITIES
 from ensemble import ModelConfig, build_ensemble
 from ensemble.batch import AdPreparer
-from ensemble.model import AdPolicyEnsemble
+from tests.tracing import trace_save_load
 
 from .conftest import small_config_json
-
-
-def _trace_roundtrip(
-    model: AdPolicyEnsemble, batch: tuple[torch.Tensor, ...]
-) -> torch.jit.ScriptModule:
-    traced = torch.jit.trace(model, batch, check_trace=False)
-    buffer = io.BytesIO()
-    torch.jit.save(traced, buffer)
-    buffer.seek(0)
-    return torch.jit.load(buffer)
 
 
 def test_output_shapes_and_ranges(small_model) -> None:
@@ -46,7 +34,7 @@ def test_swapped_encoders_score_and_trace(tiny_bert_dir, small_model) -> None:
     assert small_model.encoders["text"].output_dim == 32
     inputs = model.example_inputs(3)
     with torch.no_grad():
-        loaded = _trace_roundtrip(model, inputs)
+        loaded = trace_save_load(model, inputs)
         torch.testing.assert_close(loaded(*inputs)[0], model(*inputs).scores, atol=1e-4, rtol=0)
 
 
@@ -78,7 +66,7 @@ def test_graph_traced_on_one_mix_runs_any_mix(small_model) -> None:
     """Traced with some modalities missing, run with others missing (or none, or all)."""
     trace_mix = torch.tensor([[1, 1, 0, 1], [1, 0, 1, 1], [0, 1, 1, 0]], dtype=torch.bool)
     with torch.no_grad():
-        loaded = _trace_roundtrip(small_model, small_model.example_inputs(3, trace_mix))
+        loaded = trace_save_load(small_model, small_model.example_inputs(3, trace_mix))
         for mix in ([[1, 0, 0, 0]] * 5, [[0, 0, 0, 1], [0, 1, 0, 0]], [[1, 1, 1, 1]]):
             inputs = small_model.example_inputs(len(mix), torch.tensor(mix, dtype=torch.bool))
             for got, want in zip(loaded(*inputs), small_model(*inputs), strict=True):
@@ -93,7 +81,7 @@ def test_traced_graph_matches_eager_on_real_ads(
         [preparer.prepare(a, base_dir=sample_media.parent) for a in sample_ads.values()]
     )
     with torch.no_grad():
-        loaded = _trace_roundtrip(small_model, batch.inputs)
+        loaded = trace_save_load(small_model, batch.inputs)
         for got, want in zip(loaded(*batch.inputs), small_model(*batch.inputs), strict=True):
             torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
 

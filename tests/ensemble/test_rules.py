@@ -3,7 +3,6 @@ ensemble, traced; the demo's sample ads flagged by the default configuration."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from ensemble.config import load_config
 from ensemble.rules import build_rule_head
 from ensemble.scoring import Scorer
 from export.opcheck import check_operators
+from tests.tracing import trace_save_load
 
 SMALL = {"flash": {"max_seconds": 1.0}, "loudness": {"max_seconds": 1.0}, "image_quality": {}}
 
@@ -115,11 +115,7 @@ def test_analyzers_trace_with_the_ensemble() -> None:
     ]
     torch.manual_seed(0)
     with torch.no_grad():
-        traced = torch.jit.trace(model, model.example_inputs(2), check_trace=False)
-        buffer = io.BytesIO()
-        torch.jit.save(traced, buffer)
-        buffer.seek(0)
-        loaded = torch.jit.load(buffer)
+        loaded = trace_save_load(model, model.example_inputs(2))
         for batch in (1, 3):
             presence = torch.ones(batch, 4, dtype=torch.bool)
             presence[0, 1] = False  # the first ad has no image
@@ -129,7 +125,7 @@ def test_analyzers_trace_with_the_ensemble() -> None:
                 torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
             assert eager.modality_scores[0, 1].abs().sum() == 0
     # Every analyzer and rule head stays on AWS Neuron's Inf1 operator list.
-    outside = check_operators(traced, "neuron").by_location()
+    outside = check_operators(loaded, "neuron").by_location()
     mine = {k: v for k, v in outside.items() if k.split(".")[0] in ("encoders", "heads")}
     assert mine == {}
 
