@@ -111,6 +111,7 @@ def test_concurrent_requests_are_batched_and_score_as_offline(
     assert calls < len(good_ads)
     assert singles < calls
     assert max(size for size, _, _ in batches(served)) > 1
+    print(f"{len(good_ads)} ads in {calls:g} handler calls, max |served - eager| {worst:.2g}")
 
 
 def test_bad_ads_in_a_batch_get_their_own_4xx_and_the_good_ones_their_scores(
@@ -143,6 +144,7 @@ def test_bad_ads_in_a_batch_get_their_own_4xx_and_the_good_ones_their_scores(
     mixed = [b for b in batches(served)[seen:] if b[1] and b[2]]
     assert mixed, "no batch held good and bad ads together"
     assert worker_pids(served) == pids  # no worker restart
+    print(f"batches (requests, scored, failed): {batches(served)[seen:]}, worker pids {pids}")
 
 
 def test_a_request_without_the_token_is_rejected(served: TorchServe) -> None:

@@ -24,6 +24,7 @@ from serve.monitor.drift import (
     benjamini_hochberg,
     bin_counts,
     js_distance,
+    ks_test,
     proportion_test,
     psi,
 )
@@ -85,6 +86,17 @@ def test_distribution_bins_on_baseline_deciles_and_merges_ties() -> None:
     assert Distribution.from_json(dist.to_json()) == dist
     with pytest.raises(ValueError, match="at least one"):
         Distribution.from_values([])
+
+
+def test_ks_on_a_discrete_statistic_compares_values_as_the_baseline_stored_them() -> None:
+    levels = np.array([-33.467276089, -27.447065884, -23.925435436, -21.426555202])
+    stored = Distribution.from_values(np.repeat(levels, 50)).sample  # rounded to 6 digits
+    statistic, p = ks_test(stored, np.repeat(levels, 30))  # full precision, same mix
+    assert statistic == pytest.approx(0.0)
+    assert p == pytest.approx(1.0)
+    statistic, p = ks_test(stored, np.repeat(levels[:2], 60))
+    assert statistic == pytest.approx(0.5)
+    assert p < 1e-6
 
 
 def test_benjamini_hochberg_and_proportion_test() -> None:
