@@ -6,7 +6,7 @@ whatever the clip's length (flash: 60 s x 60 fps of grids; loudness: 60 s of 48 
 logmel_cnn: 10 s; r3d_18 samples 16 frames from any length), so the last column divides the
 graph time by the seconds its input holds.
 
-    .venv/bin/python benchmarks/analyzers.py [--seconds 10] [--size 640x360] [--threads 1]
+    .venv/bin/python -m benchmarks.analyzers [--seconds 10] [--size 640x360] [--threads 1]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import io
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +108,8 @@ def main() -> None:
         inputs = tuple(item[s.name].unsqueeze(0) for s in encoder.input_spec)
         with torch.inference_mode():
             encoder(*inputs)  # warm-up
-            graph = best(lambda enc=encoder, x=inputs: enc(*x), args.repeat)
-        prep = best(lambda m=modality, p=preparer: prepare(m, data[m], p), args.repeat)
+            graph = best(partial(encoder, *inputs), args.repeat)
+        prep = best(partial(prepare, modality, data[modality], preparer), args.repeat)
         per = "image" if modality == "image" else "s media"
         prep_ms = 1000 * prep / (1 if modality == "image" else args.seconds)
         capacity = capacity_seconds(name)

@@ -5,8 +5,8 @@ and each batch size: items/s and p50 / p99 latency of every variant, with its pa
 eager fp32 on the calibration set (generated sample ads + random inputs) beside it: the max
 |score difference| and the lowest per-policy decision agreement.
 
-    python benchmarks/export_bench.py                              # everything (minutes)
-    python benchmarks/export_bench.py --configs default --batches 1,16 --budget 2
+    python -m benchmarks.export_bench                              # everything (minutes)
+    python -m benchmarks.export_bench --configs default --batches 1,16 --budget 2
 
 A cell whose single call would exceed ``--max-call`` seconds (estimated from the previous
 batch size, or from one item first) is skipped and shown as such; a variant whose one-item
@@ -18,20 +18,18 @@ ratios within one run.
 from __future__ import annotations
 
 import argparse
-import datetime
 import logging
 import os
-import platform
 import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from benchmarks.common import machine_line, percentile
 from ensemble.batch import AdPreparer
 from ensemble.config import ModelConfig
 from ensemble.model import AdPolicyEnsemble
@@ -65,17 +63,12 @@ class Cell:
             timing = f"{'-':>9} {'-':>9} {'-':>9} {0:>4}"
         else:
             p50 = statistics.median(self.latencies)
-            p99 = _percentile(self.latencies, 0.99)
+            p99 = percentile(self.latencies, 0.99)
             timing = f"{self.batch / p50:>9.1f} {p50 * 1e3:>9.1f} {p99 * 1e3:>9.1f} {len(self.latencies):>4}"
         return (
             f"{self.config:<8} {self.variant:<14} {self.batch:>5} {timing} "
             f"{diff:>10.2e} {agreement:>8.3f}  {self.note}"
         )
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def build_variants(
@@ -187,19 +180,6 @@ def single_call(runner: Runner, inputs: Sequence[Tensor]) -> float:
     return time.perf_counter() - start
 
 
-def header() -> str:
-    info = Path("/proc/cpuinfo")
-    lines = info.read_text().splitlines() if info.exists() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    cpu = names[0] if names else platform.processor()
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (
-        f"{datetime.date.today()}  {cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), {torch.backends.cpu.get_cpu_capability()}, "
-        f"load average at the end {load}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -223,7 +203,7 @@ def main() -> None:
     rows = []
     for name in args.configs.split(","):
         rows += bench_config(name, args)
-    print(header())
+    print(machine_line())
     print(
         f"{'config':<8} {'variant':<14} {'batch':>5} {'items/s':>9} {'p50 ms':>9} {'p99 ms':>9} "
         f"{'runs':>4} {'max|dscore|':>10} {'agree':>8}"

@@ -6,8 +6,8 @@ number of requests is sent by that many client threads (one connection each), ea
 sending its next ad as soon as the previous answer arrives. Printed per cell: requests/s,
 p50 / p95 / p99 latency, and the mean batch the handler saw (from its Prometheus metrics).
 
-    python benchmarks/serve_load.py                          # default model, 1/8/32 x 1/8/32
-    python benchmarks/serve_load.py --artifact ART --requests 512 --max-batch-delay 20
+    python -m benchmarks.serve_load                          # default model, 1/8/32 x 1/8/32
+    python -m benchmarks.serve_load --artifact ART --requests 512 --max-batch-delay 20
 
 Timings on a shared machine are noisy; compare cells within one run.
 """

@@ -130,7 +130,7 @@ def js_distance(expected: Sequence[int] | np.ndarray, actual: Sequence[int] | np
     return float(jensenshannon(_smoothed(expected), _smoothed(actual), base=2))
 
 
-def ks_test(sample: Sequence[float], values: Sequence[float]) -> tuple[float, float]:
+def ks_test(sample: Sequence[float], values: Sequence[float] | np.ndarray) -> tuple[float, float]:
     """Two-sample Kolmogorov-Smirnov test: ``(statistic, p-value)``, two-sided.
 
     ``values`` are rounded as the baseline's sample was: a tie with a stored value that was

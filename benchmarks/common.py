@@ -1,0 +1,84 @@
+"""What every benchmark prints and writes: the machine line, percentiles, Markdown tables, JSON.
+
+Benchmarks are scripts, never timed tests: they print tables (Markdown, so that the README can
+hold them as printed) and write the same numbers as JSON under ``benchmarks/results/``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` says."""
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else (platform.processor() or platform.machine())
+
+
+def machine() -> dict[str, Any]:
+    """The facts a reader needs to compare a table with theirs (taken when called)."""
+    facts: dict[str, Any] = {
+        "date": datetime.date.today().isoformat(),
+        "cpu": cpu_name(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+    if torch.cuda.is_available():
+        facts["gpu"] = torch.cuda.get_device_name()
+    return facts
+
+
+def machine_line() -> str:
+    """``machine()`` as one line for the top of a table."""
+    m = machine()
+    gpu = f", GPU {m['gpu']}" if "gpu" in m else ""
+    load = ", ".join(f"{x:.1f}" for x in m["load_average"])
+    return (
+        f"{m['date']}  {m['cpu']}, {m['cpus']} cores{gpu}, torch {m['torch']} "
+        f"({m['torch_threads']} threads, {m['cpu_capability']}), load average {load}"
+    )
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q`` quantile (``q`` in [0, 1]) of a non-empty sequence."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table; numbers right-aligned, floats with 3 significant digits or 1 decimal."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 100 else f"{value:.1f}"
+        return str(value)
+
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" for _ in header) + "|",
+    ]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_json(name: str, payload: dict[str, Any], out: Path | None = None) -> Path:
+    """Write ``payload`` (with ``machine()`` added) to ``out`` or ``benchmarks/results/NAME.json``."""
+    path = out or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
+    return path
