@@ -29,6 +29,11 @@ class ResultFormatter:
     config: ModelConfig
     measurement_names: Sequence[str]
 
+    @property
+    def model(self) -> dict[str, str]:
+        """``{"name", "version"}`` of the model, as every result reports it."""
+        return {"name": self.config.name, "version": self.config.version}
+
     def _modalities_of(self, policy_heads: Sequence[str]) -> set[str]:
         return {self.config.modality(k) for k in policy_heads}
 
@@ -92,7 +97,7 @@ class ResultFormatter:
         return {
             "id": ad_id,
             "status": "ok",
-            "model": {"name": self.config.name, "version": self.config.version},
+            "model": self.model,
             "flags": flags,
             "policies": policies,
             "modalities": {m: s for m, s in per_modality.items() if s},

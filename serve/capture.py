@@ -76,7 +76,7 @@ def capture_record(
     Args:
         result: One result dict: ``status: "ok"`` rows carry ``model``, ``policies``,
             ``flags`` and ``measurements``; ``status: "error"`` rows ``http_status`` and
-            ``errors``.
+            ``errors`` (and ``model`` when the server added it).
         stats: The ad's input statistics (``PreparedAd.stats``; empty for an ad that failed
             preparation).
         timestamp: When the request was scored: seconds since the epoch or an aware datetime.
@@ -84,8 +84,8 @@ def capture_record(
     Returns:
         ``{"capture_format", "id", "timestamp", "status", ...}``; for a scored ad also
         ``model``, ``scores`` and ``thresholds`` (scored policies only), ``flags``, ``stats``,
-        ``measurements`` and ``presence`` (modality -> bool); for a failed one ``http_status``
-        and ``errors``.
+        ``measurements`` and ``presence`` (modality -> bool); for a failed one ``http_status``,
+        ``errors`` and ``model`` when the result has one.
     """
     record: dict[str, Any] = {
         "capture_format": CAPTURE_FORMAT,
@@ -96,6 +96,8 @@ def capture_record(
     if result["status"] != "ok":
         record["http_status"] = result.get("http_status")
         record["errors"] = list(result.get("errors", []))
+        if "model" in result:
+            record["model"] = dict(result["model"])
         return record
     record.update(
         model=dict(result["model"]),

@@ -152,8 +152,9 @@ class AdPolicyHandler(BaseHandler):
                 self.formatter.format_batch(batch.ids, scores, breakdown, measured, batch.presence)
             )
         results = []
+        model = {"model": self.formatter.model}  # failed ads too: monitoring selects by model
         for idx, item in enumerate(items):
-            result = next(rows) if isinstance(item, PreparedAd) else item
+            result = next(rows) if isinstance(item, PreparedAd) else {**item, **model}
             if result["status"] != "ok":
                 code = result["http_status"]
                 self.context.set_response_status(code, HTTPStatus(code).phrase, idx)

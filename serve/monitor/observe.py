@@ -96,8 +96,8 @@ def select(
 
     Args:
         records: Capture records.
-        model: ``NAME`` or ``NAME:VERSION``; records of failed ads carry no model and are left
-            out when this is given.
+        model: ``NAME`` or ``NAME:VERSION``; records without a model (failed ads scored
+            offline) are left out when this is given.
         since: Keep records at or after this (timezone-aware) moment.
         until: Keep records before it.
     """

@@ -54,6 +54,9 @@ def test_record_of_a_failed_ad_and_an_aware_datetime() -> None:
     assert record["http_status"] == 400
     assert record["errors"] == error["errors"]
     assert "scores" not in record
+    assert "model" not in record
+    served = {**error, "model": {"name": "m", "version": "2"}}
+    assert capture_record(served, {}, timestamp=0.0)["model"] == {"name": "m", "version": "2"}
 
 
 def test_non_finite_statistics_are_left_out() -> None:

@@ -105,6 +105,7 @@ def test_a_batch_with_bad_items_answers_each_on_its_own(
     offline_multipart = {"id": "mp-1", "text": "you idiot", "image": media["image1"]}
     assert_results_close(responses[2][1], offline_result(offline, offline_multipart))
     errors = {body["id"]: body["errors"][0] for status, body, _ in responses if status != 200}
+    assert all(body["model"] == responses[0][1]["model"] for _, body, _ in responses)
     assert errors["bad-b64"]["field"] == "image"
     assert "invalid base64" in errors["bad-b64"]["error"]
     assert errors["req-3"] == {
@@ -232,6 +233,7 @@ def test_capture_writes_one_summary_per_request(
     assert [r["id"] for r in records] == ["good-0", "req-1", "good-3"]
     assert [r["status"] for r in records] == ["ok", "error", "ok"]
     assert records[1]["http_status"] == 400
+    assert {r["model"]["name"] for r in records} == {"small"}  # failed ads are the model's too
     assert set(records[0]["scores"]) == {"offensive_language", "violence"}
     assert records[0]["presence"]["image"]
     assert not records[0]["presence"]["video"]
