@@ -10,7 +10,9 @@ import datetime
 import json
 import os
 import platform
-from collections.abc import Sequence
+import shlex
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +84,55 @@ def write_json(name: str, payload: dict[str, Any], out: Path | None = None) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     return path
+
+
+class Report:
+    """What a benchmark prints, kept for ``benchmarks/results/NAME.md``.
+
+    The exact command and the machine line come first; :meth:`save` writes the printed text
+    and the JSON payload (:func:`write_json`) side by side.
+
+    Args:
+        name: The benchmark's module name under ``benchmarks`` (also the results' file name).
+        results: Another file name for the results (one benchmark, several runs kept).
+    """
+
+    def __init__(self, name: str, results: str | None = None) -> None:
+        self.name = results or name
+        self.command = shlex.join(["python", "-m", f"benchmarks.{name}", *sys.argv[1:]])
+        self.lines: list[str] = []
+        self.print(f"`{self.command}`\n\n{machine_line()}\n")
+
+    def print(self, text: str = "") -> None:
+        """Print ``text`` now and keep it for the Markdown file."""
+        print(text, flush=True)
+        self.lines.append(text)
+
+    def save(self, payload: dict[str, Any]) -> Path:
+        """Write ``NAME.md`` (the printed text) and ``NAME.json`` (``payload``, the command and
+        the machine) under ``benchmarks/results/``; returns the JSON's path."""
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"{self.name}.md").write_text("\n".join(self.lines) + "\n")
+        return write_json(self.name, {"command": self.command, **payload})
+
+
+def verdict(measured: float, target: float) -> str:
+    """``"met"``, or by how much a ratio goal (``measured >= target``) was missed."""
+    if measured >= target:
+        return "met"
+    return f"missed by {target - measured:.2f} ({100 * (1 - measured / target):.0f} % short)"
+
+
+GOALS_HEADER = ("goal", "measured", "target", "verdict")
+
+
+def goal_row(goal: str, measured: float, target: float) -> list[Any]:
+    """A row of a goals table (``GOALS_HEADER``) for a ratio goal ``measured >= target``."""
+    return [goal, measured, target, verdict(measured, target)]
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """Waits for the device's queued work (CUDA), so that a wall-clock timer times it."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None

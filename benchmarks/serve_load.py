@@ -1,13 +1,20 @@
-"""Serving load test: throughput and latency of a real TorchServe on 127.0.0.1.
+"""Serving sweep: batchSize x maxBatchDelay x concurrency on a real TorchServe on 127.0.0.1.
 
-For each ``batchSize`` the archive is rebuilt (same artifact, new model-config) and served by a
-fresh TorchServe (free ports, token auth on, 1 worker); then, for each concurrency, a bounded
-number of requests is sent by that many client threads (one connection each), each thread
-sending its next ad as soon as the previous answer arrives. Printed per cell: requests/s,
-p50 / p95 / p99 latency, and the mean batch the handler saw (from its Prometheus metrics).
+For each (``batchSize``, ``maxBatchDelay``) the archive is rebuilt (same artifact, new
+model-config) and served by a fresh TorchServe (free ports, token auth on); then, for each
+concurrency, a bounded number of requests is sent by that many client threads (one connection
+each), each thread sending its next ad as soon as the previous answer arrives. Printed per
+cell: requests/s, p50 / p95 / p99 latency, and the mean batch the handler saw (from its
+Prometheus metrics). ``batchSize`` 1 runs once: TorchServe does not wait for a batch of one.
 
-    python -m benchmarks.serve_load                          # default model, 1/8/32 x 1/8/32
-    python -m benchmarks.serve_load --artifact ART --requests 512 --max-batch-delay 20
+In the same run, on the same ads, the in-process throughput of the same artifact: a
+:class:`~ensemble.scoring.Scorer` over the loaded graph (the handler's preparation and graph,
+no HTTP), at each batch size and the server's torch threads. Goals: served >= 85 % of
+in-process at the same batch size; dynamic batching (the best batchSize > 1) >= 2x batchSize 1,
+both at the highest concurrency.
+
+    python -m benchmarks.serve_load                  # default model, 1/8/32 x 5/20/50 x 1/8/32
+    python -m benchmarks.serve_load --artifact ART --requests 256 --max-batch-delays 20
 
 Timings on a shared machine are noisy; compare cells within one run.
 """
@@ -15,18 +22,17 @@ Timings on a shared machine are noisy; compare cells within one run.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import os
-import platform
 import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +40,26 @@ import numpy as np
 import requests
 import torch
 
+from benchmarks.common import Report, markdown_table, percentile, verdict
 from ensemble.scoring import DEFAULT_DIR
+from export.artifact import load_artifact
 from export.calibration import SAMPLE_TEXTS
 from export.exporter import export_checkpoint
 from serve.archive import ModelSettings, build_archive
-from serve.client import Client
+from serve.client import Client, Prediction
 from serve.server import TorchServe
+
+SERVED_TARGET = 0.85
+BATCHING_TARGET = 2.0
+Predict = Callable[[Mapping[str, Any]], Prediction]
 
 
 @dataclass(frozen=True)
 class Cell:
+    """One measured cell of the sweep."""
+
     batch_size: int
+    max_batch_delay_ms: int
     concurrency: int
     requests: int
     failed: int
@@ -52,20 +67,55 @@ class Cell:
     latencies_ms: list[float]
     mean_batch: float
 
-    def row(self) -> str:
-        p50, p95, p99 = np.percentile(self.latencies_ms, [50, 95, 99])
-        return (
-            f"| {self.batch_size:>9} | {self.concurrency:>11} | {self.requests:>8} "
-            f"| {self.requests / self.seconds:>8.1f} | {p50:>8.1f} | {p95:>8.1f} | {p99:>8.1f} "
-            f"| {self.mean_batch:>10.2f} | {self.failed:>6} |"
-        )
+    @property
+    def rate(self) -> float:
+        """Requests per second."""
+        return self.requests / self.seconds
+
+    def quantile(self, q: float) -> float:
+        return percentile(self.latencies_ms, q)
+
+    def row(self) -> list[Any]:
+        return [
+            self.batch_size,
+            self.max_batch_delay_ms,
+            self.concurrency,
+            self.requests,
+            self.rate,
+            self.quantile(0.5),
+            self.quantile(0.95),
+            self.quantile(0.99),
+            self.mean_batch,
+            self.failed,
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "batch_size": self.batch_size,
+            "max_batch_delay_ms": self.max_batch_delay_ms,
+            "concurrency": self.concurrency,
+            "requests": self.requests,
+            "failed": self.failed,
+            "seconds": self.seconds,
+            "requests_per_s": self.rate,
+            "p50_ms": self.quantile(0.5),
+            "p95_ms": self.quantile(0.95),
+            "p99_ms": self.quantile(0.99),
+            "mean_batch": self.mean_batch,
+        }
 
 
 HEADER = (
-    "| batchSize | concurrency | requests |    req/s | p50 (ms) | p95 (ms) | p99 (ms) "
-    "| mean batch | errors |\n"
-    "|----------:|------------:|---------:|---------:|---------:|---------:|---------:"
-    "|-----------:|-------:|"
+    "batchSize",
+    "maxBatchDelay (ms)",
+    "concurrency",
+    "requests",
+    "req/s",
+    "p50 (ms)",
+    "p95 (ms)",
+    "p99 (ms)",
+    "mean batch",
+    "errors",
 )
 
 
@@ -80,7 +130,8 @@ def text_ads(n: int, seed: int = 0) -> list[dict[str, Any]]:
 
 
 def batch_stats(server: TorchServe) -> tuple[float, float]:
-    """(handler calls, requests) so far, from the handler's batch-size histogram."""
+    """(handler calls, requests) so far, from the handler's batch-size histogram (every model
+    of the server together)."""
     text = requests.get(server.metrics_url, timeout=10).text
     values = {"count": 0.0, "sum": 0.0}
     for line in text.splitlines():
@@ -91,9 +142,13 @@ def batch_stats(server: TorchServe) -> tuple[float, float]:
 
 
 def run_cell(
-    server: TorchServe, ads: Sequence[dict[str, Any]], concurrency: int, total: int
+    make_predict: Callable[[], Predict],
+    ads: Sequence[Mapping[str, Any]],
+    concurrency: int,
+    total: int,
 ) -> tuple[int, float, list[float]]:
-    """Send ``total`` requests from ``concurrency`` threads; (failed, seconds, latencies)."""
+    """Send ``total`` requests from ``concurrency`` threads, each with its own
+    ``make_predict()``; (failed, seconds, latencies in ms)."""
     counter = iter(range(total))
     lock = threading.Lock()
     latencies: list[float] = []
@@ -101,14 +156,14 @@ def run_cell(
 
     def worker() -> None:
         nonlocal failed
-        client = Client(server.predictions_url(), key_file=server.key_file)
+        predict = make_predict()
         while True:
             with lock:
                 index = next(counter, None)
             if index is None:
                 return
             start = time.perf_counter()
-            status = client.predict(ads[index % len(ads)]).status
+            status = predict(ads[index % len(ads)]).status
             elapsed = (time.perf_counter() - start) * 1000
             with lock:
                 latencies.append(elapsed)
@@ -121,6 +176,98 @@ def run_cell(
     return failed, time.perf_counter() - start, latencies
 
 
+def measure(
+    server: TorchServe,
+    make_predict: Callable[[], Predict],
+    ads: Sequence[Mapping[str, Any]],
+    concurrency: int,
+    total: int,
+    settings: ModelSettings,
+) -> Cell:
+    """One cell: ``total`` requests at ``concurrency``, and the handler's mean batch meanwhile."""
+    calls, served = batch_stats(server)
+    failed, seconds, latencies = run_cell(make_predict, ads, concurrency, total)
+    calls_after, served_after = batch_stats(server)
+    mean = (served_after - served) / max(calls_after - calls, 1)
+    return Cell(
+        settings.batch_size,
+        settings.max_batch_delay_ms,
+        concurrency,
+        total,
+        failed,
+        seconds,
+        latencies,
+        mean,
+    )
+
+
+def client_predict(server: TorchServe, model: str | None = None) -> Predict:
+    """A new client's ``predict`` for ``model`` (default: the server's first) on ``server``."""
+    return Client(server.predictions_url(model), key_file=server.key_file).predict
+
+
+def in_process_rate(
+    artifact: Path, ads: Sequence[Mapping[str, Any]], batch_size: int, total: int, workers: int
+) -> float:
+    """Ads per second of the artifact's graph in this process: a Scorer over the loaded
+    artifact (the handler's preparation and graph), ``batch_size`` ads per forward."""
+    scorer = load_artifact(artifact).scorer(
+        allow_paths=False, batch_size=batch_size, workers=workers
+    )
+    stream = [ads[i % len(ads)] for i in range(total)]
+    scorer.score(stream[: 2 * batch_size])  # warm up
+    start = time.perf_counter()
+    scorer.score(stream)
+    return total / (time.perf_counter() - start)
+
+
+def sweep_settings(
+    batch_sizes: Sequence[int], delays: Sequence[int], workers: int, torch_threads: int
+) -> list[ModelSettings]:
+    """The archives to serve: every batch size with every delay, batch size 1 once."""
+    return [
+        ModelSettings(
+            batch_size=b, max_batch_delay_ms=d, workers=workers, torch_threads=torch_threads
+        )
+        for b in batch_sizes
+        for d in (delays[:1] if b == 1 else delays)
+    ]
+
+
+def goals(cells: Sequence[Cell], in_process: Mapping[int, float]) -> list[dict[str, Any]]:
+    """Served vs in-process per batch size, and dynamic batching, at the highest concurrency
+    (the best delay of each batch size)."""
+    top = max(c.concurrency for c in cells)
+    best: dict[int, Cell] = {}
+    for cell in (c for c in cells if c.concurrency == top):
+        if cell.batch_size not in best or cell.rate > best[cell.batch_size].rate:
+            best[cell.batch_size] = cell
+    out = [
+        {
+            "goal": f"served / in-process, batchSize {b} (maxBatchDelay {cell.max_batch_delay_ms}"
+            f" ms, {top} clients)",
+            "served": cell.rate,
+            "reference": in_process[b],
+            "ratio": cell.rate / in_process[b],
+            "target": SERVED_TARGET,
+        }
+        for b, cell in sorted(best.items())
+    ]
+    batched = max((c for b, c in best.items() if b > 1), key=lambda c: c.rate, default=None)
+    if 1 in best and batched is not None:
+        out.append(
+            {
+                "goal": f"dynamic batching: batchSize {batched.batch_size} (maxBatchDelay "
+                f"{batched.max_batch_delay_ms} ms) / batchSize 1, {top} clients",
+                "served": batched.rate,
+                "reference": best[1].rate,
+                "ratio": batched.rate / best[1].rate,
+                "target": BATCHING_TARGET,
+            }
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -128,15 +275,20 @@ def main() -> None:
     )
     parser.add_argument("--ads", type=Path, help="JSONL of ads (default: generated text ads)")
     parser.add_argument("--batch-sizes", default="1,8,32")
+    parser.add_argument("--max-batch-delays", default="5,20,50", help="milliseconds")
     parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--requests", type=int, default=256, help="requests per cell")
-    parser.add_argument("--max-batch-delay", type=int, default=ModelSettings.max_batch_delay_ms)
+    parser.add_argument("--requests", type=int, default=192, help="requests per cell")
     parser.add_argument("--workers", type=int, default=ModelSettings.workers)
     parser.add_argument("--torch-threads", type=int, default=ModelSettings.torch_threads)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(args.torch_threads)  # in-process runs as one worker does
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    delays = [int(d) for d in args.max_batch_delays.split(",")]
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    report = Report("serve_load")
 
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         root = Path(tmp)
@@ -147,34 +299,63 @@ def main() -> None:
             else text_ads(512)
         )
         manifest = json.loads((artifact / "manifest.json").read_text())
-        print(
-            f"# serve load: {manifest['config']['name']} {manifest['config']['version']}, "
-            f"{len(ads)} distinct ads, {args.requests} requests per cell, maxBatchDelay "
-            f"{args.max_batch_delay} ms, {args.workers} worker(s) x {args.torch_threads} "
-            "torch thread(s)\n"
-            f"# {datetime.date.today()}, {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} CPUs, torch {torch.__version__}, 127.0.0.1\n"
+        preparation = ModelSettings.preparation_threads
+        report.print(
+            f"Serve load: {manifest['config']['name']} {manifest['config']['version']}, "
+            f"{len(ads)} distinct ads, {args.requests} requests per cell, {args.workers} "
+            f"worker(s) x {args.torch_threads} torch thread(s), {preparation} preparation "
+            "threads; client, TorchServe (Java frontend + Python worker) on the same machine.\n"
         )
-        print(HEADER)
-        for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-            settings = ModelSettings(
-                batch_size=batch_size,
-                max_batch_delay_ms=args.max_batch_delay,
-                workers=args.workers,
-                torch_threads=args.torch_threads,
-            )
-            mar = build_archive(artifact, root / f"store-{batch_size}", settings)
-            with TorchServe.start([mar], run_dir=root / f"run-{batch_size}", port=0) as server:
-                run_cell(server, ads, batch_size, 2 * batch_size)  # warm up every batch shape
-                for concurrency in (int(c) for c in args.concurrency.split(",")):
-                    calls, served = batch_stats(server)
-                    failed, seconds, latencies = run_cell(server, ads, concurrency, args.requests)
-                    calls_after, served_after = batch_stats(server)
-                    mean = (served_after - served) / max(calls_after - calls, 1)
-                    cell = Cell(
-                        batch_size, concurrency, args.requests, failed, seconds, latencies, mean
+        in_process = {
+            b: in_process_rate(artifact, ads, b, args.requests, preparation) for b in batch_sizes
+        }
+        report.print("In-process (Scorer over the loaded artifact, same ads, same threads):\n")
+        report.print(markdown_table(("batch size", "ads/s"), list(in_process.items())))
+        report.print("\nServed:\n")
+        report.print(markdown_table(HEADER, []))
+        cells: list[Cell] = []
+        for settings in sweep_settings(batch_sizes, delays, args.workers, args.torch_threads):
+            name = f"{settings.batch_size}-{settings.max_batch_delay_ms}"
+            mar = build_archive(artifact, root / f"store-{name}", settings)
+            with TorchServe.start([mar], run_dir=root / f"run-{name}", port=0) as server:
+                make_predict = partial(client_predict, server)
+                # warm up every batch shape
+                run_cell(make_predict, ads, settings.batch_size, 2 * settings.batch_size)
+                for concurrency in concurrencies:
+                    cell = measure(server, make_predict, ads, concurrency, args.requests, settings)
+                    cells.append(cell)
+                    row = markdown_table(HEADER, [cell.row()]).splitlines()[-1]
+                    report.print(row)
+        results = goals(cells, in_process)
+        report.print(
+            "\nGoals (req/s at the highest concurrency; reference: in-process or batchSize 1):\n"
+        )
+        report.print(
+            markdown_table(
+                ("goal", "req/s", "reference", "ratio", "target", "verdict"),
+                [
+                    (
+                        g["goal"],
+                        g["served"],
+                        g["reference"],
+                        g["ratio"],
+                        g["target"],
+                        verdict(g["ratio"], g["target"]),
                     )
-                    print(cell.row(), flush=True)
+                    for g in results
+                ],
+            )
+        )
+        report.save(
+            {
+                "model": manifest["config"]["name"],
+                "workers": args.workers,
+                "torch_threads": args.torch_threads,
+                "in_process_ads_per_s": {str(b): r for b, r in in_process.items()},
+                "cells": [c.to_json() for c in cells],
+                "goals": results,
+            }
+        )
 
 
 if __name__ == "__main__":

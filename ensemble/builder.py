@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from encoders.base import Encoder
@@ -46,3 +48,37 @@ def build_ensemble(config: ModelConfig, *, seed: int = 0) -> AdPolicyEnsemble:
     model = AdPolicyEnsemble(encoders, heads, len(config.policies))
     model.config = config
     return model.eval()
+
+
+def modality_config(config: ModelConfig, modality: str) -> ModelConfig:
+    """The part of ``config`` that scores ``modality``: that modality's encoders, and the
+    policies their heads score (each keeping only those heads), in the same order.
+
+    Raises:
+        ValueError: No encoder of the config reads ``modality``.
+    """
+    keys = {k for k in config.encoders if config.modality(k) == modality}
+    if not keys:
+        raise ValueError(f"no encoder of {config.name!r} reads {modality!r}")
+    policies = tuple(
+        dataclasses.replace(p, heads=tuple(h for h in p.heads if h in keys))
+        for p in config.policies
+        if keys & set(p.heads)
+    )
+    encoders = {k: enc for k, enc in config.encoders.items() if k in keys}
+    return dataclasses.replace(
+        config, name=f"{config.name}-{modality}", encoders=encoders, policies=policies
+    )
+
+
+def modality_ensemble(model: AdPolicyEnsemble, modality: str) -> AdPolicyEnsemble:
+    """The ensemble of :func:`modality_config`, with ``model``'s weights for the encoders and
+    heads it keeps: on ads of that modality alone it scores its policies as ``model`` does
+    (an archive per modality, as a service split by modality deploys it)."""
+    if model.config is None:
+        raise ValueError("the model has no config; build it with build_ensemble()")
+    config = modality_config(model.config, modality)
+    part = build_ensemble(config)
+    state = model.state_dict()
+    part.load_state_dict({k: state[k] for k in part.state_dict()}, strict=True)
+    return part.eval()
