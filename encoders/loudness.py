@@ -196,7 +196,8 @@ class LoudnessAnalyzer(Encoder):
         gated = gated * (loudness > relative.unsqueeze(1)).float()
         integrated = _loudness(_gated_mean(power, gated))
         momentary = (loudness * complete + ABSOLUTE_GATE * (1 - complete)).amax(1)
-        seconds = length.clamp(max=n).float() / RATE
+        # the spec's N as a Python int: traced, ``n`` is a CPU tensor that a CUDA clamp refuses
+        seconds = length.clamp(max=self.input_spec[0].shape[1]).float() / RATE
         return torch.stack([integrated, momentary.clamp(min=ABSOLUTE_GATE), seconds], dim=1)
 
     def example_inputs(self, batch_size: int) -> tuple[Tensor, ...]:
