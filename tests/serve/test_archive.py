@@ -84,8 +84,8 @@ def test_model_settings_defaults_and_checks() -> None:
     assert ModelSettings().to_model_config() == {
         "minWorkers": 1,
         "maxWorkers": 1,
-        "batchSize": 8,
-        "maxBatchDelay": 50,
+        "batchSize": 32,
+        "maxBatchDelay": 5,
         "responseTimeout": 120,
         "startupTimeout": 120,
         "preparation_threads": 2,
