@@ -45,9 +45,9 @@ def machine() -> dict[str, Any]:
     return facts
 
 
-def machine_line() -> str:
-    """``machine()`` as one line for the top of a table."""
-    m = machine()
+def machine_line(facts: dict[str, Any] | None = None) -> str:
+    """``machine()``, or the recorded ``facts`` of one, as one line for the top of a table."""
+    m = facts or machine()
     gpu = f", GPU {m['gpu']}" if "gpu" in m else ""
     load = ", ".join(f"{x:.1f}" for x in m["load_average"])
     return (

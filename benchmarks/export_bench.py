@@ -50,6 +50,7 @@ from benchmarks.common import (
     GOALS_HEADER,
     Report,
     goal_row,
+    machine_line,
     markdown_table,
     percentile,
     synchronizer,
@@ -384,7 +385,7 @@ def compare(paths: Sequence[Path]) -> tuple[list[str], dict[str, Any]]:
     ]
     header = ("config", "variant", "batch", "items/s A", "items/s B", "B / A")
     machines = "\n".join(
-        f"- {label}: `{path.name}`, {data['machine']}"
+        f"- {label}: `{path.name}`, {machine_line(data['machine'])}"
         for label, path, data in zip("AB", paths, (first, second), strict=True)
     )
     text = f"Measured on different machines, in different runs:\n\n{machines}\n\n" + markdown_table(
