@@ -10,7 +10,8 @@ ads; then both setups serve the same mixed traffic (text, small PNG banners, 1 s
 few 1 s flashing videos) at each concurrency, one setup at a time.
 
 Fair budget: both run the same number of worker processes with the same torch threads each:
-fused ``--workers`` workers of the one archive, separate one worker per archive (4).
+4 workers of the one archive, one worker per archive; ``--fused-workers N`` gives the fused
+archive another number (results then in ``fused_vs_separate_Nw``).
 
     python -m benchmarks.fused_vs_separate [--requests 96] [--concurrency 1,8,32]
 
@@ -157,14 +158,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=ModelSettings.batch_size)
     parser.add_argument("--max-batch-delay", type=int, default=ModelSettings.max_batch_delay_ms)
     parser.add_argument("--torch-threads", type=int, default=ModelSettings.torch_threads)
+    parser.add_argument("--fused-workers", type=int, default=len(MODALITIES))
     parser.add_argument("--work", type=Path, help="keep the artifacts here (default: a temp dir)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     concurrencies = [int(c) for c in args.concurrency.split(",")]
-    report = Report("fused_vs_separate")
-    workers = len(MODALITIES)
+    workers = args.fused_workers
+    same = workers == len(MODALITIES)
+    report = Report("fused_vs_separate", None if same else f"fused_vs_separate_{workers}w")
 
     with tempfile.TemporaryDirectory(prefix="fused-separate-") as tmp:
         root = Path(tmp)
@@ -175,9 +178,9 @@ def main() -> None:
         report.print(
             f"Fused vs separate: adpolicy-default, {len(ads)} distinct ads ({counts}), "
             f"{args.requests} requests per cell; batchSize {args.batch_size}, maxBatchDelay "
-            f"{args.max_batch_delay} ms; budget {workers} worker processes x "
-            f"{args.torch_threads} torch thread(s) each: fused {workers} workers of one archive, "
-            "separate 1 worker per modality archive. Client, TorchServe (Java frontend + "
+            f"{args.max_batch_delay} ms; {args.torch_threads} torch thread(s) per worker: fused "
+            f"{workers} worker(s) of one archive, separate 1 worker per modality archive "
+            f"({len(MODALITIES)}). Client, TorchServe (Java frontend + "
             "workers) on the same machine.\n"
         )
 
@@ -298,7 +301,8 @@ def main() -> None:
     )
     report.save(
         {
-            "workers": workers,
+            "fused_workers": workers,
+            "separate_workers": len(MODALITIES),
             "torch_threads": args.torch_threads,
             "batch_size": args.batch_size,
             "max_batch_delay_ms": args.max_batch_delay,
