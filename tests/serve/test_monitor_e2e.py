@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from ensemble.cli import main
+from examples.traffic import ads
 from serve.client import Client
 from serve.server import TorchServe
-
-from .traffic import ads
 
 pytestmark = pytest.mark.serve
 

@@ -1,4 +1,6 @@
-"""Real ads (text, base64 PNG banners, base64 WAV clips) for the monitoring end-to-end test.
+"""Synthetic traffic for monitoring: real ads (text, base64 PNG banners, base64 WAV clips).
+
+Used by the monitoring end-to-end test and notebooks/03_export_serve_monitor.ipynb.
 
 ``ads(n, seed)`` is traffic like the baseline; ``ads(n, seed, shifted=True)`` is the shifted mix:
 no text any more, and loud audio on every ad.
