@@ -126,6 +126,15 @@ def _read_path(
 ) -> bytes:
     if not allow_paths:
         raise InputError(field, "file paths are not accepted here; send the media as base64")
+    return read_file(path, field, base_dir, max_bytes)
+
+
+def read_file(path: Any, field: str, base_dir: Path | None, max_bytes: int) -> bytes:
+    """The bytes of a media file (relative paths against ``base_dir``).
+
+    Raises:
+        InputError: Naming ``field``: not a path, unreadable, or larger than ``max_bytes``.
+    """
     if not isinstance(path, str | os.PathLike):
         raise InputError(field, f"path must be a string, got {type(path).__name__}")
     full = Path(path)

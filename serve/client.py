@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,10 @@ from typing import Any
 
 import requests
 
-from encoders.base import MODALITIES
+from encoders.base import MODALITIES, InputError
+from encoders.media import read_file
+from ensemble.batch import AdError
+from ensemble.postprocess import error_result
 from serve.server import read_token
 
 MEDIA_FIELDS = tuple(m for m in MODALITIES if m != "text")
@@ -37,16 +41,19 @@ class Prediction:
     model_version: str | None
 
 
-def _media_bytes(value: Any, base_dir: Path, *, decode_base64: bool) -> bytes | None:
+def _media_bytes(value: Any, field: str, base_dir: Path, *, decode_base64: bool) -> bytes | None:
     """The bytes of a media value given as a path or bytes (or base64 when ``decode_base64``);
-    None for a value sent as it is (a data URI, base64 in a JSON body)."""
+    None for a value sent as it is (a data URI, base64 in a JSON body).
+
+    Raises:
+        InputError: A path that cannot be read (the server's limits apply on the server).
+    """
     if isinstance(value, Mapping) and set(value) == {"path"}:
         value = value["path"]
     if isinstance(value, Mapping) and set(value) == {"base64"} and decode_base64:
         return base64.b64decode(value["base64"])
     if isinstance(value, str) and not value.startswith("data:"):
-        path = Path(value)
-        return (path if path.is_absolute() else base_dir / path).read_bytes()
+        return read_file(value, field, base_dir, sys.maxsize)
     if isinstance(value, bytes | bytearray):
         return bytes(value)
     return None
@@ -98,14 +105,19 @@ class Client:
             multipart: Send multipart/form-data (media as files) instead of JSON.
 
         Returns:
-            The :class:`Prediction`; a bad ad is a 4xx prediction, not an exception.
+            The :class:`Prediction`; a bad ad is a 4xx prediction, not an exception. A media
+            file that cannot be read here is answered here, as the server would answer it.
         """
         root = Path(base_dir)
-        media = {
-            f: _media_bytes(ad[f], root, decode_base64=multipart)
-            for f in MEDIA_FIELDS
-            if ad.get(f) is not None
-        }
+        try:
+            media = {
+                f: _media_bytes(ad[f], f, root, decode_base64=multipart)
+                for f in MEDIA_FIELDS
+                if ad.get(f) is not None
+            }
+        except InputError as err:
+            failed = error_result(str(ad.get("id", "")), AdError([err]))
+            return Prediction(err.status, failed, None)
         if multipart:
             parts: dict[str, tuple[Any, ...]] = {
                 k: (None, _text(v)) for k, v in ad.items() if k not in media

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from serve.server import TorchServe
 
 DEFAULTS = ModelSettings()
+# Prints the inference key of a key_file.json (TorchServe's layout), with Python only.
+TOKEN_COMMAND = (
+    "python3 -c \"import json, sys; print(json.load(open(sys.argv[1]))['inference']['key'])\""
+)
 
 
 def register(sub: Any) -> None:
@@ -158,7 +162,7 @@ def how_to_call(server: TorchServe) -> str:
         auth = ' -H "Authorization: Bearer $TOKEN"'
         lines += [
             f"  token        the inference key in {server.key_file}:",
-            f"               TOKEN=$(jq -r .inference.key {server.key_file})",
+            f"               TOKEN=$({TOKEN_COMMAND} {server.key_file})",
         ]
     else:
         lines.append("  token        none: authorization is OFF (--no-auth)")

@@ -25,7 +25,7 @@ from ensemble.scoring import Scorer, load
 from serve.archive import build_archive
 from serve.capture import read_capture
 from serve.client import Client, Prediction
-from serve.commands import how_to_call
+from serve.commands import TOKEN_COMMAND, how_to_call
 from serve.metrics import METRICS
 from serve.server import TorchServe, read_token
 
@@ -270,7 +270,7 @@ def test_predict_cli_reads_media_paths_on_the_client(
 def test_serve_prints_how_to_call_it(served: TorchServe) -> None:
     printed = how_to_call(served)
     assert served.predictions_url() in printed
-    assert f"TOKEN=$(jq -r .inference.key {served.key_file})" in printed
+    assert f"TOKEN=$({TOKEN_COMMAND} {served.key_file})" in printed
     assert 'curl -H "Authorization: Bearer $TOKEN"' in printed
     assert f"adpolicy serve --stop --run-dir {served.run_dir}" in printed
 
