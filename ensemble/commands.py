@@ -36,11 +36,16 @@ def _score(args: argparse.Namespace) -> int:
 def summary_table(
     results: Sequence[dict[str, Any]], policies: Sequence[str], seconds: float
 ) -> str:
-    """Per ad its flags, then per policy how many ads were scored and flagged."""
-    lines = [f"{'ad':<24} {'status':<7} flags / errors"]
+    """Per ad the score of each policy it was scored on (``*``: flagged) or its errors, then
+    per policy how many ads were scored and flagged."""
+    lines = [f"{'ad':<24} {'status':<7} scores (* flagged) / errors"]
     for r in results:
         detail = (
-            ", ".join(r["flags"]) or "-"
+            ", ".join(
+                f"{name} {e['score']:.2f}{'*' if e['flag'] else ''}"
+                for name, e in r["policies"].items()
+                if e["status"] == "scored"
+            )
             if r["status"] == "ok"
             else "; ".join(f"{e['field']}: {e['error']}" for e in r["errors"])
         )

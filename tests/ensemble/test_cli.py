@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -16,6 +17,10 @@ def test_demo_scores_the_sample_ads(sample_media, tmp_path, capsys) -> None:
     out = tmp_path / "results.jsonl"
     assert main(["score", str(ads), "-o", str(out), "--no-progress", "--batch-size", "4"]) == 0
     printed = capsys.readouterr().out
+    # per ad, the score of every policy it was scored on; * marks a flag
+    assert re.search(
+        r"profane-text +ok +offensive_language \d\.\d\d\*, hate_speech 0\.\d\d\n", printed
+    )
     lines = [json.loads(line) for line in ads.read_text().splitlines() if line.strip()]
     results = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in results] == [a["id"] for a in lines]
