@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import logging
 import os
 import tempfile
@@ -33,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile
 
 from benchmarks.common import Report, markdown_table, verdict
 from benchmarks.serve_load import Cell, Predict, client_predict, measure, run_cell, text_ads
@@ -61,17 +59,18 @@ def _b64(data: bytes) -> dict[str, str]:
 def media(folder: Path) -> dict[str, list[dict[str, str]]]:
     """A few small media of each kind, base64: PNG banners, 1 s WAV clips (quiet and loud),
     1 s videos at 15 fps (steady and strobing)."""
-    images = []
-    for seed in range(3):
-        buffer = io.BytesIO()
-        synth.banner(240 + 80 * seed, 160, seed=seed).save(buffer, format="PNG")
-        images.append(_b64(buffer.getvalue()))
-    clips = []
-    for seed, amplitude in enumerate((0.03, 0.1, 0.9)):
-        buffer = io.BytesIO()
-        samples = synth.tone(1.0, rate=16_000, freqs=(220.0 * (1 + seed),), amplitude=amplitude)
-        soundfile.write(buffer, samples, 16_000, format="WAV")
-        clips.append(_b64(buffer.getvalue()))
+    images = [
+        _b64(synth.png_bytes(synth.banner(240 + 80 * seed, 160, seed=seed))) for seed in range(3)
+    ]
+    clips = [
+        _b64(
+            synth.wav_bytes(
+                synth.tone(1.0, rate=16_000, freqs=(220.0 * (1 + seed),), amplitude=amplitude),
+                16_000,
+            )
+        )
+        for seed, amplitude in enumerate((0.03, 0.1, 0.9))
+    ]
     videos = [
         _b64(
             synth.write_video(

@@ -5,6 +5,7 @@ Everything is deterministic (seeded) so a sample ad always produces the same sco
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -87,6 +88,20 @@ def speech_like(
         start += word + round(rng.uniform(0.2, 0.6) * rate)
     wave = voiced * envelope
     return (wave / np.abs(wave).max() * amplitude)[:, None].astype(np.float32)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """``image`` encoded as PNG."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
+    """``[frames, channels]`` float samples encoded as WAV."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format="WAV")
+    return buffer.getvalue()
 
 
 def write_audio(path: str | Path, samples: np.ndarray, rate: int) -> Path:

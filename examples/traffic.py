@@ -9,12 +9,10 @@ no text any more, and loud audio on every ad.
 from __future__ import annotations
 
 import base64
-import io
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import soundfile
 
 from ensemble import synth
 from export.calibration import SAMPLE_TEXTS
@@ -24,18 +22,14 @@ WORDS = " ".join(SAMPLE_TEXTS).split()
 
 @lru_cache(maxsize=8)
 def _banner(seed: int) -> str:
-    buffer = io.BytesIO()
-    synth.banner(160 + 40 * seed, 120, seed=seed).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+    return base64.b64encode(synth.png_bytes(synth.banner(160 + 40 * seed, 120, seed=seed))).decode()
 
 
 @lru_cache(maxsize=8)
 def _clip(seed: int, loud: bool) -> str:
     amplitude = 0.9 if loud else 0.03 * (1 + seed)
     samples = synth.tone(1.0, rate=16_000, freqs=(220.0 * (1 + seed),), amplitude=amplitude)
-    buffer = io.BytesIO()
-    soundfile.write(buffer, samples, 16_000, format="WAV")
-    return base64.b64encode(buffer.getvalue()).decode()
+    return base64.b64encode(synth.wav_bytes(samples, 16_000)).decode()
 
 
 def ads(n: int, seed: int, *, shifted: bool = False, prefix: str = "ad") -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ encoders' ``example_inputs`` cover the rest of the input range.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import tempfile
@@ -16,7 +15,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import soundfile
 import torch
 from torch import Tensor
 
@@ -46,16 +44,12 @@ def _sample_media() -> dict[str, bytes]:
         ("blurry", synth.banner(600, 314, seed=2, blur=6.0)),
         ("tiny", synth.banner(150, 125, seed=4)),
     ):
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        media[f"image.{name}"] = buffer.getvalue()
+        media[f"image.{name}"] = synth.png_bytes(image)
     for name, samples in (
         ("calm", synth.tone(4, freqs=(220, 330, 495), amplitude=0.05, noise=0.01)),
         ("loud", synth.tone(3, freqs=(880, 1320), amplitude=0.9, channels=2, noise=0.1)),
     ):
-        buffer = io.BytesIO()
-        soundfile.write(buffer, samples, 48_000, format="WAV")
-        media[f"audio.{name}"] = buffer.getvalue()
+        media[f"audio.{name}"] = synth.wav_bytes(samples, 48_000)
     with tempfile.TemporaryDirectory() as tmp:
         for name, frames in (
             ("strobe", synth.flashing_frames(160, 90, fps=30, hz=6)),

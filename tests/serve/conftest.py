@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import soundfile
 
 from ensemble import ModelConfig, build_ensemble, synth
 from ensemble.cli import main
@@ -94,16 +93,13 @@ def small_mar(serve_artifact: Path, model_store: Path) -> Path:
 @pytest.fixture(scope="session")
 def media(sample_media: Path) -> dict[str, bytes]:
     """Encoded media within the serve model's limits, plus broken and oversized ones."""
-    images = {}
-    for seed in range(3):
-        buffer = io.BytesIO()
-        synth.banner(160 + 40 * seed, 120, seed=seed).save(buffer, format="PNG")
-        images[f"image{seed}"] = buffer.getvalue()
-    buffer = io.BytesIO()
-    soundfile.write(buffer, synth.tone(1.5, rate=16_000, freqs=(330.0,)), 16_000, format="WAV")
+    images = {
+        f"image{seed}": synth.png_bytes(synth.banner(160 + 40 * seed, 120, seed=seed))
+        for seed in range(3)
+    }
     return {
         **images,
-        "audio": buffer.getvalue(),
+        "audio": synth.wav_bytes(synth.tone(1.5, rate=16_000, freqs=(330.0,)), 16_000),
         "video": (sample_media / "strobe.mp4").read_bytes(),
         "corrupt": (sample_media / "corrupt.png").read_bytes(),
         "oversized": bytes(range(256)) * (SERVE_LIMITS["max_image_bytes"] // 256 + 8),
