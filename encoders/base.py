@@ -71,7 +71,9 @@ class Encoder(nn.Module):
 
     Subclasses set ``modality``, ``kind``, ``output_dim`` and ``input_spec`` and implement
     ``forward(*inputs) -> [batch, output_dim]`` with the inputs in ``input_spec`` order.
-    Analyzers also set ``measurement_names`` (``len == output_dim``).
+    Analyzers also set ``measurement_names`` (``len == output_dim``). ``head_trained`` names
+    the submodules trained with the heads even when the encoder is frozen (cached); they are
+    saved with the heads.
     """
 
     modality: ClassVar[Modality]
@@ -79,6 +81,36 @@ class Encoder(nn.Module):
     output_dim: int
     input_spec: tuple[InputSpec, ...]
     measurement_names: tuple[str, ...] = ()
+    head_trained: tuple[str, ...] = ()
+
+    @property
+    def frozen_dim(self) -> int:
+        """Width of :meth:`frozen_features` (``output_dim`` unless ``head_trained`` parts add
+        to it)."""
+        return self.output_dim
+
+    def frozen_features(self, *inputs: Tensor) -> Tensor:
+        """The part of ``forward`` that never trains with the heads: what training caches.
+
+        Args: the inputs in ``input_spec`` order. Returns [batch, frozen_dim].
+        """
+        out: Tensor = self(*inputs)
+        return out
+
+    def with_head_trained(self, frozen: Tensor, *inputs: Tensor) -> Tensor:
+        """``forward`` from :meth:`frozen_features`' output and the same inputs.
+
+        Encoders with ``head_trained`` submodules (small parts learned with the heads while
+        the backbone stays frozen, e.g. the text encoder's lexicon) add their output here.
+
+        Args:
+            frozen: [batch, frozen_dim].
+            *inputs: The inputs in ``input_spec`` order.
+
+        Returns:
+            [batch, output_dim].
+        """
+        return frozen
 
     def example_inputs(self, batch_size: int) -> tuple[Tensor, ...]:
         """Random inputs matching ``input_spec`` (for tracing and tests)."""

@@ -46,6 +46,9 @@ class TextSettings:
             explicit all-zero token types (not a ``gather`` from a buffer) and the padding
             mask as an additive ``[batch, 1, 1, seq]`` bias (not the ``index``-based mask
             builder). Same numbers; False runs the Hugging Face model as it comes.
+        lexicon_dim: Width of a learned :class:`Lexicon` appended to the embedding (0: none).
+            It is trained with the heads while the transformer stays frozen, and saved with
+            them.
     """
 
     model_dir: str = DEFAULT_TEXT_MODEL
@@ -54,6 +57,7 @@ class TextSettings:
     pretrained: bool = True
     attention: str = "eager"
     neuron_friendly: bool = True
+    lexicon_dim: int = 0
 
 
 def resolve_model_dir(model_dir: str) -> Path:
@@ -95,11 +99,37 @@ def use_index_select_embeddings(module: nn.Module) -> None:
         setattr(parent, name, swapped)
 
 
+class Lexicon(nn.Module):
+    """A learned vector per wordpiece, averaged over a text's tokens (a fastText-style bag).
+
+    A frozen sentence embedding smooths single words away, yet a policy can hinge on one word
+    (a slur is hate speech where a milder insult is only offensive). This bag sees each word:
+    ``vocab_size x dim`` weights, an ``index_select`` and a masked mean (operators AWS Neuron
+    lists), small enough to train with the heads in seconds.
+
+    Args:
+        vocab_size: The tokenizer's vocabulary size.
+        dim: Width of each vector.
+    """
+
+    def __init__(self, vocab_size: int, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.table = nn.Parameter(torch.randn(vocab_size, dim) * 0.1)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Args: input_ids [batch, seq], attention_mask [batch, seq]. Returns [batch, dim]."""
+        rows = self.table.index_select(0, input_ids.reshape(-1))
+        rows = rows.reshape(input_ids.shape[0], input_ids.shape[1], self.dim)  # no -1: 0 rows
+        mask = attention_mask.unsqueeze(-1).to(rows.dtype)
+        return (rows * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
 class HFTextEncoder(Encoder):
-    """Mean-pooled transformer encoder.
+    """Mean-pooled transformer encoder, optionally with a :class:`Lexicon` appended.
 
     Inputs: ``input_ids`` [batch, max_length] int64, ``attention_mask`` [batch, max_length]
-    int64. Output: [batch, hidden_size].
+    int64. Output: [batch, hidden_size + lexicon_dim].
     """
 
     modality = "text"
@@ -119,7 +149,13 @@ class HFTextEncoder(Encoder):
         if self.neuron_friendly:
             use_index_select_embeddings(self.model)
         self.normalize = settings.normalize
-        self.output_dim = int(self.model.config.hidden_size)
+        self.hidden_size = int(self.model.config.hidden_size)
+        self.lexicon: Lexicon | None = None
+        if settings.lexicon_dim:
+            vocab = int(self.model.config.vocab_size)
+            self.lexicon = Lexicon(vocab, settings.lexicon_dim)
+            self.head_trained = ("lexicon",)
+        self.output_dim = self.hidden_size + settings.lexicon_dim
         length = settings.max_length
         self.input_spec = (
             InputSpec("input_ids", (length,), torch.int64),
@@ -134,13 +170,32 @@ class HFTextEncoder(Encoder):
         )
         self.register_buffer("spare_mask", spare_mask, persistent=False)
 
+    @property
+    def frozen_dim(self) -> int:
+        return self.hidden_size
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Args: input_ids [batch, seq], attention_mask [batch, seq]. Returns [batch, dim]."""
+        frozen = self.frozen_features(input_ids, attention_mask)
+        return self.with_head_trained(frozen, input_ids, attention_mask)
+
+    def frozen_features(self, *inputs: Tensor) -> Tensor:
+        """Args: input_ids, attention_mask. Returns the pooled transformer embedding
+        [batch, hidden_size] (no lexicon)."""
+        input_ids, attention_mask = inputs
         length = input_ids.shape[1]  # training may trim padding columns
         spare_ids = cast(Tensor, self.spare_ids)
         spare_mask = cast(Tensor, self.spare_mask)
         ids = torch.cat([input_ids, spare_ids[:, :length]])
         return self._encode(ids, torch.cat([attention_mask, spare_mask[:, :length]]))[:-1]
+
+    def with_head_trained(self, frozen: Tensor, *inputs: Tensor) -> Tensor:
+        """Args: the pooled embedding, input_ids, attention_mask. Returns the embedding with
+        the lexicon's bag appended, [batch, output_dim]."""
+        if self.lexicon is None:
+            return frozen
+        bag = self.lexicon(*inputs).to(frozen.dtype)
+        return torch.cat([frozen, bag], dim=1)
 
     def _encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         if self.neuron_friendly:

@@ -9,7 +9,7 @@ raises :class:`AdError` listing every problem, each naming its field.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,9 @@ class AdPreparer:
         overrides: Encoder key -> settings to replace (e.g. the tokenizer directory inside a
             TorchServe archive).
         dense: Collate dense batches by default (graphs compiled for fixed shapes).
+        keys: Prepare only these encoders' inputs (default: every encoder's). Training uses
+            it to skip the analyzers, whose dense placeholders (60 s of video grids) would
+            dwarf a text batch.
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class AdPreparer:
         allow_paths: bool = True,
         overrides: Mapping[str, Mapping[str, Any]] | None = None,
         dense: bool = False,
+        keys: Collection[str] | None = None,
     ) -> None:
         self.dense = dense
         self.limits: MediaLimits = config.limits
@@ -116,6 +120,8 @@ class AdPreparer:
         placeholders: dict[str, Tensor] = {}
         modality_of: dict[str, str] = {}
         for key, enc in sorted(config.encoders.items()):
+            if keys is not None and key not in keys:
+                continue
             entry = get_entry(enc.type)
             settings = {**enc.settings, **(overrides or {}).get(key, {})}
             preparer = entry.preparer(entry.make_settings(**settings))

@@ -41,7 +41,8 @@ class Features:
     """Embeddings of a data set, one row per ad.
 
     Attributes:
-        embeddings: Learned encoder key -> [N, output_dim] float32 (zeros where absent).
+        embeddings: Learned encoder key -> [N, frozen_dim] float32 (zeros where absent): the
+            frozen part of each embedding, without ``head_trained`` parts.
         presence: [N, 4] float32 in ``MODALITIES`` order, 1 where an embedded encoder's
             modality is present (other modalities stay 0).
     """
@@ -74,10 +75,18 @@ def trim_padding(inputs: Sequence[Tensor], spec: Sequence[InputSpec]) -> list[Te
     return [t[:, :length] for t in inputs]
 
 
-def weights_digest(module: torch.nn.Module) -> str:
-    """SHA-256 over a module's state dict (names, dtypes, shapes and bytes)."""
+def weights_digest(module: torch.nn.Module, skip: Sequence[str] = ()) -> str:
+    """SHA-256 over a module's state dict (names, dtypes, shapes and bytes).
+
+    Args:
+        module: The module.
+        skip: Submodule names whose tensors are left out (an encoder's ``head_trained``).
+    """
     digest = hashlib.sha256()
+    prefixes = tuple(f"{name}." for name in skip)
     for name, tensor in sorted(module.state_dict().items()):
+        if name.startswith(prefixes):
+            continue
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -103,11 +112,12 @@ def cache_key(
     if model.config is None:
         raise ValueError("the model has no config; build it with build_ensemble()")
     modality = model.config.modality(key)
+    encoder: Encoder = model.encoders[key]  # type: ignore[assignment]
     digest = hashlib.sha256()
     described = {
         "encoder": model.config.encoders[key].to_json(),
         "limits": dataclasses.asdict(model.config.limits),
-        "weights": weights_digest(model.encoders[key]),
+        "weights": weights_digest(encoder, skip=encoder.head_trained),
     }
     digest.update(json.dumps(described, sort_keys=True).encode())
     for ad in ads:
@@ -191,7 +201,7 @@ def _compute(
     encoders: dict[str, Encoder] = {k: model.encoders[k] for k in keys}  # type: ignore[misc]
     out = {
         k: {
-            "embeddings": torch.zeros(len(ads), encoders[k].output_dim),
+            "embeddings": torch.zeros(len(ads), encoders[k].frozen_dim),
             "present": torch.zeros(len(ads), dtype=torch.uint8),
         }
         for k in keys
@@ -235,5 +245,5 @@ def _embed_chunk(
         batch = rows[start : start + batch_size]
         inputs = [torch.stack([prepared[i].tensors[n] for i in batch]) for n in names]
         inputs = [t.to(device) for t in trim_padding(inputs, encoder.input_spec)]
-        out["embeddings"][batch] = encoder(*inputs).float().cpu()
+        out["embeddings"][batch] = encoder.frozen_features(*inputs).float().cpu()
         out["present"][batch] = 1

@@ -1,8 +1,9 @@
 """``save_pretrained`` / ``from_pretrained``: a JSON config plus safetensors weights.
 
 Loading never unpickles: the architecture comes from the config through the registry, the
-tensors from safetensors. A "heads" checkpoint (the embedded default) holds only the heads and
-takes the encoders' weights from where their settings point (e.g. the MiniLM package); a
+tensors from safetensors. A "heads" checkpoint (the embedded default) holds only the heads (and
+the encoders' ``head_trained`` parts, such as the text lexicon) and takes the encoders' other
+weights from where their settings point (e.g. the MiniLM package); a
 "full" checkpoint is self-contained, Hugging Face configs and tokenizers included.
 """
 
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 from safetensors.torch import load_file, save_file
 
+from encoders.base import Encoder
 from encoders.text import resolve_model_dir
 from ensemble.builder import build_ensemble
 from ensemble.config import EncoderConfig, ModelConfig
@@ -39,8 +41,9 @@ def save_pretrained(
     Args:
         model: An ensemble built by :func:`ensemble.builder.build_ensemble`.
         directory: Output directory (created).
-        weights: ``"full"`` (self-contained) or ``"heads"`` (heads only; the encoders load
-            from their settings, so those must stay reachable).
+        weights: ``"full"`` (self-contained) or ``"heads"`` (heads and the encoders'
+            ``head_trained`` parts only; the encoders load the rest from their settings, so
+            those must stay reachable).
         extra: JSON-serialisable metadata stored under ``"checkpoint"`` (e.g. training report).
 
     Returns:
@@ -53,7 +56,10 @@ def save_pretrained(
     config = model.config
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     if weights == "heads":
-        state = {k: v for k, v in state.items() if not k.startswith("encoders.")}
+        kept = head_trained_prefixes(model)
+        state = {
+            k: v for k, v in state.items() if not k.startswith("encoders.") or k.startswith(kept)
+        }
     else:
         config = bundle_encoder_files(config, out)
     save_file(state, str(out / WEIGHTS_FILE))
@@ -61,6 +67,16 @@ def save_pretrained(
     payload["checkpoint"] = {"format": FORMAT_VERSION, "weights": weights, **(extra or {})}
     (out / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")
     return out
+
+
+def head_trained_prefixes(model: AdPolicyEnsemble) -> tuple[str, ...]:
+    """State-dict prefixes of the encoders' ``head_trained`` parts: a "heads" checkpoint
+    stores them with the heads (the rest of each encoder loads from its settings)."""
+    prefixes = []
+    for key, module in model.encoders.items():
+        encoder: Encoder = module  # type: ignore[assignment]
+        prefixes += [f"encoders.{key}.{name}." for name in encoder.head_trained]
+    return tuple(prefixes)
 
 
 def bundle_encoder_files(config: ModelConfig, out: str | Path) -> ModelConfig:
@@ -130,7 +146,8 @@ def from_pretrained(directory: str | Path) -> AdPolicyEnsemble:
     result = model.load_state_dict(state, strict=False)
     missing = list(result.missing_keys)
     if meta.get("weights") == "heads":
-        missing = [k for k in missing if not k.startswith("encoders.")]
+        kept = head_trained_prefixes(model)
+        missing = [k for k in missing if not k.startswith("encoders.") or k.startswith(kept)]
     if missing or result.unexpected_keys:
         raise ValueError(
             f"{directory}: weights do not match the config "

@@ -44,7 +44,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, TensorDataset
 from tqdm import tqdm
 
-from encoders.base import Encoder
 from ensemble.batch import AdError, AdPreparer, PreparedAd
 from ensemble.config import ModelConfig
 from ensemble.data import label_tensors
@@ -66,6 +65,9 @@ class TrainSettings:
         batch_size: Ads per optimizer step, over all processes.
         lr: AdamW learning rate of the heads.
         encoder_lr: AdamW learning rate of fine-tuned encoders.
+        branch_lr: AdamW learning rate of the frozen encoders' ``head_trained`` parts (the
+            text lexicon: sparse rows, each seen by few ads, learn best at ~10x the heads'
+            rate); they get no weight decay.
         weight_decay: AdamW weight decay.
         patience: Epochs without a better validation score before stopping.
         class_weight: ``"none"``, ``"sqrt"`` or ``"balanced"`` (see the module docstring).
@@ -80,6 +82,7 @@ class TrainSettings:
     batch_size: int = 256
     lr: float = 1e-3
     encoder_lr: float = 2e-5
+    branch_lr: float = 1e-2
     weight_decay: float = 1e-4
     patience: int = 8
     class_weight: str = "none"
@@ -224,9 +227,9 @@ class _Split:
         if preparer is not None:
             collated = preparer.collate([self.prepared[i] for i in index.tolist()], dense=True)
             named = dict(zip(preparer.input_names, collated.inputs, strict=True))
-            for key in view.live:
-                encoder: Encoder = view.live[key]  # type: ignore[assignment]
-                inputs[key] = [named[f"{key}.{s.name}"].to(device) for s in encoder.input_spec]
+            for key, encoder in view.prepared_encoders.items():
+                prepared = [named[f"{key}.{s.name}"].to(device) for s in encoder.input_spec]
+                inputs[key] = inputs.get(key, []) + prepared
         return inputs, self.presence[index].to(device)
 
 
@@ -255,8 +258,8 @@ def _split(
                 )  # fmt: skip
     presence = torch.zeros(len(ads), 4) if features is None else features.presence
     prepared: list[PreparedAd] = []
-    if view.live:
-        preparer = AdPreparer(model.config)
+    if view.prepared_encoders:
+        preparer = AdPreparer(model.config, keys=view.prepared_encoders)
         root = Path(base_dir) if base_dir is not None else None
         try:
             prepared = [preparer.prepare(ad, index=i, base_dir=root) for i, ad in enumerate(ads)]
@@ -417,12 +420,16 @@ def train(
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
         net = DistributedDataParallel(view, device_ids=ids)
-    preparer = AdPreparer(model.config) if view.live else None
+    keys = view.prepared_encoders
+    preparer = AdPreparer(model.config, keys=keys) if keys else None
     run = _Run(view, net, train_split, val_split, preparer, trainable, weights.to(device),
                settings, device, world)  # fmt: skip
     groups = [{"params": list(view.heads.parameters()), "lr": settings.lr}]
     if view.live:
         groups.append({"params": list(view.live.parameters()), "lr": settings.encoder_lr})
+    if view.partial:
+        branches = list(view.branches.parameters())
+        groups.append({"params": branches, "lr": settings.branch_lr, "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
     sampler: DistributedSampler[int] = DistributedSampler(
         TensorDataset(torch.arange(len(train_split))),

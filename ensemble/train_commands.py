@@ -50,6 +50,10 @@ def register(sub: Any) -> None:
         "--unfreeze", nargs="+", default=[], metavar="KEY", help="encoders to fine-tune"
     )
     tr.add_argument("--encoder-lr", type=float, default=TrainSettings.encoder_lr)
+    tr.add_argument(
+        "--branch-lr", type=float, default=TrainSettings.branch_lr,
+        help="learning rate of the frozen encoders' head-trained parts (the text lexicon)",
+    )  # fmt: skip
     tr.add_argument("--lr", type=float, default=TrainSettings.lr)
     tr.add_argument("--weight-decay", type=float, default=TrainSettings.weight_decay)
     tr.add_argument("--batch-size", type=int, default=TrainSettings.batch_size, help="global")

@@ -28,11 +28,13 @@ class FusedLogits(nn.Module):
     Args:
         model: The ensemble; its fusion must be :class:`~ensemble.fusion.MaxFusion`.
         live: Keys of the learned encoders run here on prepared inputs (fine-tuning); the
-            other learned encoders' embeddings are given (cached).
+            other learned encoders' frozen embeddings are given (cached), and their
+            ``head_trained`` parts (e.g. the text lexicon) run here and train with the heads.
 
     Forward:
         inputs: Key -> tensors: for a live key its prepared inputs in ``input_spec`` order,
-            for any other learned key ``[embedding [batch, output_dim]]``.
+            for any other learned key ``[frozen embedding [batch, frozen_dim]]``, followed
+            by its prepared inputs where it has ``head_trained`` parts (``partial``).
         presence: [batch, 4] float.
         Returns (logits [batch, policies], applicable [batch, policies] bool): applicable where
         a present learned head scores the policy (elsewhere the logit is 0 and meaningless).
@@ -51,12 +53,26 @@ class FusedLogits(nn.Module):
         self.num_policies = model.num_policies
         self.heads = nn.ModuleDict({k: model.heads[k] for k in self.keys})
         self.live = nn.ModuleDict({k: model.encoders[k] for k in live})
+        encoders: dict[str, Encoder] = {k: model.encoders[k] for k in self.keys}  # type: ignore[misc]
+        self.partial = {k: e for k, e in encoders.items() if e.head_trained and k not in live}
+        self.branches = nn.ModuleDict(
+            {
+                k: nn.ModuleDict({name: getattr(e, name) for name in e.head_trained})
+                for k, e in self.partial.items()
+            }
+        )
         self.modality_of = {k: MODALITIES.index(model.encoders[k].modality) for k in self.keys}
         for k in self.keys:
             index = torch.tensor(model.heads[k].policy_index)
             self.register_buffer(
                 f"select_{k}", F.one_hot(index, self.num_policies).bool(), persistent=False
             )
+
+    @property
+    def prepared_encoders(self) -> dict[str, Encoder]:
+        """Key -> encoder of the keys whose prepared inputs ``forward`` needs (live, partial)."""
+        live: dict[str, Encoder] = dict(self.live.items())  # type: ignore[arg-type]
+        return {**live, **self.partial}
 
     @property
     def policy_columns(self) -> Tensor:
@@ -74,6 +90,10 @@ class FusedLogits(nn.Module):
             if key in self.live:
                 encoder: Encoder = self.live[key]  # type: ignore[assignment]
                 features = encoder(*trim_padding(inputs[key], encoder.input_spec))
+            elif key in self.partial:
+                part = self.partial[key]
+                prepared = trim_padding(inputs[key][1:], part.input_spec)
+                features = part.with_head_trained(inputs[key][0], *prepared)
             else:
                 features = inputs[key][0]
             select: Tensor = getattr(self, f"select_{key}")  # [head outputs, policies]

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SEARCH_SPACE: dict[str, Any] = {
     "lr": ("log", 1e-4, 1e-2),
+    "branch_lr": ("log", 1e-3, 1e-1),
     "weight_decay": ("log", 1e-6, 1e-2),
     "class_weight": ("choice", tuple(CLASS_WEIGHT_POWER)),
     "batch_size": ("choice", (64, 128, 256, 512)),

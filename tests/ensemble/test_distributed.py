@@ -1,6 +1,6 @@
 """DistributedDataParallel over gloo with 2 processes on this machine.
 
-The ranks must end with identical weights, and match one process trained with the same global
+The ranks must end with identical weights (heads and text lexicon), and match one process trained with the same global
 batch within TOLERANCE (the only difference is the floating-point order of the gradient sum:
 measured here at about 1e-7 after 48 AdamW steps).
 """
@@ -20,7 +20,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from ensemble import ModelConfig, build_ensemble
+from ensemble import AdPolicyEnsemble, ModelConfig, build_ensemble
+from ensemble.pretrained import head_trained_prefixes
 from ensemble.train import TrainSettings, train
 from tests.ensemble.train_data import keyword_ads, text_config, write_jsonl
 
@@ -36,15 +37,21 @@ def _worker(rank: int, init: str, out: str, config: dict[str, Any], data: list[l
     try:
         model = build_ensemble(ModelConfig.from_json(config), seed=0)
         result = train(model, data[0], data[1], SETTINGS, cache_dir=Path(out) / "cache")
-        save_file(dict(result.model.heads.state_dict()), f"{out}/rank{rank}.safetensors")
+        save_file(trained_state(result.model), f"{out}/rank{rank}.safetensors")
         summary = {**result.summary(), "history": result.history}
         Path(f"{out}/rank{rank}.json").write_text(json.dumps(summary))
     finally:
         dist.destroy_process_group()
 
 
+def trained_state(model: AdPolicyEnsemble) -> dict[str, torch.Tensor]:
+    """The weights training changes: the heads and the text lexicon."""
+    kept = ("heads.", *head_trained_prefixes(model))
+    return {k: v.contiguous() for k, v in model.state_dict().items() if k.startswith(kept)}
+
+
 def test_two_ranks_agree_and_match_one_process(tiny_bert_dir, tmp_path) -> None:
-    config = text_config(tiny_bert_dir)
+    config = text_config(tiny_bert_dir, lexicon_dim=8)
     data = [keyword_ads(96, seed=1), keyword_ads(32, seed=2, prefix="val")]
     args = (str(tmp_path / "init"), str(tmp_path), config.to_json(), data)
     mp.spawn(_worker, args=args, nprocs=WORLD, join=True)
@@ -58,7 +65,8 @@ def test_two_ranks_agree_and_match_one_process(tiny_bert_dir, tmp_path) -> None:
 
     model = build_ensemble(config, seed=0)
     single = train(model, data[0], data[1], SETTINGS, cache_dir=tmp_path / "cache")
-    state = single.model.heads.state_dict()
+    state = trained_state(single.model)
+    assert any(".lexicon." in k for k in state)
     difference = max(float((state[k] - v).abs().max()) for k, v in ranks[0].items())
     assert difference <= TOLERANCE
     for ours, theirs in zip(single.history, summary["history"], strict=True):

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from encoders.base import MODALITIES, InputSpec
+from encoders.text import HFTextEncoder
 from ensemble import build_ensemble, from_pretrained, save_pretrained
 from ensemble.batch import AdPreparer
 from ensemble.cli import main
@@ -185,6 +187,46 @@ def test_fine_tuning_changes_the_encoder_and_freezing_does_not(
     assert np.allclose(
         score_ads(loaded, ads, progress=False)[0],
         score_ads(tuned, ads, progress=False)[0],
+        atol=1e-6,
+    )
+
+
+def test_lexicon_trains_with_the_heads_over_cached_embeddings(
+    tiny_bert_dir, train_ads, val_ads, tmp_path
+) -> None:
+    config = text_config(tiny_bert_dir, lexicon_dim=8)
+    model = build_ensemble(config)
+    encoder = model.encoders["text"]
+    assert isinstance(encoder, HFTextEncoder)
+    assert encoder.lexicon is not None
+    transformer = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+    table = encoder.lexicon.table.detach().clone()
+    result = train(model, train_ads, val_ads, FAST, cache_dir=tmp_path / "cache")
+    assert all(torch.equal(v, transformer[k]) for k, v in encoder.model.state_dict().items())
+    changed = (encoder.lexicon.table != table).any(dim=1)
+    preparer = AdPreparer(config)
+    prepared = [preparer.prepare(ad).tensors for ad in train_ads]
+    seen = torch.cat([t["text.input_ids"][t["text.attention_mask"].bool()] for t in prepared])
+    seen = seen.unique()
+    unseen = torch.ones(len(changed), dtype=torch.bool)
+    unseen[seen] = False
+    assert changed[seen].all()  # every wordpiece of the training texts learned
+    assert not changed[unseen].any()  # the others kept their initial rows
+    # the cache holds the frozen part only, keyed without the lexicon: reused as it is
+    stamps = {f: f.stat().st_mtime_ns for f in (tmp_path / "cache").iterdir()}
+    assert len(stamps) == 2  # train, val
+    features = embed(model, train_ads, cache_dir=tmp_path / "cache", progress=False)
+    assert {f: f.stat().st_mtime_ns for f in (tmp_path / "cache").iterdir()} == stamps
+    assert features.embeddings["text"].shape == (len(train_ads), encoder.frozen_dim)
+    # a heads checkpoint carries the lexicon and scores as the trained model does
+    save_pretrained(result.model, tmp_path / "ckpt", weights="heads")
+    stored = load_file(str(tmp_path / "ckpt" / "model.safetensors"))
+    assert "encoders.text.lexicon.table" in stored
+    assert not any(k.startswith("encoders.text.model.") for k in stored)
+    loaded = from_pretrained(tmp_path / "ckpt")
+    assert np.allclose(
+        score_ads(loaded, val_ads, progress=False)[0],
+        score_ads(result.model, val_ads, progress=False)[0],
         atol=1e-6,
     )
 

@@ -14,14 +14,14 @@ RUDE = {"damn", "idiot", "stupid", "vermin", "scum"}
 HATEFUL = {"vermin", "scum"}
 
 
-def text_config(tiny_bert_dir: Path, **overrides: Any) -> ModelConfig:
-    """Two text policies scored by one tiny-BERT head (max_length 16)."""
+def text_config(tiny_bert_dir: Path, *, lexicon_dim: int = 0, **overrides: Any) -> ModelConfig:
+    """Two text policies scored by one tiny-BERT head (max_length 16), optionally with a
+    lexicon of ``lexicon_dim``."""
+    text = {"type": "hf_text", "model_dir": str(tiny_bert_dir), "max_length": 16}
     data: dict[str, Any] = {
         "name": "tiny-text",
         "version": "test",
-        "encoders": {
-            "text": {"type": "hf_text", "model_dir": str(tiny_bert_dir), "max_length": 16}
-        },
+        "encoders": {"text": {**text, "lexicon_dim": lexicon_dim}},
         "policies": [
             {"name": "offensive_language", "heads": ["text"]},
             {"name": "hate_speech", "heads": ["text"]},
