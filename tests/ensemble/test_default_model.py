@@ -1,4 +1,5 @@
-"""The shipped default model: small, calibrated text heads that reproduce their recorded metrics.
+"""The shipped default model: small, calibrated text heads (and lexicon) that reproduce their
+recorded metrics.
 
 The default is built by the README's three commands (convert Davidson, train, evaluate with
 ``--record``); CI does not train it. The shipped heads are checked against what was recorded
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from safetensors.torch import load_file
 
 from ensemble import from_pretrained
 from ensemble.data import DAVIDSON_RULE, davidson_ad, davidson_split, read_davidson
@@ -26,7 +28,11 @@ def _record() -> dict:
 def test_shipped_default_is_small_calibrated_and_recorded() -> None:
     config = json.loads((DEFAULT_DIR / "config.json").read_text())
     assert config["checkpoint"]["weights"] == "heads"
-    assert (DEFAULT_DIR / "model.safetensors").stat().st_size < 2_000_000
+    # heads + the 30522 x 32 text lexicon (~4 MB), never MiniLM's own 90 MB
+    assert (DEFAULT_DIR / "model.safetensors").stat().st_size < 5_000_000
+    stored = load_file(str(DEFAULT_DIR / "model.safetensors"))
+    assert "encoders.text.lexicon.table" in stored
+    assert not any(k.startswith("encoders.text.model.") for k in stored)
     policies = {p["name"]: p for p in config["policies"]}
     record = _record()
     for name in TEXT_POLICIES:
