@@ -73,7 +73,8 @@ class Encoder(nn.Module):
     ``forward(*inputs) -> [batch, output_dim]`` with the inputs in ``input_spec`` order.
     Analyzers also set ``measurement_names`` (``len == output_dim``). ``head_trained`` names
     the submodules trained with the heads even when the encoder is frozen (cached); they are
-    saved with the heads.
+    saved with the heads. ``head_trained_settings`` names the settings that shape only them
+    (left out of the embedding cache's key).
     """
 
     modality: ClassVar[Modality]
@@ -82,6 +83,7 @@ class Encoder(nn.Module):
     input_spec: tuple[InputSpec, ...]
     measurement_names: tuple[str, ...] = ()
     head_trained: tuple[str, ...] = ()
+    head_trained_settings: tuple[str, ...] = ()
 
     @property
     def frozen_dim(self) -> int:

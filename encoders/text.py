@@ -49,6 +49,9 @@ class TextSettings:
         lexicon_dim: Width of a learned :class:`Lexicon` appended to the embedding (0: none).
             It is trained with the heads while the transformer stays frozen, and saved with
             them.
+        lexicon_dropout: Share of training texts whose whole lexicon vector is zeroed, so the
+            heads also learn to score from the transformer alone (what they must do for copy
+            whose words training never saw). Training only; 0 in eval and in the graph.
     """
 
     model_dir: str = DEFAULT_TEXT_MODEL
@@ -58,6 +61,7 @@ class TextSettings:
     attention: str = "eager"
     neuron_friendly: bool = True
     lexicon_dim: int = 0
+    lexicon_dropout: float = 0.0
 
 
 def resolve_model_dir(model_dir: str) -> Path:
@@ -105,24 +109,31 @@ class Lexicon(nn.Module):
     A frozen sentence embedding smooths single words away, yet a policy can hinge on one word
     (a slur is hate speech where a milder insult is only offensive). This bag sees each word:
     ``vocab_size x dim`` weights, an ``index_select`` and a masked mean (operators AWS Neuron
-    lists), small enough to train with the heads in seconds.
+    lists), small enough to train with the heads in seconds. Every vector starts at zero, so a
+    wordpiece no training text had adds nothing (it only dilutes the mean), as a bag model
+    ignores unknown words: unseen ad copy gets no random features the heads never learned.
 
     Args:
         vocab_size: The tokenizer's vocabulary size.
         dim: Width of each vector.
+        dropout: Share of texts whose bag is zeroed in training (see ``TextSettings``).
     """
 
-    def __init__(self, vocab_size: int, dim: int) -> None:
+    def __init__(self, vocab_size: int, dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.dim = dim
-        self.table = nn.Parameter(torch.randn(vocab_size, dim) * 0.1)
+        self.dropout = dropout
+        self.table = nn.Parameter(torch.zeros(vocab_size, dim))
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Args: input_ids [batch, seq], attention_mask [batch, seq]. Returns [batch, dim]."""
         rows = self.table.index_select(0, input_ids.reshape(-1))
         rows = rows.reshape(input_ids.shape[0], input_ids.shape[1], self.dim)  # no -1: 0 rows
         mask = attention_mask.unsqueeze(-1).to(rows.dtype)
-        return (rows * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        bag = (rows * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        if self.training and self.dropout > 0:
+            bag = bag * (torch.rand_like(bag[:, :1]) >= self.dropout).to(bag.dtype)
+        return bag
 
 
 class HFTextEncoder(Encoder):
@@ -133,6 +144,7 @@ class HFTextEncoder(Encoder):
     """
 
     modality = "text"
+    head_trained_settings = ("lexicon_dim", "lexicon_dropout")
 
     def __init__(self, settings: TextSettings) -> None:
         super().__init__()
@@ -153,7 +165,7 @@ class HFTextEncoder(Encoder):
         self.lexicon: Lexicon | None = None
         if settings.lexicon_dim:
             vocab = int(self.model.config.vocab_size)
-            self.lexicon = Lexicon(vocab, settings.lexicon_dim)
+            self.lexicon = Lexicon(vocab, settings.lexicon_dim, settings.lexicon_dropout)
             self.head_trained = ("lexicon",)
         self.output_dim = self.hidden_size + settings.lexicon_dim
         length = settings.max_length

@@ -108,14 +108,19 @@ def _field_digest(value: Any, modality: str, base_dir: Path | None) -> str:
 def cache_key(
     model: AdPolicyEnsemble, key: str, ads: Sequence[Mapping[str, Any]], base_dir: Path | None
 ) -> str:
-    """The cache key of encoder ``key``'s embeddings of ``ads`` (hex SHA-256)."""
+    """The cache key of encoder ``key``'s embeddings of ``ads`` (hex SHA-256).
+
+    The encoder's ``head_trained`` parts, their weights and their settings are left out: they
+    do not change the frozen embedding, so trying another lexicon re-embeds nothing.
+    """
     if model.config is None:
         raise ValueError("the model has no config; build it with build_ensemble()")
     modality = model.config.modality(key)
     encoder: Encoder = model.encoders[key]  # type: ignore[assignment]
     digest = hashlib.sha256()
+    settings = model.config.encoders[key].to_json()
     described = {
-        "encoder": model.config.encoders[key].to_json(),
+        "encoder": {k: v for k, v in settings.items() if k not in encoder.head_trained_settings},
         "limits": dataclasses.asdict(model.config.limits),
         "weights": weights_digest(encoder, skip=encoder.head_trained),
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from encoders.text import HFTextEncoder, TextSettings
+from encoders.text import HFTextEncoder, Lexicon, TextSettings
 from tests.tracing import trace_save_load
 
 
@@ -18,7 +18,9 @@ def test_lexicon_appends_the_mean_of_the_attended_wordpieces(tiny_bert_dir) -> N
     mask = (ids > 0).long()
     assert encoder.lexicon is not None
     table = encoder.lexicon.table
+    assert not table.any()  # untrained: every wordpiece adds nothing
     with torch.no_grad():
+        table.normal_()  # as if trained
         out = encoder(ids, mask)
         frozen = encoder.frozen_features(ids, mask)
         # padding tokens count for nothing, whatever their ids
@@ -33,7 +35,9 @@ def test_lexicon_traces_and_runs_an_empty_batch(tiny_bert_dir) -> None:
     encoder = HFTextEncoder(
         TextSettings(model_dir=str(tiny_bert_dir), max_length=8, lexicon_dim=4)
     ).eval()
+    assert encoder.lexicon is not None
     with torch.no_grad():
+        encoder.lexicon.table.normal_()
         loaded = trace_save_load(encoder, encoder.example_inputs(2))
         for batch in (0, 3):
             inputs = encoder.example_inputs(batch)
@@ -49,3 +53,15 @@ def test_without_a_lexicon_the_embedding_is_the_transformer_alone(tiny_bert_dir)
     inputs = encoder.example_inputs(2)
     with torch.no_grad():
         assert torch.equal(encoder(*inputs), encoder.frozen_features(*inputs))
+
+
+def test_lexicon_dropout_silences_whole_texts_in_training_only() -> None:
+    lexicon = Lexicon(50, 4, dropout=0.5)
+    with torch.no_grad():
+        lexicon.table.normal_()
+    ids = torch.randint(1, 50, (200, 6))
+    mask = torch.ones_like(ids)
+    torch.manual_seed(0)
+    silenced = (lexicon.train()(ids, mask) == 0).all(dim=1)
+    assert 60 < int(silenced.sum()) < 140  # about half of the texts, each all or nothing
+    assert not (lexicon.eval()(ids, mask) == 0).all(dim=1).any()

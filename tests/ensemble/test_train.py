@@ -211,11 +211,13 @@ def test_lexicon_trains_with_the_heads_over_cached_embeddings(
     unseen = torch.ones(len(changed), dtype=torch.bool)
     unseen[seen] = False
     assert changed[seen].all()  # every wordpiece of the training texts learned
-    assert not changed[unseen].any()  # the others kept their initial rows
+    assert not encoder.lexicon.table[unseen].any()  # the others still zero: they add nothing
     # the cache holds the frozen part only, keyed without the lexicon: reused as it is
     stamps = {f: f.stat().st_mtime_ns for f in (tmp_path / "cache").iterdir()}
     assert len(stamps) == 2  # train, val
     features = embed(model, train_ads, cache_dir=tmp_path / "cache", progress=False)
+    other = build_ensemble(text_config(tiny_bert_dir, lexicon_dim=4))  # another lexicon
+    embed(other, train_ads, cache_dir=tmp_path / "cache", progress=False)
     assert {f: f.stat().st_mtime_ns for f in (tmp_path / "cache").iterdir()} == stamps
     assert features.embeddings["text"].shape == (len(train_ads), encoder.frozen_dim)
     # a heads checkpoint carries the lexicon and scores as the trained model does
