@@ -66,8 +66,7 @@ class TrainSettings:
         lr: AdamW learning rate of the heads.
         encoder_lr: AdamW learning rate of fine-tuned encoders.
         branch_lr: AdamW learning rate of the frozen encoders' ``head_trained`` parts (the
-            text lexicon: sparse rows, each seen by few ads, learn best at ~10x the heads'
-            rate); they get no weight decay.
+            text lexicon); they get no weight decay.
         weight_decay: AdamW weight decay.
         patience: Epochs without a better validation score before stopping.
         class_weight: ``"none"``, ``"sqrt"`` or ``"balanced"`` (see the module docstring).
@@ -82,7 +81,7 @@ class TrainSettings:
     batch_size: int = 256
     lr: float = 1e-3
     encoder_lr: float = 2e-5
-    branch_lr: float = 1e-2
+    branch_lr: float = 1e-3
     weight_decay: float = 1e-4
     patience: int = 8
     class_weight: str = "none"
