@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,10 +57,8 @@ def save_pretrained(
     config = model.config
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     if weights == "heads":
-        kept = head_trained_prefixes(model)
-        state = {
-            k: v for k, v in state.items() if not k.startswith("encoders.") or k.startswith(kept)
-        }
+        stored = stored_with_heads(model)
+        state = {k: v for k, v in state.items() if stored(k)}
     else:
         config = bundle_encoder_files(config, out)
     save_file(state, str(out / WEIGHTS_FILE))
@@ -69,14 +68,16 @@ def save_pretrained(
     return out
 
 
-def head_trained_prefixes(model: AdPolicyEnsemble) -> tuple[str, ...]:
-    """State-dict prefixes of the encoders' ``head_trained`` parts: a "heads" checkpoint
-    stores them with the heads (the rest of each encoder loads from its settings)."""
-    prefixes = []
+def stored_with_heads(model: AdPolicyEnsemble) -> Callable[[str], bool]:
+    """Whether a state-dict key of ``model`` belongs in a "heads" checkpoint: everything but
+    the encoders, except the encoders' ``head_trained`` parts (the rest of each encoder loads
+    from its settings)."""
+    kept = []
     for key, module in model.encoders.items():
         encoder: Encoder = module  # type: ignore[assignment]
-        prefixes += [f"encoders.{key}.{name}." for name in encoder.head_trained]
-    return tuple(prefixes)
+        kept += [f"encoders.{key}.{name}." for name in encoder.head_trained]
+    prefixes = tuple(kept)
+    return lambda name: not name.startswith("encoders.") or name.startswith(prefixes)
 
 
 def bundle_encoder_files(config: ModelConfig, out: str | Path) -> ModelConfig:
@@ -146,8 +147,8 @@ def from_pretrained(directory: str | Path) -> AdPolicyEnsemble:
     result = model.load_state_dict(state, strict=False)
     missing = list(result.missing_keys)
     if meta.get("weights") == "heads":
-        kept = head_trained_prefixes(model)
-        missing = [k for k in missing if not k.startswith("encoders.") or k.startswith(kept)]
+        stored = stored_with_heads(model)
+        missing = [k for k in missing if stored(k)]
     if missing or result.unexpected_keys:
         raise ValueError(
             f"{directory}: weights do not match the config "

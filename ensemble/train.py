@@ -239,8 +239,10 @@ def _split(
     settings: TrainSettings,
     cache_dir: str | Path | None,
     base_dir: str | Path | None,
+    preparer: AdPreparer | None,
 ) -> _Split:
-    """Embed (frozen encoders) and prepare (fine-tuned ones) a split; rank 0 fills the cache."""
+    """Embed (frozen encoders) and prepare (with ``preparer``: the encoders run live, the
+    head-trained parts) a split; rank 0 fills the cache."""
     assert model.config is not None
     world, rank = _world()
     cached = [k for k in view.keys if k not in view.live]
@@ -257,8 +259,7 @@ def _split(
                 )  # fmt: skip
     presence = torch.zeros(len(ads), 4) if features is None else features.presence
     prepared: list[PreparedAd] = []
-    if view.prepared_encoders:
-        preparer = AdPreparer(model.config, keys=view.prepared_encoders)
+    if preparer is not None:
         root = Path(base_dir) if base_dir is not None else None
         try:
             prepared = [preparer.prepare(ad, index=i, base_dir=root) for i, ad in enumerate(ads)]
@@ -408,8 +409,10 @@ def train(
     device = torch.device(settings.device)
     model.to(device)
     view = FusedLogits(model, settings.unfreeze).to(device)
-    train_split = _split(model, view, train_ads, settings, cache_dir, base_dir)
-    val_split = _split(model, view, val_ads, settings, cache_dir, base_dir)
+    keys = view.prepared_encoders
+    preparer = AdPreparer(model.config, keys=keys) if keys else None
+    train_split = _split(model, view, train_ads, settings, cache_dir, base_dir, preparer)
+    val_split = _split(model, view, val_ads, settings, cache_dir, base_dir, preparer)
     trainable = view.policy_columns.cpu() & (train_split.mask.sum(0) > 0)
     if not trainable.any():
         raise ValueError("no training label names a policy that a learned head scores")
@@ -419,8 +422,6 @@ def train(
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
         net = DistributedDataParallel(view, device_ids=ids)
-    keys = view.prepared_encoders
-    preparer = AdPreparer(model.config, keys=keys) if keys else None
     run = _Run(view, net, train_split, val_split, preparer, trainable, weights.to(device),
                settings, device, world)  # fmt: skip
     groups = [{"params": list(view.heads.parameters()), "lr": settings.lr}]

@@ -21,7 +21,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from ensemble import AdPolicyEnsemble, ModelConfig, build_ensemble
-from ensemble.pretrained import head_trained_prefixes
+from ensemble.pretrained import stored_with_heads
 from ensemble.train import TrainSettings, train
 from tests.ensemble.train_data import keyword_ads, text_config, write_jsonl
 
@@ -46,8 +46,8 @@ def _worker(rank: int, init: str, out: str, config: dict[str, Any], data: list[l
 
 def trained_state(model: AdPolicyEnsemble) -> dict[str, torch.Tensor]:
     """The weights training changes: the heads and the text lexicon."""
-    kept = ("heads.", *head_trained_prefixes(model))
-    return {k: v.contiguous() for k, v in model.state_dict().items() if k.startswith(kept)}
+    stored = stored_with_heads(model)
+    return {k: v.contiguous() for k, v in model.state_dict().items() if stored(k)}
 
 
 def test_two_ranks_agree_and_match_one_process(tiny_bert_dir, tmp_path) -> None:
