@@ -14,6 +14,8 @@ MEDIA = Path(__file__).parent / "media"
 
 
 def make(force: bool = False) -> list[Path]:
+    MEDIA.mkdir(parents=True, exist_ok=True)
+
     def wanted(name: str) -> Path | None:
         path = MEDIA / name
         return path if force or not path.exists() else None
@@ -52,7 +54,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--force", action="store_true", help="regenerate existing files")
     args = parser.parse_args()
-    MEDIA.mkdir(parents=True, exist_ok=True)
     made = make(args.force)
     print(
         f"{len(made)} sample media files written to {MEDIA}" if made else "sample media up to date"

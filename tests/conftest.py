@@ -54,6 +54,5 @@ def sample_media() -> Path:
     """The generated sample media of examples/ (made here if `make samples` has not run)."""
     from examples import make_samples
 
-    make_samples.MEDIA.mkdir(parents=True, exist_ok=True)
     make_samples.make()
     return make_samples.MEDIA
