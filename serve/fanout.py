@@ -27,8 +27,8 @@ def _rank(entry: Mapping[str, Any]) -> tuple[int, float]:
 def merge_results(ad_id: str, parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One result row from the rows of the per-modality archives for one ad.
 
-    A policy is ``scored`` with the highest score of the parts that scored it (flagged at its
-    threshold), else ``untrained`` when a part withheld it, else ``not_applicable``; policies
+    A policy is ``scored`` with the highest score of the parts that scored it (and that part's
+    flag: every part has the policy's threshold), else ``untrained`` when a part withheld it, else ``not_applicable``; policies
     no part knows are absent. Per-modality scores and measurements are the parts' own. An
     error in any part makes the whole ad an error with every part's errors.
     """
@@ -43,9 +43,6 @@ def merge_results(ad_id: str, parts: Sequence[Mapping[str, Any]]) -> dict[str, A
             known = policies.setdefault(name, dict(entry))
             if _rank(entry) > _rank(known):
                 known.update(entry)
-    for entry in policies.values():
-        if entry["status"] == "scored":
-            entry["flag"] = entry["score"] >= entry["threshold"]
     return {
         "id": ad_id,
         "status": "ok",
