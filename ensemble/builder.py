@@ -57,15 +57,14 @@ def modality_config(config: ModelConfig, modality: str) -> ModelConfig:
     Raises:
         ValueError: No encoder of the config reads ``modality``.
     """
-    keys = {k for k in config.encoders if config.modality(k) == modality}
-    if not keys:
+    encoders = {k: enc for k, enc in config.encoders.items() if config.modality(k) == modality}
+    if not encoders:
         raise ValueError(f"no encoder of {config.name!r} reads {modality!r}")
     policies = tuple(
-        dataclasses.replace(p, heads=tuple(h for h in p.heads if h in keys))
+        dataclasses.replace(p, heads=tuple(h for h in p.heads if h in encoders))
         for p in config.policies
-        if keys & set(p.heads)
+        if encoders.keys() & set(p.heads)
     )
-    encoders = {k: enc for k, enc in config.encoders.items() if k in keys}
     return dataclasses.replace(
         config, name=f"{config.name}-{modality}", encoders=encoders, policies=policies
     )

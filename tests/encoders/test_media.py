@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 
 import numpy as np
 import pytest
@@ -20,9 +19,7 @@ LIMITS = MediaLimits()
 
 
 def _png(width: int = 40, height: int = 30) -> bytes:
-    buffer = io.BytesIO()
-    synth.banner(width, height).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return synth.png_bytes(synth.banner(width, height))
 
 
 def test_read_media_accepts_every_form(tmp_path) -> None:
@@ -78,9 +75,7 @@ def test_oversized_payload_is_413() -> None:
 
 
 def test_decode_image_converts_and_refuses_bombs() -> None:
-    gray = io.BytesIO()
-    Image.new("L", (50, 20), 128).save(gray, format="PNG")
-    img = decode_image(gray.getvalue(), LIMITS)
+    img = decode_image(synth.png_bytes(Image.new("L", (50, 20), 128)), LIMITS)
     assert img.mode == "RGB"
     assert img.size == (50, 20)
     with pytest.raises(InputError, match="pixels exceeds") as info:
