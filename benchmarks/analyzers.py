@@ -12,10 +12,7 @@ graph time by the seconds its input holds.
 from __future__ import annotations
 
 import argparse
-import io
 import tempfile
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.common import best
 from encoders import get_encoder, get_entry, get_preparer
 from encoders.media import MediaLimits, decode_audio, decode_image, decode_video
 from ensemble import synth
@@ -38,16 +36,6 @@ ROWS = (
 )
 
 
-def best(fn: Callable[[], Any], repeat: int) -> float:
-    """Fastest of ``repeat`` runs, seconds."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def media(folder: Path, seconds: float, width: int, height: int) -> dict[str, bytes]:
     """A strobing video, a stereo 44.1 kHz voice-like track and a banner, encoded."""
     fps = 30
@@ -59,9 +47,8 @@ def media(folder: Path, seconds: float, width: int, height: int) -> dict[str, by
     )
     voice = synth.speech_like(seconds, rate=44_100, amplitude=0.3)
     audio = synth.write_audio(folder / "clip.wav", np.repeat(voice, 2, axis=1), 44_100)
-    image = io.BytesIO()
-    synth.banner(1200, 628, seed=1).save(image, "PNG")
-    return {"video": video.read_bytes(), "audio": audio.read_bytes(), "image": image.getvalue()}
+    image = synth.png_bytes(synth.banner(1200, 628, seed=1))
+    return {"video": video.read_bytes(), "audio": audio.read_bytes(), "image": image}
 
 
 def prepare(modality: str, data: bytes, preparer: Any) -> dict[str, torch.Tensor]:

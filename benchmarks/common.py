@@ -12,6 +12,7 @@ import os
 import platform
 import shlex
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,19 +79,11 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_json(name: str, payload: dict[str, Any], out: Path | None = None) -> Path:
-    """Write ``payload`` (with ``machine()`` added) to ``out`` or ``benchmarks/results/NAME.json``."""
-    path = out or RESULTS / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
-    return path
-
-
 class Report:
     """What a benchmark prints, kept for ``benchmarks/results/NAME.md``.
 
     The exact command and the machine line come first; :meth:`save` writes the printed text
-    and the JSON payload (:func:`write_json`) side by side.
+    and the JSON payload side by side.
 
     Args:
         name: The benchmark's module name under ``benchmarks`` (also the results' file name).
@@ -113,7 +106,10 @@ class Report:
         the machine) under ``benchmarks/results/``; returns the JSON's path."""
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"{self.name}.md").write_text("\n".join(self.lines) + "\n")
-        return write_json(self.name, {"command": self.command, **payload})
+        path = RESULTS / f"{self.name}.json"
+        record = {"machine": machine(), "command": self.command, **payload}
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        return path
 
 
 def verdict(measured: float, target: float) -> str:
@@ -129,6 +125,16 @@ GOALS_HEADER = ("goal", "measured", "target", "verdict")
 def goal_row(goal: str, measured: float, target: float) -> list[Any]:
     """A row of a goals table (``GOALS_HEADER``) for a ratio goal ``measured >= target``."""
     return [goal, measured, target, verdict(measured, target)]
+
+
+def best(fn: Callable[[], Any], repeat: int) -> float:
+    """Fastest of ``repeat`` runs of ``fn``, seconds."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,7 +32,14 @@ from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import GOALS_HEADER, Report, goal_row, markdown_table, synchronizer
+from benchmarks.common import (
+    GOALS_HEADER,
+    Report,
+    best,
+    goal_row,
+    markdown_table,
+    synchronizer,
+)
 from benchmarks.export_bench import CONFIGS, WARMUP_HELP, architecture, time_round_robin
 from ensemble.model import AdPolicyEnsemble
 from export.calibration import random_batch
@@ -44,7 +50,6 @@ log = logging.getLogger("efficiency")
 
 GEMM_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 GOAL_SHARE = 0.5
-ROOT = "AdPolicyEnsemble"
 
 
 def gemm_flops(
@@ -59,13 +64,13 @@ def gemm_flops(
             b = torch.randn(n, n, device=device).to(dtype)
             torch.mm(a, b)
             sync()
-            best = float("inf")
-            for _ in range(repeat):
-                start = time.perf_counter()
+
+            def product(a: Tensor = a, b: Tensor = b) -> None:
                 torch.mm(a, b)
                 sync()
-                best = min(best, time.perf_counter() - start)
-            rows.append({"dtype": name, "n": n, "flop_per_s": 2 * n**3 / best})
+
+            seconds = best(product, repeat)
+            rows.append({"dtype": name, "n": n, "flop_per_s": 2 * n**3 / seconds})
             log.info("GEMM %s %d: %.1f GFLOP/s", name, n, rows[-1]["flop_per_s"] / 1e9)
     return rows
 
@@ -76,15 +81,21 @@ def dense_batch(model: AdPolicyEnsemble, batch: int, device: torch.device) -> tu
     return tuple(t.to(device) for t in data)
 
 
+def module_labels(model: AdPolicyEnsemble) -> list[str]:
+    """``encoders.KEY`` and ``heads.KEY`` of every encoder and head: the parts timed and
+    counted (their submodule names)."""
+    return [f"{kind}.{key}" for kind in ("encoders", "heads") for key in model.keys]
+
+
 def count_flops(model: AdPolicyEnsemble, inputs: Sequence[Tensor]) -> dict[str, float]:
     """FLOPs of one eager forward: ``total`` and per encoder / head (``encoders.KEY``)."""
     with FlopCounterMode(display=False) as counter:
         model(*inputs)
     counts = counter.get_flop_counts()
-    flops = {"total": float(sum(counts.get(ROOT, {}).values()))}
-    for kind in ("encoders", "heads"):
-        for key in model.keys:
-            flops[f"{kind}.{key}"] = float(sum(counts.get(f"{ROOT}.{kind}.{key}", {}).values()))
+    root = type(model).__name__  # the counter's name of the top module
+    flops = {"total": float(sum(counts.get(root, {}).values()))}
+    for label in module_labels(model):
+        flops[label] = float(sum(counts.get(f"{root}.{label}", {}).values()))
     return flops
 
 
@@ -109,10 +120,10 @@ def profile_modules(
 
         return hook
 
-    for kind in ("encoders", "heads"):
-        for key, module in getattr(model, kind).items():
-            handles.append(module.register_forward_pre_hook(opener(f"{kind}.{key}")))
-            handles.append(module.register_forward_hook(closer(f"{kind}.{key}")))
+    for label in module_labels(model):
+        module = model.get_submodule(label)
+        handles.append(module.register_forward_pre_hook(opener(label)))
+        handles.append(module.register_forward_hook(closer(label)))
     try:
         model(*inputs)  # warm-up
         sync()
@@ -122,7 +133,7 @@ def profile_modules(
     finally:
         for handle in handles:
             handle.remove()
-    wanted = {"forward", *(f"{k}.{m}" for k in ("encoders", "heads") for m in model.keys)}
+    wanted = {"forward", *module_labels(model)}
     return {e.key: e.cpu_time_total / 1e3 for e in prof.key_averages() if e.key in wanted}
 
 
@@ -134,13 +145,14 @@ def bench_config(name: str, args: argparse.Namespace, peak: float) -> tuple[list
     sync = synchronizer(device)
     with torch.inference_mode(), quiet_jit():
         model.to(device)
-        one, two = (count_flops(model, dense_batch(model, b, device)) for b in (1, 2))
+        pair = dense_batch(model, 2, device)
+        one, two = count_flops(model, dense_batch(model, 1, device)), count_flops(model, pair)
         per_item = {k: two[k] - one[k] for k in one}
 
         def flops_at(batch: int, key: str = "total") -> float:
             return one[key] + per_item[key] * (batch - 1)
 
-        graph = trace_graph(model, dense_batch(model, 2, device))
+        graph = trace_graph(model, pair)
         timings: list[dict[str, Any]] = []
         for batch in args.batches:
             if timings and timings[-1]["p50_s"] * batch / timings[-1]["batch"] > args.max_call:
@@ -153,8 +165,8 @@ def bench_config(name: str, args: argparse.Namespace, peak: float) -> tuple[list
             p50 = statistics.median(latencies["traced"])
             timings.append({"batch": batch, "p50_s": p50, "flop_per_s": flops_at(batch) / p50})
             log.info("%s batch %d: %.1f GFLOP/s", name, batch, timings[-1]["flop_per_s"] / 1e9)
-        best = max(timings, key=lambda t: t["flop_per_s"])
-        split = profile_modules(model, dense_batch(model, best["batch"], device), sync)
+        top = max(timings, key=lambda t: t["flop_per_s"])
+        split = profile_modules(model, dense_batch(model, top["batch"], device), sync)
     model.to("cpu")
     achieved = [
         [
@@ -165,11 +177,11 @@ def bench_config(name: str, args: argparse.Namespace, peak: float) -> tuple[list
             flops_at(t["batch"]) / t["batch"] / 1e9,
             t["flop_per_s"] / 1e9,
             t["flop_per_s"] / peak,
-            "best" if t is best else "",
+            "best" if t is top else "",
         ]
         for t in timings
     ]
-    batch, forward_ms = best["batch"], split["forward"]
+    batch, forward_ms = top["batch"], split["forward"]
     modules = [k for k in split if k != "forward"]
     where = [
         [
@@ -201,7 +213,7 @@ def bench_config(name: str, args: argparse.Namespace, peak: float) -> tuple[list
         "flops_per_extra_item": per_item,
         "timings": timings,
         "best_batch": batch,
-        "best_flop_per_s": best["flop_per_s"],
+        "best_flop_per_s": top["flop_per_s"],
         "time_split_ms": split,
     }
     return [

@@ -144,12 +144,12 @@ def build_variants(
     model: AdPolicyEnsemble,
     names: Sequence[str],
     example: Sequence[Tensor],
-    device: torch.device | None = None,
+    device: torch.device,
 ) -> dict[str, Runner]:
     """The callables to time: eager, TorchScript fp32 / bf16 / fp16.
 
     ``model`` is on the CPU, where the 16-bit plans check that each encoder runs in 16 bits;
-    then it moves to ``device`` (default the CPU), and so does every variant; ``example``
+    then it moves to ``device``, and so does every variant; ``example``
     must be there already.
     """
     plans: dict[str, PrecisionPlan] = {}
@@ -196,8 +196,8 @@ def time_round_robin(
     inputs: Sequence[Tensor],
     budget: float,
     max_runs: int,
-    sync: Callable[[], None] = lambda: None,
-    warmup: int = 1,
+    sync: Callable[[], None],
+    warmup: int,
 ) -> dict[str, list[float]]:
     """Latencies of every runner on the same inputs, ``warmup`` untimed calls each, then
     rounds calling each runner once, so that load from other processes hits all variants
@@ -254,9 +254,8 @@ def bench_config(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         runners = build_variants(model, args.variants, on_device(inputs.example()), device)
         reference = [model(*batch)[0] for batch in calibration]
         # variant -> (batch, p50) of its last cell: one item first, to skip hopeless variants
-        last = {
-            v: (1, single_call(r, on_device(inputs.example(1)), sync)) for v, r in runners.items()
-        }
+        one_item = on_device(inputs.example(1))
+        last = {v: (1, single_call(r, one_item, sync)) for v, r in runners.items()}
         parity = {
             variant: parity_vs_eager(model.config, runner, calibration, reference)
             if last[variant][1] <= args.max_call

@@ -50,6 +50,7 @@ from serve.server import TorchServe
 TARGET = 1.3
 TOLERANCE = 1e-5
 CHECK_ADS = 8
+MEDIA_CHANCE = {"image": 0.3, "audio": 0.4, "video": 0.05}  # share of ads with each medium
 
 
 def _b64(data: bytes) -> dict[str, str]:
@@ -92,8 +93,7 @@ def mixed_ads(n: int, folder: Path, seed: int = 0) -> list[dict[str, Any]]:
     pool = media(folder)
     ads = []
     for i, ad in enumerate(text_ads(n, seed)):
-        chances = {"image": 0.3, "audio": 0.4, "video": 0.05}
-        for field, chance in chances.items():
+        for field, chance in MEDIA_CHANCE.items():
             if i < CHECK_ADS // 2 or rng.random() < chance:
                 ad[field] = pool[field][int(rng.integers(len(pool[field])))]
         if i >= CHECK_ADS and rng.random() >= 0.8 and len(ad) > 2:
@@ -202,7 +202,8 @@ def main() -> None:
         check = ads[:CHECK_ADS]
         with TorchServe.start(separate_mars, run_dir=root / "run-separate", port=0) as server:
             separate = partial(fanout_factory, server, names, opened)
-            merged = [separate()(ad).body for ad in check]
+            predict = separate()
+            merged = [predict(ad).body for ad in check]
             run_cell(separate, ads, args.batch_size, 2 * args.batch_size)  # warm up
             cells["separate"] = [
                 measure(server, separate, ads, c, args.requests, settings(1)) for c in concurrencies
@@ -211,7 +212,8 @@ def main() -> None:
             client.close()
         with TorchServe.start([fused_mar], run_dir=root / "run-fused", port=0) as server:
             fused = partial(client_predict, server)
-            fused_rows = [fused()(ad).body for ad in check]
+            predict = fused()
+            fused_rows = [predict(ad).body for ad in check]
             run_cell(fused, ads, args.batch_size, 2 * args.batch_size)  # warm up
             cells["fused"] = [
                 measure(server, fused, ads, c, args.requests, settings(workers))

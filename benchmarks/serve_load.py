@@ -76,18 +76,9 @@ class Cell:
         return percentile(self.latencies_ms, q)
 
     def row(self) -> list[Any]:
-        return [
-            self.batch_size,
-            self.max_batch_delay_ms,
-            self.concurrency,
-            self.requests,
-            self.rate,
-            self.quantile(0.5),
-            self.quantile(0.95),
-            self.quantile(0.99),
-            self.mean_batch,
-            self.failed,
-        ]
+        """The table row (``HEADER`` order) of :meth:`to_json`'s numbers."""
+        record = self.to_json()
+        return [record[k] for k in ROW_KEYS]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,6 +96,18 @@ class Cell:
         }
 
 
+ROW_KEYS = (
+    "batch_size",
+    "max_batch_delay_ms",
+    "concurrency",
+    "requests",
+    "requests_per_s",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "mean_batch",
+    "failed",
+)
 HEADER = (
     "batchSize",
     "maxBatchDelay (ms)",
@@ -201,9 +204,9 @@ def measure(
     )
 
 
-def client_predict(server: TorchServe, model: str | None = None) -> Predict:
-    """A new client's ``predict`` for ``model`` (default: the server's first) on ``server``."""
-    return Client(server.predictions_url(model), key_file=server.key_file).predict
+def client_predict(server: TorchServe) -> Predict:
+    """A new client's ``predict`` for the first model on ``server``."""
+    return Client(server.predictions_url(), key_file=server.key_file).predict
 
 
 def in_process_rate(
