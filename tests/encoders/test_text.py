@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from encoders.text import HFTextEncoder, Lexicon, TextSettings
 from tests.tracing import trace_save_load
 
 
+def _encoder(tiny_bert_dir: Path, lexicon_dim: int = 0) -> HFTextEncoder:
+    """The tiny BERT at 8 tokens, in eval mode, with a lexicon of ``lexicon_dim``."""
+    settings = TextSettings(model_dir=str(tiny_bert_dir), max_length=8, lexicon_dim=lexicon_dim)
+    return HFTextEncoder(settings).eval()
+
+
 def test_lexicon_appends_the_mean_of_the_attended_wordpieces(tiny_bert_dir) -> None:
-    encoder = HFTextEncoder(
-        TextSettings(model_dir=str(tiny_bert_dir), max_length=8, lexicon_dim=4)
-    ).eval()
+    encoder = _encoder(tiny_bert_dir, lexicon_dim=4)
     assert encoder.head_trained == ("lexicon",)
     assert encoder.output_dim == encoder.frozen_dim + 4
     ids = torch.tensor([[101, 7, 9, 102, 0, 0, 0, 0], [101, 5, 102, 0, 0, 0, 0, 0]])
@@ -32,9 +38,7 @@ def test_lexicon_appends_the_mean_of_the_attended_wordpieces(tiny_bert_dir) -> N
 
 
 def test_lexicon_traces_and_runs_an_empty_batch(tiny_bert_dir) -> None:
-    encoder = HFTextEncoder(
-        TextSettings(model_dir=str(tiny_bert_dir), max_length=8, lexicon_dim=4)
-    ).eval()
+    encoder = _encoder(tiny_bert_dir, lexicon_dim=4)
     assert encoder.lexicon is not None
     with torch.no_grad():
         encoder.lexicon.table.normal_()
@@ -46,7 +50,7 @@ def test_lexicon_traces_and_runs_an_empty_batch(tiny_bert_dir) -> None:
 
 
 def test_without_a_lexicon_the_embedding_is_the_transformer_alone(tiny_bert_dir) -> None:
-    encoder = HFTextEncoder(TextSettings(model_dir=str(tiny_bert_dir), max_length=8)).eval()
+    encoder = _encoder(tiny_bert_dir)
     assert encoder.lexicon is None
     assert encoder.head_trained == ()
     assert encoder.output_dim == encoder.frozen_dim
