@@ -23,7 +23,7 @@ import torch
 from benchmarks.common import best
 from encoders import get_encoder, get_entry, get_preparer
 from encoders.media import MediaLimits, decode_audio, decode_image, decode_video
-from ensemble import synth
+from ensemble import samples
 
 LIMITS = MediaLimits()
 ROWS = (
@@ -39,15 +39,15 @@ ROWS = (
 def media(folder: Path, seconds: float, width: int, height: int) -> dict[str, bytes]:
     """A strobing video, a stereo 44.1 kHz voice-like track and a banner, encoded."""
     fps = 30
-    video = synth.write_video(
+    video = samples.write_video(
         folder / "clip.mp4",
-        synth.flashing_frames(width, height, fps=fps, hz=4, area=0.5),
+        samples.flashing_frames(width, height, fps=fps, hz=4, area=0.5),
         frames=round(seconds * fps),
         fps=fps,
     )
-    voice = synth.speech_like(seconds, rate=44_100, amplitude=0.3)
-    audio = synth.write_audio(folder / "clip.wav", np.repeat(voice, 2, axis=1), 44_100)
-    image = synth.png_bytes(synth.banner(1200, 628, seed=1))
+    voice = samples.speech_like(seconds, rate=44_100, amplitude=0.3)
+    audio = samples.write_audio(folder / "clip.wav", np.repeat(voice, 2, axis=1), 44_100)
+    image = samples.png_bytes(samples.banner(1200, 628, seed=1))
     return {"video": video.read_bytes(), "audio": audio.read_bytes(), "image": image}
 
 

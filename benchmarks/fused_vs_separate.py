@@ -36,7 +36,7 @@ import numpy as np
 from benchmarks.common import Report, markdown_table, verdict
 from benchmarks.serve_load import Cell, Predict, client_predict, measure, run_cell, text_ads
 from encoders.base import MODALITIES
-from ensemble import synth
+from ensemble import samples
 from ensemble.builder import modality_ensemble
 from ensemble.model import AdPolicyEnsemble
 from ensemble.scoring import DEFAULT_DIR
@@ -61,12 +61,13 @@ def media(folder: Path) -> dict[str, list[dict[str, str]]]:
     """A few small media of each kind, base64: PNG banners, 1 s WAV clips (quiet and loud),
     1 s videos at 15 fps (steady and strobing)."""
     images = [
-        _b64(synth.png_bytes(synth.banner(240 + 80 * seed, 160, seed=seed))) for seed in range(3)
+        _b64(samples.png_bytes(samples.banner(240 + 80 * seed, 160, seed=seed)))
+        for seed in range(3)
     ]
     clips = [
         _b64(
-            synth.wav_bytes(
-                synth.tone(1.0, rate=16_000, freqs=(220.0 * (1 + seed),), amplitude=amplitude),
+            samples.wav_bytes(
+                samples.tone(1.0, rate=16_000, freqs=(220.0 * (1 + seed),), amplitude=amplitude),
                 16_000,
             )
         )
@@ -74,9 +75,9 @@ def media(folder: Path) -> dict[str, list[dict[str, str]]]:
     ]
     videos = [
         _b64(
-            synth.write_video(
+            samples.write_video(
                 folder / f"clip-{hz}.mp4",
-                synth.flashing_frames(160, 90, fps=15, hz=hz, area=0.5),
+                samples.flashing_frames(160, 90, fps=15, hz=hz, area=0.5),
                 frames=15,
                 fps=15,
             ).read_bytes()

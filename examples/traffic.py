@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ensemble import synth
+from ensemble import samples
 from export.calibration import SAMPLE_TEXTS
 
 WORDS = " ".join(SAMPLE_TEXTS).split()
@@ -22,14 +22,16 @@ WORDS = " ".join(SAMPLE_TEXTS).split()
 
 @lru_cache(maxsize=8)
 def _banner(seed: int) -> str:
-    return base64.b64encode(synth.png_bytes(synth.banner(160 + 40 * seed, 120, seed=seed))).decode()
+    return base64.b64encode(
+        samples.png_bytes(samples.banner(160 + 40 * seed, 120, seed=seed))
+    ).decode()
 
 
 @lru_cache(maxsize=8)
 def _clip(seed: int, loud: bool) -> str:
     amplitude = 0.9 if loud else 0.03 * (1 + seed)
-    samples = synth.tone(1.0, rate=16_000, freqs=(220.0 * (1 + seed),), amplitude=amplitude)
-    return base64.b64encode(synth.wav_bytes(samples, 16_000)).decode()
+    wave = samples.tone(1.0, rate=16_000, freqs=(220.0 * (1 + seed),), amplitude=amplitude)
+    return base64.b64encode(samples.wav_bytes(wave, 16_000)).decode()
 
 
 def ads(n: int, seed: int, *, shifted: bool = False, prefix: str = "ad") -> list[dict[str, Any]]:

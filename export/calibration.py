@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ensemble import synth
+from ensemble import samples
 from ensemble.batch import AdError, AdPreparer, PreparedAd
 
 log = logging.getLogger(__name__)
@@ -37,25 +37,25 @@ SAMPLE_TEXTS = (
 
 @lru_cache(maxsize=1)
 def _sample_media() -> dict[str, bytes]:
-    """Encoded sample media made by :mod:`ensemble.synth` (deterministic)."""
+    """Encoded sample media made by :mod:`ensemble.samples` (deterministic)."""
     media: dict[str, bytes] = {}
     for name, image in (
-        ("sharp", synth.banner(600, 314, seed=1)),
-        ("blurry", synth.banner(600, 314, seed=2, blur=6.0)),
-        ("tiny", synth.banner(150, 125, seed=4)),
+        ("sharp", samples.banner(600, 314, seed=1)),
+        ("blurry", samples.banner(600, 314, seed=2, blur=6.0)),
+        ("tiny", samples.banner(150, 125, seed=4)),
     ):
-        media[f"image.{name}"] = synth.png_bytes(image)
-    for name, samples in (
-        ("calm", synth.tone(4, freqs=(220, 330, 495), amplitude=0.05, noise=0.01)),
-        ("loud", synth.tone(3, freqs=(880, 1320), amplitude=0.9, channels=2, noise=0.1)),
+        media[f"image.{name}"] = samples.png_bytes(image)
+    for name, wave in (
+        ("calm", samples.tone(4, freqs=(220, 330, 495), amplitude=0.05, noise=0.01)),
+        ("loud", samples.tone(3, freqs=(880, 1320), amplitude=0.9, channels=2, noise=0.1)),
     ):
-        media[f"audio.{name}"] = synth.wav_bytes(samples, 48_000)
+        media[f"audio.{name}"] = samples.wav_bytes(wave, 48_000)
     with tempfile.TemporaryDirectory() as tmp:
         for name, frames in (
-            ("strobe", synth.flashing_frames(160, 90, fps=30, hz=6)),
-            ("calm", synth.moving_square(160, 90, fps=30)),
+            ("strobe", samples.flashing_frames(160, 90, fps=30, hz=6)),
+            ("calm", samples.moving_square(160, 90, fps=30)),
         ):
-            path = synth.write_video(Path(tmp) / f"{name}.mp4", frames, frames=60, fps=30)
+            path = samples.write_video(Path(tmp) / f"{name}.mp4", frames, frames=60, fps=30)
             media[f"video.{name}"] = path.read_bytes()
     return media
 

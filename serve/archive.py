@@ -8,7 +8,9 @@ Layout of the archive (``torch-model-archiver`` writes ``MAR-INF/MANIFEST.json``
     ensemble/ encoders/ export/ serve/
                         the package code the handler imports, so that a TorchServe whose
                         Python holds the pinned stack (requirements.txt) but not this package
-                        can serve the archive
+                        can serve the archive; without what serving never imports
+                        (``NOT_SERVED``: training, the command line, the embedded default
+                        weights, the monitoring jobs, the C++ runner)
 
 The handler finds the artifact through ``ARTIFACT_DIR`` and verifies its checksum on load.
 """
@@ -16,6 +18,7 @@ The handler finds the artifact through ``ARTIFACT_DIR`` and verifies its checksu
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import importlib.util
 import json
 import logging
@@ -25,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,17 @@ log = logging.getLogger(__name__)
 ARTIFACT_DIR = "artifact"
 MODEL_CONFIG_FILE = "model-config.yaml"
 PACKAGES = ("ensemble", "encoders", "export", "serve")
+# Copied from PACKAGES into no archive: the handler's imports never reach them (a test imports
+# the handler from an unpacked archive alone). ``default`` is the embedded checkpoint: the
+# archive's artifact holds its own graph.
+NOT_SERVED = (
+    "ensemble/training",
+    "ensemble/cli",
+    "ensemble/default",
+    "export/cpp",
+    "serve/monitor",
+    "*/commands.py",
+)
 CAPTURE_ENV = "ADPOLICY_CAPTURE"  # a capture file path; overrides model-config ``capture``
 
 
@@ -138,6 +152,23 @@ def package_dir(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def _not_served(package: str) -> Callable[[str, list[str]], set[str]]:
+    """A ``copytree`` ignore function dropping ``NOT_SERVED`` paths and bytecode of a package."""
+    root = package_dir(package)
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        prefix = Path(package, Path(directory).relative_to(root))
+        return {
+            name
+            for name in names
+            if name == "__pycache__"
+            or name.endswith(".pyc")
+            or any(fnmatch.fnmatch(str(prefix / name), pattern) for pattern in NOT_SERVED)
+        }
+
+    return ignore
+
+
 def build_archive(
     artifact_dir: str | Path,
     model_store: str | Path,
@@ -177,9 +208,8 @@ def build_archive(
     with tempfile.TemporaryDirectory(prefix="adpolicy-archive-") as tmp:
         stage = Path(tmp) / "stage"
         shutil.copytree(source, stage / ARTIFACT_DIR)
-        skip = shutil.ignore_patterns("__pycache__", "*.pyc")
         for package in PACKAGES:
-            shutil.copytree(package_dir(package), stage / package, ignore=skip)
+            shutil.copytree(package_dir(package), stage / package, ignore=_not_served(package))
         config_file = Path(tmp) / MODEL_CONFIG_FILE
         model_config = (settings or ModelSettings()).to_model_config()
         config_file.write_text(yaml.safe_dump(model_config, sort_keys=False))

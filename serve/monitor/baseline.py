@@ -21,8 +21,8 @@ from typing import Any
 
 from encoders.base import MODALITIES
 from ensemble.batch import PreparedAd
-from ensemble.data import read_manifest
 from ensemble.scoring import Scorer, load
+from ensemble.training.data import read_manifest
 from export.artifact import MANIFEST_FILE, load_artifact
 from serve.capture import capture_record
 from serve.monitor.drift import DEFAULT_BINS, DEFAULT_SAMPLE_SIZE, Distribution
@@ -139,7 +139,7 @@ def build_baseline(
 ) -> dict[str, Any]:
     """Score a JSONL file of ads and summarise it as a baseline.
 
-    The file is a training manifest (:func:`ensemble.data.read_manifest`); lines that carry
+    The file is a training manifest (:func:`ensemble.training.data.read_manifest`); lines that carry
     ``labels: {policy: 0 | 1}`` also give the baseline's labelled metrics, which
     ``adpolicy monitor report --labels`` compares with.
 

@@ -1,9 +1,9 @@
 """Model quality against labels: per policy the training engineer's evaluation metrics.
 
-Labels come in the training manifests' format (:func:`ensemble.data.read_manifest`): lines with
+Labels come in the training manifests' format (:func:`ensemble.training.data.read_manifest`): lines with
 an ``id`` and ``labels: {policy: 0 | 1}``; any ad fields may be there too. A missing or null
 label is unknown and left out; a soft label (a vote share) counts as 1 from 0.5 up. Metrics are
-:func:`ensemble.evaluate.policy_metrics` (precision, recall, F1, ROC-AUC, PR-AUC, ECE, the
+:func:`ensemble.training.evaluate.policy_metrics` (precision, recall, F1, ROC-AUC, PR-AUC, ECE, the
 confusion) at the threshold the model flagged with, plus accuracy.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ensemble.data import read_manifest
-from ensemble.evaluate import policy_metrics
+from ensemble.training.data import read_manifest
+from ensemble.training.evaluate import policy_metrics
 
 Labels = dict[str, dict[str, int]]  # ad id -> policy -> 0 | 1
 Scored = Mapping[str, tuple[float, float]]  # ad id -> (score, threshold) of one policy
@@ -50,7 +50,7 @@ def labelled_metrics(scored: Mapping[str, Scored], labels: Labels) -> dict[str, 
         labels: Ad id -> policy -> label.
 
     Returns:
-        Policy -> :func:`ensemble.evaluate.policy_metrics` plus ``accuracy`` and, when records
+        Policy -> :func:`ensemble.training.evaluate.policy_metrics` plus ``accuracy`` and, when records
         used several thresholds (several model versions), ``thresholds_seen``; the metrics are
         at the most common threshold.
     """

@@ -14,7 +14,7 @@ import torch
 
 from encoders.flash import FlashAnalyzer, FlashPreparer, FlashSettings, srgb_to_linear
 from encoders.media import MediaLimits, VideoInfo, decode_video
-from ensemble import synth
+from ensemble import samples
 
 VERDICTS = Path(__file__).with_name("iris_verdicts.csv")
 NAMES = FlashAnalyzer.measurement_names
@@ -251,7 +251,7 @@ def test_contrast_and_brightness_thresholds(analyzer, low, high, fails) -> None:
 
 
 def test_scene_cuts(analyzer) -> None:
-    bright = np.asarray(synth.banner(W, H, seed=1))
+    bright = np.asarray(samples.banner(W, H, seed=1))
     dark = (bright * 0.3).astype(np.uint8)
     every_2s = np.floor(np.arange(120) / 60) % 2 == 1
     every_100ms = np.floor(np.arange(120) / 3) % 2 == 1
@@ -341,12 +341,12 @@ def test_a_batch_scores_each_video_as_alone(analyzer) -> None:
 def test_encoded_video_through_decoding(tmp_path) -> None:
     """H.264 files through ``decode_video``, frames taller than ``analysis_height`` scaled down."""
     width, height = 640, 480
-    strobe = synth.write_video(
-        tmp_path / "strobe.mp4", synth.flashing_frames(width, height, fps=30, hz=6), frames=60
+    strobe = samples.write_video(
+        tmp_path / "strobe.mp4", samples.flashing_frames(width, height, fps=30, hz=6), frames=60
     )
-    dim = synth.write_video(
+    dim = samples.write_video(
         tmp_path / "dim.mp4",
-        synth.flashing_frames(width, height, fps=30, hz=6, dark=170, bright=180),
+        samples.flashing_frames(width, height, fps=30, hz=6, dark=170, bright=180),
         frames=60,
     )
     preparer = FlashPreparer(SMALL)

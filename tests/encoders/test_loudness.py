@@ -22,7 +22,7 @@ from encoders.loudness import (
     LoudnessSettings,
 )
 from encoders.media import AudioClip
-from ensemble import synth
+from ensemble import samples
 
 SETTINGS = LoudnessSettings(max_seconds=8.0)
 RATES = (16_000, 22_050, 44_100, 48_000)
@@ -95,9 +95,9 @@ def signal(kind: str, rate: int, seconds: float, seed: int) -> np.ndarray:
         spectrum /= np.sqrt(np.maximum(np.fft.rfftfreq(t.size, 1 / rate), 20.0))
         return np.fft.irfft(spectrum, t.size)
     if kind == "speech":
-        return synth.speech_like(seconds, rate=rate, seed=seed)[:, 0].astype(np.float64)
+        return samples.speech_like(seconds, rate=rate, seed=seed)[:, 0].astype(np.float64)
     if kind == "speech_gaps":  # speech, 3 s of silence, speech
-        half = synth.speech_like(seconds / 3, rate=rate, seed=seed)[:, 0]
+        half = samples.speech_like(seconds / 3, rate=rate, seed=seed)[:, 0]
         return np.concatenate([half, np.zeros(half.size), half]).astype(np.float64)
     raise ValueError(kind)
 
@@ -136,10 +136,10 @@ def test_within_half_an_lu_of_pyloudnorm(analyzer) -> None:
     assert (expected - levels).abs().max() < 0.01  # the clips really span -40 to -5 LUFS
 
 
-def standard(samples: np.ndarray, weights: tuple[float, ...]) -> float:
+def standard(wave: np.ndarray, weights: tuple[float, ...]) -> float:
     """BS.1770-4 written out in float64 at 48 kHz: the standard's biquads (scipy's lfilter),
     complete 400 ms blocks every 100 ms, the absolute and relative gates."""
-    filtered = samples.astype(np.float64)
+    filtered = wave.astype(np.float64)
     for b0, b1, b2, a1, a2 in (SHELF, HIGH_PASS):
         filtered = scipy.signal.lfilter([b0, b1, b2], [1.0, a1, a2], filtered, axis=1)
     blocks = (filtered.shape[1] - 19_200) // 4_800 + 1

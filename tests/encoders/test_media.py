@@ -13,13 +13,13 @@ from encoders.audio import AudioPreparer, AudioSettings
 from encoders.base import InputError
 from encoders.media import MediaLimits, decode_audio, decode_image, decode_video, read_media
 from encoders.video import VideoModelEncoder, VideoPreparer, VideoSettings
-from ensemble import synth
+from ensemble import samples
 
 LIMITS = MediaLimits()
 
 
 def _png(width: int = 40, height: int = 30) -> bytes:
-    return synth.png_bytes(synth.banner(width, height))
+    return samples.png_bytes(samples.banner(width, height))
 
 
 def test_read_media_accepts_every_form(tmp_path) -> None:
@@ -75,7 +75,7 @@ def test_oversized_payload_is_413() -> None:
 
 
 def test_decode_image_converts_and_refuses_bombs() -> None:
-    img = decode_image(synth.png_bytes(Image.new("L", (50, 20), 128)), LIMITS)
+    img = decode_image(samples.png_bytes(Image.new("L", (50, 20), 128)), LIMITS)
     assert img.mode == "RGB"
     assert img.size == (50, 20)
     with pytest.raises(InputError, match="pixels exceeds") as info:
@@ -87,8 +87,8 @@ def test_decode_image_converts_and_refuses_bombs() -> None:
 
 @pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg", ".mp3", ".m4a"])
 def test_decode_audio_formats(tmp_path, suffix) -> None:
-    samples = synth.tone(1.0, rate=22_050, freqs=(440.0,), amplitude=0.5, channels=2)
-    path = synth.write_audio(tmp_path / f"a{suffix}", samples, 22_050)
+    wave = samples.tone(1.0, rate=22_050, freqs=(440.0,), amplitude=0.5, channels=2)
+    path = samples.write_audio(tmp_path / f"a{suffix}", wave, 22_050)
     clip = decode_audio(path.read_bytes(), LIMITS)
     assert clip.sample_rate == 22_050
     assert clip.samples.shape[0] == 2
@@ -101,7 +101,7 @@ def test_decode_audio_refuses_corrupt_and_too_long(tmp_path) -> None:
     with pytest.raises(InputError, match="cannot decode audio") as info:
         decode_audio(b"RIFF\x00\x00\x00\x00WAVEgarbage", LIMITS)
     assert info.value.field == "audio"
-    path = synth.write_audio(tmp_path / "long.wav", synth.tone(3.0, rate=8000), 8000)
+    path = samples.write_audio(tmp_path / "long.wav", samples.tone(3.0, rate=8000), 8000)
     with pytest.raises(InputError, match="exceeds the limit of 2 s"):
         decode_audio(path.read_bytes(), MediaLimits(max_seconds=2))
 
@@ -110,7 +110,9 @@ def test_audio_preparer_crops_pads_and_records_length(tmp_path) -> None:
     settings = AudioSettings(clip_seconds=1.0)
     preparer = AudioPreparer(settings)
     short = decode_audio(
-        synth.write_audio(tmp_path / "s.wav", synth.tone(0.5, rate=48_000), 48_000).read_bytes(),
+        samples.write_audio(
+            tmp_path / "s.wav", samples.tone(0.5, rate=48_000), 48_000
+        ).read_bytes(),
         LIMITS,
     )
     out = preparer.prepare(short)
@@ -118,7 +120,7 @@ def test_audio_preparer_crops_pads_and_records_length(tmp_path) -> None:
     assert int(out["length"]) == 8_000
     assert out["waveform"][8_100:].abs().max() == 0
     long = decode_audio(
-        synth.write_audio(tmp_path / "l.wav", synth.tone(2.0, rate=8_000), 8_000).read_bytes(),
+        samples.write_audio(tmp_path / "l.wav", samples.tone(2.0, rate=8_000), 8_000).read_bytes(),
         LIMITS,
     )
     assert int(preparer.prepare(long)["length"]) == 16_000
@@ -128,7 +130,7 @@ def test_decode_video_samples_uniformly(tmp_path) -> None:
     def frame_at(i: int) -> np.ndarray:
         return np.full((48, 64, 3), i * 8, np.uint8)  # brightness encodes the frame index
 
-    path = synth.write_video(tmp_path / "v.mp4", frame_at, frames=30, fps=10)
+    path = samples.write_video(tmp_path / "v.mp4", frame_at, frames=30, fps=10)
     preparer = VideoPreparer(VideoSettings(num_frames=4, frame_size=32), ((0.0,) * 3, (1.0,) * 3))
     (out,), info = decode_video(path.read_bytes(), [preparer], LIMITS)
     assert info.num_frames == 30
@@ -143,8 +145,8 @@ def test_decode_video_refuses_corrupt_and_too_long(tmp_path) -> None:
     preparer = VideoPreparer(VideoSettings(), VideoModelEncoder.mean_std)
     with pytest.raises(InputError, match="cannot decode video"):
         decode_video(b"\x00\x00\x00\x18ftypmp42garbage", [preparer], LIMITS)
-    path = synth.write_video(
-        tmp_path / "v.mp4", synth.moving_square(64, 48, fps=10), frames=30, fps=10
+    path = samples.write_video(
+        tmp_path / "v.mp4", samples.moving_square(64, 48, fps=10), frames=30, fps=10
     )
     with pytest.raises(InputError, match=r"duration 3\.0 s exceeds") as info:
         decode_video(path.read_bytes(), [preparer], MediaLimits(max_seconds=2))

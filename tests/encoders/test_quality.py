@@ -16,7 +16,7 @@ from encoders.quality import (
     QualitySettings,
     analysis_grey,
 )
-from ensemble import synth
+from ensemble import samples
 from ensemble.rules import QualityRule
 
 SETTINGS = QualitySettings()
@@ -54,12 +54,12 @@ def noise(width: int, height: int, seed: int) -> Image.Image:
 
 
 IMAGES = {
-    "banner": synth.banner(1200, 628, seed=1),
-    "banner_jpeg_blur2": jpeg(synth.banner(1200, 628, seed=2, blur=2.0)),
-    "banner_blur6": synth.banner(1200, 628, seed=3, blur=6.0),
-    "portrait": synth.banner(400, 900, seed=4),
-    "small": synth.banner(300, 250, seed=5),
-    "exactly_analysis_size": synth.banner(512, 300, seed=6),
+    "banner": samples.banner(1200, 628, seed=1),
+    "banner_jpeg_blur2": jpeg(samples.banner(1200, 628, seed=2, blur=2.0)),
+    "banner_blur6": samples.banner(1200, 628, seed=3, blur=6.0),
+    "portrait": samples.banner(400, 900, seed=4),
+    "small": samples.banner(300, 250, seed=5),
+    "exactly_analysis_size": samples.banner(512, 300, seed=6),
     "noise": noise(640, 480, 7),
     "flat": Image.new("RGB", (800, 600), (30, 120, 200)),
     "one_pixel_wide": noise(1, 37, 8),
@@ -91,13 +91,13 @@ def verdicts(analyzer: ImageQualityAnalyzer, images: list[Image.Image]) -> list[
 
 
 def test_sharp_banners_pass_and_blurred_ones_fail(analyzer) -> None:
-    sharp = [jpeg(synth.banner(1200, 628, seed=s)) for s in (10, 11)]
-    blurred = [jpeg(synth.banner(1200, 628, seed=s, blur=b)) for s, b in ((12, 2.5), (13, 6.0))]
+    sharp = [jpeg(samples.banner(1200, 628, seed=s)) for s in (10, 11)]
+    blurred = [jpeg(samples.banner(1200, 628, seed=s, blur=b)) for s, b in ((12, 2.5), (13, 6.0))]
     assert verdicts(analyzer, sharp + blurred) == [False, False, True, True]
 
 
 def test_short_side_below_400_fails(analyzer) -> None:
-    images = [synth.banner(600, 399, seed=14), synth.banner(600, 400, seed=14)]
+    images = [samples.banner(600, 399, seed=14), samples.banner(600, 400, seed=14)]
     assert verdicts(analyzer, images) == [True, False]
 
 
@@ -105,7 +105,7 @@ def test_upscaling_by_interpolation_reads_as_blur_but_pixelation_does_not(analyz
     """The known blind spot, pinned: a 10x enlargement (4x above the analysis scale) by
     bicubic interpolation is flagged as blurry; the same by nearest neighbour has hard block
     edges, a high Laplacian variance and a large source size, and passes both checks."""
-    small = synth.banner(120, 63, seed=15)
+    small = samples.banner(120, 63, seed=15)
     bicubic = small.resize((1200, 630), Image.Resampling.BICUBIC)
     nearest = small.resize((1200, 630), Image.Resampling.NEAREST)
     variance = measure(analyzer, [bicubic, nearest])[:, 0]

@@ -14,9 +14,10 @@ import pytest
 from safetensors.torch import load_file
 
 from ensemble import from_pretrained
-from ensemble.data import DAVIDSON_RULE, davidson_ad, davidson_split, read_davidson
-from ensemble.evaluate import measure, score_ads
 from ensemble.scoring import DEFAULT_DIR
+from ensemble.training.data import DAVIDSON_RULE
+from ensemble.training.davidson import davidson_ad, davidson_split, read_davidson
+from ensemble.training.evaluate import measure, score_ads
 
 TEXT_POLICIES = ("offensive_language", "hate_speech")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ensemble import ModelConfig, build_ensemble, synth
+from ensemble import ModelConfig, build_ensemble, samples
 from ensemble.cli import main
 from ensemble.model import AdPolicyEnsemble
 from ensemble.scoring import DEFAULT_DIR, Scorer
@@ -94,12 +94,12 @@ def small_mar(serve_artifact: Path, model_store: Path) -> Path:
 def media(sample_media: Path) -> dict[str, bytes]:
     """Encoded media within the serve model's limits, plus broken and oversized ones."""
     images = {
-        f"image{seed}": synth.png_bytes(synth.banner(160 + 40 * seed, 120, seed=seed))
+        f"image{seed}": samples.png_bytes(samples.banner(160 + 40 * seed, 120, seed=seed))
         for seed in range(3)
     }
     return {
         **images,
-        "audio": synth.wav_bytes(synth.tone(1.5, rate=16_000, freqs=(330.0,)), 16_000),
+        "audio": samples.wav_bytes(samples.tone(1.5, rate=16_000, freqs=(330.0,)), 16_000),
         "video": (sample_media / "strobe.mp4").read_bytes(),
         "corrupt": (sample_media / "corrupt.png").read_bytes(),
         "oversized": bytes(range(256)) * (SERVE_LIMITS["max_image_bytes"] // 256 + 8),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -53,6 +55,8 @@ def test_the_archive_holds_everything_the_handler_needs(
     }
     assert expected <= names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    not_served = ("ensemble/training/", "ensemble/cli/", "ensemble/default/", "serve/monitor/")
+    assert not [n for n in names if n.startswith(not_served) or n.endswith("/commands.py")]
     manifest = read_archive_manifest(small_mar)
     assert manifest == json.loads((serve_artifact / "manifest.json").read_text())
     assert manifest["graph"]["sha256"] == sha256_of(serve_artifact / "model.pt")
@@ -141,3 +145,21 @@ def test_cli_archive_writes_the_model_config(serve_artifact: Path, tmp_path: Pat
         torch_threads=2,
         capture={"path": str(tmp_path / "capture.jsonl")},
     )
+
+
+def test_the_handler_imports_from_the_unpacked_archive_alone(small_mar: Path, tmp_path) -> None:
+    with zipfile.ZipFile(small_mar) as mar:
+        mar.extractall(tmp_path)
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import handler, ensemble; "
+        "assert ensemble.__file__.startswith(sys.argv[1]), ensemble.__file__; "
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('ensemble', 'encoders', 'export', 'serve'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = done.stdout.split()
+    assert {"ensemble.batch", "export.artifact", "serve.payload"} <= set(loaded)
+    assert not [m for m in loaded if m.startswith(("ensemble.training", "ensemble.cli"))]

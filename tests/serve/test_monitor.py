@@ -12,9 +12,9 @@ import pytest
 
 from ensemble import ModelConfig, build_ensemble, save_pretrained
 from ensemble.cli import main
-from ensemble.data import read_manifest
 from ensemble.model import AdPolicyEnsemble
 from ensemble.scoring import Scorer
+from ensemble.training.data import read_manifest
 from export.exporter import ExportOptions, export_model
 from serve.capture import CaptureWriter
 from serve.monitor import Observations, Thresholds, compare

@@ -1,17 +1,17 @@
 """Training of the learned heads (and optionally encoders) on labelled manifests.
 
 - Encoders are frozen by default: their embeddings are computed once and cached
-  (:mod:`ensemble.features`), so an epoch over tens of thousands of ads takes a second.
+  (:mod:`ensemble.training.features`), so an epoch over tens of thousands of ads takes a second.
   ``unfreeze`` fine-tunes the named encoders on their prepared inputs (the same preparation
   as scoring), the other encoders staying cached.
-- Loss: multi-label BCE on the fused policy logits (:class:`~ensemble.trainable.FusedLogits`,
+- Loss: multi-label BCE on the fused policy logits (:class:`~ensemble.training.trainable.FusedLogits`,
   the logits of the scores the ensemble serves), each (ad, policy) term masked out where the
   label is unknown or no present modality scores the policy, averaged over the known terms.
   Class weighting: positives of each policy are weighted by (negatives / positives) ** power,
   power 0 (``none``), 0.5 (``sqrt``) or 1 (``balanced``), counted on the training labels.
 - Early stopping on the validation score: the mean average precision (PR-AUC) over the trained
   policies; the best epoch's weights are kept.
-- Thresholds: per trained policy, :func:`ensemble.evaluate.choose_threshold` (max F1) on the
+- Thresholds: per trained policy, :func:`ensemble.training.evaluate.choose_threshold` (max F1) on the
   validation scores; the policy is then marked ``calibrated``. Other policies are kept as
   configured.
 - Distributed: under ``torchrun`` (:func:`init_distributed`), DistributedDataParallel over gloo
@@ -46,11 +46,11 @@ from tqdm import tqdm
 
 from ensemble.batch import AdError, AdPreparer, PreparedAd
 from ensemble.config import ModelConfig
-from ensemble.data import label_tensors
-from ensemble.evaluate import choose_threshold
-from ensemble.features import embed
 from ensemble.model import AdPolicyEnsemble
-from ensemble.trainable import FusedLogits
+from ensemble.training.data import label_tensors
+from ensemble.training.evaluate import choose_threshold
+from ensemble.training.features import embed
+from ensemble.training.trainable import FusedLogits
 
 log = logging.getLogger(__name__)
 CLASS_WEIGHT_POWER = {"none": 0.0, "sqrt": 0.5, "balanced": 1.0}

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from encoders.base import MODALITIES, Encoder
-from ensemble.features import learned_keys, trim_padding
 from ensemble.fusion import MaxFusion
 from ensemble.model import AdPolicyEnsemble
+from ensemble.training.features import learned_keys, trim_padding
 
 
 class FusedLogits(nn.Module):

@@ -22,8 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from ensemble import AdPolicyEnsemble, ModelConfig, build_ensemble
 from ensemble.pretrained import stored_with_heads
-from ensemble.train import TrainSettings, train
-from tests.ensemble.train_data import keyword_ads, text_config, write_jsonl
+from ensemble.training.train import TrainSettings, train
+from tests.ensemble.training.train_data import keyword_ads, text_config, write_jsonl
 
 TOLERANCE = 1e-5
 WORLD = 2

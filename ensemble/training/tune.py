@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 from ensemble.builder import build_ensemble
 from ensemble.config import ModelConfig
-from ensemble.train import CLASS_WEIGHT_POWER, TrainResult, TrainSettings, train
+from ensemble.training.train import CLASS_WEIGHT_POWER, TrainResult, TrainSettings, train
 
 log = logging.getLogger(__name__)
 

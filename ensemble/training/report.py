@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from sklearn.metrics import precision_recall_curve
 
-from ensemble.evaluate import Evaluation, reliability_bins
+from ensemble.training.evaluate import Evaluation, reliability_bins
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -120,7 +120,7 @@ def write_report(
     """Write ``report.md`` (or ``report.html``), ``metrics.json`` and the PNG plots.
 
     Args:
-        evaluation: What :func:`ensemble.evaluate.evaluate` returned.
+        evaluation: What :func:`ensemble.training.evaluate.evaluate` returned.
         out_dir: Output directory (created).
         title: The report's heading (e.g. the checkpoint and data names).
         fmt: ``"md"`` or ``"html"``.

@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ensemble.config import ModelConfig, load_config
-from ensemble.data import (
+from ensemble.training.data import (
     CLASS_RULES,
-    convert_davidson,
     file_sha256,
     parse_class_rule,
     read_manifest,
     sample_positions,
 )
-from ensemble.train import CLASS_WEIGHT_POWER, TrainSettings, init_distributed
+from ensemble.training.davidson import convert_davidson
+from ensemble.training.train import CLASS_WEIGHT_POWER, TrainSettings, init_distributed
 
 log = logging.getLogger(__name__)
 DEFAULT_CACHE = Path(os.environ.get("ADPOLICY_CACHE", Path.home() / ".cache" / "adpolicy"))
@@ -172,7 +172,7 @@ def _train(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from ensemble.builder import build_ensemble
-    from ensemble.train import train
+    from ensemble.training.train import train
 
     if args.heads_only and args.unfreeze:
         raise SystemExit("--heads-only would drop the fine-tuned encoders: leave one out")
@@ -192,9 +192,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ensemble.evaluate import evaluate, measure
     from ensemble.pretrained import from_pretrained
-    from ensemble.report import class_tables, policy_table, write_report
+    from ensemble.training.evaluate import evaluate, measure
+    from ensemble.training.report import class_tables, policy_table, write_report
 
     model = from_pretrained(args.checkpoint)
     ads = read_manifest(args.data)
@@ -234,7 +234,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from ensemble.tune import finished, train_with, tune
+    from ensemble.training.tune import finished, train_with, tune
 
     settings = _settings(args, args.device)
     train_ads, val_ads = read_manifest(args.data), read_manifest(args.val)

@@ -5,7 +5,7 @@ present modality has a head for it); soft labels count as positive from 0.5. Met
 precision, recall, F1 and the confusion at the policy's threshold (flag when score >=
 threshold), ROC-AUC, PR-AUC (average precision), the Brier score and the expected calibration
 error (ECE: 10 equal-width score bins, the bin-size-weighted mean of |positive rate - mean
-score|). A :class:`~ensemble.data.ClassRule` adds multi-class accuracy and macro-F1 against
+score|). A :class:`~ensemble.training.data.ClassRule` adds multi-class accuracy and macro-F1 against
 each ad's ``meta.class``. Scores come from the ensemble's own forward (the served graph's
 numbers), texts batched by length with the padding cut.
 
@@ -36,9 +36,9 @@ from tqdm import tqdm
 
 from encoders.base import MODALITIES
 from ensemble.batch import PreparedAd
-from ensemble.data import ClassRule, label_tensors
 from ensemble.model import AdPolicyEnsemble
 from ensemble.scoring import Scorer
+from ensemble.training.data import ClassRule, label_tensors
 
 log = logging.getLogger(__name__)
 ECE_BINS = 10

@@ -1,23 +1,26 @@
-"""The ``adpolicy`` command line: one sub-command per job, each in the package that owns it."""
+"""The ``adpolicy`` command line: one sub-command group per job.
+
+The groups of the model's own jobs live here (:mod:`.score`, :mod:`.train`); export, serving
+and monitoring keep theirs beside the code they drive (``export.commands``, ``serve.commands``,
+``serve.monitor.commands``). Each module exposes ``register(subparsers)``; its parsers set
+``func(args) -> int``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 import warnings
 from collections.abc import Sequence
 
-# Each module exposes ``register(subparsers)``; its parsers set ``func(args) -> int``.
-COMMAND_MODULES = (
-    "ensemble.commands",
-    "ensemble.train_commands",
-    "serve.monitor_commands",
-    "export.commands",
-    "serve.commands",
-)
+from ensemble.cli import score, train
+from export import commands as export_commands
+from serve import commands as serve_commands
+from serve.monitor import commands as monitor_commands
+
+COMMAND_GROUPS = (score, train, monitor_commands, export_commands, serve_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for group in COMMAND_GROUPS:
+        group.register(sub)
     return parser
 
 

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from ensemble import Scorer, build_ensemble
-from ensemble.data import DAVIDSON_RULE
-from ensemble.evaluate import (
+from ensemble.training.data import DAVIDSON_RULE
+from ensemble.training.evaluate import (
     choose_threshold,
     class_metrics,
     evaluate,
@@ -18,8 +18,8 @@ from ensemble.evaluate import (
     policy_metrics,
     score_ads,
 )
-from ensemble.report import write_report
-from tests.ensemble.train_data import keyword_ads, text_config
+from ensemble.training.report import write_report
+from tests.ensemble.training.train_data import keyword_ads, text_config
 
 SCORES = np.array([0.9, 0.8, 0.3, 0.2, 0.6])
 LABELS = np.array([1, 0, 1, 0, 0])

@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from encoders.base import MODALITIES, Encoder, InputSpec
 from ensemble.batch import AdError, AdPreparer, PreparedAd
-from ensemble.data import file_sha256
 from ensemble.model import AdPolicyEnsemble
+from ensemble.training.data import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from ensemble.train import TrainSettings
-from ensemble.tune import SEARCH_SPACE, apply_params, finished, open_study, tune
-from tests.ensemble.train_data import keyword_ads, text_config
+from ensemble.training.train import TrainSettings
+from ensemble.training.tune import SEARCH_SPACE, apply_params, finished, open_study, tune
+from tests.ensemble.training.train_data import keyword_ads, text_config
 
 
 def test_study_resumes_and_counts_finished_trials(tiny_bert_dir, tmp_path) -> None:

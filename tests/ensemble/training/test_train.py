@@ -19,11 +19,11 @@ from ensemble import build_ensemble, from_pretrained, save_pretrained
 from ensemble.batch import AdPreparer
 from ensemble.cli import main
 from ensemble.config import Policy
-from ensemble.evaluate import choose_threshold, score_ads
-from ensemble.features import embed, trim_padding
-from ensemble.train import TrainSettings, class_weights, masked_bce, train
-from ensemble.trainable import FusedLogits
-from tests.ensemble.train_data import keyword_ads, text_config, write_jsonl
+from ensemble.training.evaluate import choose_threshold, score_ads
+from ensemble.training.features import embed, trim_padding
+from ensemble.training.train import TrainSettings, class_weights, masked_bce, train
+from ensemble.training.trainable import FusedLogits
+from tests.ensemble.training.train_data import keyword_ads, text_config, write_jsonl
 
 FAST = TrainSettings(epochs=6, batch_size=16, lr=3e-3, weight_decay=0.0, progress=False)
 
