@@ -44,7 +44,8 @@ from benchmarks.export_bench import CONFIGS, WARMUP_HELP, architecture, time_rou
 from ensemble.model import AdPolicyEnsemble
 from export.calibration import random_batch
 from export.exporter import load_model
-from export.trace import quiet_jit, trace_graph
+from export.runtime import graph_mode
+from export.trace import trace_graph
 
 log = logging.getLogger("efficiency")
 
@@ -143,7 +144,7 @@ def bench_config(name: str, args: argparse.Namespace, peak: float) -> tuple[list
     model = architecture(name, args.arch) if args.arch else load_model(CONFIGS[name])
     device = torch.device(args.device)
     sync = synchronizer(device)
-    with torch.inference_mode(), quiet_jit():
+    with graph_mode():
         model.to(device)
         pair = dense_batch(model, 2, device)
         one, two = count_flops(model, dense_batch(model, 1, device)), count_flops(model, pair)

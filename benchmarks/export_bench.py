@@ -63,7 +63,8 @@ from ensemble.scoring import DEFAULT_DIR
 from export.calibration import calibration_ads, random_batch
 from export.exporter import CheckInputs, load_model
 from export.precision import PrecisionPlan, make_plan, policy_parity, with_precision
-from export.trace import quiet_jit, trace_graph
+from export.runtime import graph_mode
+from export.trace import trace_graph
 
 log = logging.getLogger("export_bench")
 
@@ -250,7 +251,7 @@ def bench_config(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     calibration = [on_device(batch) for batch in inputs.calibration()]
     cells: dict[tuple[str, int], Cell] = {}
     nan = (float("nan"), float("nan"))
-    with torch.inference_mode(), quiet_jit():
+    with graph_mode():
         runners = build_variants(model, args.variants, on_device(inputs.example()), device)
         reference = [model(*batch)[0] for batch in calibration]
         # variant -> (batch, p50) of its last cell: one item first, to skip hopeless variants

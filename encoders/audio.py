@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 
 from encoders.base import Encoder, InputSpec
 from encoders.media import AudioClip
+from encoders.registry import register_encoder
 from encoders.vision import load_weights
 
 
@@ -95,6 +97,7 @@ def reflect_pad(signal: Tensor, pad: int) -> Tensor:
     return torch.cat([left, signal, right], dim=-1)
 
 
+@register_encoder("logmel_cnn", settings=AudioSettings)
 class LogMelCNN(Encoder):
     """Inputs: ``waveform`` [batch, samples] mono, ``length`` [batch] int64 (true samples).
 
@@ -104,6 +107,10 @@ class LogMelCNN(Encoder):
 
     modality = "audio"
     dft: Tensor
+
+    @classmethod
+    def preparer(cls, settings: Any) -> AudioPreparer:
+        return AudioPreparer(settings)
 
     def __init__(self, settings: AudioSettings) -> None:
         super().__init__()

@@ -66,11 +66,24 @@ class Preparer(Protocol):
         ...
 
 
+class PolicyHead(nn.Module):
+    """Base of every head: maps one encoder's output to logits for the policies it scores
+    (learned heads in :mod:`ensemble.heads`, analyzers' rule heads in :mod:`encoders.rules`).
+
+    Attributes:
+        policy_index: Column of each output logit in the ensemble's policy list.
+    """
+
+    policy_index: tuple[int, ...]
+
+
 class Encoder(nn.Module):
     """Base class of every encoder and analyzer.
 
-    Subclasses set ``modality``, ``kind``, ``output_dim`` and ``input_spec`` and implement
-    ``forward(*inputs) -> [batch, output_dim]`` with the inputs in ``input_spec`` order.
+    Subclasses set ``modality``, ``kind``, ``output_dim`` and ``input_spec``, implement
+    ``forward(*inputs) -> [batch, output_dim]`` with the inputs in ``input_spec`` order and
+    ``preparer(settings)``, and register with :func:`encoders.registry.register_encoder`.
+    Analyzers also set ``rule``, their rule head (:mod:`encoders.rules`).
     Analyzers also set ``measurement_names`` (``len == output_dim``). ``head_trained`` names
     the submodules trained with the heads even when the encoder is frozen (cached); they are
     saved with the heads. ``head_trained_settings`` names the settings that shape only them
@@ -84,6 +97,14 @@ class Encoder(nn.Module):
     measurement_names: tuple[str, ...] = ()
     head_trained: tuple[str, ...] = ()
     head_trained_settings: tuple[str, ...] = ()
+    # An analyzer's rule head class: ``rule(analyzer, policy columns, each policy's rule)``.
+    rule: ClassVar[type[PolicyHead] | None] = None
+
+    @classmethod
+    def preparer(cls, settings: Any) -> Any:
+        """The preparation of this encoder's inputs for ``settings`` (a :class:`Preparer`,
+        or an :class:`encoders.media.VideoPreparer` for video)."""
+        raise NotImplementedError(f"{cls.__name__} declares no preparer")
 
     @property
     def frozen_dim(self) -> int:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import av
 import numpy as np
@@ -43,6 +44,8 @@ from torch.nn import functional as F
 
 from encoders.base import Encoder, InputSpec
 from encoders.media import VideoInfo
+from encoders.registry import register_encoder
+from encoders.rules import FlashRule
 
 LUMINANCE_WEIGHTS = (0.2126, 0.7152, 0.0722)
 RED_SCALE = 320.0
@@ -135,6 +138,7 @@ def _windowed(running: Tensor, lag: Tensor) -> Tensor:
     return running - _take(running, earlier.clamp(min=0)) * (earlier >= 0).float()
 
 
+@register_encoder("flash", settings=FlashSettings)
 class FlashAnalyzer(Encoder):
     """WCAG 2.3.1 flash counts of a video reduced to a grid of cells.
 
@@ -153,6 +157,7 @@ class FlashAnalyzer(Encoder):
 
     modality = "video"
     kind = "analyzer"
+    rule = FlashRule
     measurement_names = (
         "max_flashes",
         "max_red_flashes",
@@ -163,6 +168,10 @@ class FlashAnalyzer(Encoder):
     )
     thresholds: Tensor
     dark: Tensor
+
+    @classmethod
+    def preparer(cls, settings: Any) -> FlashPreparer:
+        return FlashPreparer(settings)
 
     def __init__(self, settings: FlashSettings) -> None:
         super().__init__()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -10,6 +11,7 @@ from PIL import Image
 from torch import Tensor
 
 from encoders.base import Encoder, InputSpec
+from encoders.registry import register_encoder
 from encoders.vision import IMAGENET_MEAN, IMAGENET_STD, fit_size, headless_backbone, letterbox
 
 
@@ -28,10 +30,18 @@ class ImageSettings:
     image_size: int = 224
 
 
+BACKBONES = ("resnet18", "resnet50", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny")
+
+
+@register_encoder(*BACKBONES, settings=ImageSettings, defaults=lambda name: {"backbone": name})
 class TorchvisionImageEncoder(Encoder):
     """Inputs: ``pixels`` [batch, 3, size, size] (ImageNet-normalised). Output: [batch, dim]."""
 
     modality = "image"
+
+    @classmethod
+    def preparer(cls, settings: Any) -> ImagePreparer:
+        return ImagePreparer(settings)
 
     def __init__(self, settings: ImageSettings) -> None:
         super().__init__()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.fft
@@ -38,6 +39,8 @@ from torch import Tensor
 
 from encoders.base import Encoder, InputError, InputSpec
 from encoders.media import AudioClip
+from encoders.registry import register_encoder
+from encoders.rules import LoudnessRule
 
 RATE = 48_000
 # ITU-R BS.1770-4, Annex 1, tables 1 and 2: the K-weighting biquads at 48 kHz (b0, b1, b2, a1, a2).
@@ -143,6 +146,7 @@ class Biquad(torch.nn.Module):
         return torch.addmm(zero_state, state.reshape(rows * k, 2), self.phi_t).reshape(rows, n)
 
 
+@register_encoder("loudness", settings=LoudnessSettings)
 class LoudnessAnalyzer(Encoder):
     """BS.1770-4 integrated loudness of a mono or stereo clip at 48 kHz.
 
@@ -158,7 +162,12 @@ class LoudnessAnalyzer(Encoder):
 
     modality = "audio"
     kind = "analyzer"
+    rule = LoudnessRule
     measurement_names = ("integrated_lufs", "max_momentary_lufs", "seconds")
+
+    @classmethod
+    def preparer(cls, settings: Any) -> LoudnessPreparer:
+        return LoudnessPreparer(settings)
 
     def __init__(self, settings: LoudnessSettings) -> None:
         super().__init__()

@@ -17,6 +17,7 @@ measure flags it. Enlargements by interpolation (bilinear, bicubic) are smooth a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +26,8 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from encoders.base import Encoder, InputSpec
+from encoders.registry import register_encoder
+from encoders.rules import QualityRule
 from encoders.vision import fit_size
 
 LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
@@ -42,6 +45,7 @@ class QualitySettings:
     analysis_size: int = 512
 
 
+@register_encoder("image_quality", settings=QualitySettings)
 class ImageQualityAnalyzer(Encoder):
     """Variance of the Laplacian of the grey image, and the source's shorter side.
 
@@ -54,8 +58,13 @@ class ImageQualityAnalyzer(Encoder):
 
     modality = "image"
     kind = "analyzer"
+    rule = QualityRule
     measurement_names = ("laplacian_var", "short_side")
     kernel: Tensor
+
+    @classmethod
+    def preparer(cls, settings: Any) -> QualityPreparer:
+        return QualityPreparer(settings)
 
     def __init__(self, settings: QualitySettings) -> None:
         super().__init__()

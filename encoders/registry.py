@@ -1,19 +1,40 @@
-"""A small registry of encoders: register / get / list, a duplicate name refused.
+"""The encoder registry, after torchvision's model registry: a decorator on each encoder
+class registers it under one or more names; a duplicate name is refused.
 
-Each entry pairs a module builder with its preparer builder; both take the same settings
-dataclass, so the settings stored in a checkpoint or manifest rebuild either side alone
-(the TorchServe handler rebuilds only the preparation).
+An entry pairs the class (its ``modality``, ``kind``, ``preparer`` and, for an analyzer,
+its ``rule`` head are read from the class) with its settings dataclass and the settings the
+name fixes. Both sides take the same settings, so the settings stored in a checkpoint or
+manifest rebuild either side alone (the TorchServe handler rebuilds only the preparation)::
+
+    @register_encoder("my_text", settings=TextSettings)
+    class MyTextEncoder(Encoder):
+        modality = "text"
+        ...
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from encoders.base import Encoder, EncoderKind, Modality, Preparer
+from encoders.base import Encoder, EncoderKind, Modality, PolicyHead, Preparer
 from encoders.media import VideoPreparer
+
+E = TypeVar("E", bound=type[Encoder])
+
+# The modules whose classes register the built-in encoders (imported on first look-up).
+BUILTIN_MODULES = (
+    "encoders.text",
+    "encoders.image",
+    "encoders.audio",
+    "encoders.video",
+    "encoders.flash",
+    "encoders.loudness",
+    "encoders.quality",
+)
 
 
 @dataclass(frozen=True)
@@ -22,21 +43,38 @@ class EncoderEntry:
 
     Attributes:
         name: Registry name, e.g. ``"minilm"`` or ``"resnet18"``.
-        modality: The ad field the encoder reads.
-        kind: ``"learned"`` (embedding) or ``"analyzer"`` (named measurements).
+        cls: The encoder class; ``cls(settings)`` builds it.
         settings: Dataclass type of the encoder's settings (JSON-serialisable fields).
-        build: ``settings -> Encoder``.
-        preparer: ``settings -> Preparer``.
         defaults: Settings this name fixes (e.g. the backbone of ``"resnet18"``).
     """
 
     name: str
-    modality: Modality
-    kind: EncoderKind
+    cls: type[Encoder]
     settings: type
-    build: Callable[[Any], Encoder]
-    preparer: Callable[[Any], Preparer | VideoPreparer]
     defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def modality(self) -> Modality:
+        """The ad field the encoder reads."""
+        return self.cls.modality
+
+    @property
+    def kind(self) -> EncoderKind:
+        """``"learned"`` (embedding) or ``"analyzer"`` (named measurements)."""
+        return self.cls.kind
+
+    @property
+    def rule(self) -> type[PolicyHead] | None:
+        """An analyzer's rule head class (``rule(encoder, policy_index, rules)``)."""
+        return self.cls.rule
+
+    def build(self, settings: Any) -> Encoder:
+        """The encoder for these settings."""
+        return self.cls(settings)
+
+    def preparer(self, settings: Any) -> Preparer | VideoPreparer:
+        """Only the preparation, for these settings."""
+        return self.cls.preparer(settings)
 
     def make_settings(self, **overrides: Any) -> Any:
         """Settings for this name; unknown keys are refused with the accepted ones listed."""
@@ -53,12 +91,37 @@ class EncoderEntry:
 _REGISTRY: dict[str, EncoderEntry] = {}
 
 
-def register_encoder(entry: EncoderEntry) -> EncoderEntry:
-    """Add an entry; a name already registered is refused."""
-    if entry.name in _REGISTRY:
-        raise ValueError(f"an encoder named {entry.name!r} is already registered")
-    _REGISTRY[entry.name] = entry
-    return entry
+def register_encoder(
+    *names: str,
+    settings: type,
+    defaults: Mapping[str, Any] | Callable[[str], Mapping[str, Any]] | None = None,
+) -> Callable[[E], E]:
+    """Class decorator registering an encoder class under ``names``.
+
+    Args:
+        names: Registry names (one entry each).
+        settings: The settings dataclass both the class and its preparer take.
+        defaults: Settings the names fix: a mapping, or ``name -> mapping`` (a backbone
+            family registered once per backbone).
+
+    Raises:
+        ValueError: A name already registered, no name, or an analyzer without a ``rule``
+            head (it could never score a policy).
+    """
+    if not names:
+        raise ValueError("register_encoder needs at least one name")
+
+    def register(cls: E) -> E:
+        if cls.kind == "analyzer" and cls.rule is None:
+            raise ValueError(f"analyzer {cls.__name__} has no rule head (set its ``rule``)")
+        for name in names:
+            if name in _REGISTRY:
+                raise ValueError(f"an encoder named {name!r} is already registered")
+            fixed = defaults(name) if callable(defaults) else defaults
+            _REGISTRY[name] = EncoderEntry(name, cls, settings, dict(fixed or {}))
+        return cls
+
+    return register
 
 
 def get_entry(name: str) -> EncoderEntry:
@@ -93,5 +156,6 @@ def list_encoders(*, modality: str | None = None, kind: str | None = None) -> li
 
 
 def _load_builtins() -> None:
-    """Import the built-in encoder modules, which register themselves on import."""
-    import encoders.builtin  # noqa: F401
+    """Import the built-in encoder modules, whose classes register themselves."""
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)

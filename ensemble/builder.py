@@ -6,12 +6,11 @@ import dataclasses
 
 import torch
 
-from encoders.base import Encoder
+from encoders.base import Encoder, PolicyHead
 from encoders.registry import get_entry
 from ensemble.config import ModelConfig
-from ensemble.heads import LinearHead, PolicyHead
+from ensemble.heads import LinearHead
 from ensemble.model import AdPolicyEnsemble
-from ensemble.rules import build_rule_head
 
 
 def build_encoders(config: ModelConfig) -> dict[str, Encoder]:
@@ -26,9 +25,9 @@ def build_heads(config: ModelConfig, encoders: dict[str, Encoder]) -> dict[str, 
     heads: dict[str, PolicyHead] = {}
     for key, encoder in encoders.items():
         index = [i for i, p in enumerate(config.policies) if key in p.heads]
-        if encoder.kind == "analyzer":
-            rules = [config.policies[i].rule for i in index]
-            heads[key] = build_rule_head(config.encoders[key].type, encoder, index, rules)
+        rule = get_entry(config.encoders[key].type).rule
+        if rule is not None:
+            heads[key] = rule(encoder, index, [config.policies[i].rule for i in index])
         else:
             heads[key] = LinearHead(
                 encoder.output_dim, index, hidden=config.head_hidden, dropout=config.head_dropout
@@ -37,17 +36,13 @@ def build_heads(config: ModelConfig, encoders: dict[str, Encoder]) -> dict[str, 
 
 
 def build_ensemble(config: ModelConfig, *, seed: int = 0) -> AdPolicyEnsemble:
-    """The ensemble a config describes, heads initialised from ``seed``, in eval mode.
-
-    The config stays attached as ``model.config`` for ``save_pretrained`` and export.
-    """
+    """The ensemble a config describes (``model.config``), heads initialised from ``seed``,
+    in eval mode."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         encoders = build_encoders(config)
         heads = build_heads(config, encoders)
-    model = AdPolicyEnsemble(encoders, heads, len(config.policies))
-    model.config = config
-    return model.eval()
+    return AdPolicyEnsemble(config, encoders, heads).eval()
 
 
 def modality_config(config: ModelConfig, modality: str) -> ModelConfig:
@@ -74,8 +69,6 @@ def modality_ensemble(model: AdPolicyEnsemble, modality: str) -> AdPolicyEnsembl
     """The ensemble of :func:`modality_config`, with ``model``'s weights for the encoders and
     heads it keeps: on ads of that modality alone it scores its policies as ``model`` does
     (an archive per modality, as a service split by modality deploys it)."""
-    if model.config is None:
-        raise ValueError("the model has no config; build it with build_ensemble()")
     config = modality_config(model.config, modality)
     part = build_ensemble(config)
     state = model.state_dict()

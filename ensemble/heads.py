@@ -1,4 +1,4 @@
-"""Heads: each maps one encoder's output to logits for the policies it scores."""
+"""Learned heads: each maps one encoder's embedding to logits for the policies it scores."""
 
 from __future__ import annotations
 
@@ -6,15 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-
-class PolicyHead(nn.Module):
-    """Base of every head.
-
-    Attributes:
-        policy_index: Column of each output logit in the ensemble's policy list.
-    """
-
-    policy_index: tuple[int, ...]
+from encoders.base import PolicyHead
 
 
 class LinearHead(PolicyHead):

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from encoders.base import MODALITIES, Encoder
-from ensemble.fusion import MaxFusion
-from ensemble.heads import PolicyHead
-
-if TYPE_CHECKING:
-    from ensemble.config import ModelConfig
+from encoders.base import MODALITIES, Encoder, PolicyHead
+from ensemble.config import ModelConfig
+from ensemble.fusion import ABSENT, MaxFusion
 
 
 class EnsembleOutput(NamedTuple):
@@ -37,11 +34,13 @@ class AdPolicyEnsemble(nn.Module):
     """Encoders (learned and analyzers) + one head per encoder + mask-aware fusion.
 
     Args:
+        config: The config the model was built from; it travels with the model (saving,
+            export, preparation) and fixes the policy list.
         encoders: Encoder key -> built encoder. Keys are sorted once; that order fixes the
             graph's inputs.
         heads: Encoder key -> head mapping that encoder's output to policy logits.
-        num_policies: Length of the policy list the heads' ``policy_index`` refer to.
-        fusion: Combines per-modality scores given the presence mask.
+        fusion: Combines per-modality policy logits given the presence mask
+            (:mod:`ensemble.fusion`); the sigmoid comes after it.
 
     Forward inputs, positionally (``input_names``):
 
@@ -56,31 +55,29 @@ class AdPolicyEnsemble(nn.Module):
     same graph runs at fixed shapes ("dense" batches, for compilers such as Neuron).
     """
 
-    config: ModelConfig | None = None  # attached by the builder; used to save and export
-
     def __init__(
         self,
+        config: ModelConfig,
         encoders: Mapping[str, Encoder],
         heads: Mapping[str, PolicyHead],
-        num_policies: int,
         fusion: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        self.config = config
         keys = sorted(encoders)
         if sorted(heads) != keys:
             raise ValueError(f"heads {sorted(heads)} do not match encoders {keys}")
         self.encoders = nn.ModuleDict({k: encoders[k] for k in keys})
         self.heads = nn.ModuleDict({k: heads[k] for k in keys})
         self.fusion = fusion if fusion is not None else MaxFusion()
-        self.num_policies = num_policies
+        self.num_policies = num_policies = len(config.policies)
         self.keys = keys
         self.modality_of = {k: MODALITIES.index(encoders[k].modality) for k in keys}
         self.modalities = [m for m in MODALITIES if any(e.modality == m for e in encoders.values())]
         for k in keys:
-            index = torch.tensor(heads[k].policy_index)
-            self.register_buffer(
-                f"select_{k}", F.one_hot(index, num_policies).float(), persistent=False
-            )
+            select = F.one_hot(torch.tensor(heads[k].policy_index), num_policies).float()
+            self.register_buffer(f"select_{k}", select, persistent=False)
+            self.register_buffer(f"unscored_{k}", (1 - select.sum(0)) * ABSENT, persistent=False)
         self.input_names = [f"{k}.{s.name}" for k in keys for s in encoders[k].input_spec]
         self.input_names += [f"index.{m}" for m in self.modalities]
         self.measurement_names = [
@@ -94,13 +91,14 @@ class AdPolicyEnsemble(nn.Module):
         """Args: the tensors named by ``input_names``. Returns EnsembleOutput, batch first."""
         count = len(self.modalities)
         index = dict(zip(self.modalities, inputs[len(inputs) - count :], strict=True))
-        # zeros_like, expand, index_select, cat and max: operators AWS Neuron lists as
-        # supported; no device or batch size baked into the traced graph
+        # zeros_like, expand, index_select, cat, max and sigmoid: operators AWS Neuron
+        # lists as supported; no device or batch size baked into the traced graph
         zeros = torch.zeros_like(index[self.modalities[0]], dtype=torch.float32)
         presence = torch.stack(
             [(index[m] > 0).float() if m in index else zeros for m in MODALITIES], dim=1
         )
-        per_modality = [zeros.unsqueeze(1).expand(-1, self.num_policies) for _ in MODALITIES]
+        absent = (zeros + ABSENT).unsqueeze(1).expand(-1, self.num_policies)
+        per_modality = [absent for _ in MODALITIES]
         measurements = []
         position = 0
         for key in self.keys:
@@ -111,13 +109,25 @@ class AdPolicyEnsemble(nn.Module):
             rows = index[encoder.modality]
             if encoder.kind == "analyzer":
                 measurements.append(_to_ads(features.float(), rows))
-            logits = self.heads[key](features).float()
-            scores = _to_ads(torch.sigmoid(logits) @ getattr(self, f"select_{key}"), rows)
+            logits = _to_ads(self.policy_logits(key, features), rows)
             m = self.modality_of[key]
-            per_modality[m] = torch.max(per_modality[m], scores)
+            per_modality[m] = torch.max(per_modality[m], logits)
         fused, breakdown = self.fusion(torch.stack(per_modality, dim=1), presence)
         measured = torch.cat(measurements, dim=1) if measurements else presence[:, :0]
-        return EnsembleOutput(fused, breakdown, measured)
+        return EnsembleOutput(torch.sigmoid(fused), torch.sigmoid(breakdown), measured)
+
+    def policy_logits(self, key: str, features: Tensor) -> Tensor:
+        """Encoder ``key``'s head on its features, in the ensemble's policy columns
+        (:func:`scatter_policies`).
+
+        Args:
+            features: [rows, output_dim] of encoder ``key``.
+
+        Returns:
+            [rows, policies] float32 logits.
+        """
+        select, unscored = getattr(self, f"select_{key}"), getattr(self, f"unscored_{key}")
+        return scatter_policies(self.heads[key](features), select, unscored)
 
     def example_inputs(self, batch_size: int, presence: Tensor | None = None) -> tuple[Tensor, ...]:
         """Random inputs, packed by ``presence``.
@@ -134,6 +144,22 @@ class AdPolicyEnsemble(nn.Module):
             parts.extend(encoder.example_inputs(int(presence[:, self.modality_of[key]].sum())))
         parts.extend(rows_index(presence[:, MODALITIES.index(m)]) for m in self.modalities)
         return tuple(parts)
+
+
+def scatter_policies(logits: Tensor, select: Tensor, unscored: Tensor) -> Tensor:
+    """A head's logits in the ensemble's policy columns.
+
+    Args:
+        logits: [rows, head outputs].
+        select: [head outputs, policies] float one-hot of the head's ``policy_index``.
+        unscored: [policies], :data:`~ensemble.fusion.ABSENT` in the columns the head does
+            not score, 0 elsewhere.
+
+    Returns:
+        [rows, policies] float32.
+    """
+    scattered: Tensor = logits.float() @ select
+    return scattered + unscored
 
 
 def rows_index(present: Tensor) -> Tensor:

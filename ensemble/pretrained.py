@@ -50,8 +50,6 @@ def save_pretrained(
     Returns:
         The directory.
     """
-    if model.config is None:
-        raise ValueError("the model has no config; build it with build_ensemble()")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     config = model.config

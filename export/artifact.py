@@ -35,6 +35,7 @@ from ensemble.model import AdPolicyEnsemble
 from ensemble.postprocess import ResultFormatter
 from ensemble.pretrained import bundle_encoder_files, resolve_encoder_paths
 from ensemble.scoring import Scorer
+from export.runtime import graph_mode
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +199,6 @@ def save_artifact(
     Returns:
         The artifact directory.
     """
-    if model.config is None:
-        raise ValueError("the model has no config; build it with build_ensemble()")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_FILE).unlink(missing_ok=True)  # a half-written artifact never looks whole
@@ -289,8 +288,19 @@ class Artifact:
         return ResultFormatter(self.config, self.measurement_names)
 
     def __call__(self, *inputs: Tensor) -> Sequence[Tensor]:
-        """Run the graph: ``(scores, modality_scores, measurements)``."""
-        out: Sequence[Tensor] = self.graph(*inputs)
+        """Run the graph in :func:`export.runtime.graph_mode`: ``(scores, modality_scores,
+        measurements)``.
+
+        Raises:
+            ArtifactError: The graph's scores are not one column per policy of the manifest.
+        """
+        with graph_mode():
+            out: Sequence[Tensor] = self.graph(*inputs)
+        if out[0].shape[-1] != len(self.policy_names):
+            raise ArtifactError(
+                f"{self.directory}: the graph scores {out[0].shape[-1]} policies, "
+                f"the manifest lists {len(self.policy_names)}"
+            )
         return out
 
 
@@ -382,4 +392,32 @@ def load_artifact(directory: str | Path, *, device: str = "cpu") -> Artifact:
         raise ArtifactError(f"{root}: unknown target {target!r}; known: {sorted(LOADERS)}")
     path = verify_graph(root, manifest)
     config = resolve_encoder_paths(ModelConfig.from_json(manifest["config"]), root)
+    check_metadata(root, manifest, config)
     return Artifact(root, LOADERS[target](path, device), manifest, config)
+
+
+def check_metadata(root: Path, manifest: Mapping[str, Any], config: ModelConfig) -> None:
+    """Refuse a manifest whose parts disagree: its policy list and the config's, the output
+    widths and the policy and measurement counts (a hand-edited or mixed-up artifact would
+    otherwise label one policy's scores with another's name).
+
+    Raises:
+        ArtifactError: Naming every disagreement.
+    """
+    widths = {spec["name"]: spec["shape"][-1] for spec in manifest["outputs"]}
+    expected = {
+        "scores": len(config.policy_names),
+        "modality_scores": len(config.policy_names),
+        "measurements": len(manifest["measurement_names"]),
+    }
+    problems = [
+        f"output {name} is {widths.get(name)} wide, expected {width}"
+        for name, width in expected.items()
+        if widths.get(name) != width
+    ]
+    if manifest["policies"] != config.policy_names:
+        problems.append(
+            f"the manifest lists policies {manifest['policies']}, its config {config.policy_names}"
+        )
+    if problems:
+        raise ArtifactError(f"{root}: inconsistent manifest: " + "; ".join(problems))

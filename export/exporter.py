@@ -174,8 +174,6 @@ def export_model(
     options = options or ExportOptions()
     if options.target not in TARGETS:
         raise ValueError(f"unknown target {options.target!r}; known: {TARGETS}")
-    if model.config is None:
-        raise ValueError("the model has no config; build it with build_ensemble()")
     if options.target in ("neuron", "neuronx"):
         from export.neuron import import_sdk
 

@@ -39,9 +39,8 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from encoders.base import Encoder
+from encoders.base import Encoder, PolicyHead
 from ensemble.config import ModelConfig
-from ensemble.heads import PolicyHead
 from ensemble.model import AdPolicyEnsemble
 
 log = logging.getLogger(__name__)
@@ -154,8 +153,7 @@ def with_precision(model: AdPolicyEnsemble, plan: PrecisionPlan) -> AdPolicyEnse
             encoder = ReducedPrecision(copy.deepcopy(encoder), dtype, plan.methods[key])
         encoders[key] = encoder
     heads = {key: cast(PolicyHead, model.heads[key]) for key in model.keys}
-    reduced = AdPolicyEnsemble(encoders, heads, model.num_policies, model.fusion)
-    reduced.config = model.config
+    reduced = AdPolicyEnsemble(model.config, encoders, heads, model.fusion)
     return reduced.eval()
 
 
@@ -289,8 +287,6 @@ def choose_precision(
     Raises:
         PrecisionError: An explicit 16-bit request whose parity fails the gate.
     """
-    if model.config is None:
-        raise ValueError("the model has no config; build it with build_ensemble()")
     if requested not in PRECISIONS:
         raise ValueError(f"unknown precision {requested!r}; known: {PRECISIONS}")
     gate = gate or ParityGate()

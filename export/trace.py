@@ -8,15 +8,14 @@ proves by running both at other sizes on fresh random inputs and on real prepare
 from __future__ import annotations
 
 import logging
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from export.artifact import OUTPUT_NAMES
+from export.runtime import quiet_jit
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +28,6 @@ InputsAt = Callable[[int], Sequence[Tensor]]
 
 class ParityError(RuntimeError):
     """An exported graph whose outputs differ from eager beyond the tolerance."""
-
-
-@contextmanager
-def quiet_jit() -> Iterator[None]:
-    """Silence the DeprecationWarning torch 2.11 emits on every TorchScript call, and the
-    TracerWarnings of library code (the parity check is what proves the trace right)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        yield
 
 
 def trace_graph(module: nn.Module, example_inputs: Sequence[Tensor]) -> torch.jit.ScriptModule:

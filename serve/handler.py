@@ -128,11 +128,7 @@ class AdPolicyHandler(BaseHandler):
             return data, None, ()
         batch = self.preparer.collate(good)
         start = time.perf_counter()
-        # TorchScript's profiling executor re-specializes the graph for every new input shape,
-        # and dynamic batching makes each batch size a new shape: unoptimized, every size runs
-        # at the speed of the kernels it calls from its first batch on.
-        with torch.inference_mode(), torch.jit.optimized_execution(False):
-            outputs = self.artifact(*batch.to(self.device))
+        outputs = self.artifact(*batch.to(self.device))
         self.metrics.inference(time.perf_counter() - start)
         return data, batch, outputs
 

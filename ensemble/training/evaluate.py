@@ -254,8 +254,6 @@ def evaluate(
     progress: bool = True,
 ) -> Evaluation:
     """Score ``ads`` with ``model`` and measure every policy at its configured threshold."""
-    if model.config is None:
-        raise ValueError("the model has no config; build it with build_ensemble()")
     scores, applicable = score_ads(
         model, ads, base_dir=base_dir, batch_size=batch_size, device=device, progress=progress
     )

@@ -113,8 +113,6 @@ def cache_key(
     The encoder's ``head_trained`` parts, their weights and their settings are left out: they
     do not change the frozen embedding, so trying another lexicon re-embeds nothing.
     """
-    if model.config is None:
-        raise ValueError("the model has no config; build it with build_ensemble()")
     modality = model.config.modality(key)
     encoder: Encoder = model.encoders[key]  # type: ignore[assignment]
     digest = hashlib.sha256()
@@ -200,8 +198,6 @@ def _compute(
     progress: bool,
 ) -> dict[str, dict[str, Tensor]]:
     """Run the encoders ``keys`` over ``ads``, streaming in chunks of prepared ads."""
-    if model.config is None:
-        raise ValueError("the model has no config; build it with build_ensemble()")
     preparer = AdPreparer(model.config)
     encoders: dict[str, Encoder] = {k: model.encoders[k] for k in keys}  # type: ignore[misc]
     out = {

@@ -243,7 +243,6 @@ def _split(
 ) -> _Split:
     """Embed (frozen encoders) and prepare (with ``preparer``: the encoders run live, the
     head-trained parts) a split; rank 0 fills the cache."""
-    assert model.config is not None
     world, rank = _world()
     cached = [k for k in view.keys if k not in view.live]
     features = None
@@ -400,8 +399,6 @@ def train(
         A :class:`TrainResult`; ``result.model`` is ``model``, its config updated.
     """
     settings = settings or TrainSettings()
-    if model.config is None:
-        raise ValueError("the model has no config; build it with build_ensemble()")
     start = time.perf_counter()
     world, rank = _world()
     if settings.batch_size % world:
@@ -424,7 +421,7 @@ def train(
         net = DistributedDataParallel(view, device_ids=ids)
     run = _Run(view, net, train_split, val_split, preparer, trainable, weights.to(device),
                settings, device, world)  # fmt: skip
-    groups = [{"params": list(view.heads.parameters()), "lr": settings.lr}]
+    groups = [{"params": [*view.heads.parameters(), *view.fusion.parameters()], "lr": settings.lr}]
     if view.live:
         groups.append({"params": list(view.live.parameters()), "lr": settings.encoder_lr})
     if view.partial:

@@ -1,11 +1,12 @@
 """The trainable view of an ensemble: its learned heads, as fused policy LOGITS.
 
-The ensemble returns probabilities: per head ``sigmoid(logits)``, the maximum per modality,
-then :class:`~ensemble.fusion.MaxFusion` over the present modalities. As the sigmoid is
-monotonic, that equals ``sigmoid`` of the maximum LOGIT over the present heads, which is what
-this view returns, so training can use the numerically stable ``BCEWithLogits`` on exactly the
-score the ensemble serves (a test checks the two agree). It shares the ensemble's head modules
-(and the encoders being fine-tuned), so training it trains the ensemble.
+The ensemble fuses per-modality logits with its own fusion module and takes the sigmoid last;
+this view runs the same heads (:meth:`~ensemble.model.AdPolicyEnsemble.policy_logits`) and the
+same fusion module on the learned heads' logits and stops before the sigmoid, so training can
+use the numerically stable ``BCEWithLogits`` on exactly the score the ensemble serves (a test
+checks the two agree). It shares the ensemble's head modules, its fusion (a fusion with
+parameters trains with the heads) and the encoders being fine-tuned, so training it trains the
+ensemble.
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from encoders.base import MODALITIES, Encoder
-from ensemble.fusion import MaxFusion
-from ensemble.model import AdPolicyEnsemble
+from ensemble.fusion import ABSENT
+from ensemble.model import AdPolicyEnsemble, scatter_policies
 from ensemble.training.features import learned_keys, trim_padding
 
 
@@ -26,7 +26,7 @@ class FusedLogits(nn.Module):
     """Learned heads (and fine-tuned encoders) of an ensemble -> fused policy logits.
 
     Args:
-        model: The ensemble; its fusion must be :class:`~ensemble.fusion.MaxFusion`.
+        model: The ensemble.
         live: Keys of the learned encoders run here on prepared inputs (fine-tuning); the
             other learned encoders' frozen embeddings are given (cached), and their
             ``head_trained`` parts (e.g. the text lexicon) run here and train with the heads.
@@ -42,10 +42,6 @@ class FusedLogits(nn.Module):
 
     def __init__(self, model: AdPolicyEnsemble, live: Sequence[str] = ()) -> None:
         super().__init__()
-        if not isinstance(model.fusion, MaxFusion):
-            raise NotImplementedError(
-                f"training supports MaxFusion, not {type(model.fusion).__name__}"
-            )
         self.keys = learned_keys(model)
         unknown = sorted(set(live) - set(self.keys))
         if unknown:
@@ -62,11 +58,11 @@ class FusedLogits(nn.Module):
             }
         )
         self.modality_of = {k: MODALITIES.index(model.encoders[k].modality) for k in self.keys}
+        self.fusion = model.fusion
         for k in self.keys:
-            index = torch.tensor(model.heads[k].policy_index)
-            self.register_buffer(
-                f"select_{k}", F.one_hot(index, self.num_policies).bool(), persistent=False
-            )
+            for buffer in ("select", "unscored"):
+                name = f"{buffer}_{k}"
+                self.register_buffer(name, getattr(model, name).clone(), persistent=False)
 
     @property
     def prepared_encoders(self) -> dict[str, Encoder]:
@@ -83,9 +79,9 @@ class FusedLogits(nn.Module):
         self, inputs: Mapping[str, Sequence[Tensor]], presence: Tensor
     ) -> tuple[Tensor, Tensor]:
         """See the class docstring."""
-        lowest = torch.finfo(presence.dtype).min
-        fused = torch.full((presence.shape[0], self.num_policies), lowest, device=presence.device)
-        applicable = torch.zeros_like(fused, dtype=torch.bool)
+        absent = torch.full((presence.shape[0], self.num_policies), ABSENT, device=presence.device)
+        per_modality = [absent for _ in MODALITIES]
+        applicable = torch.zeros_like(absent, dtype=torch.bool)
         for key in self.keys:
             if key in self.live:
                 encoder: Encoder = self.live[key]  # type: ignore[assignment]
@@ -96,9 +92,10 @@ class FusedLogits(nn.Module):
                 features = part.with_head_trained(inputs[key][0], *prepared)
             else:
                 features = inputs[key][0]
-            select: Tensor = getattr(self, f"select_{key}")  # [head outputs, policies]
-            logits = self.heads[key](features).float() @ select.float()
-            scored = (presence[:, self.modality_of[key], None] > 0) & select.any(0)
-            fused = torch.where(scored, torch.maximum(fused, logits), fused)
-            applicable = applicable | scored
+            m = self.modality_of[key]
+            select, unscored = getattr(self, f"select_{key}"), getattr(self, f"unscored_{key}")
+            logits = scatter_policies(self.heads[key](features), select, unscored)
+            per_modality[m] = torch.maximum(per_modality[m], logits)
+            applicable = applicable | ((presence[:, m, None] > 0) & (select.sum(0) > 0))
+        fused, _ = self.fusion(torch.stack(per_modality, dim=1), presence)
         return torch.where(applicable, fused, torch.zeros_like(fused)), applicable

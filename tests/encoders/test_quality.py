@@ -16,8 +16,8 @@ from encoders.quality import (
     QualitySettings,
     analysis_grey,
 )
+from encoders.rules import QualityRule
 from ensemble import samples
-from ensemble.rules import QualityRule
 
 SETTINGS = QualitySettings()
 MIN_VARIANCE = 100.0  # the default config's rule

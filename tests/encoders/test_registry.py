@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import pytest
@@ -10,15 +9,16 @@ import torch
 
 from encoders import (
     MODALITIES,
-    EncoderEntry,
     get_encoder,
     get_entry,
     list_encoders,
     register_encoder,
     registry,
 )
-from encoders.base import random_input
-from encoders.text import HFTextEncoder, TextPreparer, TextSettings
+from encoders.base import Encoder, random_input
+from encoders.flash import FlashAnalyzer, FlashPreparer, FlashSettings
+from encoders.rules import FlashRule
+from encoders.text import HFTextEncoder, TextSettings
 from tests.tracing import trace_save_load
 
 ALL = list_encoders()
@@ -33,9 +33,29 @@ def test_builtin_families_are_registered() -> None:
 
 
 def test_duplicate_name_is_refused() -> None:
-    entry = get_entry("minilm")
     with pytest.raises(ValueError, match="already registered"):
-        register_encoder(dataclasses.replace(entry))
+        register_encoder("minilm", settings=TextSettings)(HFTextEncoder)
+
+
+def test_modality_kind_preparer_and_rule_come_from_the_class() -> None:
+    flash = get_entry("flash")
+    assert (flash.cls, flash.modality, flash.kind) == (FlashAnalyzer, "video", "analyzer")
+    assert flash.rule is FlashRule
+    assert isinstance(flash.preparer(flash.make_settings()), FlashPreparer)
+    assert get_entry("minilm").rule is None
+    assert get_entry("resnet50").make_settings().backbone == "resnet50"
+
+
+def test_an_analyzer_without_a_rule_head_is_refused(monkeypatch) -> None:
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    class Ruleless(Encoder):
+        modality = "video"
+        kind = "analyzer"
+
+    with pytest.raises(ValueError, match="Ruleless has no rule head"):
+        register_encoder("test_ruleless", settings=FlashSettings)(Ruleless)
+    assert "test_ruleless" not in list_encoders()
 
 
 def test_unknown_name_lists_registered() -> None:
@@ -55,17 +75,14 @@ def test_a_new_entry_registers_and_lists(tiny_bert_dir, monkeypatch) -> None:
     class Tiny(TextSettings):
         pass
 
-    register_encoder(
-        EncoderEntry(
-            "test_tiny_text",
-            "text",
-            "learned",
-            Tiny,
-            HFTextEncoder,
-            TextPreparer,
-            defaults={"model_dir": str(tiny_bert_dir), "max_length": 16},
-        )
+    @register_encoder(
+        "test_tiny_text",
+        settings=Tiny,
+        defaults={"model_dir": str(tiny_bert_dir), "max_length": 16},
     )
+    class TinyText(HFTextEncoder):
+        pass
+
     assert "test_tiny_text" in list_encoders(modality="text")
     assert get_encoder("test_tiny_text").output_dim == 32
 

@@ -130,8 +130,7 @@ def test_unknown_output_format(scorer, tmp_path) -> None:
         scorer.score_file(ads, tmp_path / "out.xlsx", progress=False)
 
 
-def test_model_without_config_is_refused(small_model) -> None:
-    model = build_ensemble(small_model.config)
-    model.config = None
+def test_a_graph_without_config_is_refused(small_model) -> None:
+    graph = build_ensemble(small_model.config).forward
     with pytest.raises(ValueError, match="no config"):
-        Scorer(model)
+        Scorer(graph)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -160,3 +162,44 @@ def test_default_model_artifact_scores_like_the_scorer(tmp_path) -> None:
         got = artifact.graph(*batch.inputs)
         want = model(*batch.inputs)
     torch.testing.assert_close(got[0], want.scores, atol=1e-4, rtol=0)
+
+
+def _edited(small_artifact_dir, tmp_path, edit) -> Path:
+    copy = tmp_path / "edited"
+    shutil.copytree(small_artifact_dir, copy)
+    manifest = read_manifest(copy)
+    edit(manifest)
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    return copy
+
+
+def test_a_manifest_whose_policies_disagree_with_its_config_is_refused(
+    small_artifact_dir, tmp_path
+) -> None:
+    def swap(manifest) -> None:
+        manifest["policies"] = list(reversed(manifest["policies"]))
+
+    with pytest.raises(ArtifactError, match="inconsistent manifest: the manifest lists"):
+        load_artifact(_edited(small_artifact_dir, tmp_path, swap))
+
+
+def test_a_config_with_a_policy_less_than_the_graph_is_refused(
+    small_artifact_dir, tmp_path
+) -> None:
+    def drop(manifest) -> None:
+        manifest["config"]["policies"] = manifest["config"]["policies"][:-1]
+        manifest["policies"] = manifest["policies"][:-1]
+
+    with pytest.raises(ArtifactError, match=r"output scores is 3 wide, expected 2"):
+        load_artifact(_edited(small_artifact_dir, tmp_path, drop))
+
+
+def test_the_graph_output_width_is_checked_when_it_runs(small_artifact) -> None:
+    config = small_artifact.config
+    fewer = dataclasses.replace(config, policies=config.policies[:-1])
+    wrong = dataclasses.replace(small_artifact, config=fewer)
+    preparer = small_artifact.preparer(allow_paths=False)
+    inputs = preparer.collate([preparer.prepare({"id": "a", "text": "hi"})]).to("cpu")
+    assert small_artifact(*inputs)[0].shape == (1, len(config.policies))
+    with pytest.raises(ArtifactError, match="the graph scores 3 policies, the manifest lists 2"):
+        wrong(*inputs)

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from torch import nn
 
 from encoders.base import MODALITIES, InputSpec
 from encoders.text import HFTextEncoder
@@ -19,6 +20,8 @@ from ensemble import build_ensemble, from_pretrained, save_pretrained
 from ensemble.batch import AdPreparer
 from ensemble.cli import main
 from ensemble.config import Policy
+from ensemble.fusion import mask_absent
+from ensemble.model import AdPolicyEnsemble
 from ensemble.training.evaluate import choose_threshold, score_ads
 from ensemble.training.features import embed, trim_padding
 from ensemble.training.train import TrainSettings, class_weights, masked_bce, train
@@ -64,25 +67,69 @@ def test_class_weights_schemes() -> None:
     assert class_weights(targets, mask, "sqrt")[0].item() == pytest.approx(3**0.5)
 
 
-def test_fused_logits_are_the_logits_of_the_served_scores(small_model) -> None:
-    view = FusedLogits(small_model, live=small_model.keys)
-    presence = torch.tensor([[1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
-    count = len(small_model.modalities)
-    inputs = small_model.example_inputs(3)[:-count]  # dense: every ad has a row everywhere
-    index = [
-        torch.arange(1, 4) * presence[:, MODALITIES.index(m)].long() for m in small_model.modalities
-    ]
+def _dense_inputs(model, presence) -> tuple[dict[str, list], tuple]:
+    """The view's inputs by key and the graph's (dense: every ad has a row everywhere)."""
+    count = len(model.modalities)
+    inputs = model.example_inputs(presence.shape[0])[:-count]
+    index = tuple(
+        torch.arange(1, presence.shape[0] + 1) * presence[:, MODALITIES.index(m)].long()
+        for m in model.modalities
+    )
     named, position = {}, 0
-    for key in small_model.keys:
-        size = len(small_model.encoders[key].input_spec)
+    for key in model.keys:
+        size = len(model.encoders[key].input_spec)
         named[key] = list(inputs[position : position + size])
         position += size
+    return named, (*inputs, *index)
+
+
+PRESENCE = torch.tensor([[1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+
+
+def test_fused_logits_are_the_logits_of_the_served_scores(small_model) -> None:
+    view = FusedLogits(small_model, live=small_model.keys)
+    named, graph_inputs = _dense_inputs(small_model, PRESENCE)
     with torch.no_grad():
-        logits, applicable = view(named, presence)
-        served = small_model(*inputs, *index).scores
+        logits, applicable = view(named, PRESENCE)
+        served = small_model(*graph_inputs).scores
     assert applicable.tolist() == [[True, True, True], [False, True, True], [True, True, False]]
     assert torch.allclose(torch.sigmoid(logits)[applicable], served[applicable], atol=1e-6)
     assert (served[~applicable] == 0).all()
+
+
+class ScaledMaxFusion(nn.Module):
+    """A fusion with parameters: a learned scale and bias per modality, then the max."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(len(MODALITIES), 1))
+        self.bias = nn.Parameter(torch.tensor([[0.5], [-0.25], [0.0], [0.75]]))
+
+    def forward(self, modality_logits, presence):
+        masked = mask_absent(modality_logits * self.scale + self.bias, presence)
+        return masked.amax(dim=1), masked
+
+
+def test_a_fusion_with_parameters_is_what_training_fuses_and_trains(small_model) -> None:
+    fusion = ScaledMaxFusion()
+    model = AdPolicyEnsemble(
+        small_model.config, dict(small_model.encoders), dict(small_model.heads), fusion
+    ).eval()
+    view = FusedLogits(model)
+    assert any(p is fusion.bias for p in view.parameters())
+    named, graph_inputs = _dense_inputs(model, PRESENCE)
+    learned = [k for k in model.keys if model.encoders[k].kind == "learned"]
+    cached = {k: [model.encoders[k](*named[k])] for k in learned}
+    logits, applicable = view(cached, PRESENCE)
+    with torch.no_grad():
+        served = model(*graph_inputs).scores
+        plain = small_model(*graph_inputs).scores
+    assert torch.allclose(torch.sigmoid(logits)[applicable], served[applicable], atol=1e-6)
+    assert not torch.allclose(served[applicable], plain[applicable], atol=1e-3)
+    logits[applicable].sum().backward()
+    grad = fusion.bias.grad
+    assert grad is not None
+    assert grad.abs().sum() > 0
 
 
 def test_fine_tuning_names_learned_encoders_only(small_model) -> None:

@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from encoders import get_encoder
+from encoders import get_encoder, get_entry
 from ensemble import ModelConfig, build_ensemble
 from ensemble.config import load_config
-from ensemble.rules import build_rule_head
 from ensemble.scoring import Scorer
 from export.opcheck import check_operators
 from tests.tracing import trace_save_load
@@ -23,7 +22,9 @@ SMALL = {"flash": {"max_seconds": 1.0}, "loudness": {"max_seconds": 1.0}, "image
 def scores(analyzer: str, rows: list[dict[str, float]], rules: list[dict[str, Any]]) -> list:
     """The rule head's scores [rows, policies] for measurements given by name."""
     encoder = get_encoder(analyzer, **SMALL[analyzer])
-    head = build_rule_head(analyzer, encoder, list(range(len(rules))), rules)
+    rule = get_entry(analyzer).rule
+    assert rule is not None
+    head = rule(encoder, list(range(len(rules))), rules)
     names = encoder.measurement_names
     features = torch.tensor([[row.get(n, 0.0) for n in names] for row in rows])
     return torch.sigmoid(head(features)).tolist()
