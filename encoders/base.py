@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 import torch
@@ -64,6 +65,19 @@ class Preparer(Protocol):
     def placeholder(self) -> dict[str, Tensor]:
         """The tensors standing in for an absent modality (masked out by the ensemble)."""
         ...
+
+
+def resolve_model_dir(model_dir: str) -> Path:
+    """Path of a model directory; ``package:NAME`` asks the installed package NAME."""
+    if model_dir.startswith("package:"):
+        import importlib
+
+        module: Any = importlib.import_module(model_dir.removeprefix("package:"))
+        return Path(module.get_model_path())
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no Hugging Face model (config.json) in {path}")
+    return path
 
 
 class PolicyHead(nn.Module):

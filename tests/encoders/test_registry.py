@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
@@ -87,10 +88,28 @@ def test_a_new_entry_registers_and_lists(tiny_bert_dir, monkeypatch) -> None:
     assert get_encoder("test_tiny_text").output_dim == 32
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_encoder_traces_and_reloads(name: str) -> None:
-    encoder = get_encoder(name).eval()
+# The quick sweep's settings per modality and kind: every registered encoder at a small size
+# (the architecture, operators and tracing are the same); full size is swept under ``slow``.
+SMALL: dict[tuple[str, str], dict[str, Any]] = {
+    ("text", "learned"): {"max_length": 16},
+    ("image", "learned"): {"image_size": 64},
+    ("audio", "learned"): {"clip_seconds": 1.0, "channels": (8, 16)},
+    ("video", "learned"): {"num_frames": 4, "frame_size": 32},
+    ("video", "analyzer"): {"max_seconds": 1.0, "analysis_height": 90},
+    ("audio", "analyzer"): {"max_seconds": 1.0},
+    ("image", "analyzer"): {"analysis_size": 128},
+}
+SWEEP = [
+    *(pytest.param(name, True, id=f"{name}-small") for name in ALL),
+    *(pytest.param(name, False, id=f"{name}-full", marks=pytest.mark.slow) for name in ALL),
+]
+
+
+@pytest.mark.parametrize(("name", "small"), SWEEP)
+def test_encoder_traces_and_reloads(name: str, small: bool) -> None:
     entry = get_entry(name)
+    settings = SMALL[entry.modality, entry.kind] if small else {}
+    encoder = get_encoder(name, **settings).eval()
     assert encoder.modality == entry.modality in MODALITIES
     assert encoder.kind == entry.kind
     if encoder.kind == "analyzer":
