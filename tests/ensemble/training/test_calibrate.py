@@ -1,0 +1,102 @@
+"""Calibration maps and Learn-then-Test decision bands, on data whose truth is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ensemble.training.calibrate import (
+    Calibration,
+    fit_calibration,
+    learn_then_test,
+    outcome,
+)
+from ensemble.training.evaluate import expected_calibration_error
+
+
+def calibrated(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores U(0, 1) with P(violation | score) = score: block precision above t is
+    (1 + t) / 2, the miss rate below t is t / 2."""
+    rng = np.random.default_rng(seed)
+    scores = rng.uniform(size=n)
+    return scores, (rng.uniform(size=n) < scores).astype(int)
+
+
+def test_the_targets_hold_on_the_true_risk_with_probability_one_minus_delta() -> None:
+    # valid thresholds: block >= 0.9 (precision 0.95), allow <= 0.1 (miss rate 0.05)
+    bands = [
+        learn_then_test(
+            *calibrated(3000, seed), block_precision=0.95, allow_miss_rate=0.05, delta=0.1
+        )
+        for seed in range(200)
+    ]
+    violated = np.mean([b.block < 0.9 or b.allow > 0.1 for b in bands])
+    assert violated <= 0.1
+    # and the band is useful: most ads are decided automatically
+    assert np.median([b.block for b in bands]) < 0.99
+    assert np.median([b.allow for b in bands]) > 0.01
+    assert np.median([b.calibration["review_share"] for b in bands]) < 0.99
+
+
+def test_the_thresholds_are_valid_on_a_large_independent_test_set() -> None:
+    band = learn_then_test(
+        *calibrated(5000, 1), block_precision=0.9, allow_miss_rate=0.1, delta=0.1
+    )
+    test = outcome(*calibrated(200_000, 2), band.allow, band.block)
+    assert test["block_precision"] >= 0.9
+    assert test["allow_miss_rate"] <= 0.1
+    assert band.allow <= band.block
+    decisions = band.decide(np.array([0.0, (band.allow + band.block) / 2, 1.0]))
+    assert decisions.tolist() == ["allow", "review", "block"]
+
+
+def test_too_few_ads_decide_nothing_automatically() -> None:
+    band = learn_then_test(
+        *calibrated(40, 3), block_precision=0.95, allow_miss_rate=0.02, delta=0.1
+    )
+    assert (band.allow, band.block) == (float("-inf"), float("inf"))
+    assert band.decide(np.array([0.0, 1.0])).tolist() == ["review", "review"]
+    assert band.calibration["review_share"] == 1.0
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, 1.5])
+def test_targets_outside_zero_one_are_refused(bad: float) -> None:
+    with pytest.raises(ValueError, match="delta must be in"):
+        learn_then_test(*calibrated(100, 0), block_precision=0.9, allow_miss_rate=0.1, delta=bad)
+
+
+def test_temperature_undoes_overconfidence() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=20_000)
+    labels = (rng.uniform(size=z.size) < 1 / (1 + np.exp(-z))).astype(int)
+    overconfident = 1 / (1 + np.exp(-3 * z))
+    calibration = fit_calibration(overconfident, labels, methods=("temperature",))
+    assert calibration.method == "temperature"
+    assert calibration.temperature == pytest.approx(3.0, rel=0.1)
+    after = expected_calibration_error(calibration(overconfident), labels)
+    assert after < expected_calibration_error(overconfident, labels) / 3
+    order = np.argsort(overconfident)
+    assert np.all(np.diff(calibration(overconfident)[order]) >= 0)  # ranking unchanged
+
+
+def test_the_method_with_the_lower_held_out_ece_is_kept_and_round_trips() -> None:
+    rng = np.random.default_rng(1)
+    scores = rng.uniform(size=20_000)
+    # a step, not a logistic distortion: a temperature cannot fit it, isotonic can
+    labels = (rng.uniform(size=scores.size) < np.where(scores < 0.5, 0.1, 0.6)).astype(int)
+    calibration = fit_calibration(scores, labels)
+    assert calibration.method == "isotonic"
+    assert calibration.ece is not None
+    assert calibration.ece["isotonic"] < min(
+        calibration.ece["temperature"], calibration.ece["identity"]
+    )
+    again = Calibration.from_json(calibration.to_json())
+    assert np.array_equal(again(scores), calibration(scores))
+
+
+def test_calibrated_scores_keep_the_identity() -> None:
+    scores, labels = calibrated(20_000, 4)
+    calibration = fit_calibration(scores, labels)
+    assert calibration.ece is not None
+    assert calibration.ece["identity"] < 0.02
+    assert np.abs(calibration(scores) - scores).mean() < 0.05
