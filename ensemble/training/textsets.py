@@ -1,0 +1,261 @@
+"""Evaluation sets for the text policies, generated (deterministically) rather than collected.
+
+- ``benign_ads.jsonl``: ordinary ad copy naming an identity group, raw as advertisers write it
+  (capitals, punctuation, prices, emoji): 30 groups x 20 product categories, none of it
+  offensive or hateful (every line labelled normal). Measures false flags overall and per
+  group (``meta.group``), after Dixon et al. (2018).
+- ``behaviour.jsonl``: functional tests in the style of HateCheck (Röttger et al. 2021): one
+  ``meta.functionality`` per line with its expected class (``meta.class``: hate, offensive
+  or normal) and, where it has one, the target group (``meta.group``).
+
+The sentences, products and spelling changes here are written apart from the training
+augmentation (:mod:`ensemble.training.augment`): other templates, other wording. None of it is trained
+on. Reclaimed and in-group uses of slurs are left out: Davidson's and HateXplain's annotators
+label them differently (mostly offensive in one, hate or normal in the other), so no expected
+class would be defensible.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ensemble.training.data import write_manifest
+
+# name -> (adjective as ads write it, people)
+AD_GROUPS = {
+    "black": ("Black", "Black customers"), "latino": ("Latino", "Latino families"),
+    "asian": ("Asian", "Asian Americans"), "mexican": ("Mexican", "Mexican families"),
+    "chinese": ("Chinese", "Chinese students"), "korean": ("Korean", "Korean Americans"),
+    "vietnamese": ("Vietnamese", "Vietnamese families"), "filipino": ("Filipino", "Filipino nurses"),
+    "indian": ("Indian", "Indian families"), "arab": ("Arab", "Arab Americans"),
+    "african": ("African", "African immigrants"), "native": ("Native American", "tribal members"),
+    "jewish": ("Jewish", "Jewish families"), "muslim": ("Muslim", "Muslim women"),
+    "christian": ("Christian", "church groups"), "hindu": ("Hindu", "Hindu families"),
+    "sikh": ("Sikh", "Sikh families"), "catholic": ("Catholic", "Catholic schools"),
+    "gay": ("gay", "gay couples"), "lesbian": ("lesbian", "lesbian couples"),
+    "transgender": ("transgender", "trans people"), "nonbinary": ("non-binary", "non-binary people"),
+    "women": ("women's", "women"), "disabled": ("disabled", "wheelchair users"),
+    "deaf": ("Deaf", "Deaf customers"), "blind": ("blind", "blind readers"),
+    "autistic": ("autism-friendly", "autistic kids"), "immigrant": ("immigrant", "new immigrants"),
+    "refugee": ("refugee", "refugee families"), "senior": ("senior", "seniors"),
+}  # fmt: skip
+# category -> products
+PRODUCTS = {
+    "footwear": ("sandals", "running shoes"), "apparel": ("linen shirts", "winter coats"),
+    "jewellery": ("silver earrings", "handmade necklaces"), "food": ("spice blends", "pastries"),
+    "restaurant": ("lunch specials", "family dinners"), "groceries": ("fresh produce", "rice"),
+    "beauty": ("skincare sets", "hair care products"), "fitness": ("yoga classes", "gym memberships"),
+    "travel": ("weekend getaways", "guided tours"), "education": ("tutoring", "language courses"),
+    "finance": ("savings accounts", "small-business loans"), "insurance": ("home insurance", "health plans"),
+    "electronics": ("headphones", "laptops"), "home": ("sofas", "kitchen sets"),
+    "photography": ("portrait sessions", "wedding photography"), "books": ("novels", "children's books"),
+    "music": ("guitar lessons", "concert tickets"), "health": ("dental check-ups", "eye exams"),
+    "real estate": ("apartments", "starter homes"), "toys": ("board games", "wooden toys"),
+    "pets": ("dog food", "grooming"), "automotive": ("car rentals", "tire service"),
+}  # fmt: skip
+AD_TEMPLATES = (
+    "{Adj}-owned and proud! {Product} 20% off this weekend only.",
+    "New in: {product} for {people}. Free shipping on orders over $50 \U0001f389",
+    "{People} save 15% on {product} all month - show this ad at checkout.",
+    "Celebrate {adj} heritage month with our {product} collection.",
+    "Our {product} were designed with {people} in mind. Shop now!",
+    "Proudly serving {people} since 1998: {product}, fair prices, friendly staff.",
+    "Grand opening! {Adj} family business - {product} and more. Come say hi :)",
+    "Scholarship alert: {adj} students can win a year of {product}. Apply by May 1.",
+    "Looking for {product}? Ask about our offers for {people}.",
+    "Voted best {product} in town by {people}. Book today!",
+    "Free {product} workshop for {people} - Saturday 10am, all welcome.",
+    "Limited edition {product} by {adj} designers. Only 100 made!",
+    "{Product} you'll love, recommended by {people} everywhere. Order online.",
+    "Join {people} at our {product} open day - snacks and music included.",
+    "Hiring! Warehouse and store roles, {adj} applicants encouraged. {Product} discount for staff.",
+    "Bundle deal: 2 for 1 on {product}. {People} get an extra gift.",
+    "Accessible store, multilingual staff, {product} for {people}. Visit us today.",
+    "Sign up for our newsletter: {adj} recipes, stories and {product} deals every week.",
+)
+
+
+def benign_ads() -> list[dict[str, Any]]:
+    """The benign ad-copy set: each group paired with every category (see the module docstring)."""
+    rng = random.Random(13)
+    out = []
+    for g, (group, (adj, people)) in enumerate(AD_GROUPS.items()):
+        for c, (category, products) in enumerate(PRODUCTS.items()):
+            if (g + c) % 22 >= 18:  # 18 of the 22 categories per group, rotating
+                continue
+            template = AD_TEMPLATES[(g * 7 + c) % len(AD_TEMPLATES)]
+            product = rng.choice(products)
+            fields = {"adj": adj, "people": people, "product": product}
+            fields |= {k.capitalize(): v[:1].upper() + v[1:] for k, v in fields.items()}
+            out.append(
+                {
+                    "id": f"benign-{group}-{category.replace(' ', '_')}",
+                    "text": template.format(**fields),
+                    "labels": {"hate_speech": 0, "offensive_language": 0},
+                    "meta": {"class": "normal", "group": group, "category": category},
+                }
+            )
+    return out
+
+
+# Behavioural targets: (group, noun as a sentence names them).
+TARGETS = (
+    ("black", "black people"), ("muslim", "muslims"), ("jewish", "jews"), ("gay", "gay people"),
+    ("trans", "trans women"), ("women", "women"), ("disabled", "disabled people"),
+    ("immigrant", "immigrants"), ("asian", "asian people"), ("latino", "latinos"),
+)  # fmt: skip
+FUNCTIONALITIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "identity_neutral": ("normal", (
+        "There are a lot of {t} living in this part of town.",
+        "My new coworkers are {t}.",
+        "The report looks at how many {t} work in tech.",
+        "I met two {t} at the conference yesterday.",
+        "Are there any {t} in your book club?",
+    )),
+    "identity_positive": ("normal", (
+        "I absolutely love {t}.",
+        "{T} are brilliant and so much fun to be around.",
+        "We are lucky to have {t} in our team.",
+        "{T} have made this city a better place.",
+        "Honestly, {t} are some of the kindest people I know.",
+    )),
+    "negated_hate": ("normal", (
+        "I don't hate {t}.",
+        "{T} are not disgusting at all.",
+        "I would never say that {t} are trash.",
+        "No, {t} aren't a plague on society.",
+        "It's false that {t} are less intelligent.",
+    )),
+    "counter_speech": ("normal", (
+        "If you think {t} are scum, you need to take a hard look at yourself.",
+        "Posts claiming {t} should be wiped out are vile and should be reported.",
+        "Stop calling {t} parasites, it's cruel and untrue.",
+        "Anyone saying {t} don't deserve rights is a bigot.",
+        "I'm sick of seeing people attack {t} online.",
+    )),
+    "derogation": ("hate", (
+        "{T} are repulsive.",
+        "I can't stand {t}, they are a plague.",
+        "{T} are all worthless scum.",
+        "Everyone knows {t} are filthy and stupid.",
+        "{T} are pathetic lowlifes.",
+    )),
+    "dehumanisation": ("hate", (
+        "{T} are nothing but animals.",
+        "{T} are cockroaches infesting our streets.",
+        "{T} are a cancer that must be cut out.",
+        "{T} are rats, plain and simple.",
+        "To me {t} are just garbage.",
+    )),
+    "threat": ("hate", (
+        "I'm going to kill all the {t} I see.",
+        "{T} should all be shot.",
+        "Someone should burn the houses of {t}.",
+        "We will hunt down {t} one by one.",
+        "Hang every one of the {t}.",
+    )),
+}  # fmt: skip
+WOMEN = (
+    "Women are stupid and belong in the kitchen.",
+    "All women are sluts who deserve nothing.",
+    "Women are too emotional to be trusted with anything important.",
+    "Females should shut up and obey their husbands.",
+    "A woman's opinion is worthless.",
+    "Women are property, nothing more.",
+    "Girls are dumb whores, every one of them.",
+    "Women should be slapped when they get mouthy.",
+)
+DISABLED = (
+    "Disabled people are useless leeches on society.",
+    "Retarded people should be kept away from normal folks.",
+    "Cripples are a waste of space.",
+    "People with Down syndrome should never have been born.",
+    "Autistic freaks shouldn't be allowed in schools.",
+    "The mentally ill are dangerous animals that should be caged.",
+    "Wheelchair users are pathetic burdens.",
+    "Deaf people are too stupid to deserve jobs.",
+)
+SPELLING = (  # hateful sentences with a misspelt key word
+    "{T} are w o r t h l e s s scum.",
+    "{T} are f1lthy animals.",
+    "I h8 {t} so much.",
+    "{T} are disgustng vermin.",
+    "Kill all {t}, every lsat one.",
+    "{T} are stupdi trash.",
+)
+SLUR_VARIANTS = (
+    "those n1ggers ruin everything",
+    "f@ggots like him make me sick",
+    "get out of here you k i k e",
+    "all r3tards should be locked up",
+    "spicks should go back where they came from",
+    "that dumb tr@nny needs to disappear",
+    "muzzies are all terrorists",
+    "c00ns everywhere in this town",
+)
+PROFANITY = (
+    "Fuck yeah, we won the game!",
+    "This traffic is absolute shit.",
+    "Holy shit, that concert was amazing.",
+    "I'm so fucking tired today.",
+    "Damn, that pizza was good as hell.",
+    "What the fuck is wrong with my laptop.",
+    "This weather is fucking ridiculous.",
+    "Shit, I forgot my keys again.",
+    "My boss is being a dick about the schedule.",
+    "Fucking finally, the weekend is here.",
+)
+
+
+def _behaviour_rows() -> Iterator[tuple[str, str, str, str | None]]:
+    for name, (cls, templates) in FUNCTIONALITIES.items():
+        for template in templates:
+            for group, noun in TARGETS:
+                text = template.format(t=noun, T=noun[:1].upper() + noun[1:])
+                yield name, cls, text, group
+    for text in WOMEN:
+        yield "hate_women", "hate", text, "women"
+    for text in DISABLED:
+        yield "hate_disabled", "hate", text, "disabled"
+    for template in SPELLING:
+        for group, noun in TARGETS:
+            yield (
+                "spelling_hate",
+                "hate",
+                template.format(t=noun, T=noun[:1].upper() + noun[1:]),
+                group,
+            )
+    for text in SLUR_VARIANTS:
+        yield "spelling_slur", "hate", text, None
+    for text in PROFANITY:
+        yield "profanity_not_hate", "offensive", text, None
+
+
+def behaviour() -> list[dict[str, Any]]:
+    """The behavioural set (see the module docstring)."""
+    labels = {
+        "hate": {"hate_speech": 1, "offensive_language": 1},
+        "offensive": {"hate_speech": 0, "offensive_language": 1},
+        "normal": {"hate_speech": 0, "offensive_language": 0},
+    }
+    out = []
+    for i, (name, cls, text, group) in enumerate(_behaviour_rows()):
+        meta: dict[str, Any] = {"class": cls, "functionality": name}
+        if group is not None:
+            meta["group"] = group
+        out.append(
+            {"id": f"behaviour-{i}", "text": text, "labels": dict(labels[cls]), "meta": meta}
+        )
+    return out
+
+
+def write_text_sets(out_dir: str | Path) -> dict[str, Path]:
+    """Write ``benign_ads.jsonl`` and ``behaviour.jsonl`` under ``out_dir``."""
+    out = Path(out_dir)
+    return {
+        "benign_ads": write_manifest(benign_ads(), out / "benign_ads.jsonl"),
+        "behaviour": write_manifest(behaviour(), out / "behaviour.jsonl"),
+    }
