@@ -18,8 +18,7 @@ import requests
 
 from encoders.base import MODALITIES, InputError
 from encoders.media import read_file
-from ensemble.batch import AdError
-from ensemble.postprocess import error_result
+from ensemble.rows import AdError, ModelInfo, ad_id, error_row
 from serve.server import read_token
 
 MEDIA_FIELDS = tuple(m for m in MODALITIES if m != "text")
@@ -88,6 +87,8 @@ class Client:
         self.key_file = Path(key_file) if key_file is not None else None
         self.timeout = timeout
         self.session = session or requests.Session()
+        name, _, version = url.rstrip("/").partition("/predictions/")[2].partition("/")
+        self.model: ModelInfo = {"name": name or "unknown", "version": version}
 
     def headers(self) -> dict[str, str]:
         token = self.token or (read_token(self.key_file) if self.key_file else None)
@@ -116,7 +117,7 @@ class Client:
                 if ad.get(f) is not None
             }
         except InputError as err:
-            failed = error_result(str(ad.get("id", "")), AdError([err]))
+            failed = error_row(ad_id(ad, ""), AdError([err]), self.model)
             return Prediction(err.status, failed, None)
         if multipart:
             parts: dict[str, tuple[Any, ...]] = {

@@ -176,15 +176,9 @@ def how_to_call(server: TorchServe) -> str:
     return "\n".join(lines)
 
 
-def _read_ads(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text()
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    data = json.loads(text)
-    return data if isinstance(data, list) else [data]
-
-
 def _predict(args: argparse.Namespace) -> int:
+    from ensemble.reader import read_ads
+    from ensemble.rows import error_row
     from serve.client import Client
     from serve.server import DEFAULT_RUN_DIR, KEY_FILE
 
@@ -194,8 +188,12 @@ def _predict(args: argparse.Namespace) -> int:
     client = Client(args.url, token=args.token, key_file=key_file)
     path = Path(args.ads)
     failed = 0
-    for ad in _read_ads(path):
-        prediction = client.predict(ad, base_dir=path.parent, multipart=args.multipart)
+    for record in read_ads(path):
+        if record.error is not None:
+            failed += 1
+            print(json.dumps(error_row(record.id, record.error, client.model)))
+            continue
+        prediction = client.predict(record.ad, base_dir=path.parent, multipart=args.multipart)
         failed += prediction.status != 200
         print(json.dumps({"http_status": prediction.status, **_as_dict(prediction.body)}))
     return 1 if failed else 0

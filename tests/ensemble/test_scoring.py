@@ -66,7 +66,11 @@ def test_bad_ads_get_errors_naming_the_field_and_others_are_scored(
         json.dumps(["not", "an", "object"]),
         json.dumps({"id": "good-image", "image": str(media / "sharp_banner.png")}),
     ]
-    results = scorer.score_file(_write_jsonl(tmp_path / "ads.jsonl", lines), progress=False)
+    ads = _write_jsonl(media.parent / "_test_bad_ads.jsonl", lines)  # media inside its folder
+    try:
+        results = scorer.score_file(ads)
+    finally:
+        ads.unlink()
     by_id = {r["id"]: r for r in results}
     assert len(results) == len(lines)
     assert by_id["good-text"]["status"] == by_id["good-image"]["status"] == "ok"
@@ -110,7 +114,7 @@ def test_output_formats(scorer, sample_media, tmp_path, suffix) -> None:
     )
     try:
         out = tmp_path / f"results{suffix}"
-        scorer.score_file(ads, out, progress=False)
+        scorer.score_file_to(ads, out, progress=False)
     finally:
         ads.unlink()
     if suffix == ".jsonl":
@@ -127,7 +131,7 @@ def test_output_formats(scorer, sample_media, tmp_path, suffix) -> None:
 def test_unknown_output_format(scorer, tmp_path) -> None:
     ads = _write_jsonl(tmp_path / "ads.jsonl", [json.dumps({"text": "hi"})])
     with pytest.raises(ValueError, match="unsupported output format"):
-        scorer.score_file(ads, tmp_path / "out.xlsx", progress=False)
+        scorer.score_file_to(ads, tmp_path / "out.xlsx", progress=False)
 
 
 def test_model_without_config_is_refused(small_model) -> None:

@@ -122,7 +122,7 @@ def test_a_batch_with_bad_items_answers_each_on_its_own(
 @pytest.mark.parametrize(
     ("request_", "status", "field", "fragment"),
     [
-        ({"body": b"{not json"}, 400, "body", "invalid JSON: Expecting property name"),
+        ({"body": b"{not json"}, 400, "body", "not valid JSON: Expecting property name"),
         ({"body": [{"text": "a"}]}, 400, "body", "expected one ad as a JSON object, got an array"),
         ({"body": {"text": "hi", "colour": "red"}}, 400, "colour", "unknown field"),
         ({"body": {"image": "/etc/passwd"}}, 400, "image", "file paths are not accepted"),
