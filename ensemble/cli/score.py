@@ -1,8 +1,9 @@
 """``adpolicy score``: offline scoring of a file of ads, streamed to a results file.
 
-Exit status: 0 every ad scored; 1 (``EXIT_AD_ERRORS``) the run finished and every ad has a
-row, but some rows are errors; 2 (``EXIT_FATAL``) nothing could be scored (the model, the ads
-file or the output cannot be opened), with the reason on stderr.
+Exit status: 0 every ad scored; 3 (``EXIT_AD_ERRORS``) the run finished and every ad has a
+row, but some rows are errors; 4 (``EXIT_FATAL``) nothing could be scored (the model, the ads
+file or the output cannot be opened), with the reason on stderr. (1 is left to Python's
+uncaught exceptions, 2 to argparse's usage errors.)
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 from ensemble.scoring import load
 from ensemble.writers import FORMATS
 
-EXIT_AD_ERRORS = 1
-EXIT_FATAL = 2
+EXIT_AD_ERRORS = 3
+EXIT_FATAL = 4
 
 
 def register(sub: Any) -> None:
