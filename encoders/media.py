@@ -294,8 +294,23 @@ def _decode_soundfile(data: bytes, limits: MediaLimits) -> AudioClip:
         _check_duration("audio", f.frames / f.samplerate, limits)
         _check_channels(f.channels, limits)
         samples = f.read(dtype="float32", always_2d=True)
-        warnings = _partial("audio", len(samples), f.frames, "samples")
-        return AudioClip(np.ascontiguousarray(samples.T), int(f.samplerate), warnings)
+    declared = _wav_data_bytes(data)
+    warnings = _partial("audio", len(data), declared, "bytes") if declared else ()
+    return AudioClip(np.ascontiguousarray(samples.T), int(f.samplerate), warnings)
+
+
+def _wav_data_bytes(data: bytes) -> int | None:
+    """The end of a WAV's samples as its header declares them (libsndfile silently reads
+    what is there), or None for another format."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    offset = 12
+    while offset + 8 <= len(data):
+        size = int.from_bytes(data[offset + 4 : offset + 8], "little")
+        if data[offset : offset + 4] == b"data":
+            return offset + 8 + size
+        offset += 8 + size + size % 2
+    return None
 
 
 def _decode_pyav_audio(data: bytes, limits: MediaLimits) -> AudioClip:

@@ -139,3 +139,47 @@ def test_model_without_config_is_refused(small_model) -> None:
     model.config = None
     with pytest.raises(ValueError, match="no config"):
         Scorer(model)
+
+
+def test_blank_text_and_empty_media_are_never_scored_silently(scorer, sample_media) -> None:
+    ads = [
+        {"id": "blank", "text": " \u200b\u2060\n"},
+        {"id": "blank-beside-image", "text": "", "image": "media/sharp_banner.png"},
+        {"id": "empty-image", "text": "hi", "image": ""},
+    ]
+    blank, beside, empty = scorer.score(ads, base_dir=sample_media.parent)
+    assert blank["errors"] == [
+        {"field": "text", "error": "no visible characters (blank or invisible)"}
+    ]
+    assert beside["status"] == "ok"
+    assert beside["warnings"] == ["text: no visible characters; scored on the other fields"]
+    assert "text" not in beside["modalities"]
+    assert empty["errors"][0]["field"] == "image"
+
+
+def test_an_unexpected_exception_costs_one_ad(scorer, monkeypatch) -> None:
+    prepare = scorer.preparer.preparers["text"][0][1].prepare
+
+    def fragile(text: str):
+        if text == "boom":
+            raise RuntimeError("a tokenizer bug")
+        return prepare(text)
+
+    monkeypatch.setattr(scorer.preparer.preparers["text"][0][1], "prepare", fragile)
+    rows = scorer.score([{"id": "a", "text": "fine"}, {"id": "b", "text": "boom"}])
+    assert [r["status"] for r in rows] == ["ok", "error"]
+    assert rows[1]["http_status"] == 500
+    assert "RuntimeError" in rows[1]["errors"][0]["error"]
+    with pytest.raises(ValueError, match="ad b cannot be prepared"):
+        scorer.score([{"id": "b", "text": "boom"}], on_error="raise")
+    assert [
+        r["id"] for r in scorer.score([{"id": "b", "text": "boom"}, {"text": "x"}], on_error="skip")
+    ] == ["#1"]
+
+
+def test_every_row_has_the_same_keys_and_the_model(scorer) -> None:
+    ok, bad = scorer.score([{"text": "hi"}, {"text": 1}])
+    for row in (ok, bad):
+        assert row["model"] == {"name": "small", "version": "test"}
+        assert row["warnings"] == []
+    assert (ok["id"], bad["id"]) == ("#0", "#1")
