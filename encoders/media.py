@@ -48,7 +48,8 @@ class MediaLimits:
         max_channels: Most audio channels accepted; more than two are downmixed (with a
             warning), more than this are refused.
         max_record_bytes: Longest record (one line of a JSONL or CSV file, one JSON document
-            or request body), checked before it is parsed; sized for a base64 video.
+            or request body), checked before it is parsed; sized for an ad with every medium
+            at its limit, base64-encoded.
         max_json_depth: Deepest nesting of objects and arrays in one record.
 
     Every limit is checked before the whole item is decoded: sizes before reading, pixels
@@ -63,7 +64,7 @@ class MediaLimits:
     max_seconds: float = 60.0
     max_text_chars: int = 20_000
     max_channels: int = 8
-    max_record_bytes: int = 150 * 1024 * 1024
+    max_record_bytes: int = 256 * 1024 * 1024
     max_json_depth: int = 32
 
     def max_bytes(self, field: str) -> int:

@@ -56,6 +56,7 @@ media = st.one_of(
 def hostile_line(draw: st.DrawFn) -> bytes:
     good = json.dumps({"id": "x", "text": draw(st.sampled_from(GOOD_TEXTS))})
     kind = draw(st.sampled_from(["bytes", "cut", "types", "deep", "unicode", "media", "value"]))
+    ad: Any
     if kind == "bytes":
         raw = draw(st.binary(min_size=1, max_size=80)).replace(b"\n", b" ")
         return raw if raw.strip() else b"\xff"
