@@ -96,7 +96,7 @@ def test_bad_ads_get_errors_naming_the_field_and_others_are_scored(
 
 
 def test_every_problem_of_an_ad_is_listed(small_config) -> None:
-    from ensemble.batch import AdError
+    from ensemble.rows import AdError
 
     with pytest.raises(AdError) as info:
         AdPreparer(small_config).prepare({"id": [1], "text": 5, "image": 7})

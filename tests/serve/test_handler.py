@@ -14,6 +14,7 @@ from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 from ensemble.batch import PreparedAd
+from ensemble.rows import Row
 from ensemble.scoring import Scorer
 from export.artifact import ArtifactError
 from serve.archive import ARTIFACT_DIR, CAPTURE_ENV, ModelSettings
@@ -72,7 +73,7 @@ def handler(
     return handler, context
 
 
-def offline_result(offline: Scorer, ad: dict[str, Any]) -> dict[str, Any]:
+def offline_result(offline: Scorer, ad: dict[str, Any]) -> Row:
     return offline.score([ad])[0]
 
 
