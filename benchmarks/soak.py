@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import requests
 
 from benchmarks.common import GOALS_HEADER, Report, markdown_table
 from ensemble import samples
@@ -107,13 +108,16 @@ class Soak:
         client = Client(self.url, key_file=self.server.key_file)
         ads, bodies = good_ads(), hostile_bodies()
         while time.monotonic() < deadline:
-            if rng.random() < self.bad:
-                prediction = client.post_raw(rng.choice(bodies))
-            else:
-                prediction = client.predict(rng.choice(ads))
-            auth = AUTH_FAILED in json.dumps(prediction.body)
+            try:
+                if rng.random() < self.bad:
+                    prediction = client.post_raw(rng.choice(bodies))
+                else:
+                    prediction = client.predict(rng.choice(ads))
+                status, auth = prediction.status, AUTH_FAILED in json.dumps(prediction.body)
+            except requests.RequestException:  # no answer at all: counted with the 5xx
+                status, auth = 599, False
             with self.lock:
-                self.results.append((time.monotonic() - self.start, prediction.status, auth))
+                self.results.append((time.monotonic() - self.start, status, auth))
 
     def sample(self) -> None:
         frontend = psutil.Process(self.server.pid)

@@ -8,7 +8,10 @@ Two failures are handled here rather than returned:
 * an expired inference key (TorchServe answers 400 "Token Authorization failed"): with a
   ``key_file``, the client asks the token API of the server's management port for a new key
   (``GET /token?type=inference`` with the ``API`` key of the same file), which TorchServe writes
-  to the key file, and retries once;
+  to the key file, and retries; when the file already holds another key (another client
+  renewed it), that key is used without renewing again. Each renewal invalidates the previous
+  key, so clients renewing at once can invalidate each other's: a request renews at most
+  ``MAX_RENEWALS`` times;
 * a server that is briefly unable to answer (502, 503, 504, and 507 "Worker died" when a worker
   crashed under the request): retried up to ``retries`` times, waiting ``backoff_s``, then twice
   that, and so on. Every other status is returned at once.
@@ -20,6 +23,7 @@ import base64
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +40,8 @@ from serve.server import TorchServe, read_token
 log = logging.getLogger(__name__)
 RETRIED = frozenset({502, 503, 504, 507})
 AUTH_FAILED = "Token Authorization failed"
+MAX_RENEWALS = 3  # per request: clients renewing at once invalidate each other's new keys
+RENEWING = threading.Lock()
 
 MEDIA_FIELDS = tuple(m for m in MODALITIES if m != "text")
 BINARY = "application/octet-stream"  # a text/* part would reach the handler decoded
@@ -170,17 +176,17 @@ class Client:
     def _post(
         self, *, extra_headers: Mapping[str, str] | None = None, **body: Any
     ) -> requests.Response:
-        """POST with the current key: renewed once on an authorization failure, retried with
-        backoff on 502/503/504/507."""
-        renewed = False
-        attempt = 0
+        """POST with the current key, renewed on an authorization failure; 502/503/504/507
+        retried with backoff (see the module docstring)."""
+        renewals = attempt = 0
         while True:
             headers = {**self.headers(), **(extra_headers or {})}
             response = self.session.post(self.url, headers=headers, timeout=self.timeout, **body)
-            if not renewed and self.key_file is not None and _auth_failed(response):
-                renewed = True
-                if self.headers().items() <= headers.items():  # nobody renewed it meanwhile
-                    self.renew_key()
+            if self.key_file is not None and _auth_failed(response) and renewals < MAX_RENEWALS:
+                renewals += 1
+                with RENEWING:  # one renewal at a time; a key renewed meanwhile is just reused
+                    if self.headers()["Authorization"] == headers["Authorization"]:
+                        self.renew_key()
                 continue
             if response.status_code not in RETRIED or attempt >= self.retries:
                 return response

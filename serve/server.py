@@ -449,10 +449,22 @@ class TorchServe:
             yield from path.read_text(errors="replace").splitlines()
 
 
-def read_token(key_file: Path, kind: str = "inference") -> str:
-    """The ``inference`` or ``management`` key of a TorchServe ``key_file.json``."""
-    keys = json.loads(Path(key_file).read_text())
-    return str(keys[kind]["key"])
+def read_token(key_file: Path, kind: str = "inference", attempts: int = 50) -> str:
+    """The ``inference``, ``management`` or ``API`` key of a TorchServe ``key_file.json``.
+
+    TorchServe rewrites the file in place when a key is renewed: a read landing in between
+    finds it empty or cut, and is tried again (every 20 ms, ``attempts`` times).
+    """
+    for _ in range(attempts - 1):
+        try:
+            return _key(key_file, kind)
+        except (json.JSONDecodeError, KeyError):
+            time.sleep(0.02)
+    return _key(key_file, kind)
+
+
+def _key(key_file: Path, kind: str) -> str:
+    return str(json.loads(Path(key_file).read_text())[kind]["key"])
 
 
 def _read_state(root: Path) -> TorchServe | None:

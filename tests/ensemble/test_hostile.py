@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ good_ad = st.builds(
 )
 
 
-def policies(row: dict[str, Any]) -> dict[str, Any]:
+def policies(row: Mapping[str, Any]) -> dict[str, Any]:
     return {n: e["score"] for n, e in row["policies"].items()}
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import requests
 
-from serve.client import Client
+from serve.client import MAX_RENEWALS, Client
 
 # Nothing listens on the discard port: a request that was sent would raise ConnectionError.
 NOWHERE = "http://127.0.0.1:9/predictions/none"
@@ -87,6 +87,6 @@ def test_an_expired_key_is_renewed_through_the_token_api_once(tmp_path: Path) ->
     assert client.predict({"text": "hi"}).status == 200
     assert session.gets == ["http://m/token?type=inference Bearer api"]
     assert [h["Authorization"] for h in session.posts] == ["Bearer old", "Bearer renewed"]
-    session.statuses = [expired, expired]  # a key that does not work after renewal: answered
+    session.statuses = [expired] * 4  # a key that never works: answered after 3 renewals
     assert client.predict({"text": "hi"}).status == 400
-    assert len(session.gets) == 2
+    assert len(session.gets) == 1 + MAX_RENEWALS
