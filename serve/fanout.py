@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ensemble.rows import ModelInfo, Row
+from ensemble.rows import ModelInfo, Row, ad_id
 from serve.client import Client, Prediction
 
 STATUS_RANK = {"not_applicable": 0, "untrained": 1, "scored": 2}
@@ -100,7 +100,7 @@ class FanOutClient:
             for m in fields
         ]
         answers = [f.result() for f in futures]
-        merged = merge_results(str(ad.get("id")), [a.body for a in answers])
+        merged = merge_results(ad_id(ad, ""), [a.body for a in answers])
         return Prediction(max(a.status for a in answers), merged, None)
 
     def close(self) -> None:
