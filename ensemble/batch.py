@@ -4,15 +4,25 @@ An ad is a mapping with an optional ``id`` and any of ``text``, ``image``, ``aud
 ``video``. Each present field is decoded once and handed to every encoder of its modality;
 an absent one gets no row in that modality's packed inputs (or, in a dense batch, the
 encoders' placeholders) and a 0 in the ad's ``index.<modality>``. A bad field
-raises :class:`AdError` listing every problem, each naming its field.
+raises :class:`AdError` listing every problem, each naming its field; what was accepted but
+changed (transparency flattened, channels downmixed, media that decoded only in part, blank
+text beside other fields) is listed in the ad's ``warnings``.
+
+:meth:`AdPreparer.stream` is THE loop over ads that every caller uses (scoring, evaluation,
+training, calibration, the monitoring baseline): one rule for a bad ad (``on_error``), and no
+exception from one ad ever escapes it as anything but that ad's error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+import logging
+import unicodedata
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -21,6 +31,7 @@ from torch import Tensor
 
 from encoders.base import MODALITIES, InputError
 from encoders.media import (
+    WARNINGS,
     MediaLimits,
     VideoPreparer,
     decode_audio,
@@ -31,26 +42,14 @@ from encoders.media import (
 from encoders.registry import get_entry
 from ensemble.config import ModelConfig
 from ensemble.model import rows_index
+from ensemble.rows import AdError, ModelInfo, Record, Row, ad_id, error_row, id_problem
+
+log = logging.getLogger(__name__)
+OnError = Literal["row", "raise", "skip"]
+INVISIBLE = {"Cc", "Cf", "Cn", "Zs", "Zl", "Zp", "Mn", "Me"}
 
 AD_FIELDS = ("id", *MODALITIES)
 PASSTHROUGH_FIELDS = ("labels", "meta")
-
-
-class AdError(ValueError):
-    """Every problem of one ad; ``errors`` holds one :class:`InputError` per bad field."""
-
-    def __init__(self, errors: Sequence[InputError]) -> None:
-        super().__init__("; ".join(str(e) for e in errors))
-        self.errors = list(errors)
-
-    @property
-    def status(self) -> int:
-        """The HTTP status for the ad: 413 when any field is too large, else the first one's."""
-        codes = [e.status for e in self.errors]
-        return 413 if 413 in codes else codes[0]
-
-    def to_json(self) -> list[dict[str, str]]:
-        return [{"field": e.field, "error": e.problem} for e in self.errors]
 
 
 @dataclass
@@ -58,16 +57,18 @@ class PreparedAd:
     """One ad ready to batch.
 
     Attributes:
-        id: The ad's id (``"#N"`` from its position when it has none).
+        id: The ad's id (:func:`ensemble.rows.ad_id`).
         tensors: Input name (``"<encoder key>.<input>"``) -> tensor, present modalities only.
         presence: One flag per modality, in ``MODALITIES`` order.
         stats: Cheap input statistics (sizes, durations) for monitoring.
+        warnings: What the ad was scored on less or other than it sent, each naming its field.
     """
 
     id: str
     tensors: dict[str, Tensor]
     presence: tuple[bool, ...]
     stats: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -79,12 +80,14 @@ class AdBatch:
         inputs: Tensors in the graph's input order (see ``AdPolicyEnsemble``).
         presence: [batch, 4] float, 1 where the ad has the modality (``MODALITIES`` order).
         stats: Each ad's input statistics.
+        warnings: Each ad's warnings.
     """
 
     ids: list[str]
     inputs: tuple[Tensor, ...]
     presence: Tensor
     stats: list[dict[str, float]]
+    warnings: list[list[str]]
 
     def to(self, device: torch.device | str) -> tuple[Tensor, ...]:
         return tuple(t.to(device) for t in self.inputs)
@@ -96,6 +99,8 @@ class AdPreparer:
     Args:
         config: The ensemble's config; its encoders' registry entries supply the preparers.
         allow_paths: Whether media fields may be file paths (False on a server).
+        any_path: Accept paths that leave ``base_dir`` (by default a path in a file of ads
+            must stay in that file's folder).
         overrides: Encoder key -> settings to replace (e.g. the tokenizer directory inside a
             TorchServe archive).
         dense: Collate dense batches by default (graphs compiled for fixed shapes).
@@ -109,6 +114,7 @@ class AdPreparer:
         config: ModelConfig,
         *,
         allow_paths: bool = True,
+        any_path: bool = False,
         overrides: Mapping[str, Mapping[str, Any]] | None = None,
         dense: bool = False,
         keys: Collection[str] | None = None,
@@ -116,6 +122,8 @@ class AdPreparer:
         self.dense = dense
         self.limits: MediaLimits = config.limits
         self.allow_paths = allow_paths
+        self.any_path = any_path
+        self.model: ModelInfo = {"name": config.name, "version": config.version}
         self.preparers: dict[str, list[tuple[str, Any]]] = {m: [] for m in MODALITIES}
         placeholders: dict[str, Tensor] = {}
         modality_of: dict[str, str] = {}
@@ -134,17 +142,17 @@ class AdPreparer:
         self.modalities = [m for m in MODALITIES if self.preparers[m]]
         self.input_names = [*placeholders, *(f"index.{m}" for m in self.modalities)]
 
-    def prepare(self, ad: Any, *, index: int = 0, base_dir: Path | None = None) -> PreparedAd:
-        """Prepare one ad; raises :class:`AdError` naming every bad field."""
+    def prepare(
+        self, ad: Any, *, fallback_id: str = "#0", base_dir: Path | None = None
+    ) -> PreparedAd:
+        """Prepare one ad (its id by :func:`ensemble.rows.ad_id`); raises :class:`AdError`
+        naming every bad field."""
         if not isinstance(ad, Mapping):
-            raise AdError([InputError("ad", f"expected a JSON object, got {type(ad).__name__}")])
+            raise AdError.of("ad", f"expected a JSON object, got {type(ad).__name__}")
         errors: list[InputError] = []
-        ad_id = ad.get("id", f"#{index}")
-        if not isinstance(ad_id, str | int) or isinstance(ad_id, bool):
-            errors.append(
-                InputError("id", f"expected a string or integer, got {type(ad_id).__name__}")
-            )
-            ad_id = f"#{index}"
+        warnings: list[str] = []
+        if "id" in ad and (problem := id_problem(ad["id"])) is not None:
+            errors.append(InputError("id", problem))
         unknown = set(ad) - set(AD_FIELDS) - set(PASSTHROUGH_FIELDS)
         if unknown:
             errors.append(
@@ -152,18 +160,76 @@ class AdPreparer:
             )
         tensors: dict[str, Tensor] = {}
         stats: dict[str, float] = {}
-        present = [m for m in MODALITIES if ad.get(m) not in (None, "")]
-        if not present:
+        present = [m for m in MODALITIES if ad.get(m) is not None]
+        if "text" in present and isinstance(ad["text"], str) and is_blank(ad["text"]):
+            if len(present) == 1:
+                errors.append(InputError("text", "no visible characters (blank or invisible)"))
+            else:
+                warnings.append("text: no visible characters; scored on the other fields")
+            present.remove("text")
+        if not present and not errors:
             errors.append(InputError("ad", "no text, image, audio or video field"))
         for modality in present:
             try:
-                self._prepare_field(modality, ad[modality], base_dir, tensors, stats)
+                self._prepare_field(modality, ad[modality], base_dir, tensors, stats, warnings)
             except InputError as err:
                 errors.append(err)
         if errors:
             raise AdError(errors)
         presence = tuple(m in present and bool(self.preparers[m]) for m in MODALITIES)
-        return PreparedAd(str(ad_id), tensors, presence, stats)
+        return PreparedAd(ad_id(ad, fallback_id), tensors, presence, stats, warnings)
+
+    def prepare_record(self, record: Record, *, base_dir: Path | None = None) -> PreparedAd | Row:
+        """A prepared ad, or its error row: an unreadable record, a bad field (4xx), or any
+        other exception (500, its traceback logged here once)."""
+        try:
+            if record.error is not None:
+                raise record.error
+            return self.prepare(record.ad, fallback_id=record.fallback_id, base_dir=base_dir)
+        except AdError as err:
+            return error_row(record.id, err, self.model)
+        except Exception as err:  # a bug must cost one ad, never the run
+            log.exception("ad %s: preparation failed unexpectedly", record.id)
+            problem = f"internal error while preparing the ad ({type(err).__name__}); see the log"
+            return error_row(record.id, AdError.of("ad", problem, 500), self.model)
+
+    def stream(
+        self,
+        records: Iterable[Record],
+        *,
+        base_dir: Path | None = None,
+        on_error: OnError = "row",
+        chunk_size: int = 64,
+        workers: int = 1,
+    ) -> Iterator[list[PreparedAd | Row]]:
+        """THE loop over ads: prepare them in chunks, in order.
+
+        Args:
+            records: The ads (:func:`ensemble.reader.read_ads`, :func:`ensemble.reader.records_of`).
+            base_dir: Directory relative media paths are resolved against.
+            on_error: What a bad ad does: ``"row"`` its error row takes its place, ``"skip"``
+                it is left out (logged), ``"raise"`` a ``ValueError`` naming it ends the loop.
+            chunk_size: Ads per chunk.
+            workers: Threads preparing a chunk (decoding releases the GIL).
+
+        Yields:
+            Per chunk, prepared ads and (``on_error="row"``) error rows.
+        """
+        if on_error not in ("row", "raise", "skip"):
+            raise ValueError(f"on_error must be 'row', 'raise' or 'skip', not {on_error!r}")
+        items = iter(records)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            while chunk := list(islice(items, chunk_size)):
+                out = list(pool.map(lambda r: self.prepare_record(r, base_dir=base_dir), chunk))
+                failed = [o for o in out if not isinstance(o, PreparedAd)]
+                if failed and on_error == "raise":
+                    row = failed[0]
+                    raise ValueError(f"ad {row['id']} cannot be prepared: {row.get('errors')}")
+                if failed and on_error == "skip":
+                    for row in failed:
+                        log.warning("ad %s left out: %s", row["id"], row.get("errors"))
+                    out = [o for o in out if isinstance(o, PreparedAd)]
+                yield out
 
     def _prepare_field(
         self,
@@ -172,11 +238,16 @@ class AdPreparer:
         base_dir: Path | None,
         tensors: dict[str, Tensor],
         stats: dict[str, float],
+        warnings: list[str],
     ) -> None:
         preparers = self.preparers[modality]
         if modality == "text":
             if not isinstance(value, str):
                 raise InputError("text", f"expected a string, got {type(value).__name__}")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InputError("text", "not valid Unicode (a lone surrogate)") from None
             if len(value) > self.limits.max_text_chars:
                 raise InputError(
                     "text",
@@ -189,17 +260,28 @@ class AdPreparer:
                 stats["text_tokens"] = float(masks[0].sum())
         else:
             data = read_media(
-                value, modality, base_dir=base_dir, allow_paths=self.allow_paths, limits=self.limits
+                value,
+                modality,
+                base_dir=base_dir,
+                allow_paths=self.allow_paths,
+                any_path=self.any_path,
+                limits=self.limits,
             )
-            outputs = self._decode(modality, data, [p for _, p in preparers], stats)
+            outputs = self._decode(modality, data, [p for _, p in preparers], stats, warnings)
         for (key, _), out in zip(preparers, outputs, strict=True):
             tensors.update({f"{key}.{name}": t for name, t in out.items()})
 
     def _decode(
-        self, modality: str, data: bytes, preparers: list[Any], stats: dict[str, float]
+        self,
+        modality: str,
+        data: bytes,
+        preparers: list[Any],
+        stats: dict[str, float],
+        warnings: list[str],
     ) -> list[dict[str, Tensor]]:
         if modality == "image":
             image = decode_image(data, self.limits)
+            warnings.extend(image.info.get(WARNINGS, ()))
             stats.update(
                 image_width=float(image.width),
                 image_height=float(image.height),
@@ -208,6 +290,7 @@ class AdPreparer:
             return [p.prepare(image) for p in preparers]
         if modality == "audio":
             clip = decode_audio(data, self.limits)
+            warnings.extend(clip.warnings)
             rms = float(np.sqrt(np.mean(np.square(clip.samples)))) if clip.samples.size else 0.0
             stats.update(
                 audio_seconds=clip.duration,
@@ -217,6 +300,7 @@ class AdPreparer:
             return [p.prepare(clip) for p in preparers]
         video_preparers: list[VideoPreparer] = preparers
         outputs, info = decode_video(data, video_preparers, self.limits)
+        warnings.extend(info.warnings)
         stats.update(video_seconds=info.num_frames / info.fps, video_fps=info.fps)
         return outputs
 
@@ -250,5 +334,14 @@ class AdPreparer:
             rows = torch.arange(1, len(items) + 1) if dense else rows_index(column)
             inputs.append(rows * column.long())
         return AdBatch(
-            [i.id for i in items], tuple(inputs), presence.float(), [i.stats for i in items]
+            [i.id for i in items],
+            tuple(inputs),
+            presence.float(),
+            [i.stats for i in items],
+            [i.warnings for i in items],
         )
+
+
+def is_blank(text: str) -> bool:
+    """Whether a text has no visible character (only spaces, controls, zero-width marks)."""
+    return all(unicodedata.category(c) in INVISIBLE for c in text)

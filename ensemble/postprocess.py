@@ -13,8 +13,8 @@ from typing import Any
 from torch import Tensor
 
 from encoders.base import MODALITIES
-from ensemble.batch import AdError
 from ensemble.config import ModelConfig
+from ensemble.rows import ModelInfo, Row
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class ResultFormatter:
     measurement_names: Sequence[str]
 
     @property
-    def model(self) -> dict[str, str]:
+    def model(self) -> ModelInfo:
         """``{"name", "version"}`` of the model, as every result reports it."""
         return {"name": self.config.name, "version": self.config.version}
 
@@ -44,16 +44,18 @@ class ResultFormatter:
         modality_scores: Tensor,
         measurements: Tensor,
         presence: Tensor,
-    ) -> list[dict[str, Any]]:
+        warnings: Sequence[Sequence[str]] | None = None,
+    ) -> list[Row]:
         """Args: ids; scores [B, P]; modality_scores [B, 4, P]; measurements [B, K];
-        presence [B, 4]. Returns one result dict per ad."""
+        presence [B, 4]; each ad's warnings. Returns one result row per ad."""
         scores_l = scores.float().cpu().tolist()
         breakdown_l = modality_scores.float().cpu().tolist()
         measured_l = measurements.float().cpu().tolist()
         present_l = presence.cpu().bool().tolist()
+        notes = warnings if warnings is not None else [()] * len(ids)
         return [
-            self.format_one(i, s, b, m, p)
-            for i, s, b, m, p in zip(ids, scores_l, breakdown_l, measured_l, present_l, strict=True)
+            self.format_one(*args)
+            for args in zip(ids, scores_l, breakdown_l, measured_l, present_l, notes, strict=True)
         ]
 
     def format_one(
@@ -63,7 +65,8 @@ class ResultFormatter:
         breakdown: Sequence[Sequence[float]],
         measurements: Sequence[float],
         presence: Sequence[bool],
-    ) -> dict[str, Any]:
+        warnings: Sequence[str] = (),
+    ) -> Row:
         present = {m for m, p in zip(MODALITIES, presence, strict=True) if p}
         policies: dict[str, Any] = {}
         flags = []
@@ -98,6 +101,7 @@ class ResultFormatter:
             "id": ad_id,
             "status": "ok",
             "model": self.model,
+            "warnings": list(warnings),
             "flags": flags,
             "policies": policies,
             "modalities": {m: s for m, s in per_modality.items() if s},
@@ -105,14 +109,15 @@ class ResultFormatter:
         }
 
 
-def error_result(ad_id: str, error: AdError) -> dict[str, Any]:
-    """The result row of an ad that could not be scored."""
-    return {"id": ad_id, "status": "error", "http_status": error.status, "errors": error.to_json()}
-
-
 def flatten(result: Mapping[str, Any]) -> dict[str, Any]:
     """One flat row (for CSV / Parquet): ``<policy>.score``, ``<policy>.flag``, measurements."""
-    row: dict[str, Any] = {"id": result["id"], "status": result["status"]}
+    model = result["model"]
+    row: dict[str, Any] = {
+        "id": result["id"],
+        "status": result["status"],
+        "model": f"{model['name']} {model['version']}",
+        "warnings": "; ".join(result["warnings"]),
+    }
     if result["status"] != "ok":
         row["error"] = "; ".join(f"{e['field']}: {e['error']}" for e in result["errors"])
         return row

@@ -1,12 +1,16 @@
-"""Offline scoring: ``load()`` an ensemble, ``score()`` ads or ``score_file()`` a JSONL file."""
+"""Offline scoring: ``load()`` an ensemble, ``score()`` ads, or ``score_file_to()`` a file.
+
+Every path through here (and evaluation, the monitoring baseline) is ONE loop:
+:meth:`AdPreparer.stream` prepares the ads in chunks with one rule for a bad ad (``on_error``),
+:meth:`Scorer.iter_scored` runs each chunk once and formats the rows. A batch whose forward
+pass fails is retried ad by ad, so such a failure costs only the ads that cause it.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +18,32 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from encoders.base import InputError
-from ensemble.batch import AdBatch, AdError, AdPreparer, PreparedAd
+from ensemble.batch import AdBatch, AdPreparer, OnError, PreparedAd
 from ensemble.config import ModelConfig
 from ensemble.model import AdPolicyEnsemble, EnsembleOutput
-from ensemble.postprocess import ResultFormatter, error_result
-from ensemble.writers import write_results
+from ensemble.postprocess import ResultFormatter
+from ensemble.reader import ad_format, read_ads, records_of
+from ensemble.rows import AdError, Row, error_row
+from ensemble.summary import Summary
+from ensemble.writers import RowWriter, flat_columns, output_format, written_ids
 
 log = logging.getLogger(__name__)
 DEFAULT_DIR = Path(__file__).parent / "default"
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One ad through the loop.
+
+    Attributes:
+        row: Its result row.
+        prepared: The prepared ad (None for an ad that failed).
+        scores: The graph's raw scores [P], calibrated or not (None for an ad that failed).
+    """
+
+    row: Row
+    prepared: PreparedAd | None = None
+    scores: Tensor | None = None
 
 
 class Scorer:
@@ -38,6 +59,7 @@ class Scorer:
         batch_size: Ads per forward pass.
         workers: Threads preparing ads (decoding releases the GIL).
         allow_paths: Whether media fields may be file paths.
+        any_path: Accept paths that leave the folder of the ads file.
         preparer: The preparation to use (default: a packed one built from ``config``).
     """
 
@@ -51,6 +73,7 @@ class Scorer:
         batch_size: int = 8,
         workers: int = 2,
         allow_paths: bool = True,
+        any_path: bool = False,
         preparer: AdPreparer | None = None,
     ) -> None:
         self.device = torch.device(device)
@@ -63,7 +86,7 @@ class Scorer:
         self.config = config
         self.batch_size = batch_size
         self.workers = workers
-        self.preparer = preparer or AdPreparer(config, allow_paths=allow_paths)
+        self.preparer = preparer or AdPreparer(config, allow_paths=allow_paths, any_path=any_path)
         self.formatter = ResultFormatter(config, measurement_names)
 
     @property
@@ -71,46 +94,91 @@ class Scorer:
         return self.config.policy_names
 
     def score(
-        self, ads: Iterable[Any], *, base_dir: str | Path | None = None, progress: bool = False
-    ) -> list[dict[str, Any]]:
+        self,
+        ads: Iterable[Any],
+        *,
+        base_dir: str | Path | None = None,
+        on_error: OnError = "row",
+        progress: bool = False,
+    ) -> list[Row]:
         """Score ads (mappings with ``id`` and any of text/image/audio/video).
 
         Returns:
-            One result per ad, in order; a bad ad gets ``status: "error"`` and its errors.
+            One row per ad, in order; a bad ad gets ``status: "error"`` and its errors
+            (``on_error="row"``), is left out (``"skip"``) or raises (``"raise"``).
         """
-        return list(self.iter_scores(ads, base_dir=base_dir, progress=progress))
+        return list(self.iter_scores(ads, base_dir=base_dir, on_error=on_error, progress=progress))
 
     def iter_scores(
         self,
         ads: Iterable[Any],
         *,
         base_dir: str | Path | None = None,
+        on_error: OnError = "row",
         progress: bool = False,
         total: int | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """Like :meth:`score`, streaming results batch by batch."""
+    ) -> Iterator[Row]:
+        """Like :meth:`score`, streaming rows batch by batch."""
+        for scored in self.iter_scored(
+            ads, base_dir=base_dir, on_error=on_error, progress=progress, total=total
+        ):
+            yield scored.row
+
+    def iter_scored(
+        self,
+        ads: Iterable[Any],
+        *,
+        base_dir: str | Path | None = None,
+        on_error: OnError = "row",
+        progress: bool = False,
+        total: int | None = None,
+        batch_size: int | None = None,
+    ) -> Iterator[Scored]:
+        """THE scoring loop: each ad (a raw ad or a :class:`~ensemble.rows.Record`) with its
+        row, its prepared form and its raw scores, in order (``batch_size`` ads per forward
+        pass; default the scorer's)."""
         root = Path(base_dir) if base_dir is not None else None
         bar = tqdm(total=total, unit="ad", disable=not progress, dynamic_ncols=True)
-        items = iter(enumerate(ads))
-        with ThreadPoolExecutor(max_workers=self.workers) as pool, bar:
-            while chunk := list(islice(items, self.batch_size)):
-                prepared = list(
-                    pool.map(
-                        lambda pair: self.prepare(pair[1], index=pair[0], base_dir=root), chunk
-                    )
-                )
-                yield from self.score_prepared(prepared)
+        chunks = self.preparer.stream(
+            records_of(ads),
+            base_dir=root,
+            on_error=on_error,
+            chunk_size=batch_size or self.batch_size,
+            workers=self.workers,
+        )
+        with bar:
+            for chunk in chunks:
+                scored = iter(self._score_good([p for p in chunk if isinstance(p, PreparedAd)]))
+                for item in chunk:
+                    yield next(scored) if isinstance(item, PreparedAd) else Scored(item)
                 bar.update(len(chunk))
 
-    def prepare(
-        self, ad: Any, *, index: int = 0, base_dir: Path | None = None
-    ) -> PreparedAd | dict[str, Any]:
-        """A prepared ad, or its error row (``status: "error"``) when a field is bad."""
+    def _score_good(self, good: Sequence[PreparedAd]) -> list[Scored]:
+        """Rows of prepared ads: one forward pass, or ad by ad when it fails."""
+        if not good:
+            return []
         try:
-            return self.preparer.prepare(ad, index=index, base_dir=base_dir)
-        except AdError as err:
-            ad_id = ad.get("id") if isinstance(ad, Mapping) else None
-            return error_result(str(ad_id if ad_id is not None else f"#{index}"), err)
+            batch, out = self.run(good)
+        except Exception:
+            if len(good) == 1:
+                log.exception("ad %s: the model failed on it", good[0].id)
+                problem = "internal error while scoring the ad; see the log"
+                return [
+                    Scored(
+                        error_row(good[0].id, AdError.of("ad", problem, 500), self.preparer.model)
+                    )
+                ]
+            log.warning("a batch failed; scoring its %d ads one by one", len(good))
+            return [s for p in good for s in self._score_good([p])]
+        rows = self.formatter.format_batch(
+            batch.ids,
+            out.scores,
+            out.modality_scores,
+            out.measurements,
+            batch.presence,
+            batch.warnings,
+        )
+        return [Scored(r, p, s) for r, p, s in zip(rows, good, out.scores, strict=True)]
 
     @torch.inference_mode()
     def run(self, prepared: Sequence[PreparedAd]) -> tuple[AdBatch, EnsembleOutput]:
@@ -119,54 +187,59 @@ class Scorer:
         outputs = self.model(*batch.to(self.device))
         return batch, EnsembleOutput(*(t.float().cpu() for t in outputs))
 
-    def score_prepared(
-        self, prepared: Sequence[PreparedAd | dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        """Results of prepared ads; an error row (a dict) passes through in its place."""
-        good = [p for p in prepared if isinstance(p, PreparedAd)]
-        results: dict[int, dict[str, Any]] = {}
-        if good:
-            batch, out = self.run(good)
-            formatted = self.formatter.format_batch(
-                batch.ids, out.scores, out.modality_scores, out.measurements, batch.presence
-            )
-            results = {id(p): r for p, r in zip(good, formatted, strict=True)}
-        return [results[id(p)] if isinstance(p, PreparedAd) else p for p in prepared]
-
-    def score_file(
-        self, path: str | Path, output: str | Path | None = None, *, progress: bool = True
-    ) -> list[dict[str, Any]]:
-        """Score a JSONL file of ads (media paths relative to the file); optionally write results.
-
-        An ad without an id is named after its line. A line that is not valid JSON gets an
-        error row; every other ad is scored.
-        """
+    def iter_file(
+        self,
+        path: str | Path,
+        *,
+        skip: Callable[[str], bool] = lambda _: False,
+        on_error: OnError = "row",
+        progress: bool = False,
+    ) -> Iterator[Row]:
+        """Stream the rows of a file of ads (:func:`ensemble.reader.read_ads`; media paths
+        relative to it and, unless the scorer allows any path, inside its folder); ads
+        whose id ``skip`` accepts are left out. An ad without an id is named after its line."""
         path = Path(path)
-        parsed = [
-            _parse_line(line, n)
-            for n, line in enumerate(path.read_text().splitlines(), 1)
-            if line.strip()
-        ]
-        good = [ad for ad, error in parsed if error is None]
-        scored = self.iter_scores(good, base_dir=path.parent, progress=progress, total=len(good))
-        results = [error if error is not None else next(scored) for _, error in parsed]
-        if output is not None:
-            write_results(results, output)
-        return results
+        records = (r for r in read_ads(path, limits=self.config.limits) if not skip(r.id))
+        return self.iter_scores(records, base_dir=path.parent, on_error=on_error, progress=progress)
 
+    def score_file(self, path: str | Path, *, progress: bool = False) -> list[Row]:
+        """The rows of a (small) file of ads, in memory; see :meth:`iter_file`."""
+        return list(self.iter_file(path, progress=progress))
 
-def _parse_line(line: str, number: int) -> tuple[Any, dict[str, Any] | None]:
-    """``(ad, None)``, or ``(None, error row)`` for a line that is not valid JSON."""
-    try:
-        ad = json.loads(line)
-    except json.JSONDecodeError as err:
-        problem = f"line {number} is not valid JSON: {err.msg}"
-        return None, error_result(f"line-{number}", AdError([InputError("ad", problem)]))
-    if not isinstance(ad, dict):
-        problem = f"line {number}: expected a JSON object, got {type(ad).__name__}"
-        return None, error_result(f"line-{number}", AdError([InputError("ad", problem)]))
-    ad.setdefault("id", f"line-{number}")
-    return ad, None
+    def score_file_to(
+        self,
+        path: str | Path,
+        output: str | Path,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> Summary:
+        """Score a file of ads into a results file, row by row (flat memory).
+
+        Args:
+            path: The ads (JSONL, JSON, CSV, Parquet; ``.gz`` / ``.zst``).
+            output: The results (``.jsonl``, ``.json``, ``.csv`` or ``.parquet``).
+            resume: Leave out the ads whose ids the output already holds and append.
+
+        Returns:
+            The run's :class:`~ensemble.summary.Summary`.
+        """
+        output_format(output)
+        ad_format(Path(path))
+        Path(path).stat()  # a missing file fails before the output is touched
+        done = written_ids(output) if resume else set()
+        summary = Summary(self.policy_names, skipped=0)
+
+        def skip(ad_id: str) -> bool:
+            summary.skipped += ad_id in done
+            return ad_id in done
+
+        columns = flat_columns(self.policy_names, self.formatter.measurement_names)
+        with RowWriter(output, columns, append=resume) as writer:
+            for row in self.iter_file(path, skip=skip, progress=progress):
+                writer.write(row)
+                summary.add(row)
+        return summary
 
 
 def load(path: str | Path | None = None, **scorer_options: Any) -> Scorer:

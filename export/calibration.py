@@ -7,10 +7,9 @@ encoders' ``example_inputs`` cover the rest of the input range.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ import torch
 from torch import Tensor
 
 from ensemble import samples
-from ensemble.batch import AdError, AdPreparer, PreparedAd
+from ensemble.batch import AdPreparer, PreparedAd
+from ensemble.reader import read_ads, records_of
 
 log = logging.getLogger(__name__)
 
@@ -86,33 +86,20 @@ def sample_ads() -> list[dict[str, Any]]:
     return ads
 
 
-def read_ads(path: str | Path) -> list[dict[str, Any]]:
-    """The ads of a JSONL file (one JSON object a line; blank lines skipped)."""
-    lines = Path(path).read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
 def prepare_ads(
-    preparer: AdPreparer, ads: Sequence[Any], *, base_dir: Path | None = None
+    preparer: AdPreparer, ads: Iterable[Any], *, base_dir: Path | None = None
 ) -> list[PreparedAd]:
-    """Prepare ads; an ad that cannot be prepared is logged and left out.
+    """Prepare ads (raw, or records of a file); an ad that cannot be prepared is logged and
+    left out.
 
     Only ads with a modality the model reads are kept (the others would be all placeholders).
     """
-    prepared = []
-    for index, ad in enumerate(ads):
-        try:
-            item = preparer.prepare(ad, index=index, base_dir=base_dir)
-        except AdError as err:
-            log.warning("calibration ad #%d left out: %s", index, err)
-            continue
-        if any(item.presence):
-            prepared.append(item)
-    return prepared
+    chunks = preparer.stream(records_of(ads), base_dir=base_dir, on_error="skip")
+    return [p for chunk in chunks for p in chunk if isinstance(p, PreparedAd) and any(p.presence)]
 
 
 def calibration_ads(preparer: AdPreparer, path: str | Path | None = None) -> list[PreparedAd]:
-    """Prepared real ads: those of a JSONL file (media relative to it), else the generated ones."""
+    """Prepared real ads: those of a file of ads (media relative to it), else generated ones."""
     if path is None:
         return prepare_ads(preparer, sample_ads())
     prepared = prepare_ads(preparer, read_ads(path), base_dir=Path(path).parent)

@@ -2,13 +2,29 @@
 
 Media given as paths (``"media/banner.png"`` or ``{"path": ...}``) are read HERE, on the
 client, and sent as base64 (JSON) or as files (multipart): the server never reads paths.
+
+Two failures are handled here rather than returned:
+
+* an expired inference key (TorchServe answers 400 "Token Authorization failed"): with a
+  ``key_file``, the client asks the token API of the server's management port for a new key
+  (``GET /token?type=inference`` with the ``API`` key of the same file), which TorchServe writes
+  to the key file, and retries; when the file already holds another key (another client
+  renewed it), that key is used without renewing again. Each renewal invalidates the previous
+  key, so clients renewing at once can invalidate each other's: a request renews at most
+  ``MAX_RENEWALS`` times;
+* a server that is briefly unable to answer (502, 503, 504, and 507 "Worker died" when a worker
+  crashed under the request): retried up to ``retries`` times, waiting ``backoff_s``, then twice
+  that, and so on. Every other status is returned at once.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import sys
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +34,14 @@ import requests
 
 from encoders.base import MODALITIES, InputError
 from encoders.media import read_file
-from ensemble.batch import AdError
-from ensemble.postprocess import error_result
-from serve.server import read_token
+from ensemble.rows import AdError, ModelInfo, ad_id, error_row
+from serve.server import TorchServe, read_token
+
+log = logging.getLogger(__name__)
+RETRIED = frozenset({502, 503, 504, 507})
+AUTH_FAILED = "Token Authorization failed"
+MAX_RENEWALS = 3  # per request: clients renewing at once invalidate each other's new keys
+RENEWING = threading.Lock()
 
 MEDIA_FIELDS = tuple(m for m in MODALITIES if m != "text")
 BINARY = "application/octet-stream"  # a text/* part would reach the handler decoded
@@ -69,9 +90,14 @@ class Client:
     Args:
         url: The predictions URL.
         token: The inference key; or
-        key_file: TorchServe's ``key_file.json``, read at every request (keys can be renewed).
+        key_file: TorchServe's ``key_file.json``, read at every request, and renewed when the
+            key expired (see the module docstring).
+        management_url: The server's management URL, for the token API (default: from the
+            ``server.json`` that ``adpolicy serve`` writes beside the key file).
         timeout: Seconds per request.
         session: A ``requests.Session`` to reuse connections (one per thread).
+        retries: Retries of a 502/503/504/507 answer.
+        backoff_s: The first wait before a retry; each next one doubles.
     """
 
     def __init__(
@@ -80,14 +106,22 @@ class Client:
         *,
         token: str | None = None,
         key_file: str | Path | None = None,
+        management_url: str | None = None,
         timeout: float = 120.0,
         session: requests.Session | None = None,
+        retries: int = 4,
+        backoff_s: float = 0.5,
     ) -> None:
         self.url = url
         self.token = token
         self.key_file = Path(key_file) if key_file is not None else None
+        self.management_url = management_url
         self.timeout = timeout
         self.session = session or requests.Session()
+        self.retries = retries
+        self.backoff_s = backoff_s
+        name, _, version = url.rstrip("/").partition("/predictions/")[2].partition("/")
+        self.model: ModelInfo = {"name": name or "unknown", "version": version}
 
     def headers(self) -> dict[str, str]:
         token = self.token or (read_token(self.key_file) if self.key_file else None)
@@ -116,7 +150,7 @@ class Client:
                 if ad.get(f) is not None
             }
         except InputError as err:
-            failed = error_result(str(ad.get("id", "")), AdError([err]))
+            failed = error_row(ad_id(ad, ""), AdError([err]), self.model)
             return Prediction(err.status, failed, None)
         if multipart:
             parts: dict[str, tuple[Any, ...]] = {
@@ -124,26 +158,71 @@ class Client:
             }
             for f, data in media.items():
                 parts[f] = (f, data, BINARY) if data is not None else (None, _text(ad[f]))
-            response = self.session.post(
-                self.url, files=parts, headers=self.headers(), timeout=self.timeout
-            )
+            response = self._post(files=parts)
         else:
             encoded = {
                 f: {"base64": base64.b64encode(data).decode()}
                 for f, data in media.items()
                 if data is not None
             }
-            response = self.session.post(
-                self.url, json={**ad, **encoded}, headers=self.headers(), timeout=self.timeout
-            )
+            response = self._post(json={**ad, **encoded})
         return _prediction(response)
 
     def post_raw(self, body: bytes, content_type: str | None = "application/json") -> Prediction:
         """Post an already encoded body as it is (a JSON document from a file, ...)."""
-        headers = {**self.headers(), **({"Content-Type": content_type} if content_type else {})}
-        return _prediction(
-            self.session.post(self.url, data=body, headers=headers, timeout=self.timeout)
+        extra = {"Content-Type": content_type} if content_type else {}
+        return _prediction(self._post(data=body, extra_headers=extra))
+
+    def _post(
+        self, *, extra_headers: Mapping[str, str] | None = None, **body: Any
+    ) -> requests.Response:
+        """POST with the current key, renewed on an authorization failure; 502/503/504/507
+        retried with backoff (see the module docstring)."""
+        renewals = attempt = 0
+        while True:
+            headers = {**self.headers(), **(extra_headers or {})}
+            response = self.session.post(self.url, headers=headers, timeout=self.timeout, **body)
+            if self.key_file is not None and _auth_failed(response) and renewals < MAX_RENEWALS:
+                renewals += 1
+                with RENEWING:  # one renewal at a time; a key renewed meanwhile is just reused
+                    if self.headers()["Authorization"] == headers["Authorization"]:
+                        self.renew_key()
+                continue
+            if response.status_code not in RETRIED or attempt >= self.retries:
+                return response
+            wait = self.backoff_s * 2**attempt
+            log.info("%s answered %d; retrying in %.1f s", self.url, response.status_code, wait)
+            time.sleep(wait)
+            attempt += 1
+
+    def renew_key(self) -> None:
+        """Ask the token API for a new inference key; TorchServe writes it to the key file.
+
+        Raises:
+            RuntimeError: No key file, no management URL, or the token API refused.
+        """
+        if self.key_file is None:
+            raise RuntimeError("renewing the inference key needs the key file")
+        url = self.management_url
+        if url is None:
+            server = TorchServe.find(self.key_file.parent)
+            if server is None:
+                raise RuntimeError(f"no server.json beside {self.key_file}: give management_url")
+            url = server.management_url
+        api_key = read_token(self.key_file, "API")
+        response = self.session.get(
+            f"{url}/token",
+            params={"type": "inference"},
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=self.timeout,
         )
+        if response.status_code != 200:
+            raise RuntimeError(f"the token API answered {response.status_code}: {response.text}")
+        log.info("inference key renewed through %s/token", url)
+
+
+def _auth_failed(response: requests.Response) -> bool:
+    return response.status_code in (400, 401) and AUTH_FAILED in response.text
 
 
 def _prediction(response: requests.Response) -> Prediction:

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from serve.archive import ModelSettings, build_archive
+from serve.server import ServerSettings
 
 if TYPE_CHECKING:
     from serve.server import TorchServe
 
 DEFAULTS = ModelSettings()
+SERVER_DEFAULTS = ServerSettings()
 # Prints the inference key of a key_file.json (TorchServe's layout), with Python only.
 TOKEN_COMMAND = (
     "python3 -c \"import json, sys; print(json.load(open(sys.argv[1]))['inference']['key'])\""
@@ -85,6 +87,30 @@ def register(sub: Any) -> None:
     s.add_argument("--run-dir", help="config, logs and keys of the server (~/.adpolicy/serve)")
     s.add_argument("--python", help="the workers' Python (default: this one)")
     s.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for workers")
+    s.add_argument(
+        "--token-expiry-min",
+        type=int,
+        default=SERVER_DEFAULTS.token_expiry_min,
+        help="minutes before a key must be renewed through the token API (%(default)s)",
+    )
+    s.add_argument(
+        "--heap-mb",
+        type=int,
+        default=SERVER_DEFAULTS.heap_mb,
+        help="the Java frontend's heap bound, -Xmx (%(default)s MiB)",
+    )
+    s.add_argument(
+        "--log-mb",
+        type=int,
+        default=SERVER_DEFAULTS.log_mb,
+        help="size at which each log file rolls over (%(default)s MiB)",
+    )
+    s.add_argument(
+        "--log-files",
+        type=int,
+        default=SERVER_DEFAULTS.log_files,
+        help="rolled-over files kept per log (%(default)s)",
+    )
     s.set_defaults(func=_serve)
 
     p = sub.add_parser("predict", help="score ads with a running endpoint")
@@ -143,6 +169,12 @@ def _serve(args: argparse.Namespace) -> int:
         capture=args.capture,
         python=args.python or sys.executable,
         timeout_s=args.timeout,
+        settings=ServerSettings(
+            token_expiry_min=args.token_expiry_min,
+            heap_mb=args.heap_mb,
+            log_mb=args.log_mb,
+            log_files=args.log_files,
+        ),
     )
     print(how_to_call(server))
     return 0
@@ -176,15 +208,9 @@ def how_to_call(server: TorchServe) -> str:
     return "\n".join(lines)
 
 
-def _read_ads(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text()
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    data = json.loads(text)
-    return data if isinstance(data, list) else [data]
-
-
 def _predict(args: argparse.Namespace) -> int:
+    from ensemble.reader import read_ads
+    from ensemble.rows import error_row
     from serve.client import Client
     from serve.server import DEFAULT_RUN_DIR, KEY_FILE
 
@@ -194,8 +220,12 @@ def _predict(args: argparse.Namespace) -> int:
     client = Client(args.url, token=args.token, key_file=key_file)
     path = Path(args.ads)
     failed = 0
-    for ad in _read_ads(path):
-        prediction = client.predict(ad, base_dir=path.parent, multipart=args.multipart)
+    for record in read_ads(path):
+        if record.error is not None:
+            failed += 1
+            print(json.dumps(error_row(record.id, record.error, client.model)))
+            continue
+        prediction = client.predict(record.ad, base_dir=path.parent, multipart=args.multipart)
         failed += prediction.status != 200
         print(json.dumps({"http_status": prediction.status, **_as_dict(prediction.body)}))
     return 1 if failed else 0

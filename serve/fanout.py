@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ensemble.rows import ModelInfo, Row, ad_id
 from serve.client import Client, Prediction
 
 STATUS_RANK = {"not_applicable": 0, "untrained": 1, "scored": 2}
@@ -24,19 +25,32 @@ def _rank(entry: Mapping[str, Any]) -> tuple[int, float]:
     return STATUS_RANK[entry["status"]], float(score)
 
 
-def merge_results(ad_id: str, parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def merge_results(ad_id: str, parts: Sequence[Mapping[str, Any]]) -> Row:
     """One result row from the rows of the per-modality archives for one ad.
 
     A policy is ``scored`` with the highest score of the parts that scored it (and that part's
-    flag: every part has the policy's threshold), else ``untrained`` when a part withheld it, else ``not_applicable``; policies
-    no part knows are absent. Per-modality scores and measurements are the parts' own. An
-    error in any part makes the whole ad an error with every part's errors.
+    flag: every part has the policy's threshold), else ``untrained`` when a part withheld it,
+    else ``not_applicable``; policies no part knows are absent. Per-modality scores,
+    measurements and warnings are the parts' own; ``model`` names every part's archive
+    (``"text+image"``). An error in any part makes the whole ad an error with every part's
+    errors.
     """
+    models = [p.get("model") or {"name": "unknown", "version": ""} for p in parts]
+    model: ModelInfo = {
+        "name": "+".join(dict.fromkeys(m["name"] for m in models)),
+        "version": "+".join(dict.fromkeys(m["version"] for m in models)),
+    }
+    warnings = [w for p in parts for w in p.get("warnings", [])]
     failed = [p for p in parts if p.get("status") != "ok"]
     if failed:
-        errors = [e for p in failed for e in p.get("errors", [])]
-        status = max(int(p.get("http_status", 500)) for p in failed)
-        return {"id": ad_id, "status": "error", "http_status": status, "errors": errors}
+        return {
+            "id": ad_id,
+            "status": "error",
+            "model": model,
+            "warnings": warnings,
+            "http_status": max(int(p.get("http_status", 500)) for p in failed),
+            "errors": [e for p in failed for e in p.get("errors", [])],
+        }
     policies: dict[str, dict[str, Any]] = {}
     for part in parts:
         for name, entry in part["policies"].items():
@@ -46,7 +60,8 @@ def merge_results(ad_id: str, parts: Sequence[Mapping[str, Any]]) -> dict[str, A
     return {
         "id": ad_id,
         "status": "ok",
-        "models": [p["model"] for p in parts],
+        "model": model,
+        "warnings": warnings,
         "flags": [name for name, entry in policies.items() if entry["flag"]],
         "policies": policies,
         "modalities": {m: s for p in parts for m, s in p["modalities"].items()},
@@ -85,7 +100,7 @@ class FanOutClient:
             for m in fields
         ]
         answers = [f.result() for f in futures]
-        merged = merge_results(str(ad.get("id")), [a.body for a in answers])
+        merged = merge_results(ad_id(ad, ""), [a.body for a in answers])
         return Prediction(max(a.status for a in answers), merged, None)
 
     def close(self) -> None:

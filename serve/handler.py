@@ -28,9 +28,8 @@ import torch
 from torch import Tensor
 from ts.torch_handler.base_handler import BaseHandler
 
-from encoders.base import InputError
-from ensemble.batch import AdBatch, AdError, PreparedAd
-from ensemble.postprocess import error_result
+from ensemble.batch import AdBatch, PreparedAd
+from ensemble.rows import AdError, Record, Row
 from export.artifact import load_artifact
 from serve.archive import ARTIFACT_DIR, ModelSettings
 from serve.capture import CaptureWriter, capture_record
@@ -39,7 +38,7 @@ from serve.payload import parse_request
 
 log = logging.getLogger(__name__)
 
-Item = PreparedAd | dict[str, Any]  # a prepared ad, or the error row of a failed request
+Item = PreparedAd | Row  # a prepared ad, or the error row of a failed request
 Inferred = tuple[list[Item], AdBatch | None, Sequence[Tensor]]
 
 MODEL_HEADER = "X-Adpolicy-Model"
@@ -103,18 +102,15 @@ class AdPolicyHandler(BaseHandler):
 
     def _prepare(self, index: int, request: Mapping[str, Any]) -> Item:
         request_id = str(self.context.get_request_id(index))
-        ad: Any = None
         try:
-            ad = parse_request(request)
-            return self.preparer.prepare({"id": request_id, **ad}, index=index)
+            record = Record(parse_request(request, self.preparer.limits), request_id)
         except AdError as err:
-            return error_result(_ad_id(ad, request_id), err)
+            record = Record(None, request_id, err)
         except Exception:  # a bug must cost one request, not its batch
-            log.exception("request %s: preparation failed unexpectedly", request_id)
-            problem = "internal error while preparing the ad; see the server log"
-            return error_result(
-                _ad_id(ad, request_id), AdError([InputError("ad", problem, status=500)])
-            )
+            log.exception("request %s: reading the body failed unexpectedly", request_id)
+            problem = "internal error while reading the request; see the server log"
+            record = Record(None, request_id, AdError.of("body", problem, 500))
+        return self.preparer.prepare_record(record)
 
     def inference(self, data: list[Item], *args: Any, **kwargs: Any) -> Inferred:
         """Run the graph ONCE on the prepared ads of the batch.
@@ -132,7 +128,7 @@ class AdPolicyHandler(BaseHandler):
         self.metrics.inference(time.perf_counter() - start)
         return data, batch, outputs
 
-    def postprocess(self, data: Inferred) -> list[dict[str, Any]]:
+    def postprocess(self, data: Inferred) -> list[Row]:
         """One JSON response per request, in order; failed ones get their own 4xx/5xx status.
 
         Returns:
@@ -141,16 +137,17 @@ class AdPolicyHandler(BaseHandler):
             otherwise.
         """
         items, batch, outputs = data
-        rows: Iterator[dict[str, Any]] = iter([])
+        rows: Iterator[Row] = iter([])
         if batch is not None:
             scores, breakdown, measured = outputs
             rows = iter(
-                self.formatter.format_batch(batch.ids, scores, breakdown, measured, batch.presence)
+                self.formatter.format_batch(
+                    batch.ids, scores, breakdown, measured, batch.presence, batch.warnings
+                )
             )
-        results = []
-        model = {"model": self.formatter.model}  # failed ads too: monitoring selects by model
+        results: list[Row] = []
         for idx, item in enumerate(items):
-            result = next(rows) if isinstance(item, PreparedAd) else {**item, **model}
+            result = next(rows) if isinstance(item, PreparedAd) else item
             if result["status"] != "ok":
                 code = result["http_status"]
                 self.context.set_response_status(code, HTTPStatus(code).phrase, idx)
@@ -168,10 +165,3 @@ class AdPolicyHandler(BaseHandler):
                 for r, i in zip(results, items, strict=True)
             )
         return results
-
-
-def _ad_id(ad: Any, fallback: str) -> str:
-    """The ad's own id when it has a usable one, else the request id."""
-    ad_id = ad.get("id") if isinstance(ad, Mapping) else None
-    ok = isinstance(ad_id, str | int) and not isinstance(ad_id, bool)
-    return str(ad_id) if ok else fallback

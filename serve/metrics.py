@@ -19,8 +19,14 @@ import yaml
 from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
 
+from encoders.base import MODALITIES
+
 # Appended by TorchServe's add_metric (ModelName, Level) and by its frontend (Hostname).
 DEFAULT_DIMENSIONS = ("ModelName", "Level")
+# The only values of the Field label: a request's own field names (an unknown field's name,
+# with any character in it) would each make a new series forever.
+FIELD_LABELS = frozenset({"ad", "body", "id", *MODALITIES})
+UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,8 @@ FAILED = MetricSpec(
     "counter",
     "ads",
     ("Status", "Field"),
-    "ads answered with an error, by HTTP status and the first field at fault",
+    "ads answered with an error, by HTTP status and the first field at fault (a field that is "
+    "not an ad field counts as 'unknown')",
 )
 FLAGS = MetricSpec("adpolicy_flags_total", "counter", "ads", ("Policy",), "ads flagged, per policy")
 SCORES = MetricSpec(
@@ -119,11 +126,13 @@ class HandlerMetrics:
         """Counts and scores of one batch's results (``ensemble.postprocess`` rows)."""
         ok = [r for r in results if r["status"] == "ok"]
         for failed in (r for r in results if r["status"] != "ok"):
-            self._emit(FAILED, 1, str(failed["http_status"]), failed["errors"][0]["field"])
+            field = failed["errors"][0]["field"]
+            label = field if field in FIELD_LABELS else UNKNOWN
+            self._emit(FAILED, 1, str(failed["http_status"]), label)
         if not ok:
             return
         self._emit(SCORED, len(ok))
-        for policy in policies:
+        for policy in policies:  # the archive's own policy names, a fixed set
             entries = [r["policies"][policy] for r in ok]
             scored = [e for e in entries if e["status"] == "scored"]
             self._emit(FLAGS, sum(bool(e["flag"]) for e in scored), policy)

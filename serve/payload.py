@@ -14,12 +14,13 @@ as offline scoring (:class:`~ensemble.batch.AdPreparer`); this module only unwra
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from encoders.base import MODALITIES, InputError
-from ensemble.batch import AdError
+from encoders.media import MediaLimits
+from ensemble.reader import json_kind, parse_json, structure_error
+from ensemble.rows import AdError
 
 TEXT_FIELDS = ("id", "text")
 MEDIA_FIELDS = tuple(m for m in MODALITIES if m != "text")
@@ -29,20 +30,23 @@ def _fail(field: str, problem: str) -> AdError:
     return AdError([InputError(field, problem)])
 
 
-def parse_request(request: Mapping[str, Any]) -> dict[str, Any]:
+def parse_request(request: Mapping[str, Any], limits: MediaLimits | None = None) -> dict[str, Any]:
     """The raw ad of one request.
 
     Args:
         request: TorchServe's mapping for the request (``"body"`` or form fields; query
             parameters arrive as fields too).
+        limits: The record limits (size, nesting depth) of the body.
 
     Returns:
         The ad as a dict (not yet validated).
 
     Raises:
-        AdError: An empty body, a body that is not one JSON object, a field that is not
-            UTF-8 text, or query parameters beside a body.
+        AdError: An empty body, a body that is not one JSON object (not UTF-8, not JSON, a
+            number too big, nested too deep, a lone surrogate), a field that is not UTF-8
+            text, or query parameters beside a body.
     """
+    limits = limits or MediaLimits()
     if "body" not in request:
         return _parse_form(request)
     extra = sorted(set(request) - {"body"})
@@ -50,27 +54,27 @@ def parse_request(request: Mapping[str, Any]) -> dict[str, Any]:
         raise _fail(extra[0], "query parameters are not accepted; put every field in the body")
     body = request["body"]
     if isinstance(body, bytes | bytearray | str):
-        body = _parse_json(body)
+        body = _parse_json(body, limits)
+    elif (error := structure_error(body, "the body", limits, field="body")) is not None:
+        raise error  # decoded by TorchServe: still checked as the files are
     if not isinstance(body, dict):
-        raise _fail("body", f"expected one ad as a JSON object, got {_json_type(body)}")
+        raise _fail("body", f"expected one ad as a JSON object, got {json_kind(body)}")
     return body
 
 
-def _parse_json(body: bytes | bytearray | str) -> Any:
+def _parse_json(body: bytes | bytearray | str, limits: MediaLimits) -> Any:
     if not body or not body.strip():
         raise _fail(
             "body",
             "empty request body; send one ad as JSON (Content-Type: application/json) "
             "or as multipart/form-data",
         )
-    try:
-        return json.loads(body)
-    except UnicodeDecodeError:
-        raise _fail("body", "the body is not UTF-8 text") from None
-    except json.JSONDecodeError as err:
-        raise _fail(
-            "body", f"invalid JSON: {err.msg} at line {err.lineno} column {err.colno}"
-        ) from None
+    value, error = parse_json(
+        bytes(body) if isinstance(body, bytearray) else body, "the body", limits, field="body"
+    )
+    if error is not None:
+        raise error
+    return value
 
 
 def _parse_form(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,8 +92,3 @@ def _parse_form(fields: Mapping[str, Any]) -> dict[str, Any]:
         else:
             ad[name] = value
     return ad
-
-
-def _json_type(value: Any) -> str:
-    names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")

@@ -5,10 +5,18 @@ Secure defaults: every port binds to 127.0.0.1; token authorization is on unless
 registers and unregisters models is off; ``max_request_size`` admits the largest ad the
 archives' media limits accept, base64-inflated, and nothing much larger.
 
-Each server lives in its own run directory: its config.properties, metrics config, logs
-(``logs/``), key file, and temporary directory (TorchServe's pid file, the workers' sockets and
-the unpacked archives), so several servers (tests, a demo) never collide. ``server.json``
+Each server lives in its own run directory: its config.properties, metrics config, log4j2.xml,
+logs (``logs/``), key file, and temporary directory (TorchServe's pid file, the workers' sockets
+and the unpacked archives), so several servers (tests, a demo) never collide. ``server.json``
 there records the ports and the Java process for ``adpolicy serve --stop``.
+
+Where TorchServe's defaults fall short, :class:`ServerSettings` decides (each an ``adpolicy
+serve`` option): the inference key expires after ``token_expiry_min`` (TorchServe: 60) and
+clients renew it through the token API (:class:`serve.client.Client` does); the JVM heap is
+bounded (``-Xmx``); every log rolls over by size with a bounded number of files, each line is
+written once, and nothing is appended to the console (``torchserve.out``). Workers receive
+request bodies undecoded (``TS_DECODE_INPUT_REQUEST=false``) so that every body is parsed by
+:func:`serve.payload.parse_request` and every parsing failure is a 400 naming the problem.
 """
 
 from __future__ import annotations
@@ -42,7 +50,67 @@ DEFAULT_RUN_DIR = Path.home() / ".adpolicy" / "serve"
 DEFAULT_PORT = 8080
 STATE_FILE = "server.json"
 KEY_FILE = "key_file.json"
+LOG_CONFIG = "log4j2.xml"
 REQUEST_MARGIN = 1 << 20  # JSON syntax, the id and the multipart boundaries
+LOGS = ("access_log", "model_log", "model_metrics", "ts_log", "ts_metrics")
+# log4j logger -> the file it writes; each writes to one file only (additivity off)
+LOGGERS = {
+    "ACCESS_LOG": "access_log",
+    "MODEL_LOG": "model_log",
+    "MODEL_METRICS": "model_metrics",
+    "TS_METRICS": "ts_metrics",
+    "org.pytorch.serve": "ts_log",
+}
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What ``adpolicy serve`` sets beyond TorchServe's defaults.
+
+    Attributes:
+        token_expiry_min: Minutes an inference or management key lives before it must be
+            renewed through the token API (TorchServe's ``token_expiration_min``).
+        heap_mb: The Java frontend's heap bound (``-Xmx``), in MiB.
+        log_mb: Size at which a log file rolls over, in MiB.
+        log_files: Rolled-over files kept per log (older ones are deleted).
+    """
+
+    token_expiry_min: int = 60
+    heap_mb: int = 1024
+    log_mb: int = 20
+    log_files: int = 5
+
+
+def log4j_config(settings: ServerSettings) -> str:
+    """The frontend's log4j2 configuration: each log a size-rolled file, no console."""
+    appenders = "".join(
+        f"""    <RollingFile name="{name}" fileName="${{env:LOG_LOCATION:-logs}}/{name}.log"
+        filePattern="${{env:LOG_LOCATION:-logs}}/{name}.%i.log.gz">
+      <PatternLayout pattern="%d{{ISO8601}} [%-5p] %t %c - %m%n"/>
+      <Policies><SizeBasedTriggeringPolicy size="{settings.log_mb} MB"/></Policies>
+      <DefaultRolloverStrategy max="{settings.log_files}"/>
+    </RollingFile>
+"""
+        for name in LOGS
+    )
+    loggers = "".join(
+        f"""    <Logger name="{logger}" level="info" additivity="false">
+      <AppenderRef ref="{file}"/>
+    </Logger>
+"""
+        for logger, file in LOGGERS.items()
+    )
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<Configuration>
+  <Appenders>
+{appenders}  </Appenders>
+  <Loggers>
+{loggers}    <Logger name="io.netty" level="error"/>
+    <Logger name="org.apache" level="off"/>
+    <Root level="info"><AppenderRef ref="ts_log"/></Root>
+  </Loggers>
+</Configuration>
+"""
 
 
 def base64_size(size: int) -> int:
@@ -98,6 +166,7 @@ def config_properties(
     max_request_bytes: int,
     auth: bool,
     model_api: bool,
+    settings: ServerSettings,
 ) -> str:
     """The text of TorchServe's config.properties."""
     entries = {
@@ -114,6 +183,8 @@ def config_properties(
         "metrics_config": metrics_config_file,
         "max_request_size": max_request_bytes,
         "disable_token_authorization": str(not auth).lower(),
+        "token_expiration_min": settings.token_expiry_min,
+        "vmargs": f"-Xmx{settings.heap_mb}m -XX:+ExitOnOutOfMemoryError",
         "enable_model_api": str(model_api).lower(),
         "install_py_dep_per_model": "false",
         "enable_envvars_config": "false",
@@ -198,6 +269,7 @@ class TorchServe:
         capture: str | Path | None = None,
         python: str = sys.executable,
         timeout_s: float = 300.0,
+        settings: ServerSettings | None = None,
     ) -> TorchServe:
         """Start TorchServe on 127.0.0.1 with these archives and wait until every model's
         workers are ready.
@@ -212,6 +284,7 @@ class TorchServe:
             python: The Python the workers run (it needs the pinned stack and TorchServe;
                 this package is not needed: the archive carries its code).
             timeout_s: How long to wait for the workers.
+            settings: Key expiry, heap and log bounds (:class:`ServerSettings`).
 
         Returns:
             The running server.
@@ -243,6 +316,8 @@ class TorchServe:
         busy = [p for p in asdict(ports).values() if port_in_use(p)]
         if busy:
             raise RuntimeError(f"ports already in use on {HOST}: {busy}")
+        settings = settings or ServerSettings()
+        (root / LOG_CONFIG).write_text(log4j_config(settings))
         config_file = root / "config.properties"
         config_file.write_text(
             config_properties(
@@ -253,6 +328,7 @@ class TorchServe:
                 max_request_bytes=max(max_request_size(lim) for lim in limits),
                 auth=auth,
                 model_api=model_api,
+                settings=settings,
             )
         )
         env = _environment(tmp, capture)
@@ -266,6 +342,8 @@ class TorchServe:
                     "--ncs",
                     "--ts-config",
                     str(config_file),
+                    "--log-config",
+                    str(root / LOG_CONFIG),
                 ],
                 cwd=root,
                 env=env,
@@ -371,10 +449,22 @@ class TorchServe:
             yield from path.read_text(errors="replace").splitlines()
 
 
-def read_token(key_file: Path, kind: str = "inference") -> str:
-    """The ``inference`` or ``management`` key of a TorchServe ``key_file.json``."""
-    keys = json.loads(Path(key_file).read_text())
-    return str(keys[kind]["key"])
+def read_token(key_file: Path, kind: str = "inference", attempts: int = 50) -> str:
+    """The ``inference``, ``management`` or ``API`` key of a TorchServe ``key_file.json``.
+
+    TorchServe rewrites the file in place when a key is renewed: a read landing in between
+    finds it empty or cut, and is tried again (every 20 ms, ``attempts`` times).
+    """
+    for _ in range(attempts - 1):
+        try:
+            return _key(key_file, kind)
+        except (json.JSONDecodeError, KeyError):
+            time.sleep(0.02)
+    return _key(key_file, kind)
+
+
+def _key(key_file: Path, kind: str) -> str:
+    return str(json.loads(Path(key_file).read_text())[kind]["key"])
 
 
 def _read_state(root: Path) -> TorchServe | None:
@@ -402,7 +492,7 @@ def _environment(tmp: Path, capture: str | Path | None) -> dict[str, str]:
     """The launcher's environment: a private temporary directory (pid file, sockets, unpacked
     archives), and the capture path for the workers when given."""
     env = {k: v for k, v in os.environ.items() if k != CAPTURE_ENV}
-    env.update(TMPDIR=str(tmp), TEMP=str(tmp))
+    env.update(TMPDIR=str(tmp), TEMP=str(tmp), TS_DECODE_INPUT_REQUEST="false")
     if capture is not None:
         env[CAPTURE_ENV] = str(Path(capture).resolve())
     return env

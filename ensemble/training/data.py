@@ -25,32 +25,31 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ensemble.reader import read_ads
+
 log = logging.getLogger(__name__)
 
 
 def read_manifest(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSONL manifest; an ad without an id is named ``line-N``.
+    """Read a manifest (any format :func:`ensemble.reader.read_ads` reads); an ad without an
+    id is named after its line (``line-N``).
 
     Raises:
-        ValueError: A line that is not a JSON object, or a label outside [0, 1], with its line.
+        ValueError: A line that cannot be read, or a label outside [0, 1], with its line.
     """
     ads = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            ad = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        if not isinstance(ad, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object")
+    for record in read_ads(path):
+        where = f"{path}: {record.fallback_id}"
+        if record.error is not None:
+            raise ValueError(f"{path}: {record.error.errors[0].problem}")
+        ad = record.ad
         labels = ad.get("labels", {})
         if not isinstance(labels, dict):
-            raise ValueError(f"{path}:{number}: labels must be an object {{policy: 0|1}}")
+            raise ValueError(f"{where}: labels must be an object {{policy: 0|1}}")
         for policy, value in labels.items():
             if value is not None and not (isinstance(value, int | float) and 0 <= value <= 1):
-                raise ValueError(f"{path}:{number}: label {policy}={value!r} is not in [0, 1]")
-        ad.setdefault("id", f"line-{number}")
+                raise ValueError(f"{where}: label {policy}={value!r} is not in [0, 1]")
+        ad.setdefault("id", record.fallback_id)
         ads.append(ad)
     return ads
 

@@ -35,7 +35,6 @@ from sklearn.metrics import (
 from tqdm import tqdm
 
 from encoders.base import MODALITIES
-from ensemble.batch import PreparedAd
 from ensemble.model import AdPolicyEnsemble
 from ensemble.scoring import Scorer
 from ensemble.training.data import ClassRule, label_tensors
@@ -186,24 +185,20 @@ def score_ads(
         ValueError: Ads that cannot be prepared, with their ids.
     """
     scorer = Scorer(model, device=device, batch_size=batch_size)
-    root = Path(base_dir) if base_dir is not None else None
-    prepared = [scorer.prepare(ad, index=i, base_dir=root) for i, ad in enumerate(ads)]
-    errors = [f"{p['id']}: {p['errors']}" for p in prepared if isinstance(p, dict)]
-    if errors:
-        raise ValueError(f"{len(errors)} ads cannot be prepared: " + "; ".join(errors[:5]))
-    good = [p for p in prepared if isinstance(p, PreparedAd)]
     scores, presence = [], []
-    for start in tqdm(range(0, len(good), batch_size), desc="scoring", disable=not progress):
-        batch, out = scorer.run(good[start : start + batch_size])
-        scores.append(out.scores.numpy())
-        presence.append(batch.presence.numpy().astype(bool))
+    scored = scorer.iter_scored(ads, base_dir=base_dir, on_error="raise", total=len(ads))
+    for item in tqdm(scored, total=len(ads), desc="scoring", disable=not progress):
+        assert item.scores is not None  # on_error="raise": every ad is scored
+        assert item.prepared is not None
+        scores.append(item.scores.numpy())
+        presence.append(item.prepared.presence)
     config = scorer.config
     heads = np.array([[config.modality(k) == m for m in MODALITIES] for k in model.keys])
     scored_by = np.array([[k in p.heads for p in config.policies] for k in model.keys])
     # [N, modalities] @ [modalities, encoders] @ [encoders, policies]
-    present = np.concatenate(presence).reshape(-1, len(MODALITIES)).astype(int)
+    present = np.array(presence, dtype=int).reshape(-1, len(MODALITIES))
     applicable = (present @ heads.T.astype(int) @ scored_by.astype(int)) > 0
-    return np.concatenate(scores).reshape(-1, len(config.policies)), applicable
+    return np.array(scores, dtype=np.float32).reshape(-1, len(config.policies)), applicable
 
 
 def measure(

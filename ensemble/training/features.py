@@ -18,7 +18,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from encoders.base import MODALITIES, Encoder, InputSpec
-from ensemble.batch import AdError, AdPreparer, PreparedAd
+from ensemble.batch import AdPreparer, PreparedAd
 from ensemble.model import AdPolicyEnsemble
+from ensemble.reader import records_of
 from ensemble.training.data import file_sha256
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def embed(
         The :class:`Features` of ``ads``, in order.
 
     Raises:
-        ValueError: Ads that cannot be prepared, each with its id and errors.
+        ValueError: The first ad that cannot be prepared, with its id and errors.
     """
     root = Path(base_dir) if base_dir is not None else None
     keys = learned_keys(model) if keys is None else list(keys)
@@ -182,11 +183,6 @@ def embed(
     return Features({k: found[k]["embeddings"] for k in keys}, presence)
 
 
-def _chunks(n: int, size: int) -> Iterator[range]:
-    for start in range(0, n, size):
-        yield range(start, min(start + size, n))
-
-
 @torch.inference_mode()
 def _compute(
     model: AdPolicyEnsemble,
@@ -209,23 +205,20 @@ def _compute(
     }
     was_training = {k: e.training for k, e in encoders.items()}
     moved = {k: e.to(device).eval() for k, e in encoders.items()}
-    errors: list[str] = []
     bar = tqdm(total=len(ads), unit="ad", desc="embedding", disable=not progress)
+    chunks = preparer.stream(
+        records_of(ads), base_dir=base_dir, on_error="raise", chunk_size=batch_size * 16
+    )
+    start = 0
     with bar:
-        for chunk in _chunks(len(ads), batch_size * 16):
-            prepared: dict[int, PreparedAd] = {}
-            for i in chunk:
-                try:
-                    prepared[i] = preparer.prepare(ads[i], index=i, base_dir=base_dir)
-                except AdError as err:
-                    errors.append(f"{ads[i].get('id', f'#{i}')}: {err}")
+        for chunk in chunks:
+            prepared = {start + k: p for k, p in enumerate(chunk) if isinstance(p, PreparedAd)}
             for key, encoder in moved.items():
                 _embed_chunk(key, encoder, prepared, out[key], batch_size, device)
+            start += len(chunk)
             bar.update(len(chunk))
     for key, encoder in moved.items():
         encoder.train(was_training[key])
-    if errors:
-        raise ValueError(f"{len(errors)} ads cannot be prepared: " + "; ".join(errors[:5]))
     return out
 
 

@@ -48,9 +48,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, TensorDataset
 from tqdm import tqdm
 
-from ensemble.batch import AdError, AdPreparer, PreparedAd
+from ensemble.batch import AdPreparer, PreparedAd
 from ensemble.config import ModelConfig
 from ensemble.model import AdPolicyEnsemble
+from ensemble.reader import records_of
 from ensemble.training.data import label_tensors
 from ensemble.training.evaluate import choose_threshold
 from ensemble.training.features import embed
@@ -278,10 +279,8 @@ def _split(
     prepared: list[PreparedAd] = []
     if preparer is not None:
         root = Path(base_dir) if base_dir is not None else None
-        try:
-            prepared = [preparer.prepare(ad, index=i, base_dir=root) for i, ad in enumerate(ads)]
-        except AdError as err:
-            raise ValueError(f"an ad cannot be prepared: {err}") from None
+        chunks = preparer.stream(records_of(ads), base_dir=root, on_error="raise")
+        prepared = [p for chunk in chunks for p in chunk if isinstance(p, PreparedAd)]
         live = torch.tensor([p.presence for p in prepared], dtype=torch.float32)
         presence = torch.maximum(presence, live)
     targets, mask = label_tensors(ads, model.config.policy_names)

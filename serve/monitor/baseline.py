@@ -15,12 +15,10 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from encoders.base import MODALITIES
-from ensemble.batch import PreparedAd
 from ensemble.scoring import Scorer, load
 from ensemble.training.data import read_manifest
 from export.artifact import MANIFEST_FILE, load_artifact
@@ -64,13 +62,9 @@ class Pipeline:
             base_dir: Directory that relative media paths are resolved against.
             batch_size: Ads per forward pass.
         """
-        items = iter(enumerate(ads))
-        while chunk := list(islice(items, batch_size)):
-            now = time.time()
-            prepared = [self.scorer.prepare(ad, index=i, base_dir=base_dir) for i, ad in chunk]
-            for item, result in zip(prepared, self.scorer.score_prepared(prepared), strict=True):
-                stats = item.stats if isinstance(item, PreparedAd) else {}
-                yield capture_record(result, stats, timestamp=now)
+        for item in self.scorer.iter_scored(ads, base_dir=base_dir, batch_size=batch_size):
+            stats = item.prepared.stats if item.prepared is not None else {}
+            yield capture_record(item.row, stats, timestamp=time.time())
 
 
 def summarize(

@@ -11,7 +11,14 @@ from PIL import Image
 
 from encoders.audio import AudioPreparer, AudioSettings
 from encoders.base import InputError
-from encoders.media import MediaLimits, decode_audio, decode_image, decode_video, read_media
+from encoders.media import (
+    WARNINGS,
+    MediaLimits,
+    decode_audio,
+    decode_image,
+    decode_video,
+    read_media,
+)
 from encoders.video import VideoModelEncoder, VideoPreparer, VideoSettings
 from ensemble import samples
 
@@ -151,3 +158,58 @@ def test_decode_video_refuses_corrupt_and_too_long(tmp_path) -> None:
     with pytest.raises(InputError, match=r"duration 3\.0 s exceeds") as info:
         decode_video(path.read_bytes(), [preparer], MediaLimits(max_seconds=2))
     assert info.value.status == 413
+
+
+def test_a_plain_base64_string_is_media_where_paths_are_not_accepted() -> None:
+    data = _png()
+    value = base64.b64encode(data).decode()
+    assert read_media(value, "image", base_dir=None, allow_paths=False, limits=LIMITS) == data
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("../outside.png", "outside the folder of the ads file"),
+        ("/etc/hostname", "outside the folder of the ads file"),
+        ("https://example.com/a.png", "URLs are not fetched"),
+        ("a\x00.png", "NUL"),
+        ("  ", "empty"),
+    ],
+)
+def test_offline_paths_stay_in_the_folder_of_the_file(tmp_path, path, problem) -> None:
+    folder = tmp_path / "ads"
+    folder.mkdir()
+    (tmp_path / "outside.png").write_bytes(_png())
+    with pytest.raises(InputError, match=problem):
+        read_media(path, "image", base_dir=folder, allow_paths=True, limits=LIMITS)
+    if "outside" in problem:  # unless any path is allowed
+        read_media(path, "image", base_dir=folder, allow_paths=True, limits=LIMITS, any_path=True)
+
+
+def _wav(channels: int, frames: int = 8000) -> bytes:
+    import io
+
+    import soundfile
+
+    out = io.BytesIO()
+    soundfile.write(out, np.full((frames, channels), 0.1, np.float32), 8000, format="WAV")
+    return out.getvalue()
+
+
+def test_audio_warnings_and_channel_limits() -> None:
+    surround = decode_audio(_wav(6), LIMITS)
+    assert surround.samples.shape == (1, 8000)
+    assert surround.warnings == ("audio: 6 channels downmixed to mono",)
+    cut = _wav(2)
+    assert "could be decoded" in decode_audio(cut[: len(cut) // 2], LIMITS).warnings[0]
+    assert decode_audio(cut, LIMITS).warnings == ()
+    with pytest.raises(InputError, match="9 channels; 1 to 8"):
+        decode_audio(_wav(9), LIMITS)
+
+
+def test_transparency_is_flattened_onto_white_with_a_warning() -> None:
+    clear = samples.png_bytes(Image.new("RGBA", (8, 8), (255, 0, 0, 0)))
+    image = decode_image(clear, LIMITS)
+    assert image.getpixel((0, 0)) == (255, 255, 255)
+    assert image.info[WARNINGS] == ["image: transparent pixels flattened onto white"]
+    assert decode_image(_png(), LIMITS).info[WARNINGS] == []

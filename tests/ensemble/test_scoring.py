@@ -66,7 +66,11 @@ def test_bad_ads_get_errors_naming_the_field_and_others_are_scored(
         json.dumps(["not", "an", "object"]),
         json.dumps({"id": "good-image", "image": str(media / "sharp_banner.png")}),
     ]
-    results = scorer.score_file(_write_jsonl(tmp_path / "ads.jsonl", lines), progress=False)
+    ads = _write_jsonl(media.parent / "_test_bad_ads.jsonl", lines)  # media inside its folder
+    try:
+        results = scorer.score_file(ads)
+    finally:
+        ads.unlink()
     by_id = {r["id"]: r for r in results}
     assert len(results) == len(lines)
     assert by_id["good-text"]["status"] == by_id["good-image"]["status"] == "ok"
@@ -92,7 +96,7 @@ def test_bad_ads_get_errors_naming_the_field_and_others_are_scored(
 
 
 def test_every_problem_of_an_ad_is_listed(small_config) -> None:
-    from ensemble.batch import AdError
+    from ensemble.rows import AdError
 
     with pytest.raises(AdError) as info:
         AdPreparer(small_config).prepare({"id": [1], "text": 5, "image": 7})
@@ -110,7 +114,7 @@ def test_output_formats(scorer, sample_media, tmp_path, suffix) -> None:
     )
     try:
         out = tmp_path / f"results{suffix}"
-        scorer.score_file(ads, out, progress=False)
+        scorer.score_file_to(ads, out, progress=False)
     finally:
         ads.unlink()
     if suffix == ".jsonl":
@@ -127,10 +131,54 @@ def test_output_formats(scorer, sample_media, tmp_path, suffix) -> None:
 def test_unknown_output_format(scorer, tmp_path) -> None:
     ads = _write_jsonl(tmp_path / "ads.jsonl", [json.dumps({"text": "hi"})])
     with pytest.raises(ValueError, match="unsupported output format"):
-        scorer.score_file(ads, tmp_path / "out.xlsx", progress=False)
+        scorer.score_file_to(ads, tmp_path / "out.xlsx", progress=False)
 
 
 def test_a_graph_without_config_is_refused(small_model) -> None:
     graph = build_ensemble(small_model.config).forward
     with pytest.raises(ValueError, match="no config"):
         Scorer(graph)
+
+
+def test_blank_text_and_empty_media_are_never_scored_silently(scorer, sample_media) -> None:
+    ads = [
+        {"id": "blank", "text": " \u200b\u2060\n"},
+        {"id": "blank-beside-image", "text": "", "image": "media/sharp_banner.png"},
+        {"id": "empty-image", "text": "hi", "image": ""},
+    ]
+    blank, beside, empty = scorer.score(ads, base_dir=sample_media.parent)
+    assert blank["errors"] == [
+        {"field": "text", "error": "no visible characters (blank or invisible)"}
+    ]
+    assert beside["status"] == "ok"
+    assert beside["warnings"] == ["text: no visible characters; scored on the other fields"]
+    assert "text" not in beside["modalities"]
+    assert empty["errors"][0]["field"] == "image"
+
+
+def test_an_unexpected_exception_costs_one_ad(scorer, monkeypatch) -> None:
+    prepare = scorer.preparer.preparers["text"][0][1].prepare
+
+    def fragile(text: str):
+        if text == "boom":
+            raise RuntimeError("a tokenizer bug")
+        return prepare(text)
+
+    monkeypatch.setattr(scorer.preparer.preparers["text"][0][1], "prepare", fragile)
+    rows = scorer.score([{"id": "a", "text": "fine"}, {"id": "b", "text": "boom"}])
+    assert [r["status"] for r in rows] == ["ok", "error"]
+    assert rows[1]["http_status"] == 500
+    assert "RuntimeError" in rows[1]["errors"][0]["error"]
+    with pytest.raises(ValueError, match="ad b cannot be prepared"):
+        scorer.score([{"id": "b", "text": "boom"}], on_error="raise")
+    assert [
+        r["id"] for r in scorer.score([{"id": "b", "text": "boom"}, {"text": "x"}], on_error="skip")
+    ] == ["#1"]
+
+
+def test_every_row_has_the_same_keys_and_the_model(scorer) -> None:
+    ok, bad = scorer.score([{"text": "hi"}, {"text": 1}])
+    for row in (ok, bad):
+        assert row["model"] == {"name": "small", "version": "test"}
+        assert row["warnings"] == []
+    assert (ok["id"], bad["id"]) == ("#0", "#1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 ATOL = 1e-5
@@ -28,7 +29,7 @@ def assert_results_close(got: Any, want: Any, *, atol: float = ATOL, path: str =
         assert got == want, f"{path}: {got!r} != {want!r}"
 
 
-def max_score_diff(got: dict[str, Any], want: dict[str, Any]) -> float:
+def max_score_diff(got: Mapping[str, Any], want: Mapping[str, Any]) -> float:
     """Largest absolute difference between two results' policy and per-modality scores."""
     diffs = [
         abs(got["policies"][p]["score"] - entry["score"])

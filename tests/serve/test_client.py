@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from serve.client import Client
+import requests
+
+from serve.client import MAX_RENEWALS, Client
 
 # Nothing listens on the discard port: a request that was sent would raise ConnectionError.
 NOWHERE = "http://127.0.0.1:9/predictions/none"
@@ -27,3 +30,63 @@ def test_an_unreadable_media_file_is_answered_without_a_request(tmp_path: Path) 
                 "error": "cannot read 'media/missing.wav': No such file or directory",
             }
         ]
+
+
+class FakeSession:
+    """Answers POSTs from a script; a GET to the token API writes a new key to the key file."""
+
+    def __init__(self, statuses: list[tuple[int, str]], key_file: Path | None = None) -> None:
+        self.statuses = statuses
+        self.key_file = key_file
+        self.posts: list[dict] = []
+        self.gets: list[str] = []
+
+    def post(self, url: str, *, headers: dict, timeout: float, **body) -> requests.Response:
+        self.posts.append(headers)
+        status, text = self.statuses.pop(0)
+        return _response(status, text)
+
+    def get(self, url: str, *, params: dict, headers: dict, timeout: float) -> requests.Response:
+        self.gets.append(f"{url}?type={params['type']} {headers['Authorization']}")
+        assert self.key_file is not None
+        keys = json.loads(self.key_file.read_text())
+        keys["inference"]["key"] = "renewed"
+        self.key_file.write_text(json.dumps(keys))
+        return _response(200, "{}")
+
+
+def _response(status: int, text: str) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response._content = text.encode()
+    return response
+
+
+def test_5xx_that_mean_try_again_are_retried_with_backoff() -> None:
+    session = FakeSession([(503, "busy"), (507, "Worker died."), (200, '{"status": "ok"}')])
+    client = Client(NOWHERE, token="t", session=session, backoff_s=0.01)  # type: ignore[arg-type]
+    assert client.predict({"text": "hi"}).status == 200
+    assert len(session.posts) == 3
+    session = FakeSession([(500, "bug"), (200, "{}")])
+    client = Client(NOWHERE, token="t", session=session, backoff_s=0.01)  # type: ignore[arg-type]
+    assert client.predict({"text": "hi"}).status == 500  # not retried
+
+
+def test_an_expired_key_is_renewed_through_the_token_api_once(tmp_path: Path) -> None:
+    key_file = tmp_path / "key_file.json"
+    keys = {"inference": {"key": "old"}, "management": {"key": "m"}, "API": {"key": "api"}}
+    key_file.write_text(json.dumps(keys))
+    expired = (400, '{"code": 400, "message": "Token Authorization failed. Token expired"}')
+    session = FakeSession([expired, (200, "{}")], key_file)
+    client = Client(
+        NOWHERE,
+        key_file=key_file,
+        management_url="http://m",
+        session=session,  # type: ignore[arg-type]
+    )
+    assert client.predict({"text": "hi"}).status == 200
+    assert session.gets == ["http://m/token?type=inference Bearer api"]
+    assert [h["Authorization"] for h in session.posts] == ["Bearer old", "Bearer renewed"]
+    session.statuses = [expired] * 4  # a key that never works: answered after 3 renewals
+    assert client.predict({"text": "hi"}).status == 400
+    assert len(session.gets) == 1 + MAX_RENEWALS

@@ -41,4 +41,5 @@ def test_an_error_in_any_part_fails_the_ad() -> None:
     error = {"id": "ad", "status": "error", "http_status": 400, "errors": [{"field": "image"}]}
     text = row("t", {"violence": entry("scored", 0.2)}, "text")
     merged = merge_results("ad", [text, error])
-    assert merged == {**error, "errors": [{"field": "image"}]}
+    model = {"name": "t+unknown", "version": "1+"}
+    assert merged == {**error, "model": model, "warnings": [], "errors": [{"field": "image"}]}

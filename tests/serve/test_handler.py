@@ -14,6 +14,7 @@ from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 from ensemble.batch import PreparedAd
+from ensemble.rows import Row
 from ensemble.scoring import Scorer
 from export.artifact import ArtifactError
 from serve.archive import ARTIFACT_DIR, CAPTURE_ENV, ModelSettings
@@ -72,7 +73,7 @@ def handler(
     return handler, context
 
 
-def offline_result(offline: Scorer, ad: dict[str, Any]) -> dict[str, Any]:
+def offline_result(offline: Scorer, ad: dict[str, Any]) -> Row:
     return offline.score([ad])[0]
 
 
@@ -122,7 +123,7 @@ def test_a_batch_with_bad_items_answers_each_on_its_own(
 @pytest.mark.parametrize(
     ("request_", "status", "field", "fragment"),
     [
-        ({"body": b"{not json"}, 400, "body", "invalid JSON: Expecting property name"),
+        ({"body": b"{not json"}, 400, "body", "not valid JSON: Expecting property name"),
         ({"body": [{"text": "a"}]}, 400, "body", "expected one ad as a JSON object, got an array"),
         ({"body": {"text": "hi", "colour": "red"}}, 400, "colour", "unknown field"),
         ({"body": {"image": "/etc/passwd"}}, 400, "image", "file paths are not accepted"),

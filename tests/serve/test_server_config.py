@@ -8,7 +8,15 @@ from pathlib import Path
 
 from encoders.media import MediaLimits
 from serve.metrics import METRICS, default_metrics_config, metrics_config
-from serve.server import HOST, Ports, config_properties, max_request_size
+from serve.server import (
+    HOST,
+    LOGGERS,
+    Ports,
+    ServerSettings,
+    config_properties,
+    log4j_config,
+    max_request_size,
+)
 
 
 def test_max_request_size_admits_the_largest_valid_ad_and_little_more() -> None:
@@ -42,8 +50,11 @@ def test_config_binds_loopback_with_auth_on_and_the_model_api_off(tmp_path: Path
         max_request_bytes=123,
         auth=True,
         model_api=False,
+        settings=ServerSettings(token_expiry_min=5, heap_mb=512),
     )
     props = dict(line.split("=", 1) for line in text.splitlines())
+    assert props["token_expiration_min"] == "5"
+    assert props["vmargs"].split()[0] == "-Xmx512m"
     assert props["inference_address"] == f"http://{HOST}:8080"
     assert props["management_address"] == f"http://{HOST}:8081"
     assert props["metrics_address"] == f"http://{HOST}:8082"
@@ -69,3 +80,19 @@ def test_metrics_config_declares_every_custom_metric() -> None:
     assert ("gauge", "HandlerTime") in declared  # TorchServe's own are kept
     for spec in METRICS:
         assert declared[(spec.kind, spec.name)] == [*spec.dimensions, "ModelName", "Level"]
+
+
+def test_logs_roll_over_by_size_and_each_line_is_written_once() -> None:
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(log4j_config(ServerSettings(log_mb=7, log_files=3)))
+    files = root.findall("./Appenders/RollingFile")
+    assert not root.findall("./Appenders/Console")  # nothing grows torchserve.out
+    for appender in files:
+        assert [p.tag for p in appender.findall("./Policies/*")] == ["SizeBasedTriggeringPolicy"]
+        assert appender.find("./Policies/SizeBasedTriggeringPolicy").get("size") == "7 MB"  # type: ignore[union-attr]
+        assert appender.find("./DefaultRolloverStrategy").get("max") == "3"  # type: ignore[union-attr]
+        assert "%i" in appender.get("filePattern", "")
+    loggers = {lg.get("name"): lg for lg in root.findall("./Loggers/Logger")}
+    for name in LOGGERS:  # a logger with a file of its own does not pass its lines to the root
+        assert loggers[name].get("additivity") == "false"

@@ -34,8 +34,8 @@ def test_manifest_reads_ads_and_names_lines(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("{oops", "m.jsonl:2: not valid JSON"),
-        ('["a list"]', "m.jsonl:2: expected a JSON object"),
+        ("{oops", "m.jsonl: line 2: not valid JSON"),
+        ('["a list"]', "m.jsonl: line 2: expected a JSON object"),
         ('{"text": "x", "labels": {"hate_speech": 2}}', "hate_speech=2 is not in"),
         ('{"text": "x", "labels": {"hate_speech": "yes"}}', "is not in"),
         ('{"text": "x", "labels": [1]}', "labels must be an object"),

@@ -1,0 +1,106 @@
+"""The one reader of ad files: formats, compression, and one error record per bad line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import zstandard
+
+from encoders.media import MediaLimits
+from ensemble.reader import read_ads
+
+ADS = [{"id": "a", "text": "one"}, {"text": "two\u2028still two"}]
+
+
+def _read(path: Path, **limits: int) -> list[tuple[str, object, str | None]]:
+    return [
+        (r.id, r.ad, str(r.error) if r.error else None)
+        for r in read_ads(path, limits=MediaLimits(**limits))
+    ]
+
+
+def _jsonl(ads: list[dict]) -> bytes:
+    return b"".join(json.dumps(a, ensure_ascii=False).encode() + b"\n" for a in ads)
+
+
+@pytest.mark.parametrize(
+    ("name", "encode"),
+    [
+        ("ads.jsonl", _jsonl),
+        ("ads.jsonl.gz", lambda ads: gzip.compress(_jsonl(ads))),
+        ("ads.jsonl.zst", lambda ads: zstandard.ZstdCompressor().compress(_jsonl(ads))),
+        ("ads.json", lambda ads: json.dumps(ads).encode()),
+    ],
+)
+def test_formats_give_the_same_ads(tmp_path, name, encode) -> None:
+    path = tmp_path / name
+    path.write_bytes(encode(ADS))
+    rows = _read(path)
+    assert [ad for _, ad, _ in rows] == ADS  # U+2028 inside a record does not split it
+    assert rows[0][0] == "a"
+    assert rows[1][0] in ("line-2", "item-2")
+
+
+def test_csv_and_parquet(tmp_path) -> None:
+    frame = pd.DataFrame({"id": ["a", "b"], "text": ["one\nline two", None]})
+    frame.to_csv(tmp_path / "ads.csv", index=False)
+    frame.to_parquet(tmp_path / "ads.parquet")
+    assert _read(tmp_path / "ads.csv") == [
+        ("a", {"id": "a", "text": "one\nline two"}, None),
+        ("b", {"id": "b"}, None),
+    ]
+    assert [ad for _, ad, _ in _read(tmp_path / "ads.parquet")] == [
+        {"id": "a", "text": "one\nline two"},
+        {"id": "b"},
+    ]
+
+
+def test_every_bad_line_is_its_own_error_and_reading_goes_on(tmp_path) -> None:
+    path = tmp_path / "ads.jsonl"
+    lines = [
+        b'{"id": "ok", "text": "fine"}',
+        b'{"text": "caf\xe9"}',  # Latin-1, not UTF-8
+        b"{not json",
+        b"[1, 2]",
+        b'{"meta": ' + b"[" * 40 + b"]" * 40 + b"}",
+        b'{"meta": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"n": ' + b"9" * 5000 + b"}",
+        b'{"text": "\\ud800"}',
+        b"x" * 300,
+        b"   ",
+        b'{"id": "last", "text": "fine"}\r',
+    ]
+    path.write_bytes(b"\n".join(lines))
+    rows = _read(path, max_record_bytes=250)
+    assert [i for i, _, _ in rows] == ["ok", *(f"line-{n}" for n in range(2, 10)), "last"]
+    problems = [e for _, _, e in rows]
+    assert problems[0] is None
+    assert problems[-1] is None
+    for number, fragment in [
+        (2, "not UTF-8"),
+        (3, "not valid JSON"),
+        (4, "expected a JSON object, got an array"),
+        (5, "nested deeper than 32 levels"),
+        (6, "longer than 250 bytes"),
+        (7, "longer than 250 bytes"),
+        (8, "holds a lone surrogate"),
+        (9, "longer than 250 bytes"),
+    ]:
+        assert f"line {number}: {fragment}" in str(problems[number - 1])
+
+
+def test_a_cut_compressed_file_ends_with_one_error(tmp_path) -> None:
+    path = tmp_path / "ads.jsonl.gz"
+    path.write_bytes(gzip.compress(_jsonl(ADS * 2000))[:-40])
+    rows = _read(path)
+    assert all(e is None for _, _, e in rows[:-1])
+    assert "cannot be read past this point" in str(rows[-1][2])
+
+
+def test_unknown_format_is_refused(tmp_path) -> None:
+    with pytest.raises(ValueError, match="unsupported ads format"):
+        list(read_ads(tmp_path / "ads.xlsx"))
