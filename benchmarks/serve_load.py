@@ -41,9 +41,9 @@ import requests
 import torch
 
 from benchmarks.common import Report, markdown_table, percentile, verdict
+from ensemble import samples
 from ensemble.scoring import DEFAULT_DIR
 from export.artifact import load_artifact
-from export.calibration import SAMPLE_TEXTS
 from export.exporter import export_checkpoint
 from serve.archive import ModelSettings, build_archive
 from serve.client import Client, Prediction
@@ -124,7 +124,7 @@ HEADER = (
 
 def text_ads(n: int, seed: int = 0) -> list[dict[str, Any]]:
     """``n`` text ads of 3 to 60 words drawn from the calibration sentences."""
-    words = " ".join(SAMPLE_TEXTS).split()
+    words = " ".join(samples.SAMPLE_TEXTS).split()
     rng = np.random.default_rng(seed)
     return [
         {"id": f"load-{i}", "text": " ".join(rng.choice(words, int(rng.integers(3, 60))))}

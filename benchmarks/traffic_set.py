@@ -30,7 +30,6 @@ import numpy as np
 from encoders.base import resolve_model_dir
 from encoders.text import DEFAULT_TEXT_MODEL
 from ensemble import samples
-from export.calibration import SAMPLE_TEXTS
 
 # (median, 90th percentile) of the wordpiece count of each text profile
 TEXT_PROFILES = {"tweet": (35, 55), "ad_copy": (14, 24)}
@@ -92,7 +91,7 @@ def make(out: Path, *, ads: int, pool_size: int, seed: int) -> Path:
 
     rng = np.random.default_rng(seed)
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_dir(DEFAULT_TEXT_MODEL)))
-    words = " ".join(SAMPLE_TEXTS).split()
+    words = " ".join(samples.SAMPLE_TEXTS).split()
     pool = media_pool(out, pool_size, rng)
     lines = []
     for i in range(ads):

@@ -1,4 +1,11 @@
-"""Synthetic media for samples, tests and benchmarks: images, audio and video made with code.
+"""Sample ads and the synthetic media they carry: images, audio and video made with code.
+
+- :func:`write_demo_media`: the media files of the demo's sample ads (``examples/ads.jsonl``,
+  written by ``examples/make_samples.py``);
+- :func:`sample_ads`: generated ads over every modality with their media as bytes (export
+  calibration and parity checks);
+- :data:`SAMPLE_TEXTS`: ad copy, clean and not, for both and for synthetic traffic;
+- the generators beneath them, for tests and benchmarks.
 
 Everything is deterministic (seeded) so a sample ad always produces the same scores.
 """
@@ -6,9 +13,12 @@ Everything is deterministic (seeded) so a sample ad always produces the same sco
 from __future__ import annotations
 
 import io
+import tempfile
 from collections.abc import Callable
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -194,3 +204,101 @@ def moving_square(width: int, height: int, *, fps: int) -> Callable[[int], Frame
         return frame
 
     return frame_at
+
+
+SAMPLE_TEXTS = (
+    "Fresh organic coffee, roasted this week and delivered to your door. Try two weeks free.",
+    "this shit is fucking insane, grab it before these bitches sell out",
+    "Summer sale: 30% off all sandals.",
+    "Lose 20 pounds in 3 days with this one weird pill doctors hate!",
+    "Win big tonight: online casino, 200% deposit bonus, no limits.",
+    "New running shoes, light as air.",
+    "Craft beer tasting this Friday, 21+ only.",
+    "Learn Spanish in 10 minutes a day with our app.",
+)
+
+
+@lru_cache(maxsize=1)
+def _sample_media() -> dict[str, bytes]:
+    """Encoded sample media made by :mod:`ensemble.samples` (deterministic)."""
+    media: dict[str, bytes] = {}
+    for name, image in (
+        ("sharp", banner(600, 314, seed=1)),
+        ("blurry", banner(600, 314, seed=2, blur=6.0)),
+        ("tiny", banner(150, 125, seed=4)),
+    ):
+        media[f"image.{name}"] = png_bytes(image)
+    for name, wave in (
+        ("calm", tone(4, freqs=(220, 330, 495), amplitude=0.05, noise=0.01)),
+        ("loud", tone(3, freqs=(880, 1320), amplitude=0.9, channels=2, noise=0.1)),
+    ):
+        media[f"audio.{name}"] = wav_bytes(wave, 48_000)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, frames in (
+            ("strobe", flashing_frames(160, 90, fps=30, hz=6)),
+            ("calm", moving_square(160, 90, fps=30)),
+        ):
+            path = write_video(Path(tmp) / f"{name}.mp4", frames, frames=60, fps=30)
+            media[f"video.{name}"] = path.read_bytes()
+    return media
+
+
+def sample_ads() -> list[dict[str, Any]]:
+    """Generated ads over every modality: varied texts, sharp / blurry / tiny images, calm and
+    loud audio, calm and strobing video, alone and combined (media as encoded bytes)."""
+    media = _sample_media()
+    images = [media["image.sharp"], media["image.blurry"], media["image.tiny"]]
+    audios = [media["audio.calm"], media["audio.loud"]]
+    videos = [media["video.calm"], media["video.strobe"]]
+    ads: list[dict[str, Any]] = [
+        {"id": f"text-{i}", "text": text} for i, text in enumerate(SAMPLE_TEXTS)
+    ]
+    ads += [{"id": f"image-{i}", "image": image} for i, image in enumerate(images)]
+    ads += [{"id": f"audio-{i}", "audio": audio} for i, audio in enumerate(audios)]
+    ads += [{"id": f"video-{i}", "video": video} for i, video in enumerate(videos)]
+    ads += [
+        {
+            "id": f"all-{i}",
+            "text": SAMPLE_TEXTS[i],
+            "image": images[i % len(images)],
+            "audio": audios[i % len(audios)],
+            "video": videos[i % len(videos)],
+        }
+        for i in range(2)
+    ]
+    return ads
+
+
+def write_demo_media(folder: Path, *, force: bool = False) -> list[Path]:
+    """The media of the demo's sample ads under ``folder`` (existing files kept unless
+    ``force``); returns the files written."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def wanted(name: str) -> Path | None:
+        path = folder / name
+        return path if force or not path.exists() else None
+
+    made = []
+    if p := wanted("sharp_banner.png"):
+        banner(1200, 628, seed=1).save(p)
+        made.append(p)
+    if p := wanted("blurry_banner.jpg"):
+        banner(1200, 628, seed=2, blur=6.0).save(p, quality=90)
+        made.append(p)
+    if p := wanted("tiny_banner.png"):
+        banner(300, 250, seed=4).save(p)
+        made.append(p)
+    if p := wanted("calm_voiceover.wav"):  # about -24 LUFS: the ATSC A/85 target
+        made.append(write_audio(p, speech_like(8, amplitude=0.2, seed=7), 48_000))
+    if p := wanted("loud_jingle.mp3"):
+        made.append(
+            write_audio(p, tone(6, freqs=(880, 1320), amplitude=0.9, channels=2, noise=0.1), 44_100)
+        )
+    if p := wanted("strobe.mp4"):
+        made.append(write_video(p, flashing_frames(320, 180, fps=30, hz=6), frames=90, fps=30))
+    if p := wanted("calm.mp4"):
+        made.append(write_video(p, moving_square(320, 180, fps=30), frames=90, fps=30))
+    if p := wanted("corrupt.png"):
+        p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 8)
+        made.append(p)
+    return made

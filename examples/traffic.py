@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 
 from ensemble import samples
-from export.calibration import SAMPLE_TEXTS
 
-WORDS = " ".join(SAMPLE_TEXTS).split()
+WORDS = " ".join(samples.SAMPLE_TEXTS).split()
 
 
 @lru_cache(maxsize=8)
