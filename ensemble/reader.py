@@ -54,7 +54,7 @@ def read_ads(path: str | Path, *, limits: MediaLimits | None = None) -> Iterator
         try:
             if kind == ".csv":
                 yield from _csv(stream, limits)
-            elif stream.peek(1 << 16).lstrip()[:1] == b"[":
+            elif kind == ".json" and stream.peek(1 << 16).lstrip()[:1] == b"[":
                 yield from _array(stream, limits)
             else:
                 yield from _jsonl(stream, limits)
@@ -73,7 +73,9 @@ def ad_format(path: Path) -> str:
         raise ValueError(f"{path}: unsupported ads format {suffix!r}; use one of {SUFFIXES[1:]}")
     if suffix == ".parquet" and name != path.name.lower():
         raise ValueError(f"{path}: Parquet compresses itself; do not compress the file")
-    return ".csv" if suffix == ".csv" else ".parquet" if suffix == ".parquet" else ".jsonl"
+    # a ``.json`` file may hold one array of ads; every other JSON suffix is one ad a line,
+    # whatever its first line looks like (a JSONL line ``[]`` is a bad ad, not an array)
+    return suffix if suffix in (".csv", ".parquet", ".json") else ".jsonl"
 
 
 def _open(path: Path) -> io.BufferedReader:

@@ -104,3 +104,12 @@ def test_a_cut_compressed_file_ends_with_one_error(tmp_path) -> None:
 def test_unknown_format_is_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="unsupported ads format"):
         list(read_ads(tmp_path / "ads.xlsx"))
+
+
+def test_a_jsonl_line_that_is_an_array_is_one_bad_ad_not_a_json_array(tmp_path) -> None:
+    path = tmp_path / "ads.jsonl"
+    path.write_bytes(b'[]\n{"id": "a", "text": "hi"}\n')
+    records = list(read_ads(path))
+    assert [r.id for r in records] == ["line-1", "a"]
+    assert records[0].error is not None
+    assert records[1].error is None
