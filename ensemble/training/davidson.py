@@ -91,6 +91,28 @@ def davidson_ad(row: Mapping[str, Any], *, soft: bool, clean: bool = True) -> di
     }
 
 
+def davidson_splits(
+    csv_path: str | Path, *, val_size: float = 0.15, check_sha256: bool = True
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """The CSV's rows and the row positions of each split: ``test`` the fixed 30 % hold-out
+    (:func:`davidson_split`), ``val`` ``val_size`` of the other 70 % stratified by class
+    (``random_state=42``), ``train`` the rest.
+
+    Raises:
+        ValueError: ``check_sha256`` and the file is not the documented one.
+    """
+    digest = file_sha256(csv_path)
+    if check_sha256 and digest != DAVIDSON_SHA256:
+        raise ValueError(f"{csv_path}: sha256 {digest} is not the documented {DAVIDSON_SHA256}")
+    rows = read_davidson(csv_path)
+    learn, holdout = davidson_split(len(rows))
+    classes = np.array([row["class"] for row in rows])
+    train, val = train_test_split(
+        learn, test_size=val_size, random_state=SPLIT_SEED, stratify=classes[learn]
+    )
+    return rows, {"train": train, "val": val, "test": holdout}
+
+
 def convert_davidson(
     csv_path: str | Path,
     out_dir: str | Path,
@@ -116,31 +138,20 @@ def convert_davidson(
     Returns:
         Split name -> manifest path.
     """
-    digest = file_sha256(csv_path)
-    if check_sha256 and digest != DAVIDSON_SHA256:
-        raise ValueError(f"{csv_path}: sha256 {digest} is not the documented {DAVIDSON_SHA256}")
-    rows = read_davidson(csv_path)
-    learn, holdout = davidson_split(len(rows))
-    classes = np.array([row["class"] for row in rows])
-    train, val = train_test_split(
-        learn, test_size=val_size, random_state=SPLIT_SEED, stratify=classes[learn]
-    )
+    rows, splits = davidson_splits(csv_path, val_size=val_size, check_sha256=check_sha256)
     out = Path(out_dir)
     paths = {}
-    for name, index, soft in (
-        ("train", train, soft_labels),
-        ("val", val, False),
-        ("test", holdout, False),
-    ):
+    for name, index in splits.items():
+        soft = soft_labels and name == "train"
         ads = [davidson_ad(rows[i], soft=soft, clean=clean_text) for i in index]
         paths[name] = write_manifest(ads, out / f"{name}.jsonl")
     summary = {
-        "source_sha256": digest,
+        "source_sha256": DAVIDSON_SHA256 if check_sha256 else file_sha256(csv_path),
         "holdout": {"test_size": HOLDOUT_SIZE, "random_state": SPLIT_SEED},
         "val_size": val_size,
         "soft_labels": soft_labels,
         "clean_text": clean_text,
-        "rows": {"train": len(train), "val": len(val), "test": len(holdout)},
+        "rows": {name: len(index) for name, index in splits.items()},
     }
     (out / "split.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("Davidson: %s", summary["rows"])

@@ -36,18 +36,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from ensemble.training.data import ClassRule, file_sha256, write_manifest
-from ensemble.training.davidson import (
-    DAVIDSON_SHA256,
-    SPLIT_SEED,
-    davidson_ad,
-    davidson_split,
-    read_davidson,
-)
+from ensemble.training.davidson import SPLIT_SEED, davidson_ad, davidson_splits
 
 log = logging.getLogger(__name__)
 
@@ -113,17 +105,9 @@ def davidson_ads(
 ) -> dict[str, list[dict]]:
     """Davidson's RAW tweets per split (``train``, ``val``, ``test`` = the 30 % hold-out),
     classes renamed to HateXplain's (``neither`` -> ``normal``)."""
-    digest = file_sha256(csv_path)
-    if check_sha256 and digest != DAVIDSON_SHA256:
-        raise ValueError(f"{csv_path}: sha256 {digest} is not the documented {DAVIDSON_SHA256}")
-    rows = read_davidson(csv_path)
-    learn, holdout = davidson_split(len(rows))
-    classes = np.array([row["class"] for row in rows])
-    train, val = train_test_split(
-        learn, test_size=val_size, random_state=SPLIT_SEED, stratify=classes[learn]
-    )
+    rows, splits = davidson_splits(csv_path, val_size=val_size, check_sha256=check_sha256)
     out = {}
-    for name, index in (("train", train), ("val", val), ("test", holdout)):
+    for name, index in splits.items():
         ads = []
         for i in index:
             ad = davidson_ad(rows[i], soft=False, clean=False)
