@@ -140,7 +140,7 @@ def test_bad_ads_in_a_batch_get_their_own_4xx_and_the_good_ones_their_scores(
     assert "invalid base64" in errors["bad-b64"][0]["error"]
     assert errors["oversized"][0]["error"] == "payload exceeds the limit of 300000 bytes"
     assert any(e[0]["error"].startswith("empty request body") for e in errors.values())
-    assert any(e[0]["error"].startswith("invalid JSON") for e in errors.values())
+    assert any(e[0]["error"].startswith("the body: not valid JSON") for e in errors.values())
     mixed = [b for b in batches(served)[seen:] if b[1] and b[2]]
     assert mixed, "no batch held good and bad ads together"
     assert worker_pids(served) == pids  # no worker restart
