@@ -148,13 +148,14 @@ class Scorer:
         )
         with bar:
             for chunk in chunks:
-                scored = iter(self._score_good([p for p in chunk if isinstance(p, PreparedAd)]))
+                scored = iter(self.score_prepared([p for p in chunk if isinstance(p, PreparedAd)]))
                 for item in chunk:
                     yield next(scored) if isinstance(item, PreparedAd) else Scored(item)
                 bar.update(len(chunk))
 
-    def _score_good(self, good: Sequence[PreparedAd]) -> list[Scored]:
-        """Rows of prepared ads: one forward pass, or ad by ad when it fails."""
+    def score_prepared(self, good: Sequence[PreparedAd]) -> list[Scored]:
+        """Rows of prepared ads: one forward pass, or ad by ad when it fails (an ad the model
+        itself fails on gets a 500 row; the others keep their scores)."""
         if not good:
             return []
         try:
@@ -169,7 +170,7 @@ class Scorer:
                     )
                 ]
             log.warning("a batch failed; scoring its %d ads one by one", len(good))
-            return [s for p in good for s in self._score_good([p])]
+            return [s for p in good for s in self.score_prepared([p])]
         rows = self.formatter.format_batch(
             batch.ids,
             out.scores,

@@ -32,7 +32,6 @@ from encoders.base import MODALITIES, Encoder
 from ensemble.batch import AdPreparer
 from ensemble.config import ModelConfig
 from ensemble.model import AdPolicyEnsemble
-from ensemble.postprocess import ResultFormatter
 from ensemble.pretrained import bundle_encoder_files, resolve_encoder_paths
 from ensemble.scoring import Scorer
 from export.runtime import graph_mode
@@ -282,10 +281,6 @@ class Artifact:
             preparer=self.preparer(allow_paths),
             **options,
         )
-
-    def formatter(self) -> ResultFormatter:
-        """Thresholds and result rows for this artifact's outputs."""
-        return ResultFormatter(self.config, self.measurement_names)
 
     def __call__(self, *inputs: Tensor) -> Sequence[Tensor]:
         """Run the graph in :func:`export.runtime.graph_mode`: ``(scores, modality_scores,

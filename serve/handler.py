@@ -18,18 +18,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 from ts.torch_handler.base_handler import BaseHandler
 
-from ensemble.batch import AdBatch, PreparedAd
+from ensemble.batch import PreparedAd
 from ensemble.rows import AdError, Record, Row
+from ensemble.scoring import Scored
 from export.artifact import load_artifact
 from serve.archive import ARTIFACT_DIR, ModelSettings
 from serve.capture import CaptureWriter, capture_record
@@ -39,7 +39,7 @@ from serve.payload import parse_request
 log = logging.getLogger(__name__)
 
 Item = PreparedAd | Row  # a prepared ad, or the error row of a failed request
-Inferred = tuple[list[Item], AdBatch | None, Sequence[Tensor]]
+Inferred = tuple[list[Item], list[Scored]]
 
 MODEL_HEADER = "X-Adpolicy-Model"
 VERSION_HEADER = "X-Adpolicy-Model-Version"
@@ -67,9 +67,8 @@ class AdPolicyHandler(BaseHandler):
         self.artifact = load_artifact(
             Path(properties["model_dir"]) / ARTIFACT_DIR, device=str(self.device)
         )
-        self.model = self.artifact.graph
-        self.preparer = self.artifact.preparer(allow_paths=False)
-        self.formatter = self.artifact.formatter()
+        self.scorer = self.artifact.scorer(allow_paths=False, device=str(self.device))
+        self.preparer = self.scorer.preparer
         self.capture = CaptureWriter.from_config(self.settings.capture)
         self.metrics = HandlerMetrics(context.metrics)
         self.pool = ThreadPoolExecutor(self.settings.preparation_threads, "adpolicy-prepare")
@@ -113,20 +112,19 @@ class AdPolicyHandler(BaseHandler):
         return self.preparer.prepare_record(record)
 
     def inference(self, data: list[Item], *args: Any, **kwargs: Any) -> Inferred:
-        """Run the graph ONCE on the prepared ads of the batch.
+        """Run the graph ONCE on the prepared ads of the batch (the offline scorer's
+        :meth:`~ensemble.scoring.Scorer.score_prepared`: should the graph fail on the batch,
+        its ads are scored one by one, and only an ad the graph fails on gets a 500).
 
         Returns:
-            The items, the batch of prepared ads (None when none was good) and the graph's
-            ``(scores [B, P], modality_scores [B, 4, P], measurements [B, K])``.
+            The items and the scored rows of the prepared ones, in order.
         """
         good = [item for item in data if isinstance(item, PreparedAd)]
-        if not good:
-            return data, None, ()
-        batch = self.preparer.collate(good)
         start = time.perf_counter()
-        outputs = self.artifact(*batch.to(self.device))
-        self.metrics.inference(time.perf_counter() - start)
-        return data, batch, outputs
+        scored = self.scorer.score_prepared(good)
+        if good:
+            self.metrics.inference(time.perf_counter() - start)
+        return data, scored
 
     def postprocess(self, data: Inferred) -> list[Row]:
         """One JSON response per request, in order; failed ones get their own 4xx/5xx status.
@@ -136,15 +134,8 @@ class AdPolicyHandler(BaseHandler):
             a good ad; ``{"status": "error", "http_status", "errors": [{field, error}]}``
             otherwise.
         """
-        items, batch, outputs = data
-        rows: Iterator[Row] = iter([])
-        if batch is not None:
-            scores, breakdown, measured = outputs
-            rows = iter(
-                self.formatter.format_batch(
-                    batch.ids, scores, breakdown, measured, batch.presence, batch.warnings
-                )
-            )
+        items, scored = data
+        rows = iter(s.row for s in scored)
         results: list[Row] = []
         for idx, item in enumerate(items):
             result = next(rows) if isinstance(item, PreparedAd) else item

@@ -97,7 +97,7 @@ def test_relocated_artifact_prepares_from_its_own_files(
         got = artifact.graph(*batch.inputs)
         want = small_export_model(*batch.inputs)
     torch.testing.assert_close(got[0], want.scores, atol=1e-4, rtol=0)
-    rows = artifact.formatter().format_batch(batch.ids, got[0], got[1], got[2], batch.presence)
+    rows = artifact.scorer(allow_paths=False).score([{"id": "a", "text": "Buy two, get one free"}])
     assert rows[0]["policies"]["adult"]["status"] == "not_applicable"
     assert rows[0]["policies"]["offensive_language"]["status"] == "scored"
     assert artifact.measurement_names == small_export_model.measurement_names

@@ -220,6 +220,28 @@ def test_an_unexpected_failure_costs_one_request(
     assert responses[0][1]["errors"][0]["error"].startswith("internal error")
 
 
+def test_a_graph_failure_on_one_ad_costs_only_that_ad(
+    handler: tuple[AdPolicyHandler, Context],
+    good_ads: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fault injection: the graph raises on any batch holding the poisoned ad; the batch is
+    scored again ad by ad, and only that ad answers 500."""
+    h, context = handler
+    run = h.scorer.run
+
+    def fragile(prepared: Any) -> Any:
+        if any(p.id == "poison" for p in prepared):
+            raise RuntimeError("a kernel bug")
+        return run(prepared)
+
+    monkeypatch.setattr(h.scorer, "run", fragile)
+    bodies = [{"body": good_ads[0]}, {"body": {"id": "poison", "text": "x"}}, {"body": good_ads[1]}]
+    responses = run_batch(h, context, bodies)
+    assert [status for status, _, _ in responses] == [200, 500, 200]
+    assert responses[1][1]["errors"][0]["error"].startswith("internal error while scoring")
+
+
 def test_capture_writes_one_summary_per_request(
     model_dir: Path, tmp_path: Path, good_ads: list[dict[str, Any]]
 ) -> None:
