@@ -142,7 +142,8 @@ def _indicative_words(
     ads: Sequence[Mapping[str, Any]], top: int = 80, least: int = 20
 ) -> list[str]:
     """Words with the highest smoothed log-odds in hateful/offensive rows against normal rows."""
-    bad, good = Counter(), Counter()
+    bad: Counter[str] = Counter()
+    good: Counter[str] = Counter()
     for ad in ads:
         words = set(social_v1(ad["text"]).split())
         (good if ad["meta"]["class"] == "normal" else bad).update(words)

@@ -122,7 +122,12 @@ DAVIDSON_RULE = ClassRule(
     fallback="neither",
     reference={"hatesonar (tf-idf + logistic regression)": {"accuracy": 0.907, "macro_f1": 0.721}},
 )
-CLASS_RULES = {"davidson": DAVIDSON_RULE}
+# The same rule with HateXplain's class names, for sets that use them (every source of the
+# text-policy data, see ensemble/training/textdata.py).
+THREE_CLASS_RULE = ClassRule(
+    classes=(("hate", "hate_speech"), ("offensive", "offensive_language")), fallback="normal"
+)
+CLASS_RULES = {"davidson": DAVIDSON_RULE, "three-class": THREE_CLASS_RULE}
 
 
 def parse_class_rule(spec: str) -> ClassRule:

@@ -96,12 +96,12 @@ def check_set(
     if any(functionalities):
         table = {}
         for name in dict.fromkeys(f for f in functionalities if f):
-            rows = [i for i, f in enumerate(functionalities) if f == name]
-            right = sum(predicted[i] == truth[i] for i in rows)
+            members = [i for i, f in enumerate(functionalities) if f == name]
+            right = sum(predicted[i] == truth[i] for i in members)
             table[name] = {
-                "expected": truth[rows[0]],
-                "n": len(rows),
-                "accuracy": right / len(rows),
+                "expected": truth[members[0]],
+                "n": len(members),
+                "accuracy": right / len(members),
             }
         out["functionalities"] = table
     return out

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +147,7 @@ def convert_text_policies(
     train = dav["train"] + hx["train"]
     extra = augmentations(train, seed=seed) if augment else []
     out = Path(out_dir)
-    files: dict[str, list[Mapping[str, Any]]] = {
+    files: dict[str, list[dict[str, Any]]] = {
         "train": train + extra,
         "val": dav["val"] + hx["val"],
         "davidson_test": dav["test"],

@@ -364,7 +364,7 @@ class _Run:
         """One pass over this process's ``batches`` of row indices, or those taken before
         ``deadline`` (``time.perf_counter()``); the global mean loss."""
         self.view.train()
-        losses = []
+        losses: list[float] = []
         trainable = self.trainable.to(self.device)
         live = bool(self.view.live) and self.settings.progress
         for index in tqdm(batches, desc="batches", leave=False, disable=not live, mininterval=30):

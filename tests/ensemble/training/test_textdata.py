@@ -1,0 +1,87 @@
+"""Text-policy data: the label table, HateXplain's split, raw Davidson, augmentation, eval sets."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from encoders.textnorm import social_v1
+from ensemble.training.augment import GROUPS, augmentations, misspell
+from ensemble.training.data import THREE_CLASS_RULE, read_manifest
+from ensemble.training.textdata import CLASS_LABELS, convert_text_policies, hatexplain_ads
+from ensemble.training.textsets import AD_TEMPLATES, behaviour, benign_ads
+
+
+def test_label_table_is_nested_and_read_back_by_the_rule() -> None:
+    import torch
+
+    policies = ["offensive_language", "hate_speech"]
+    for cls, labels in CLASS_LABELS.items():
+        flags = torch.tensor([[bool(labels[p]) for p in policies]])
+        assert THREE_CLASS_RULE.classify(flags, policies) == [cls]
+    assert CLASS_LABELS["hate"] == {"hate_speech": 1, "offensive_language": 1}
+
+
+def _train_rows() -> list[dict]:
+    rows = []
+    for i, (cls, text) in enumerate(
+        [
+            ("normal", "the black community center opens today"),
+            ("hate", "muslims are scum and should leave"),
+            ("offensive", "shut up you stupid bitch"),
+        ]
+        * 30
+    ):
+        rows.append({"id": f"r{i}", "text": text, "meta": {"class": cls}})
+    return rows
+
+
+def test_augmentation_is_deterministic_and_labelled_by_the_table() -> None:
+    first, second = augmentations(_train_rows(), seed=1), augmentations(_train_rows(), seed=1)
+    assert first == second
+    kinds = Counter(ad["meta"]["augment"] for ad in first)
+    assert set(kinds) >= {"identity_swap", "identity_benign", "counter_speech", "hate_template"}
+    for ad in first:
+        assert ad["labels"] == CLASS_LABELS[ad["meta"]["class"]]
+        assert social_v1(ad["text"]) == ad["text"]  # written in the normalised form
+
+
+@pytest.mark.parametrize("op", ["space", "drop", "swap", "double"])
+def test_misspell_keeps_the_first_letter(op: str) -> None:
+    import random
+
+    out = misspell("terrible", op, random.Random(0))
+    assert out != "terrible"
+    assert out[0] == "t"
+
+
+def test_eval_sets_meet_their_sizes_and_are_apart_from_training() -> None:
+    ads = benign_ads()
+    assert len(ads) >= 500
+    assert len({ad["meta"]["group"] for ad in ads}) >= 25
+    assert len({ad["meta"]["category"] for ad in ads}) >= 20
+    assert all(ad["meta"]["class"] == "normal" for ad in ads)
+    tests = behaviour()
+    assert len({ad["meta"]["functionality"] for ad in tests}) >= 10
+    training = {social_v1(ad["text"]) for ad in augmentations(_train_rows(), seed=42)}
+    assert not training & {social_v1(ad["text"]) for ad in ads + tests}
+    assert len(GROUPS) >= 25
+    assert len(AD_TEMPLATES) >= 15
+
+
+def test_hatexplain_split_and_raw_davidson(shared_dir, tmp_path) -> None:
+    data = shared_dir / "data"
+    splits = hatexplain_ads(data / "hatexplain")
+    assert {k: len(v) for k, v in splits.items()} == {"train": 15383, "val": 1922, "test": 1924}
+    paths = convert_text_policies(
+        data / "davidson" / "labeled_data.csv", data / "hatexplain", tmp_path, augment=False
+    )
+    test = read_manifest(paths["davidson_test"])
+    assert len(test) == 7435
+    assert any("&amp;" in ad["text"] or "@" in ad["text"] for ad in test)  # raw tweets
+    train_ids = {ad["id"] for ad in read_manifest(paths["train"])}
+    for name in ("val", "davidson_test", "hatexplain_val", "hatexplain_test"):
+        assert not train_ids & {ad["id"] for ad in read_manifest(paths[name])}
+    assert json.loads((tmp_path / "split.json").read_text())["rows"]["davidson_test"] == 7435
