@@ -315,17 +315,13 @@ def test_train_and_evaluate_commands(tiny_bert_dir, train_ads, val_ads, tmp_path
 
 
 def test_heads_only_refuses_fine_tuned_encoders(tmp_path) -> None:
-    args = [
-        "train",
-        "--data",
-        "x",
-        "--val",
-        "y",
-        "--out",
-        str(tmp_path),
-        "--heads-only",
-        "--unfreeze",
-        "text",
-    ]
+    """A heads checkpoint would drop a wholly fine-tuned encoder; the default's text encoder
+    tunes only top layers (``tuned_layers``), which a heads checkpoint stores."""
+    from ensemble.config import CONFIG_DIR
+
+    config = tmp_path / "whole.yaml"
+    lines = (CONFIG_DIR / "default.yaml").read_text().splitlines()
+    config.write_text("\n".join(line for line in lines if "tuned_layers" not in line) + "\n")
+    args = ["train", "--config", str(config), "--data", "x", "--val", "y", "--out", str(tmp_path)]
     with pytest.raises(SystemExit, match="heads-only"):
-        main(args)
+        main([*args, "--heads-only", "--unfreeze", "text"])
