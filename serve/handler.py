@@ -112,16 +112,17 @@ class AdPolicyHandler(BaseHandler):
         return self.preparer.prepare_record(record)
 
     def inference(self, data: list[Item], *args: Any, **kwargs: Any) -> Inferred:
-        """Run the graph ONCE on the prepared ads of the batch (the offline scorer's
-        :meth:`~ensemble.scoring.Scorer.score_prepared`: should the graph fail on the batch,
-        its ads are scored one by one, and only an ad the graph fails on gets a 500).
+        """Run the graph on the prepared ads of the batch, once per length bucket, shortest
+        first (the offline scorer's :meth:`~ensemble.scoring.Scorer.score_by_bucket`: 31
+        short texts are never padded to one long text's length; should the graph fail on a
+        part, its ads are scored one by one, and only an ad the graph fails on gets a 500).
 
         Returns:
             The items and the scored rows of the prepared ones, in order.
         """
         good = [item for item in data if isinstance(item, PreparedAd)]
         start = time.perf_counter()
-        scored = self.scorer.score_prepared(good)
+        scored = self.scorer.score_by_bucket(good)
         if good:
             self.metrics.inference(time.perf_counter() - start)
         return data, scored

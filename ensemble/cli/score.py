@@ -33,6 +33,12 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, help=f"results file ({', '.join(FORMATS)})")
     p.add_argument("--model", help="checkpoint directory (default: the embedded default model)")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--sort-window",
+        type=int,
+        default=4,
+        help="batches read ahead and sorted by length bucket (1: batch ads as they come)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument(
         "--resume", action="store_true", help="skip the ids already in the output; append"
@@ -53,6 +59,7 @@ def _score(args: argparse.Namespace) -> int:
             args.model,
             device=args.device,
             batch_size=args.batch_size,
+            sort_window=args.sort_window,
             any_path=args.allow_any_path,
         )
         summary = scorer.score_file_to(

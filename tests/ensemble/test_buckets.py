@@ -1,0 +1,161 @@
+"""Length buckets: texts tokenized unpadded, each batch padded to the smallest bucket that holds
+its longest text, ads grouped by bucket, and scores equal to the model padding every text."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from encoders.base import bucket_of, length_buckets
+from ensemble import ModelConfig, build_ensemble
+from ensemble.batch import AdPreparer
+from ensemble.model import AdPolicyEnsemble
+from ensemble.scoring import Scorer
+
+WORDS = [
+    "sale",
+    "shoes",
+    "coffee",
+    "free",
+    "delivery",
+    "today",
+    "new",
+    "summer",
+    "offer",
+    "best",
+    "price",
+    "city",
+    "hotel",
+]
+
+
+def text_config(tiny_bert_dir: Path, buckets: list[int]) -> ModelConfig:
+    text = {"type": "hf_text", "model_dir": str(tiny_bert_dir), "max_length": 64}
+    return ModelConfig.from_json(
+        {
+            "name": "buckets",
+            "version": "test",
+            "encoders": {"text": {**text, "buckets": buckets}},
+            "policies": [
+                {"name": "offensive_language", "heads": ["text"], "calibrated": True},
+                {"name": "hate_speech", "heads": ["text"], "calibrated": True},
+            ],
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def model(tiny_bert_dir: Path) -> AdPolicyEnsemble:
+    return build_ensemble(text_config(tiny_bert_dir, [8, 16, 32]), seed=0)
+
+
+def texts(count: int, seed: int = 0) -> list[dict[str, str]]:
+    """Ads of 1 to 80 words (some past max_length, so truncated), shuffled."""
+    rng = random.Random(seed)
+    return [
+        {"id": f"ad-{i}", "text": " ".join(rng.choices(WORDS, k=rng.randint(1, 80)))}
+        for i in range(count)
+    ]
+
+
+class Recorder:
+    """The model, noting the token width of every forward pass."""
+
+    def __init__(self, model: AdPolicyEnsemble) -> None:
+        self.model = model
+        self.widths: list[int] = []
+
+    def __call__(self, *inputs: Tensor) -> Sequence[Tensor]:
+        self.widths.append(int(inputs[self.model.input_names.index("text.input_ids")].shape[1]))
+        return self.model(*inputs)
+
+
+def recording_scorer(model: AdPolicyEnsemble, **options: Any) -> tuple[Scorer, Recorder]:
+    recorder = Recorder(model)
+    scorer = Scorer(
+        recorder, config=model.config, measurement_names=model.measurement_names, **options
+    )
+    return scorer, recorder
+
+
+def test_buckets_are_checked_and_end_at_the_longest() -> None:
+    assert length_buckets([16, 32, 64, 128], 128, "buckets") == (16, 32, 64, 128)
+    assert length_buckets([16, 32, 64, 128], 48, "buckets") == (16, 32, 48)
+    assert length_buckets([], 128, "buckets") == (128,)
+    for bad in ([32, 16], [16, 16], [0, 16]):
+        with pytest.raises(ValueError, match="buckets"):
+            length_buckets(bad, 128, "buckets")
+    assert [bucket_of(n, (16, 32, 64)) for n in (1, 16, 17, 64, 65)] == [16, 16, 32, 64, 64]
+
+
+def test_a_batch_is_padded_to_the_bucket_of_its_longest_text(model: AdPolicyEnsemble) -> None:
+    preparer = AdPreparer(model.config)
+    short = preparer.prepare({"text": "coffee"})
+    long = preparer.prepare({"text": " ".join(["delivery"] * 20)})
+    huge = preparer.prepare({"text": " ".join(["coffee"] * 300)})
+    assert short.tensors["text.input_ids"].shape[0] == 3  # [CLS] coffee [SEP], unpadded
+    assert huge.tensors["text.input_ids"].shape[0] == 64  # truncated to max_length
+    position = model.input_names.index("text.input_ids")
+    widths = [
+        preparer.collate(batch).inputs[position].shape[1]
+        for batch in ([short], [short, long], [short, huge])
+    ]
+    assert widths == [8, 32, 64]
+    assert [preparer.bucket_key(a) for a in (short, long, huge)] == [(8, 8), (32, 32), (64, 64)]
+    mask = preparer.collate([short, long]).inputs[position + 1]
+    assert mask[0].tolist() == [1, 1, 1] + [0] * 29  # padding is masked
+
+
+def test_bucketed_scores_equal_scores_padded_to_max_length(
+    model: AdPolicyEnsemble, tiny_bert_dir: Path
+) -> None:
+    ads = texts(40)
+    bucketed = Scorer(model, batch_size=8).score(ads)
+    padded_preparer = AdPreparer(text_config(tiny_bert_dir, [64]))
+    padded = Scorer(model, batch_size=8, sort_window=1, preparer=padded_preparer).score(ads)
+    assert [r["id"] for r in bucketed] == [a["id"] for a in ads]
+    for got, want in zip(bucketed, padded, strict=True):
+        for name, result in want["policies"].items():
+            assert got["policies"][name]["score"] == pytest.approx(result["score"], abs=1e-5)
+            assert got["policies"][name]["flag"] == result["flag"]
+
+
+def test_a_sorted_window_keeps_short_texts_out_of_long_buckets(model: AdPolicyEnsemble) -> None:
+    rng = random.Random(1)
+    short = [" ".join(rng.choices(WORDS, k=2)) for _ in range(8)]
+    long = [" ".join(rng.choices(WORDS, k=40)) for _ in range(8)]
+    ads = [
+        {"id": str(i), "text": t}
+        for i, t in enumerate(x for p in zip(short, long, strict=False) for x in p)
+    ]
+    unsorted, seen_unsorted = recording_scorer(model, batch_size=4, sort_window=1)
+    sorted_, seen_sorted = recording_scorer(model, batch_size=4, sort_window=4)
+    rows = sorted_.score(ads)
+    assert [r["id"] for r in rows] == [a["id"] for a in ads]  # input order kept
+    for got, want in zip(rows, unsorted.score(ads), strict=True):
+        for name, result in want["policies"].items():
+            assert got["policies"][name]["score"] == pytest.approx(result["score"], abs=1e-5)
+    assert seen_unsorted.widths == [64, 64, 64, 64]
+    assert seen_sorted.widths == [8, 8, 64, 64]
+
+
+def test_a_server_batch_runs_once_per_bucket_shortest_first(model: AdPolicyEnsemble) -> None:
+    scorer, seen = recording_scorer(model)
+    preparer = scorer.preparer
+    ads = [*texts(31, seed=2), {"id": "long", "text": " ".join(["offer"] * 70)}]
+    prepared = [preparer.prepare(a) for a in ads]
+    scored = scorer.score_by_bucket(prepared)
+    assert [s.row["id"] for s in scored] == [a["id"] for a in ads]
+    buckets = sorted({preparer.bucket_key(p)[0] for p in prepared})
+    assert seen.widths == buckets
+    with torch.inference_mode():
+        alone = scorer.score_prepared(prepared[-1:])[0]
+    assert scored[-1].scores is not None
+    assert alone.scores is not None
+    torch.testing.assert_close(scored[-1].scores, alone.scores, atol=1e-5, rtol=0)
