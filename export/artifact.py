@@ -4,6 +4,8 @@ Layout of an artifact directory::
 
     model.pt            the traced graph (TorchScript; a Neuron-compiled TorchScript module for
                         the neuron / neuronx targets); ``model.pt2`` for the torch-export target
+    model.text-16.pt    ... one graph per other length bucket, where the target fixes every
+                        shape (Neuron; ``--graph-per-bucket``): ``model.pt`` is the longest
     manifest.json       everything a server needs besides the graph (see :func:`build_manifest`)
     encoders/KEY/       Hugging Face config and tokenizer files of text encoders, referenced
                         by relative ``model_dir`` settings in the embedded config
@@ -34,6 +36,7 @@ from ensemble.config import ModelConfig
 from ensemble.model import AdPolicyEnsemble
 from ensemble.pretrained import bundle_encoder_files, resolve_encoder_paths
 from ensemble.scoring import Scorer
+from export.buckets import BucketGraphs, Lengths, bucket_file
 from export.runtime import graph_mode
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,15 @@ OUTPUT_NAMES = ("scores", "modality_scores", "measurements")
 LAYOUTS = {"torchscript": "packed", "neuron": "dense", "neuronx": "dense", "torch-export": "dense"}
 
 GraphLoader = Callable[[Path, str], Any]
+
+
+@dataclass(frozen=True)
+class BucketGraph:
+    """One graph to save: the input lengths it was traced or compiled at (empty: free
+    lengths) and the function writing it to a path."""
+
+    lengths: Lengths
+    save: Callable[[Path], None]
 
 
 class ArtifactError(ValueError):
@@ -173,6 +185,7 @@ def save_artifact(
     *,
     model: AdPolicyEnsemble,
     save_graph: Callable[[Path], None],
+    bucket_graphs: Sequence[BucketGraph] = (),
     target: str = "torchscript",
     graph_file: str | None = None,
     parity: Mapping[str, Any],
@@ -186,7 +199,11 @@ def save_artifact(
     Args:
         directory: Output directory (created; an existing artifact in it is replaced).
         model: The eager ensemble that was exported, with its config attached.
-        save_graph: Writes the graph to the path it is given (e.g. ``torch.jit.save``).
+        save_graph: Writes the graph to the path it is given (e.g. ``torch.jit.save``); with
+            ``bucket_graphs``, the longest bucket's.
+        bucket_graphs: One graph per length bucket combination, longest last (written as
+            the graph itself), listed in the manifest's ``bucket_graphs``; empty for one graph
+            with free lengths.
         target: The export target, recorded in the manifest; it picks how the graph loads.
         graph_file: The graph's file name; default from the target.
         parity: The traced-vs-eager parity report.
@@ -203,6 +220,13 @@ def save_artifact(
     (out / MANIFEST_FILE).unlink(missing_ok=True)  # a half-written artifact never looks whole
     name = graph_file or GRAPH_FILES[target]
     save_graph(out / name)
+    buckets = []
+    for bucket in bucket_graphs:
+        longest = bucket is bucket_graphs[-1]
+        file = name if longest else bucket_file(bucket.lengths, Path(name).suffix)
+        if not longest:
+            bucket.save(out / file)
+        buckets.append({"lengths": bucket.lengths, "file": file, "sha256": sha256_of(out / file)})
     config = bundle_encoder_files(model.config, out)
     manifest = build_manifest(
         model,
@@ -216,6 +240,8 @@ def save_artifact(
         target_options=target_options,
         neuron_check=neuron_check,
     )
+    if buckets:
+        manifest["bucket_graphs"] = buckets
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("artifact written to %s (%s, %s)", out, target, precision.get("dtype", "fp32"))
     return out
@@ -315,15 +341,20 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def verify_graph(directory: str | Path, manifest: Mapping[str, Any]) -> Path:
-    """The graph file's path, after checking it against the manifest's SHA-256."""
-    path = Path(directory) / manifest["graph"]["file"]
+def verify_graph(directory: str | Path, graph: Mapping[str, Any]) -> Path:
+    """A graph file's path, after checking it against its SHA-256 in the manifest.
+
+    Args:
+        directory: The artifact directory.
+        graph: The manifest's ``graph`` entry, or one of its ``bucket_graphs``.
+    """
+    path = Path(directory) / graph["file"]
     if not path.is_file():
         raise ArtifactError(f"{path} not found: the artifact is incomplete")
     actual = sha256_of(path)
-    if actual != manifest["graph"]["sha256"]:
+    if actual != graph["sha256"]:
         raise ArtifactError(
-            f"{path}: checksum mismatch (manifest {manifest['graph']['sha256']}, file {actual}); "
+            f"{path}: checksum mismatch (manifest {graph['sha256']}, file {actual}); "
             "the graph was modified or corrupted, re-export it"
         )
     return path
@@ -385,10 +416,18 @@ def load_artifact(directory: str | Path, *, device: str = "cpu") -> Artifact:
     target = manifest["target"]
     if target not in LOADERS:
         raise ArtifactError(f"{root}: unknown target {target!r}; known: {sorted(LOADERS)}")
-    path = verify_graph(root, manifest)
+    path = verify_graph(root, manifest["graph"])
     config = resolve_encoder_paths(ModelConfig.from_json(manifest["config"]), root)
     check_metadata(root, manifest, config)
-    return Artifact(root, LOADERS[target](path, device), manifest, config)
+    load = LOADERS[target]
+    if not manifest.get("bucket_graphs"):
+        return Artifact(root, load(path, device), manifest, config)
+    names = [spec["name"] for spec in manifest["inputs"]]
+    graphs = [
+        (entry["lengths"], load(verify_graph(root, entry), device))
+        for entry in manifest["bucket_graphs"]
+    ]
+    return Artifact(root, BucketGraphs(names, graphs), manifest, config)
 
 
 def check_metadata(root: Path, manifest: Mapping[str, Any], config: ModelConfig) -> None:

@@ -76,6 +76,13 @@ def register(sub: Any) -> None:
         action="store_true",
         help="list the graph's operators outside Neuron's supported lists (no SDK needed)",
     )
+    p.add_argument(
+        "--graph-per-bucket",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one graph per length bucket (default: only for neuron / neuronx, whose "
+        "compilers fix every shape; a TorchScript trace keeps lengths free)",
+    )
     p.add_argument("--json", action="store_true", help="print the operator check as JSON")
     p.set_defaults(func=_export)
 
@@ -94,6 +101,7 @@ def _export(args: argparse.Namespace) -> int:
             batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
             gate=ParityGate(args.max_score_diff, args.min_agreement),
             neuron_fallback=not args.no_neuron_fallback,
+            graph_per_bucket=args.graph_per_bucket,
         )
         try:
             out = export_checkpoint(args.checkpoint, args.output, options)

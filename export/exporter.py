@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from ensemble.builder import build_ensemble
 from ensemble.config import load_config
 from ensemble.model import AdPolicyEnsemble
 from ensemble.pretrained import CONFIG_FILE, from_pretrained
-from export.artifact import LAYOUTS, save_artifact
+from export.artifact import LAYOUTS, BucketGraph, save_artifact
+from export.buckets import BucketGraphs, bucket_lengths, cut_to
 from export.calibration import calibration_ads, cycled_batch, random_batch
 from export.opcheck import check_operators
 from export.precision import ParityGate, PrecisionPlan, choose_precision, with_precision
@@ -49,6 +51,9 @@ class ExportOptions:
         gate: When a 16-bit graph is accepted.
         random_items: Random items added to the calibration set.
         neuron_fallback: Inf1: let unsupported operators run on the CPU.
+        graph_per_bucket: One graph per combination of length buckets (each traced or
+            compiled at its lengths, routed by input shape when loaded); None: only the Neuron
+            targets, whose compilers fix every shape. A TorchScript trace keeps lengths free.
     """
 
     target: str = "torchscript"
@@ -59,6 +64,16 @@ class ExportOptions:
     gate: ParityGate = field(default_factory=ParityGate)
     random_items: int = CALIBRATION_BATCH
     neuron_fallback: bool = True
+    graph_per_bucket: bool | None = None
+
+    @property
+    def per_bucket(self) -> bool:
+        """Whether this export writes one graph per length bucket combination."""
+        if self.graph_per_bucket is None:
+            return self.target in ("neuron", "neuronx")
+        if self.graph_per_bucket and self.target == "torch-export":
+            raise ValueError("graph_per_bucket: a torch-export package keeps its lengths free")
+        return self.graph_per_bucket
 
 
 class CheckInputs:
@@ -99,9 +114,26 @@ class CheckInputs:
             self.model.example_inputs, batch_size, seed=0, dense=self.preparer.dense
         )
 
+    def shortest(self, batch_size: int) -> tuple[Tensor, ...]:
+        """Random inputs with each length-bucketed input (token ids and masks) cut to its
+        shortest bucket: the graph, traced at the longest, must run at every length."""
+        shortest = bucket_lengths(self.preparer.buckets)[0]
+        return cut_to(self.random(batch_size), self.model.input_names, shortest)
+
+    def free_lengths(self) -> list[tuple[int, str, int]]:
+        """``(input position, dimension name, longest)`` of each length-bucketed input: one
+        name per encoder, so its token ids and mask share the length."""
+        return [
+            (position, f"{name.split('.')[0]}_length", self.preparer.buckets[name][-1])
+            for position, name in enumerate(self.model.input_names)
+            if name in self.preparer.buckets
+        ]
+
     def by_kind(self) -> dict[str, InputsAt]:
         """Input kind -> batch size -> inputs, for :func:`export.trace.check_parity`."""
         kinds: dict[str, InputsAt] = {"random": self.random}
+        if self.preparer.buckets:
+            kinds["shortest-bucket"] = self.shortest
         if self.real:
             kinds["real"] = self.real_batch
         return kinds
@@ -191,11 +223,12 @@ def export_model(
     plan, precision = choose_precision(
         model, options.precision, graphs.scores, gate=options.gate, method=options.cast_method
     )
-    parity, save, target_options = _build_target(plan, options, graphs, fp32_parity)
+    parity, saves, target_options = _build_target(plan, options, graphs, fp32_parity)
     return save_artifact(
         output,
         model=model,
-        save_graph=save,
+        save_graph=saves[-1].save,
+        bucket_graphs=saves if options.per_bucket else (),
         target=options.target,
         parity=parity,
         precision=precision,
@@ -210,17 +243,37 @@ def _build_target(
     options: ExportOptions,
     graphs: PlanGraphs,
     fp32_parity: dict[str, Any],
-) -> tuple[dict[str, Any], Callable[[Path], None], dict[str, Any]]:
-    """The target graph's parity report, a function saving the graph, and target options."""
+) -> tuple[dict[str, Any], list[BucketGraph], dict[str, Any]]:
+    """The target graph's parity report, its graphs with their save functions (one per
+    combination of length buckets, longest last, with ``per_bucket``; else one), and target
+    options."""
     model, inputs = graphs.model, graphs.inputs
+    combos = bucket_lengths(inputs.preparer.buckets) if options.per_bucket else [{}]
+    names = model.input_names
     if options.target in ("neuron", "neuronx"):
         from export.neuron import compile_graph, compiler_args, data_parallel
 
-        graph = compile_graph(
-            model, inputs.example(1), options.target, plan, fallback=options.neuron_fallback
-        )
+        example = inputs.example(1)
+        compiled = [
+            (
+                lengths,
+                compile_graph(
+                    model,
+                    cut_to(example, names, lengths),
+                    options.target,
+                    plan,
+                    fallback=options.neuron_fallback,
+                ),
+            )
+            for lengths in combos
+        ]
+        routed = BucketGraphs(names, compiled)
         # Inf2/Trn graphs have the compiled batch size; DataParallel batches them dynamically
-        runner = data_parallel(graph, "neuronx") if options.target == "neuronx" else graph
+        runner = (
+            routed.map(lambda g: data_parallel(g, "neuronx"))
+            if options.target == "neuronx"
+            else routed
+        )
         parity = check_parity(
             model,
             runner,
@@ -229,22 +282,34 @@ def _build_target(
             tolerance=options.gate.max_score_diff if plan.methods else fp32_parity["tolerance"],
         )
         args = compiler_args(options.target, plan)
-        return parity, lambda path: save_graph(graph, path), {"compiler_args": args}
+        return parity, _savers(compiled), {"compiler_args": args}
     module, graph = graphs.get(plan)
     if options.target == "torch-export":
         from export.torch_export import export_package
 
-        package = export_package(module, inputs.example())
+        package = export_package(module, inputs.example(), inputs.free_lengths())
         parity = check_parity(
             module, package.load(), inputs.by_kind(), batch_sizes=options.batch_sizes
         )
-        return parity, package.save, {"dynamic_batch": True}
+        return parity, [BucketGraph({}, package.save)], {"dynamic_batch": True}
+    if options.per_bucket:
+        traced = [
+            (lengths, trace_graph(module, cut_to(inputs.example(), names, lengths)))
+            for lengths in combos
+        ]
+        routed = BucketGraphs(names, traced)
+        parity = check_parity(module, routed, inputs.by_kind(), batch_sizes=options.batch_sizes)
+        return parity, _savers(traced), {}
     parity = (
         fp32_parity
         if module is model
         else check_parity(module, graph, inputs.by_kind(), batch_sizes=options.batch_sizes)
     )
-    return parity, lambda path: save_graph(graph, path), {}
+    return parity, [BucketGraph({}, partial(save_graph, graph))], {}
+
+
+def _savers(graphs: Sequence[tuple[dict[str, int], Any]]) -> list[BucketGraph]:
+    return [BucketGraph(lengths, partial(save_graph, graph)) for lengths, graph in graphs]
 
 
 def load_model(source: str | Path) -> AdPolicyEnsemble:

@@ -41,23 +41,35 @@ class TupleOutputs(nn.Module):
         return tuple(self.model(*inputs))
 
 
-def export_program(module: nn.Module, example_inputs: Sequence[Tensor]) -> Any:
-    """``torch.export`` the module with dim 0 of every input free (one shared batch size).
+def export_program(
+    module: nn.Module,
+    example_inputs: Sequence[Tensor],
+    lengths: Sequence[tuple[int, str, int]] = (),
+) -> Any:
+    """``torch.export`` the module with dim 0 of every input free (one shared batch size),
+    and dim 1 of the length-bucketed inputs free up to their longest.
 
     Args:
         module: The ensemble, in eval mode.
         example_inputs: One batch of inputs (batch size >= 2, so it is not specialised).
+        lengths: ``(input position, dimension name, longest)`` per length-bucketed input;
+            inputs sharing a name share the length (token ids and their mask).
 
     Returns:
         The ``torch.export.ExportedProgram``.
     """
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    shapes = tuple({0: batch} for _ in example_inputs)
+    shapes: list[dict[int, Any]] = [{0: batch} for _ in example_inputs]
+    dims: dict[str, Any] = {}
+    for position, name, longest in lengths:
+        # min 2: a text is at least [CLS] [SEP]; 0 and 1 would be specialised anyway
+        dims.setdefault(name, torch.export.Dim(name, min=2, max=longest))
+        shapes[position] = {0: batch, 1: dims[name]}
     with torch.no_grad():
         return torch.export.export(
             TupleOutputs(module).eval(),
             tuple(example_inputs),
-            dynamic_shapes=(shapes,),
+            dynamic_shapes=(tuple(shapes),),
             strict=False,
         )
 
@@ -82,10 +94,15 @@ class ExportedPackage:
         return torch._inductor.aoti_load_package(io.BytesIO(self.data))
 
 
-def export_package(module: nn.Module, example_inputs: Sequence[Tensor]) -> ExportedPackage:
-    """Export and AOT-compile ``module`` into a ``.pt2`` package with a free batch dimension."""
+def export_package(
+    module: nn.Module,
+    example_inputs: Sequence[Tensor],
+    lengths: Sequence[tuple[int, str, int]] = (),
+) -> ExportedPackage:
+    """Export and AOT-compile ``module`` into a ``.pt2`` package with a free batch dimension
+    and free bucketed lengths (see :func:`export_program`)."""
     start = time.perf_counter()
-    program = export_program(module, example_inputs)
+    program = export_program(module, example_inputs, lengths)
     buffer = io.BytesIO()
     torch._inductor.aoti_compile_and_package(program, package_path=buffer)
     seconds = time.perf_counter() - start

@@ -198,7 +198,8 @@ def build_archive(
     """
     source = Path(artifact_dir).resolve()
     manifest = read_manifest(source)
-    verify_graph(source, manifest)
+    for graph in [manifest["graph"], *manifest.get("bucket_graphs", [])]:
+        verify_graph(source, graph)
     name = model_name or manifest["config"]["name"]
     store = Path(model_store).resolve()
     store.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ def text_audio_model(tiny_bert_dir: Path) -> AdPolicyEnsemble:
     """Tiny BERT and a small log-mel CNN: quick to compile with AOTInductor."""
     data = small_config_json(tiny_bert_dir)
     data["encoders"] = {k: data["encoders"][k] for k in ("text", "audio")}
+    data["encoders"]["text"]["buckets"] = [8, 16]
     data["policies"] = [
         {"name": "offensive_language", "heads": ["text"], "calibrated": True},
         {"name": "violence", "heads": ["text", "audio"], "calibrated": True},
@@ -37,6 +38,21 @@ def test_program_keeps_the_batch_dimension_free(text_audio_model) -> None:
             got = module(*inputs)
             want = text_audio_model(*inputs)
         assert got[0].shape == (size, 2)
+        torch.testing.assert_close(got[0], want.scores, atol=1e-5, rtol=0)
+
+
+def test_program_keeps_the_bucketed_text_length_free(text_audio_model) -> None:
+    names = text_audio_model.input_names
+    text = [names.index("text.input_ids"), names.index("text.attention_mask")]
+    lengths = [(position, "text_length", 16) for position in text]
+    program = export_program(text_audio_model, text_audio_model.example_inputs(2), lengths)
+    module = program.module()
+    for length in (8, 16):
+        example = text_audio_model.example_inputs(3)
+        inputs = [t[:, :length] if i in text else t for i, t in enumerate(example)]
+        with torch.no_grad():
+            got = module(*inputs)
+            want = text_audio_model(*inputs)
         torch.testing.assert_close(got[0], want.scores, atol=1e-5, rtol=0)
 
 

@@ -1,0 +1,88 @@
+"""One graph per length bucket: exported, listed and checksummed in the manifest, routed by
+input length when loaded, scoring as the one free-length graph does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ensemble import ModelConfig, build_ensemble
+from ensemble.model import AdPolicyEnsemble
+from export.artifact import ArtifactError, load_artifact
+from export.buckets import BucketGraphs, bucket_file, bucket_lengths
+from export.exporter import ExportOptions, export_model
+
+TEXTS = [
+    "coffee",
+    "summer sale on every pair of running shoes this weekend only",
+    " ".join(["fresh bread from the family bakery"] * 6),
+]
+
+
+@pytest.fixture(scope="module")
+def text_model(tiny_bert_dir: Path) -> AdPolicyEnsemble:
+    text = {"type": "hf_text", "model_dir": str(tiny_bert_dir), "max_length": 16}
+    config = {
+        "name": "buckets",
+        "version": "test",
+        "encoders": {"text": {**text, "buckets": [8]}},
+        "policies": [{"name": "offensive_language", "heads": ["text"], "calibrated": True}],
+    }
+    return build_ensemble(ModelConfig.from_json(config), seed=0)
+
+
+def test_bucket_combinations_share_a_length_per_encoder() -> None:
+    buckets = {"text.input_ids": (16, 32), "text.attention_mask": (16, 32), "audio.wave": (5, 10)}
+    combos = bucket_lengths(buckets)
+    assert len(combos) == 4
+    assert combos[-1] == {"text.input_ids": 32, "text.attention_mask": 32, "audio.wave": 10}
+    assert all(c["text.input_ids"] == c["text.attention_mask"] for c in combos)
+    assert bucket_file(combos[0], ".pt") == "model.audio-5.text-16.pt"
+    assert bucket_lengths({}) == [{}]
+
+
+def test_graph_per_bucket_artifact_routes_by_length(
+    text_model: AdPolicyEnsemble, tmp_path: Path
+) -> None:
+    options = ExportOptions(graph_per_bucket=True, batch_sizes=(1, 3))
+    bucketed = export_model(text_model, tmp_path / "per-bucket", options)
+    manifest = json.loads((bucketed / "manifest.json").read_text())
+    files = [(g["lengths"]["text.input_ids"], g["file"]) for g in manifest["bucket_graphs"]]
+    assert files == [(8, "model.text-8.pt"), (16, "model.pt")]
+    assert manifest["parity"]["passed"]
+    assert {c["inputs"] for c in manifest["parity"]["checks"]} >= {"random", "shortest-bucket"}
+
+    artifact = load_artifact(bucketed)
+    assert isinstance(artifact.graph, BucketGraphs)
+    free = load_artifact(
+        export_model(text_model, tmp_path / "free", ExportOptions(batch_sizes=(1,)))
+    )
+    ads = [{"id": str(i), "text": t} for i, t in enumerate(TEXTS)]
+    routed = artifact.scorer(allow_paths=False).score(ads)
+    single = free.scorer(allow_paths=False).score(ads)
+    for got, want in zip(routed, single, strict=True):
+        score = want["policies"]["offensive_language"]["score"]
+        assert got["policies"]["offensive_language"]["score"] == pytest.approx(score, abs=1e-5)
+
+    ids = torch.ones(2, 12, dtype=torch.int64)  # 12: not a bucket
+    inputs = [ids, torch.ones_like(ids), torch.tensor([1, 2])]
+    with pytest.raises(ValueError, match=r"no graph for input lengths \{'text.attention_mask': 12"):
+        artifact(*inputs)
+
+
+def test_a_modified_bucket_graph_is_refused(text_model: AdPolicyEnsemble, tmp_path: Path) -> None:
+    out = export_model(
+        text_model, tmp_path / "a", ExportOptions(graph_per_bucket=True, batch_sizes=(1,))
+    )
+    with (out / "model.text-8.pt").open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ArtifactError, match=r"model\.text-8\.pt: checksum mismatch"):
+        load_artifact(out)
+
+
+def test_torch_export_keeps_lengths_free_so_refuses_per_bucket() -> None:
+    with pytest.raises(ValueError, match="keeps its lengths free"):
+        _ = ExportOptions(target="torch-export", graph_per_bucket=True).per_bucket
