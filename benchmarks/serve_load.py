@@ -15,6 +15,7 @@ both at the highest concurrency.
 
     python -m benchmarks.serve_load                  # default model, 1/8/32 x 5/20/50 x 1/8/32
     python -m benchmarks.serve_load --artifact ART --requests 256 --max-batch-delays 20
+    python -m benchmarks.serve_load --text-buckets 128 --results serve_load_padded128  # no buckets
 
 Timings on a shared machine are noisy; compare cells within one run.
 """
@@ -25,6 +26,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -130,6 +132,18 @@ def text_ads(n: int, seed: int = 0) -> list[dict[str, Any]]:
         {"id": f"load-{i}", "text": " ".join(rng.choice(words, int(rng.integers(3, 60))))}
         for i in range(n)
     ]
+
+
+def default_checkpoint(root: Path, text_buckets: str | None) -> Path:
+    """The embedded default, or a copy of it whose text buckets are ``text_buckets``
+    (e.g. ``"128"``: every text padded to 128 tokens, the behaviour before buckets)."""
+    if text_buckets is None:
+        return DEFAULT_DIR
+    copy = Path(shutil.copytree(DEFAULT_DIR, root / "checkpoint"))
+    config = json.loads((copy / "config.json").read_text())
+    config["encoders"]["text"]["buckets"] = [int(b) for b in text_buckets.split(",")]
+    (copy / "config.json").write_text(json.dumps(config, indent=2))
+    return copy
 
 
 def batch_stats(server: TorchServe) -> tuple[float, float]:
@@ -283,6 +297,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=192, help="requests per cell")
     parser.add_argument("--workers", type=int, default=ModelSettings.workers)
     parser.add_argument("--torch-threads", type=int, default=ModelSettings.torch_threads)
+    parser.add_argument(
+        "--text-buckets", help="export the default with these text buckets, e.g. 128 (no buckets)"
+    )
+    parser.add_argument("--results", help="results file name (default serve_load)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -291,11 +309,13 @@ def main() -> None:
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     delays = [int(d) for d in args.max_batch_delays.split(",")]
     concurrencies = [int(c) for c in args.concurrency.split(",")]
-    report = Report("serve_load")
+    report = Report("serve_load", args.results)
 
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         root = Path(tmp)
-        artifact = args.artifact or export_checkpoint(DEFAULT_DIR, root / "artifact")
+        artifact = args.artifact or export_checkpoint(
+            default_checkpoint(root, args.text_buckets), root / "artifact"
+        )
         ads = (
             [json.loads(line) for line in args.ads.read_text().splitlines() if line.strip()]
             if args.ads
