@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import torchaudio
 from torch import Tensor, nn
 
-from encoders.base import Encoder, InputSpec
+from encoders.base import Encoder, InputSpec, length_buckets
 from encoders.media import AudioClip
 from encoders.registry import register_encoder
 from encoders.vision import load_weights
@@ -30,7 +30,10 @@ class AudioSettings:
 
     Attributes:
         sample_rate: Rate the audio is resampled to before the encoder.
-        clip_seconds: Audio is cropped or zero-padded to this length; the true length is an input.
+        clip_seconds: Audio is cropped to this length; the true length is an input.
+        buckets: Seconds a batch is zero-padded to: the smallest that holds its longest clip
+            (plus :attr:`guard_samples`); ``clip_seconds`` is always the last, ``[]`` pads
+            every clip to it. Features equal those of the clip padded to ``clip_seconds``.
         n_mels: Mel bands.
         n_fft: FFT size (25 ms at 16 kHz).
         hop_length: Hop between frames (10 ms at 16 kHz).
@@ -45,6 +48,7 @@ class AudioSettings:
 
     sample_rate: int = 16_000
     clip_seconds: float = 10.0
+    buckets: tuple[float, ...] = (5.0, 10.0, 20.0, 30.0, 60.0)
     n_mels: int = 64
     n_fft: int = 400
     hop_length: int = 160
@@ -55,6 +59,19 @@ class AudioSettings:
     @property
     def num_samples(self) -> int:
         return round(self.sample_rate * self.clip_seconds)
+
+    @property
+    def bucket_samples(self) -> tuple[int, ...]:
+        """The buckets in samples, ending at ``num_samples``."""
+        samples = [round(self.sample_rate * b) for b in self.buckets]
+        return length_buckets(samples, self.num_samples, "buckets")
+
+    @property
+    def guard_samples(self) -> int:
+        """Zeros kept after a clip so that padding it further changes no feature: the
+        STFT window and two frames per pooling step of the CNN (its receptive field and
+        pooling alignment past the last frame it averages)."""
+        return self.hop_length * 2 * 2 ** len(self.channels) + self.n_fft
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -133,7 +150,7 @@ class LogMelCNN(Encoder):
         self.time_stride = 2 ** len(settings.channels)
         self.output_dim = settings.channels[-1]
         self.input_spec = (
-            InputSpec("waveform", (settings.num_samples,), torch.float32),
+            InputSpec("waveform", (settings.num_samples,), torch.float32, settings.bucket_samples),
             InputSpec("length", (), torch.int64),
         )
         load_weights(self, settings.weights)
@@ -174,19 +191,21 @@ def to_mono(clip: AudioClip, sample_rate: int) -> Tensor:
 
 
 class AudioPreparer:
-    """Downmix, resample, crop or pad to ``clip_seconds``; the true length goes with it."""
+    """Downmix, resample, crop to ``clip_seconds`` and append the guard's zeros; collation
+    pads a batch to its bucket. The true length goes with it."""
 
     def __init__(self, settings: AudioSettings) -> None:
         self.settings = settings
+        self.buckets = {"waveform": settings.bucket_samples}
 
     def prepare(self, media: AudioClip) -> dict[str, Tensor]:
         mono = to_mono(media, self.settings.sample_rate)
         n = self.settings.num_samples
-        out = torch.zeros(n)
         length = min(n, mono.shape[0])
+        out = torch.zeros(min(n, length + self.settings.guard_samples))
         out[:length] = mono[:length]
         return {"waveform": out, "length": torch.tensor(length, dtype=torch.int64)}
 
     def placeholder(self) -> dict[str, Tensor]:
-        n = self.settings.num_samples
+        n = min(self.settings.num_samples, self.settings.guard_samples)
         return {"waveform": torch.zeros(n), "length": torch.tensor(n, dtype=torch.int64)}

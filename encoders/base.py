@@ -196,18 +196,3 @@ def random_input(spec: InputSpec, batch_size: int) -> Tensor:
     if spec.dtype.is_floating_point:
         return torch.randn(shape, dtype=spec.dtype)
     return torch.randint(0, 100, shape, dtype=spec.dtype)
-
-
-def stack_inputs(items: Sequence[dict[str, Tensor]], specs: Sequence[InputSpec]) -> list[Tensor]:
-    """Stack per-item tensors into batch tensors in ``specs`` order, checking every shape."""
-    stacked = []
-    for spec in specs:
-        parts = [item[spec.name] for item in items]
-        for part in parts:
-            if tuple(part.shape) != spec.shape or part.dtype != spec.dtype:
-                raise ValueError(
-                    f"input {spec.name!r}: expected {spec.shape} {spec.dtype}, "
-                    f"got {tuple(part.shape)} {part.dtype}"
-                )
-        stacked.append(torch.stack(parts))
-    return stacked

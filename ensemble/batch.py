@@ -332,7 +332,7 @@ class AdPreparer:
                 if dense or present
             ]
             if name in self.buckets and stacked:
-                stacked = _pad_to_bucket(stacked, self.buckets[name])
+                stacked = pad_to_bucket(stacked, self.buckets[name])
             inputs.append(torch.stack(stacked) if stacked else default.unsqueeze(0)[:0])
         for modality in self.modalities:
             column = presence[:, MODALITIES.index(modality)]
@@ -355,7 +355,7 @@ class AdPreparer:
         )
 
 
-def _pad_to_bucket(items: Sequence[Tensor], buckets: Sequence[int]) -> list[Tensor]:
+def pad_to_bucket(items: Sequence[Tensor], buckets: Sequence[int]) -> list[Tensor]:
     """Zero-pad each item's first dimension to the bucket of the longest item."""
     length = bucket_of(max(t.shape[0] for t in items), buckets)
     return [

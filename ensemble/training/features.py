@@ -29,7 +29,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from encoders.base import MODALITIES, Encoder, InputSpec
-from ensemble.batch import AdPreparer, PreparedAd
+from ensemble.batch import AdPreparer, PreparedAd, pad_to_bucket
 from ensemble.model import AdPolicyEnsemble
 from ensemble.reader import records_of
 from ensemble.training.data import file_sha256
@@ -214,7 +214,7 @@ def _compute(
         for chunk in chunks:
             prepared = {start + k: p for k, p in enumerate(chunk) if isinstance(p, PreparedAd)}
             for key, encoder in moved.items():
-                _embed_chunk(key, encoder, prepared, out[key], batch_size, device)
+                _embed_chunk(key, encoder, prepared, out[key], batch_size, device, preparer)
             start += len(chunk)
             bar.update(len(chunk))
     for key, encoder in moved.items():
@@ -229,15 +229,23 @@ def _embed_chunk(
     out: dict[str, Tensor],
     batch_size: int,
     device: str | torch.device,
+    preparer: AdPreparer,
 ) -> None:
-    """Embed the prepared ads of one chunk that have ``key``'s inputs, shortest texts first."""
+    """Embed the prepared ads of one chunk that have ``key``'s inputs, shortest texts first
+    (length-bucketed inputs padded to their batch's longest, then trimmed)."""
     names = [f"{key}.{s.name}" for s in encoder.input_spec]
     rows = [i for i, p in prepared.items() if names[0] in p.tensors]
     length = f"{key}.attention_mask"
     rows.sort(key=lambda i: int(prepared[i].tensors[length].sum()) if length in names else 0)
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
-        inputs = [torch.stack([prepared[i].tensors[n] for i in batch]) for n in names]
+        parts = {n: [prepared[i].tensors[n] for i in batch] for n in names}
+        inputs = [
+            torch.stack(
+                pad_to_bucket(parts[n], preparer.buckets[n]) if n in preparer.buckets else parts[n]
+            )
+            for n in names
+        ]
         inputs = [t.to(device) for t in trim_padding(inputs, encoder.input_spec)]
         out["embeddings"][batch] = encoder.frozen_features(*inputs).float().cpu()
         out["present"][batch] = 1

@@ -39,7 +39,12 @@ def test_manifest_describes_the_graph(small_artifact_dir, small_export_model) ->
         {"name": f"index.{m}", "shape": ["batch"], "dtype": "torch.int64"} for m in MODALITIES
     ]
     ids = next(s for s in manifest["inputs"] if s["name"] == "text.input_ids")
-    assert ids == {"name": "text.input_ids", "shape": ["rows_text", 16], "dtype": "torch.int64"}
+    assert ids == {
+        "name": "text.input_ids",
+        "shape": ["rows_text", 16],
+        "dtype": "torch.int64",
+        "buckets": [16],
+    }
     assert [o["name"] for o in manifest["outputs"]] == [
         "scores",
         "modality_scores",

@@ -44,7 +44,8 @@ def test_parity_on_random_and_real_inputs_at_every_batch_size(
     assert report["passed"]
     assert report["max_abs_diff"] <= FP32_TOLERANCE
     seen = {(c["inputs"], c["batch_size"]) for c in report["checks"]}
-    assert seen == {(k, b) for k in ("random", "real") for b in SMALL_BATCHES}
+    kinds = ("random", "shortest-bucket", "real")  # shortest: the text at its first bucket
+    assert seen == {(k, b) for k in kinds for b in SMALL_BATCHES}
     for check in report["checks"]:
         assert set(check) >= {"scores", "modality_scores", "measurements"}
 
