@@ -5,8 +5,12 @@ embedded default model's traced fp32 graph:
 
 - ``padded-128``: every text padded to 128 tokens and ads batched as they come (the behaviour
   before buckets: ``buckets: [128]``, ``sort_window 1``);
-- ``bucketed``: unpadded tokenization, each batch padded to the smallest of 16/32/64/128 that
+- ``bucketed``: unpadded tokenization, each batch padded to the smallest of 16/24/32/48/64/96/128 that
   holds its longest text, ``sort_window`` batches sorted by bucket before they are cut.
+
+Times are CPU seconds of this process (``time.process_time``; the forward alone:
+``time.thread_time`` around each call) with one torch thread, so that other jobs on a shared
+machine change them little; items/s is per CPU-second, i.e. what one dedicated core does.
 
 Texts follow ``benchmarks.traffic_set``'s two profiles (half like Davidson tweets, median 35
 wordpieces, half like short ad copy, median 14). Printed: items/s per batch size for both (the
@@ -79,7 +83,7 @@ WORDS = [
 
 
 class TimedGraph:
-    """A graph that adds up the seconds spent inside it and keeps each batch's inputs."""
+    """A graph that adds up the CPU seconds of its calls and keeps each batch's inputs."""
 
     def __init__(self, graph: Any) -> None:
         self.graph = graph
@@ -87,10 +91,10 @@ class TimedGraph:
         self.batches: list[tuple[Tensor, ...]] = []
 
     def __call__(self, *inputs: Tensor) -> Sequence[Tensor]:
-        start = time.perf_counter()
+        start = time.thread_time()
         with graph_mode():
             out = self.graph(*inputs)
-        self.seconds += time.perf_counter() - start
+        self.seconds += time.thread_time() - start
         self.batches.append(inputs)
         return out
 
@@ -130,14 +134,19 @@ def scorer(
 
 
 def run(
-    graph: Any, model: AdPolicyEnsemble, ads: list[Any], buckets: list[int], batch: int
+    graph: Any,
+    model: AdPolicyEnsemble,
+    ads: list[Any],
+    buckets: list[int],
+    batch: int,
+    window: int = 1,
 ) -> dict[str, Any]:
-    """Score ``ads`` end to end; items/s, forward seconds, the batches run and the scores."""
+    """Score ``ads`` end to end; items per CPU-second, forward CPU seconds, the batches run
+    and the scores."""
     timed = TimedGraph(graph)
-    window = 1 if buckets == PADDED else 4
-    start = time.perf_counter()
+    start = time.process_time()
     scored = list(scorer(timed, model, buckets, batch, window).iter_scored(ads))
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - start
     scores = torch.stack([s.scores for s in scored if s.scores is not None])
     return {
         "items_per_s": len(ads) / seconds,
@@ -159,23 +168,19 @@ def flops_of(model: AdPolicyEnsemble, batches: Sequence[Sequence[Tensor]]) -> fl
 
 
 def parity(
-    graph: Any, model: AdPolicyEnsemble, ads: list[Any], base_dir: Path | None
+    graph: Any, model: AdPolicyEnsemble, ads: list[Any], bucketed: list[int]
 ) -> dict[str, Any]:
     """Bucketed vs padded-128 scores of the same ads: max |diff| and decisions that differ."""
     thresholds = torch.tensor([p.threshold for p in model.config.policies])
     outs = []
-    for buckets, window in (([16, 32, 64, 128], 4), (PADDED, 1)):
+    for buckets, window in ((bucketed, 4), (PADDED, 1)):
         s = scorer(TimedGraph(graph), model, buckets, 32, window)
-        outs.append(
-            torch.stack(
-                [x.scores for x in s.iter_scored(ads, base_dir=base_dir) if x.scores is not None]
-            )
-        )
-    bucketed, padded = outs
+        outs.append(torch.stack([x.scores for x in s.iter_scored(ads) if x.scores is not None]))
+    ours, padded = outs
     return {
-        "ads": len(bucketed),
-        "max_abs_diff": float((bucketed - padded).abs().max()),
-        "decisions_differing": int(((bucketed >= thresholds) != (padded >= thresholds)).sum()),
+        "ads": len(ours),
+        "max_abs_diff": float((ours - padded).abs().max()),
+        "decisions_differing": int(((ours >= thresholds) != (padded >= thresholds)).sum()),
     }
 
 
@@ -189,6 +194,8 @@ def main() -> None:
     parser.add_argument("--gemm-sizes", default="1024,2048")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: a server worker)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--buckets", default="16,24,32,48,64,96,128", help="bucketed run: buckets")
+    parser.add_argument("--window", type=int, default=8, help="bucketed run: sort window (batches)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     torch.set_num_threads(args.threads)
@@ -203,24 +210,28 @@ def main() -> None:
     bf16_model = with_precision(model, make_plan(model, "bf16", "all", method="weights"))
     bf16 = trace_graph(bf16_model, example)
 
-    for buckets in (PADDED, [16, 32, 64, 128]):  # first calls allocate; time what follows
+    bucketed = [int(b) for b in args.buckets.split(",")]
+    for buckets in (PADDED, bucketed):  # first calls allocate; time what follows
         run(fp32, model, ads[:16], buckets, 8)
     rows: list[list[Any]] = []
     results: dict[str, dict[int, dict[str, Any]]] = {"padded-128": {}, "bucketed": {}}
     for batch in [int(b) for b in args.batches.split(",")]:
         subset = ads[: args.batch1_texts] if batch == 1 else ads
-        for name, buckets in (("padded-128", PADDED), ("bucketed", [16, 32, 64, 128])):
-            results[name][batch] = run(fp32, model, subset, buckets, batch)
+        for name, buckets, window in (
+            ("padded-128", PADDED, 1),
+            ("bucketed", bucketed, args.window),
+        ):
+            results[name][batch] = run(fp32, model, subset, buckets, batch, window)
             log.info("%s batch %d: %.1f items/s", name, batch, results[name][batch]["items_per_s"])
-        padded, bucketed = results["padded-128"][batch], results["bucketed"][batch]
+        base, ours = results["padded-128"][batch], results["bucketed"][batch]
         rows.append(
             [
                 batch,
-                padded["items_per_s"],
-                bucketed["items_per_s"],
-                bucketed["items_per_s"] / padded["items_per_s"],
-                len(subset) / padded["forward_s"],
-                len(subset) / bucketed["forward_s"],
+                base["items_per_s"],
+                ours["items_per_s"],
+                ours["items_per_s"] / base["items_per_s"],
+                len(subset) / base["forward_s"],
+                len(subset) / ours["forward_s"],
             ]
         )
     report.print("## Text-only, end to end (tokenize, collate, traced fp32 graph, rows)\n")
@@ -247,15 +258,19 @@ def main() -> None:
     flops = flops_of(model, run_best["batches"])
     model_rate = flops / run_best["forward_s"]
     gemm = gemm_flops(
-        [int(n) for n in args.gemm_sizes.split(",")], 3, torch.device("cpu"), lambda: None
+        [int(n) for n in args.gemm_sizes.split(",")],
+        3,
+        torch.device("cpu"),
+        lambda: None,
+        time.thread_time,
     )
     gemm_fp32 = max(g["flop_per_s"] for g in gemm if g["dtype"] == "fp32")
     gemm_bf16 = max(g["flop_per_s"] for g in gemm if g["dtype"] == "bf16")
 
-    bf16_run = run(bf16, model, ads, [16, 32, 64, 128], best_batch)
-    fp32_again = run(fp32, model, ads, [16, 32, 64, 128], best_batch)
+    bf16_run = run(bf16, model, ads, bucketed, best_batch, args.window)
+    fp32_again = run(fp32, model, ads, bucketed, best_batch, args.window)
     thresholds = torch.tensor([p.threshold for p in model.config.policies])
-    text_policies = [i for i, p in enumerate(model.config.policies) if p.heads == ["text"]]
+    text_policies = [i for i, p in enumerate(model.config.policies) if list(p.heads) == ["text"]]
     agree = ((bf16_run["scores"] >= thresholds) == (fp32_again["scores"] >= thresholds))[
         :, text_policies
     ]
@@ -268,14 +283,14 @@ def main() -> None:
         f"{float((bf16_run['scores'] - fp32_again['scores']).abs().max()):.2g}."
     )
 
-    checks = {"calibration ads": parity(fp32, model, sample_ads(), None)}
+    checks = {"calibration ads": parity(fp32, model, sample_ads(), bucketed)}
     if args.holdout is not None and args.holdout.is_file():
         with args.holdout.open() as f:
             held = [
                 {"id": r["id"], "text": r["text"]}
                 for r in map(json.loads, islice(f, args.holdout_texts))
             ]
-        checks[f"{args.holdout} ({len(held)} texts)"] = parity(fp32, model, held, None)
+        checks[f"{args.holdout} ({len(held)} texts)"] = parity(fp32, model, held, bucketed)
     report.print("\n## Parity: bucketed vs padded-128 scores\n")
     report.print(
         markdown_table(

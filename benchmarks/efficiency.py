@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -54,10 +55,14 @@ GOAL_SHARE = 0.5
 
 
 def gemm_flops(
-    sizes: Sequence[int], repeat: int, device: torch.device, sync: Callable[[], None]
+    sizes: Sequence[int],
+    repeat: int,
+    device: torch.device,
+    sync: Callable[[], None],
+    clock: Callable[[], float] = time.perf_counter,
 ) -> list[dict[str, Any]]:
     """FLOP/s of ``torch.mm`` on random square matrices: the fastest of ``repeat`` products
-    (after one warm-up) per dtype and size."""
+    (after one warm-up) per dtype and size, timed by ``clock``."""
     rows: list[dict[str, Any]] = []
     for name, dtype in GEMM_DTYPES.items():
         for n in sizes:
@@ -70,7 +75,7 @@ def gemm_flops(
                 torch.mm(a, b)
                 sync()
 
-            seconds = best(product, repeat)
+            seconds = best(product, repeat, clock)
             rows.append({"dtype": name, "n": n, "flop_per_s": 2 * n**3 / seconds})
             log.info("GEMM %s %d: %.1f GFLOP/s", name, n, rows[-1]["flop_per_s"] / 1e9)
     return rows

@@ -63,7 +63,7 @@ class TextSettings:
 
     model_dir: str = DEFAULT_TEXT_MODEL
     max_length: int = 128
-    buckets: tuple[int, ...] = (16, 32, 64, 128)
+    buckets: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128)
     normalize: bool = True
     pretrained: bool = True
     attention: str = "eager"

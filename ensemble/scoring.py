@@ -75,7 +75,7 @@ class Scorer:
         measurement_names: Sequence[str] | None = None,
         device: str | torch.device = "cpu",
         batch_size: int = 8,
-        sort_window: int = 4,
+        sort_window: int = 8,
         workers: int = 2,
         allow_paths: bool = True,
         any_path: bool = False,

@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--sort-window",
         type=int,
-        default=4,
+        default=8,
         help="batches read ahead and sorted by length bucket (1: batch ads as they come)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
