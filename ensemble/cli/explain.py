@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any
 
-from ensemble.cli.score import EXIT_AD_ERRORS, EXIT_FATAL
+from ensemble.cli.score import EXIT_AD_ERRORS, EXIT_FATAL, add_ads_arguments
 from ensemble.explain import Explained, Explainer, ExplainSettings
 from ensemble.explain_report import render_report
 from ensemble.reader import ad_format, read_ads
@@ -35,9 +35,7 @@ def register(sub: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "ads", help="JSONL, JSON, CSV or Parquet file (.gz/.zst too); media paths relative to it"
-    )
+    add_ads_arguments(p)
     p.add_argument("-o", "--output", help="explained rows (.jsonl)")
     p.add_argument("--html", help="the report page (.html)")
     p.add_argument(
@@ -46,13 +44,6 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--grid", type=int, default=7, help="cells per side of the image map")
     p.add_argument("--occluder", choices=("blur", "mean"), default="blur")
-    p.add_argument("--batch-size", type=int, default=8, help="ads scored per forward pass")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument(
-        "--allow-any-path",
-        action="store_true",
-        help="accept media paths outside the folder of the ads file",
-    )
     p.set_defaults(func=_explain)
 
 
