@@ -200,12 +200,7 @@ class FlashAnalyzer(Encoder):
         second = torch.floor(rate + 0.5).long().clamp(1, t).view(b, 1, 1, 1)
         steps = torch.arange(t, device=grid.device)
         valid = (steps < n.view(b, 1, 1, 1)).float()
-
-        v = grid.float().flatten(3).permute(0, 2, 3, 1)  # [B, 2, cells, T]
-        transitions = self._transitions(v, valid, second)
-        per_cell = _windowed(_blocked_scan(transitions, t, torch.add), second)
-        reached_by_area = per_cell.transpose(2, 3).topk(self.top, dim=-1).values[..., -1]
-        per_window = reached_by_area * valid.view(b, 1, t)  # [B, 2, T]: transitions / window
+        per_cell, per_window = self._windows(grid, valid, second)
         flashes = per_window.amax(-1) / 2
 
         worst = per_window.amax(1)  # [B, T]
@@ -225,6 +220,41 @@ class FlashAnalyzer(Encoder):
         return torch.stack(
             [flashes[:, 0], flashes[:, 1], flash_area, worst_start, extended, seconds], dim=1
         )
+
+    def timeline(self, grid: Tensor, frames: Tensor, fps: Tensor) -> Tensor:
+        """Flashes in the one-second window ending at each frame (what ``forward`` takes the
+        maximum of: ``max_flashes`` and ``max_red_flashes`` are this curve's peaks).
+
+        Args: grid [B, T, 2, R, C], frames [B], fps [B].
+
+        Returns:
+            [B, 2, T]: general and red flashes (transitions / 2) over at least
+            ``area_fraction`` of the frame, 0 past ``frames``.
+        """
+        b, t = grid.shape[0], self.frames
+        second = torch.floor(fps.float().clamp(min=1.0) + 0.5).long().clamp(1, t).view(b, 1, 1, 1)
+        steps = torch.arange(t, device=grid.device)
+        valid = (steps < frames.clamp(0, t).view(b, 1, 1, 1)).float()
+        return self._windows(grid, valid, second)[1] / 2
+
+    def _windows(self, grid: Tensor, valid: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
+        """Transitions per one-second window.
+
+        Args:
+            grid: [B, T, 2, R, C].
+            valid: [B, 1, 1, T] 1 for frames holding video.
+            second: [B, 1, 1, 1] frames in one second.
+
+        Returns:
+            Per cell [B, 2, cells, T], and reached by ``area_fraction`` of the frame
+            [B, 2, T], each window named by its last frame.
+        """
+        b, t = grid.shape[0], self.frames
+        v = grid.float().flatten(3).permute(0, 2, 3, 1)  # [B, 2, cells, T]
+        transitions = self._transitions(v, valid, second)
+        per_cell = _windowed(_blocked_scan(transitions, t, torch.add), second)
+        reached_by_area = per_cell.transpose(2, 3).topk(self.top, dim=-1).values[..., -1]
+        return per_cell, reached_by_area * valid.view(b, 1, t)
 
     def _transitions(self, v: Tensor, valid: Tensor, second: Tensor) -> Tensor:
         """Where each cell's transitions happen.

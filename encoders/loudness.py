@@ -186,9 +186,7 @@ class LoudnessAnalyzer(Encoder):
 
     def forward(self, waveform: Tensor, weights: Tensor, length: Tensor) -> Tensor:
         """Args: waveform [B, 2, N], weights [B, 2], length [B]. Returns [B, 3]."""
-        b, channels, n = waveform.shape
-        y = self.high_pass(self.shelf(waveform.float().reshape(b * channels, n)))
-        segments = (y * y).reshape(b, channels, n // SEGMENT, SEGMENT).sum(-1)  # [B, C, S]
+        segments = self._segments(waveform)  # [B, C, S]
         s = segments.shape[-1]
         z = (
             segments[..., : s - 3]
@@ -208,6 +206,33 @@ class LoudnessAnalyzer(Encoder):
         # the spec's N as a Python int: traced, ``n`` is a CPU tensor that a CUDA clamp refuses
         seconds = length.clamp(max=self.input_spec[0].shape[1]).float() / RATE
         return torch.stack([integrated, momentary.clamp(min=ABSOLUTE_GATE), seconds], dim=1)
+
+    def per_second(self, waveform: Tensor, weights: Tensor, length: Tensor) -> Tensor:
+        """Loudness of each second, measured as ``forward`` measures a block (K-weighting,
+        channel weights, ``-0.691 + 10 log10`` of the mean square; floored at -70), without
+        the gates: what a reviewer reads against the target.
+
+        Args: waveform [B, 2, N], weights [B, 2], length [B].
+
+        Returns:
+            [B, ceil(N / 48000)] LUFS; a second partly past ``length`` is the mean over its
+            samples before ``length``, one wholly past it reads -70.
+        """
+        segments = self._segments(waveform)
+        power = (segments * weights.float().unsqueeze(-1)).sum(1)  # [B, S]
+        b, s = power.shape
+        per = 10  # 100 ms segments in one second
+        seconds = -(-s // per)
+        power = torch.constant_pad_nd(power, [0, seconds * per - s]).reshape(b, seconds, per)
+        starts = torch.arange(seconds, device=power.device) * RATE
+        heard = (length.view(b, 1) - starts).clamp(0, RATE).float()
+        return _loudness(power.sum(-1) * (heard > 0).float() / heard.clamp(min=1.0))
+
+    def _segments(self, waveform: Tensor) -> Tensor:
+        """K-weighted energy of each 100 ms segment per channel: [B, 2, N / 4800]."""
+        b, channels, n = waveform.shape
+        y = self.high_pass(self.shelf(waveform.float().reshape(b * channels, n)))
+        return (y * y).reshape(b, channels, n // SEGMENT, SEGMENT).sum(-1)
 
     def example_inputs(self, batch_size: int) -> tuple[Tensor, ...]:
         n = self.input_spec[0].shape[1]

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import ImageStat
+from PIL import Image, ImageStat
 from torch import Tensor
 
 from encoders.base import MODALITIES, InputError, bucket_of
@@ -256,23 +256,45 @@ class AdPreparer:
                     "text",
                     f"{len(value)} characters exceeds the limit of {self.limits.max_text_chars}",
                 )
-            outputs = [p.prepare(value) for _, p in preparers]
+            prepared = self.prepare_media("text", value)
             stats["text_chars"] = float(len(value))
-            masks = [out["attention_mask"] for out in outputs if "attention_mask" in out]
+            masks = [t for name, t in prepared.items() if name.endswith(".attention_mask")]
             if masks:
                 stats["text_tokens"] = float(masks[0].sum())
-        else:
-            data = read_media(
-                value,
-                modality,
-                base_dir=base_dir,
-                allow_paths=self.allow_paths,
-                any_path=self.any_path,
-                limits=self.limits,
-            )
-            outputs = self._decode(modality, data, [p for _, p in preparers], stats, warnings)
+            tensors.update(prepared)
+            return
+        data = self._read(modality, value, base_dir)
+        outputs = self._decode(modality, data, [p for _, p in preparers], stats, warnings)
         for (key, _), out in zip(preparers, outputs, strict=True):
             tensors.update({f"{key}.{name}": t for name, t in out.items()})
+
+    def _read(self, modality: str, value: Any, base_dir: Path | None) -> bytes:
+        return read_media(
+            value,
+            modality,
+            base_dir=base_dir,
+            allow_paths=self.allow_paths,
+            any_path=self.any_path,
+            limits=self.limits,
+        )
+
+    def prepare_media(self, modality: str, media: Any) -> dict[str, Tensor]:
+        """Every encoder's inputs for one decoded text or image (a checked ``str``, a PIL
+        image), named ``"<encoder key>.<input>"``: what :meth:`prepare` does for the field
+        once it is read and decoded (explanations prepare altered copies this way)."""
+        return {
+            f"{key}.{name}": t
+            for key, preparer in self.preparers[modality]
+            for name, t in preparer.prepare(media).items()
+        }
+
+    def read_image(self, value: Any, *, base_dir: Path | None = None) -> Image.Image:
+        """An ad's ``image`` field read and decoded as :meth:`prepare` does.
+
+        Raises:
+            InputError: The field cannot be read or decoded.
+        """
+        return decode_image(self._read("image", value, base_dir), self.limits)
 
     def _decode(
         self,

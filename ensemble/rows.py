@@ -3,7 +3,8 @@
 The same row shape leaves offline scoring, the TorchServe handler and the fan-out client:
 ``id``, ``status`` (``"ok"`` or ``"error"``), ``model`` and ``warnings`` always; scores,
 flags, the per-modality breakdown and measurements when scored; ``http_status`` and
-``errors`` (one ``{field, error}`` per problem) when not.
+``errors`` (one ``{field, error}`` per problem) when not; ``explanation`` when asked for
+(:mod:`ensemble.explain`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Row(TypedDict):
     measurements: NotRequired[dict[str, float]]
     http_status: NotRequired[int]
     errors: NotRequired[list[FieldError]]
+    explanation: NotRequired[dict[str, Any]]
 
 
 class AdError(ValueError):

@@ -9,6 +9,13 @@ good items; :class:`~ensemble.postprocess.ResultFormatter` turns its outputs int
 result rows as offline scoring. Every response is JSON and carries the archive's model name and
 version in the ``X-Adpolicy-Model`` / ``X-Adpolicy-Model-Version`` headers.
 
+The same handler answers TorchServe's ``/explanations`` endpoint: TorchServe marks such a
+request with the header ``explain: True``, and its row gains an ``explanation``
+(:class:`~ensemble.explain.Explainer`: word attributions and an image occlusion map through the
+same graph, the analyzers' per-second curves, the per-modality breakdown). The header is read
+per request, so a batch mixing predictions and explanations gives each what it asked for (the
+base handler looks at the first request only).
+
 Settings come from the export manifest (policies, thresholds, preparation, media limits) and
 from ``model-config.yaml`` (:class:`serve.archive.ModelSettings`: preparation threads, capture).
 """
@@ -28,6 +35,7 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 
 from ensemble.batch import PreparedAd
+from ensemble.explain import Explainer
 from ensemble.rows import AdError, Record, Row
 from ensemble.scoring import Scored
 from export.artifact import load_artifact
@@ -41,6 +49,7 @@ log = logging.getLogger(__name__)
 Item = PreparedAd | Row  # a prepared ad, or the error row of a failed request
 Inferred = tuple[list[Item], list[Scored]]
 
+EXPLAIN_HEADER = "explain"  # what TorchServe sets on a request to /explanations
 MODEL_HEADER = "X-Adpolicy-Model"
 VERSION_HEADER = "X-Adpolicy-Model-Version"
 
@@ -69,6 +78,8 @@ class AdPolicyHandler(BaseHandler):
         )
         self.scorer = self.artifact.scorer(allow_paths=False, device=str(self.device))
         self.preparer = self.scorer.preparer
+        self.explainer = Explainer(self.scorer)
+        self.records: list[Record] = []
         self.capture = CaptureWriter.from_config(self.settings.capture)
         self.metrics = HandlerMetrics(context.metrics)
         self.pool = ThreadPoolExecutor(self.settings.preparation_threads, "adpolicy-prepare")
@@ -95,21 +106,21 @@ class AdPolicyHandler(BaseHandler):
             Per request, in order, a :class:`PreparedAd` or an error row.
         """
         start = time.perf_counter()
-        items = list(self.pool.map(self._prepare, range(len(data)), data))
+        self.records = list(self.pool.map(self._read, range(len(data)), data))
+        items = list(self.pool.map(self.preparer.prepare_record, self.records))
         self.metrics.batch(len(data), time.perf_counter() - start)
         return items
 
-    def _prepare(self, index: int, request: Mapping[str, Any]) -> Item:
+    def _read(self, index: int, request: Mapping[str, Any]) -> Record:
         request_id = str(self.context.get_request_id(index))
         try:
-            record = Record(parse_request(request, self.preparer.limits), request_id)
+            return Record(parse_request(request, self.preparer.limits), request_id)
         except AdError as err:
-            record = Record(None, request_id, err)
+            return Record(None, request_id, err)
         except Exception:  # a bug must cost one request, not its batch
             log.exception("request %s: reading the body failed unexpectedly", request_id)
             problem = "internal error while reading the request; see the server log"
-            record = Record(None, request_id, AdError.of("body", problem, 500))
-        return self.preparer.prepare_record(record)
+            return Record(None, request_id, AdError.of("body", problem, 500))
 
     def inference(self, data: list[Item], *args: Any, **kwargs: Any) -> Inferred:
         """Run the graph on the prepared ads of the batch, once per length bucket, shortest
@@ -132,14 +143,14 @@ class AdPolicyHandler(BaseHandler):
 
         Returns:
             Result rows (``ensemble.postprocess``): scores, flags, breakdown, measurements for
-            a good ad; ``{"status": "error", "http_status", "errors": [{field, error}]}``
-            otherwise.
+            a good ad, and its ``explanation`` when the request came to ``/explanations``;
+            ``{"status": "error", "http_status", "errors": [{field, error}]}`` otherwise.
         """
         items, scored = data
-        rows = iter(s.row for s in scored)
+        good = iter(scored)
         results: list[Row] = []
         for idx, item in enumerate(items):
-            result = next(rows) if isinstance(item, PreparedAd) else item
+            result = self._result(idx, next(good)) if isinstance(item, PreparedAd) else item
             if result["status"] != "ok":
                 code = result["http_status"]
                 self.context.set_response_status(code, HTTPStatus(code).phrase, idx)
@@ -157,3 +168,22 @@ class AdPolicyHandler(BaseHandler):
                 for r, i in zip(results, items, strict=True)
             )
         return results
+
+    def explain_handle(self, data_preprocess: list[Item], raw_data: Any) -> list[Row]:
+        """TorchServe's entry for a batch whose first request came to ``/explanations``: the
+        same scoring as a prediction; :meth:`postprocess` explains each request marked so.
+
+        Args:
+            data_preprocess: :meth:`preprocess`'s items.
+            raw_data: The requests (already read by :meth:`preprocess`).
+        """
+        return self.postprocess(self.inference(data_preprocess))
+
+    def _result(self, idx: int, scored: Scored) -> Row:
+        """The row of request ``idx``, explained when it came to ``/explanations``."""
+        if self.context.get_request_header(idx, EXPLAIN_HEADER) != "True":
+            return scored.row
+        start = time.perf_counter()
+        row = self.explainer.explain_scored(self.records[idx], scored).row
+        log.info("request %s explained in %.0f ms", row["id"], 1000 * (time.perf_counter() - start))
+        return row

@@ -27,29 +27,35 @@ def register(sub: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "ads", help="JSONL, JSON, CSV or Parquet file (.gz/.zst too); media paths relative to it"
-    )
+    add_ads_arguments(p)
     p.add_argument("-o", "--output", required=True, help=f"results file ({', '.join(FORMATS)})")
     p.add_argument("--model", help="checkpoint directory (default: the embedded default model)")
-    p.add_argument("--batch-size", type=int, default=8)
     p.add_argument(
         "--sort-window",
         type=int,
         default=8,
         help="batches read ahead and sorted by length bucket (1: batch ads as they come)",
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument(
         "--resume", action="store_true", help="skip the ids already in the output; append"
     )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_score)
+
+
+def add_ads_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of every command that scores a file of ads: the file, batch size, device
+    and where media paths may point."""
+    p.add_argument(
+        "ads", help="JSONL, JSON, CSV or Parquet file (.gz/.zst too); media paths relative to it"
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="ads per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument(
         "--allow-any-path",
         action="store_true",
         help="accept media paths outside the folder of the ads file",
     )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=_score)
 
 
 def _score(args: argparse.Namespace) -> int:

@@ -358,3 +358,24 @@ def test_encoded_video_through_decoding(tmp_path) -> None:
     out = run(FlashAnalyzer(SMALL).eval(), items)
     assert float(out[0, FLASHES]) == 6.0
     assert float(out[1, FLASHES]) == 0.0
+
+
+def test_the_timeline_peaks_at_the_measured_flash_counts(analyzer) -> None:
+    """``timeline`` is the curve ``forward`` takes the maximum of: general and red flashes per
+    one-second window, 0 past the video's frames."""
+    red = solid((255, 0, 0))
+    clips = [
+        (flicker(square_wave(5, 30, 2.0), WHITE, BLACK), 30.0),
+        (flicker(square_wave(2, 25, 1.5), red, BLACK), 25.0),
+        ([GREY] * 20, 30.0),
+    ]
+    items = [prepare(frames, fps) for frames, fps in clips]
+    measured = run(analyzer, items)
+    batch = [torch.stack([i[k] for i in items]) for k in ("grid", "frames", "fps")]
+    with torch.no_grad():
+        timeline = analyzer.timeline(*batch)
+    assert timeline.shape == (3, 2, SMALL.max_frames)
+    assert torch.equal(timeline.amax(-1), measured[:, :2])
+    for row, (frames, _) in zip(timeline, clips, strict=True):
+        assert not row[:, len(frames) :].any()
+    assert float(timeline[0, 0].amax()) == pytest.approx(5.0, abs=0.5)

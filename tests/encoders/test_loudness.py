@@ -257,3 +257,19 @@ def test_a_full_minute_of_stereo_at_the_default_length() -> None:
     out = measure(analyzer, [clip], settings)
     assert float(out[0, 0]) == pytest.approx(reference(clip), abs=0.15)
     assert float(out[0, 2]) == pytest.approx(59.5, abs=1e-3)
+
+
+def test_per_second_loudness_follows_the_level_of_each_second(analyzer) -> None:
+    """997 Hz at -20 dB, then -10 dB, then silence, 2.5 s in all: each second reads as a steady
+    sine of its level would (-23.01, -13.01 LUFS; the filter's edge adds little), the silent
+    half second near silence, and the seconds past the clip -70."""
+    t = np.arange(RATE) / RATE
+    sine = np.sin(2 * np.pi * 997 * t)
+    wave = np.concatenate([0.1 * sine, np.sqrt(0.1) * sine, np.zeros(RATE // 2)])
+    item = LoudnessPreparer(SETTINGS).prepare(AudioClip(wave[None].astype(np.float32), RATE))
+    with torch.no_grad():
+        per_second = analyzer.per_second(*(item[k].unsqueeze(0) for k in item))[0]
+    assert per_second.shape == (8,)
+    assert per_second[:2].tolist() == pytest.approx([-23.01, -13.01], abs=0.1)
+    assert float(per_second[2]) < -50  # the K-weighting filter rings a little past the sine
+    assert per_second[3:].tolist() == [-70.0] * 5

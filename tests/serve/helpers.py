@@ -29,6 +29,13 @@ def assert_results_close(got: Any, want: Any, *, atol: float = ATOL, path: str =
         assert got == want, f"{path}: {got!r} != {want!r}"
 
 
+def without_timings(value: Any) -> Any:
+    """``value`` without its ``ms`` entries (wall times differ from run to run)."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k != "ms"}
+    return value
+
+
 def max_score_diff(got: Mapping[str, Any], want: Mapping[str, Any]) -> float:
     """Largest absolute difference between two results' policy and per-modality scores."""
     diffs = [

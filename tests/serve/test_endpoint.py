@@ -20,7 +20,9 @@ import psutil
 import pytest
 import requests
 
+from ensemble import samples
 from ensemble.cli import main
+from ensemble.explain import Explainer
 from ensemble.scoring import Scorer, load
 from serve.archive import build_archive
 from serve.capture import read_capture
@@ -30,7 +32,13 @@ from serve.metrics import METRICS
 from serve.server import TorchServe, read_token
 
 from .conftest import b64
-from .helpers import assert_results_close, max_score_diff, metric_value, prometheus
+from .helpers import (
+    assert_results_close,
+    max_score_diff,
+    metric_value,
+    prometheus,
+    without_timings,
+)
 
 pytestmark = pytest.mark.serve
 
@@ -228,6 +236,30 @@ def test_the_default_archive_scores_as_offline(served: TorchServe) -> None:
     assert [p.status for p in predictions] == [200, 200, 200]
     for got, want in zip(predictions, load().score(ads), strict=True):
         assert_results_close(got.body, want, atol=1e-5)
+
+
+def test_the_explanations_endpoint_explains_a_text_and_an_image_ad(served: TorchServe) -> None:
+    """TorchServe's ``/explanations`` reaches the same handler: the rows gain the explanation
+    the offline explainer gives with the eager default model (word attributions; the
+    low_quality_image map of a partly blurred scene), and ``/predictions`` stays plain."""
+    image, _ = samples.partly_blurred(640, 480, (0, 0, 460, 340), seed=2)
+    ads: list[dict[str, Any]] = [
+        {"id": "why-text", "text": "this shit is insane, grab it before these bitches sell out"},
+        {"id": "why-image", "image": b64(samples.png_bytes(image))},
+    ]
+    url = f"{served.inference_url}/explanations/adpolicy-default"
+    answers = [requests.post(url, json=ad, headers=served.headers(), timeout=120) for ad in ads]
+    assert [a.status_code for a in answers] == [200, 200], [a.text[:300] for a in answers]
+    want = Explainer(load()).explain(ads)
+    for answer, expected in zip(answers, want, strict=True):
+        assert_results_close(without_timings(answer.json()), without_timings(expected), atol=1e-4)
+    text = answers[0].json()["explanation"]["text"]
+    attribution = text["attribution"]["offensive_language"]
+    assert text["words"][attribution.index(max(attribution))] == "bitches"
+    image_map = answers[1].json()["explanation"]["image"]["attribution"]["low_quality_image"]
+    assert len(image_map) == 7
+    assert answers[1].json()["flags"] == ["low_quality_image"]
+    assert "explanation" not in client(served, "adpolicy-default").predict(ads[0]).body
 
 
 def test_capture_records_served_ads_without_media(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,17 @@ from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 from ensemble.batch import PreparedAd
+from ensemble.explain import Explainer
 from ensemble.rows import Row
 from ensemble.scoring import Scorer
 from export.artifact import ArtifactError
 from serve.archive import ARTIFACT_DIR, CAPTURE_ENV, ModelSettings
 from serve.capture import read_capture
-from serve.handler import MODEL_HEADER, VERSION_HEADER, AdPolicyHandler
+from serve.handler import EXPLAIN_HEADER, MODEL_HEADER, VERSION_HEADER, AdPolicyHandler
 from serve.metrics import METRICS, default_metrics_config, metrics_config
 
 from .conftest import SERVE_SETTINGS, b64
-from .helpers import assert_results_close
+from .helpers import assert_results_close, without_timings
 
 Response = tuple[int, dict[str, Any], dict[str, str]]
 
@@ -48,10 +50,16 @@ def make_context(model_dir: Path, tmp_path: Path, model_config: dict[str, Any]) 
     return Context("small", str(model_dir), manifest, 8, None, "0.12.0", True, cache, model_config)
 
 
-def run_batch(handler: AdPolicyHandler, context: Context, batch: list[Any]) -> list[Response]:
-    """What TorchServe's Service.predict does around handle(): request ids and processors."""
+def run_batch(
+    handler: AdPolicyHandler, context: Context, batch: list[Any], explain: Collection[int] = ()
+) -> list[Response]:
+    """What TorchServe's Service.predict does around handle(): request ids and processors
+    (the requests at ``explain`` came to ``/explanations``: TorchServe's ``explain`` header)."""
     context.request_ids = {i: f"req-{i}" for i in range(len(batch))}
-    context.request_processor = [RequestProcessor({}) for _ in batch]
+    context.request_processor = [
+        RequestProcessor({EXPLAIN_HEADER: "True"} if i in explain else {})
+        for i in range(len(batch))
+    ]
     context.metrics.set_request_ids(context.request_ids)
     bodies = handler.handle(batch, context)
     assert len(bodies) == len(batch)
@@ -118,6 +126,37 @@ def test_a_batch_with_bad_items_answers_each_on_its_own(
     assert "cannot decode image" in errors["corrupt"]["error"]
     assert errors["too-big"]["field"] == "image"
     assert "exceeds the limit of 300000 bytes" in errors["too-big"]["error"]
+
+
+@pytest.mark.parametrize("first", ["explained", "predicted"])
+def test_each_request_to_explanations_is_explained_in_a_mixed_batch(
+    handler: tuple[AdPolicyHandler, Context],
+    media: dict[str, bytes],
+    good_ads: list[dict[str, Any]],
+    offline: Scorer,
+    first: str,
+) -> None:
+    """TorchServe's base handler looks at the first request only; ours reads each one's
+    header: explained rows equal offline explanations of the eager model, predictions stay
+    plain rows, a bad request keeps its 4xx (whichever request comes first)."""
+    h, context = handler
+    text_ad = {"id": "why-text", "text": "you idiot, buy now"}
+    image_ad = {"id": "why-image", "image": b64(media["image1"])}
+    batch = [{"body": text_ad}, {"body": good_ads[2]}, {"body": image_ad}, {"body": {"id": "x"}}]
+    explain = {0, 2, 3} if first == "explained" else {2, 3}
+    responses = run_batch(h, context, batch, explain)
+    assert [status for status, _, _ in responses] == [200, 200, 200, 400]
+    assert ("explanation" in responses[0][1]) == (first == "explained")
+    assert "explanation" not in responses[1][1]
+    assert_results_close(responses[1][1], offline_result(offline, good_ads[2]))
+    want = Explainer(offline).explain([text_ad, image_ad])
+    explained = [0, 2] if first == "explained" else [2]
+    for i in explained:
+        got = responses[i][1]
+        assert_results_close(without_timings(got), without_timings(want[i // 2]), atol=1e-4)
+    image = responses[2][1]["explanation"]["image"]
+    assert set(image["attribution"]) == {"violence"}  # adult is untrained: never explained
+    assert len(image["attribution"]["violence"]) == 7
 
 
 @pytest.mark.parametrize(
