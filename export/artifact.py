@@ -111,6 +111,12 @@ def output_spec(model: AdPolicyEnsemble) -> list[dict[str, Any]]:
     ]
 
 
+def decision_summary(config: ModelConfig) -> dict[str, dict[str, Any]]:
+    """Per policy how it decides (:meth:`ensemble.config.Policy.decision_summary`): the
+    guarantee's parameters a server reports; the thresholds themselves are in the config."""
+    return {p.name: p.decision_summary() for p in config.policies}
+
+
 def build_manifest(
     model: AdPolicyEnsemble,
     config: ModelConfig,
@@ -154,6 +160,7 @@ def build_manifest(
         "inputs": input_spec(model, LAYOUTS[target]),
         "outputs": output_spec(model),
         "measurement_names": list(model.measurement_names),
+        "decisions": decision_summary(config),
         "preparation": {
             key: {"type": enc.type, "modality": config.modality(key), "settings": enc.settings}
             for key, enc in config.encoders.items()
@@ -386,7 +393,10 @@ def load_artifact(directory: str | Path, *, device: str = "cpu") -> Artifact:
     if target not in LOADERS:
         raise ArtifactError(f"{root}: unknown target {target!r}; known: {sorted(LOADERS)}")
     path = verify_graph(root, manifest)
-    config = resolve_encoder_paths(ModelConfig.from_json(manifest["config"]), root)
+    try:
+        config = resolve_encoder_paths(ModelConfig.from_json(manifest["config"]), root)
+    except ValueError as err:
+        raise ArtifactError(f"{root}: the manifest's config cannot be used: {err}") from None
     check_metadata(root, manifest, config)
     return Artifact(root, LOADERS[target](path, device), manifest, config)
 
@@ -394,7 +404,9 @@ def load_artifact(directory: str | Path, *, device: str = "cpu") -> Artifact:
 def check_metadata(root: Path, manifest: Mapping[str, Any], config: ModelConfig) -> None:
     """Refuse a manifest whose parts disagree: its policy list and the config's, the output
     widths and the policy and measurement counts (a hand-edited or mixed-up artifact would
-    otherwise label one policy's scores with another's name).
+    otherwise label one policy's scores with another's name), and the decision methods it
+    reports and the calibrations and bands its config applies. (A calibration or band that
+    cannot be applied at all fails earlier, when the config is read, naming the policy.)
 
     Raises:
         ArtifactError: Naming every disagreement.
@@ -413,6 +425,11 @@ def check_metadata(root: Path, manifest: Mapping[str, Any], config: ModelConfig)
     if manifest["policies"] != config.policy_names:
         problems.append(
             f"the manifest lists policies {manifest['policies']}, its config {config.policy_names}"
+        )
+    stated = manifest.get("decisions")
+    if stated is not None and stated != decision_summary(config):
+        problems.append(
+            f"the manifest states decisions {stated}, its config applies {decision_summary(config)}"
         )
     if problems:
         raise ArtifactError(f"{root}: inconsistent manifest: " + "; ".join(problems))

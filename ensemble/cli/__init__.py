@@ -1,6 +1,6 @@
 """The ``adpolicy`` command line: one sub-command group per job.
 
-The groups of the model's own jobs live here (:mod:`.score`, :mod:`.train`); export, serving
+The groups of the model's own jobs live here (:mod:`.score`, :mod:`.train`, :mod:`.calibrate`); export, serving
 and monitoring keep theirs beside the code they drive (``export.commands``, ``serve.commands``,
 ``serve.monitor.commands``). Each module exposes ``register(subparsers)``; its parsers set
 ``func(args) -> int``.
@@ -15,12 +15,12 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from ensemble.cli import score, train
+from ensemble.cli import calibrate, score, train
 from export import commands as export_commands
 from serve import commands as serve_commands
 from serve.monitor import commands as monitor_commands
 
-COMMAND_GROUPS = (score, train, monitor_commands, export_commands, serve_commands)
+COMMAND_GROUPS = (score, train, calibrate, monitor_commands, export_commands, serve_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
