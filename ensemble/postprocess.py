@@ -22,7 +22,7 @@ from torch import Tensor
 from encoders.base import MODALITIES
 from ensemble.config import ModelConfig
 from ensemble.decisions import ad_decision
-from ensemble.rows import ModelInfo, Row
+from ensemble.rows import ModelInfo, Row, model_info
 
 
 @dataclass(frozen=True)
@@ -39,14 +39,8 @@ class ResultFormatter:
 
     @cached_property
     def model(self) -> ModelInfo:
-        """``{"name", "version", "decisions"}`` of the model, as every result reports it:
-        ``decisions`` says per policy how it decides (its band's method and guarantee, or
-        ``"threshold"``)."""
-        return {
-            "name": self.config.name,
-            "version": self.config.version,
-            "decisions": {p.name: p.decision_summary() for p in self.config.policies},
-        }
+        """The model info every result reports (:func:`ensemble.rows.model_info`)."""
+        return model_info(self.config)
 
     def calibrate(self, scores: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of raw scores [..., P] (policies last), float64."""

@@ -14,18 +14,29 @@ from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
 from encoders.base import InputError
+from ensemble.config import ModelConfig
 from ensemble.decisions import Decision
 
 MAX_ID_CHARS = 256
 
 
 class ModelInfo(TypedDict):
-    """The model a row was scored by; ``decisions``: per policy how it decides
-    (:meth:`ensemble.config.Policy.decision_summary`), on scored rows."""
+    """The model a row was scored by (:func:`model_info`; ``decisions`` is absent only from
+    rows merged from servers that do not report it)."""
 
     name: str
     version: str
     decisions: NotRequired[dict[str, dict[str, Any]]]
+
+
+def model_info(config: ModelConfig) -> ModelInfo:
+    """The ``model`` of every row scored, or refused, under ``config``: its name, version and
+    per policy how it decides (:meth:`ensemble.config.Policy.decision_summary`)."""
+    return {
+        "name": config.name,
+        "version": config.version,
+        "decisions": {p.name: p.decision_summary() for p in config.policies},
+    }
 
 
 class FieldError(TypedDict):

@@ -73,7 +73,11 @@ class Summary:
     def table(self, seconds: float) -> str:
         """The ads shown, then per policy how many ads were scored, flagged, sent to review
         and blocked."""
-        lines = [f"{'ad':<24} {'status':<7} scores (* flagged) / errors", *self.shown, ""]
+        lines = [
+            f"{'ad':<24} {'status':<7} {'decision':<8} scores (* flagged) / errors",
+            *self.shown,
+            "",
+        ]
         lines += [
             f"{'policy':<22} {'scored':>7} {'flagged':>7} {'review':>7} {'block':>7} "
             f"{'max score':>9}  untrained    n/a"
@@ -97,7 +101,8 @@ class Summary:
 
 
 def _line(row: Row) -> str:
-    """One ad: the score of each policy it was scored on (``*``: flagged), or its errors."""
+    """One ad: its decision and the score of each policy it was scored on (``*``: flagged),
+    or its errors."""
     if row["status"] == "ok":
         detail = ", ".join(
             f"{name} {e['score']:.2f}{'*' if e['flag'] else ''}"
@@ -107,4 +112,5 @@ def _line(row: Row) -> str:
     else:
         detail = "; ".join(f"{e['field']}: {e['error']}" for e in row.get("errors", []))
     warned = f"  [warnings: {'; '.join(row['warnings'])}]" if row["warnings"] else ""
-    return f"{row['id']:<24} {row['status']:<7} {detail[:300]}{warned}"
+    decision = row.get("decision", "-")
+    return f"{row['id']:<24} {row['status']:<7} {decision:<8} {detail[:300]}{warned}"

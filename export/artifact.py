@@ -33,6 +33,7 @@ from ensemble.batch import AdPreparer
 from ensemble.config import ModelConfig
 from ensemble.model import AdPolicyEnsemble
 from ensemble.pretrained import bundle_encoder_files, resolve_encoder_paths
+from ensemble.rows import model_info
 from ensemble.scoring import Scorer
 from export.runtime import graph_mode
 
@@ -111,10 +112,10 @@ def output_spec(model: AdPolicyEnsemble) -> list[dict[str, Any]]:
     ]
 
 
-def decision_summary(config: ModelConfig) -> dict[str, dict[str, Any]]:
-    """Per policy how it decides (:meth:`ensemble.config.Policy.decision_summary`): the
-    guarantee's parameters a server reports; the thresholds themselves are in the config."""
-    return {p.name: p.decision_summary() for p in config.policies}
+def decision_summary(config: ModelConfig) -> dict[str, Any]:
+    """Per policy how it decides (as in every row's ``model``): the guarantee's parameters a
+    server reports; the thresholds themselves are in the config."""
+    return model_info(config)["decisions"]
 
 
 def build_manifest(

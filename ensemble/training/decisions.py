@@ -27,7 +27,7 @@ import numpy as np
 from encoders.registry import get_entry
 from encoders.rules import ReviewMargin
 from ensemble.config import ModelConfig, Policy
-from ensemble.decisions import Band, sigmoid
+from ensemble.decisions import Band
 from ensemble.pretrained import CONFIG_FILE, from_pretrained
 from ensemble.training.calibrate import fit_calibration, learn_then_test
 from ensemble.training.data import file_sha256, label_tensors, read_manifest
@@ -46,8 +46,8 @@ class Targets:
 def margin_band(margin: ReviewMargin) -> Band:
     """The band of an analyzer policy: review when the rule's logit is within the margin."""
     return Band(
-        float(sigmoid(np.float64(-margin.logit))),
-        float(sigmoid(np.float64(margin.logit))),
+        1 / (1 + math.exp(margin.logit)),
+        1 / (1 + math.exp(-margin.logit)),
         "margin",
         {"margin": margin.size, "unit": margin.unit, "measurement": margin.measurement},
     )

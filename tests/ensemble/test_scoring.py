@@ -178,7 +178,8 @@ def test_an_unexpected_exception_costs_one_ad(scorer, monkeypatch) -> None:
 
 def test_every_row_has_the_same_keys_and_the_model(scorer) -> None:
     ok, bad = scorer.score([{"text": "hi"}, {"text": 1}])
+    decisions = {p: {"method": "threshold"} for p in ("offensive_language", "violence", "adult")}
     for row in (ok, bad):
-        assert row["model"] == {"name": "small", "version": "test"}
+        assert row["model"] == {"name": "small", "version": "test", "decisions": decisions}
         assert row["warnings"] == []
     assert (ok["id"], bad["id"]) == ("#0", "#1")

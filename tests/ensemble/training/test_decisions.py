@@ -151,7 +151,9 @@ def test_calibrate_stores_decisions_that_rows_and_the_artifact_apply(
         raw = float(item.scores[0])
         entry = item.row["policies"]["offensive_language"]
         assert entry["raw_score"] == pytest.approx(raw, abs=1e-6)
-        assert entry["score"] == pytest.approx(float(offensive.calibrate(raw)), abs=1e-6)
+        assert entry["score"] == pytest.approx(
+            float(offensive.calibrate(np.array([raw]))[0]), abs=1e-6
+        )
         assert entry["decision"] == offensive.band.decide(raw)
         assert item.row["decision"] == entry["decision"]  # loudness not applicable
     assert {s.row["decision"] for s in scored} >= {"allow", "block"}
