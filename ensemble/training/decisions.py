@@ -84,8 +84,8 @@ def fit_policy(
         "calibration": calibration.method,
         "ece_before": ece["identity"],
         "ece_after": ece.get(calibration.method, ece["identity"]),
-        "allow": band.allow,
-        "block": band.block,
+        "allow": band.allow if math.isfinite(band.allow) else None,  # None: never
+        "block": band.block if math.isfinite(band.block) else None,
         **band.calibration,
     }
     fitted = dataclasses.replace(
@@ -201,6 +201,6 @@ def format_report(report: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}" if math.isfinite(value) else ("never" if value else "-")
-    return str(value)
+    if value is None:
+        return "never"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
