@@ -123,7 +123,7 @@ class RowWriter:
 
 
 def _arrow_type(name: str, pa: Any) -> Any:
-    if name in LEADING or name.endswith(".status"):
+    if name in LEADING or name.endswith((".status", ".decision")):
         return pa.string()
     return pa.bool_() if name.endswith(".flag") else pa.float64()
 

@@ -36,6 +36,7 @@ def test_scores_thresholds_and_withheld_untrained(scorer, sample_ads, sample_med
         "status": "untrained",
         "score": None,
         "flag": None,
+        "decision": None,
     }
     assert set(all_four["modalities"]) == {"text", "image", "audio", "video"}
     assert "adult" not in all_four["modalities"]["image"]  # untrained: never shown
