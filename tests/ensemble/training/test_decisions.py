@@ -61,7 +61,7 @@ def test_flashes_are_reviewed_at_three_and_three_and_a_half_per_second() -> None
 
 def test_image_quality_is_reviewed_near_its_blur_and_size_minimums() -> None:
     cases = [(300, 1080), (110, 1080), (85, 1080), (60, 1080), (300, 390), (300, 375), (300, 420)]
-    ads = [{"laplacian_var": v, "short_side": side} for v, side in cases]
+    ads = [{"laplacian_var": float(v), "short_side": float(side)} for v, side in cases]
     got = decisions(ImageQualityAnalyzer, ads)
     assert got == ["allow", "review", "review", "block", "review", "block", "allow"]
 
