@@ -4,13 +4,20 @@ Each analyzer class names its rule head (``Encoder.rule``; the registry refuses 
 without one): it turns a policy's ``rule`` parameters into a :class:`~encoders.base.PolicyHead`
 whose logits cross 0 (score 0.5) exactly at the standard's threshold, so the default flag
 threshold 0.5 is the standard's verdict.
+
+Each rule also names its :class:`ReviewMargin`: how close to the standard's line a measurement
+sends an ad to people instead of deciding it (``adpolicy calibrate`` stores it as the policy's
+allow / review / block band, :func:`ensemble.training.decisions.margin_band`). A margin is set in
+the measurement's own unit and turned into logits by the rule's gain, so the band is
+``|logit| < margin.logit``: the deciding measurement lies within the margin of its line.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -18,6 +25,24 @@ from torch import Tensor
 from encoders.base import Encoder, PolicyHead
 
 OFF = 1e6  # stands for a check turned off: far beyond any measurement, so it never decides
+
+
+@dataclass(frozen=True)
+class ReviewMargin:
+    """Where a rule's verdict goes to review rather than being decided automatically.
+
+    Attributes:
+        size: The margin on either side of the line, in ``unit``.
+        unit: The measurement's unit (``"LU"``, ``"flashes"``, ``"ratio"``).
+        measurement: What it is measured on, as reported in a row's ``measurements``.
+        logit: The half-width of the review band in the rule's logits (the gain times the
+            margin): review when ``-logit < rule logit < logit``.
+    """
+
+    size: float
+    unit: str
+    measurement: str
+    logit: float
 
 
 def rule_parameters(
@@ -61,6 +86,12 @@ class FlashRule(PolicyHead):
 
     GAIN = 4.0
     EXTENDED_GAIN = 2.0
+    # counts of 3 and 3.5 per second (half a flash of the 3.25 line) go to review; 2.5 is
+    # allowed, 4 blocked. The area limit enters through the count (a flash over less than the
+    # area fraction is not counted); the extended rule's margin is 1 s.
+    REVIEW: ClassVar[ReviewMargin] = ReviewMargin(
+        0.5, "flashes per second", "max_flashes, max_red_flashes", GAIN * 0.5
+    )
     midpoint: Tensor
     extended: Tensor
 
@@ -100,6 +131,8 @@ class LoudnessRule(PolicyHead):
     """
 
     GAIN = 2.0
+    # within 0.5 LU of the tolerance window's edge (1.5 to 2.5 LU from the target): review
+    REVIEW: ClassVar[ReviewMargin] = ReviewMargin(0.5, "LU", "integrated_lufs", GAIN * 0.5)
     target: Tensor
     tolerance: Tensor
 
@@ -133,6 +166,12 @@ class QualityRule(PolicyHead):
 
     BLUR_GAIN = 2.0
     SIZE_GAIN = 10.0
+    # a Laplacian variance within a factor 1.25 of the minimum (80 to 125 for 100) goes to
+    # review; the same logits put a short side within 4.6 % of the minimum (383 to 417 px
+    # for 400) in review
+    REVIEW: ClassVar[ReviewMargin] = ReviewMargin(
+        1.25, "ratio", "laplacian_var", BLUR_GAIN * math.log(1.25)
+    )
     log_variance: Tensor
     log_side: Tensor
 

@@ -42,7 +42,16 @@ from encoders.media import (
 from encoders.registry import get_entry
 from ensemble.config import ModelConfig
 from ensemble.model import rows_index
-from ensemble.rows import AdError, ModelInfo, Record, Row, ad_id, error_row, id_problem
+from ensemble.rows import (
+    AdError,
+    ModelInfo,
+    Record,
+    Row,
+    ad_id,
+    error_row,
+    id_problem,
+    model_info,
+)
 
 log = logging.getLogger(__name__)
 OnError = Literal["row", "raise", "skip"]
@@ -123,7 +132,7 @@ class AdPreparer:
         self.limits: MediaLimits = config.limits
         self.allow_paths = allow_paths
         self.any_path = any_path
-        self.model: ModelInfo = {"name": config.name, "version": config.version}
+        self.model: ModelInfo = model_info(config)
         self.preparers: dict[str, list[tuple[str, Any]]] = {m: [] for m in MODALITIES}
         self.buckets: dict[str, tuple[int, ...]] = {}
         placeholders: dict[str, Tensor] = {}

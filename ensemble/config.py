@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from encoders.media import MediaLimits
 from encoders.registry import get_entry
+from ensemble.decisions import Band, Calibration
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -29,10 +31,15 @@ class Policy:
         name: Policy name, e.g. ``"hate_speech"``.
         heads: Keys of the encoders whose heads score it; the policy's score is the fusion of
             the present ones.
-        threshold: Score at or above which the ad is flagged.
-        calibrated: False while a learned head is untrained: its number is then never shown.
+        threshold: Raw score (the graph's) at or above which the ad is flagged.
+        calibrated: False while a learned head is untrained: its number is then never shown
+            (trained, not :attr:`calibration`).
         description: What the policy forbids.
         rule: Parameters of the rule heads of analyzers (e.g. a loudness target).
+        calibration: The map from the graph's raw score to the probability rows report
+            (``adpolicy calibrate``); None: the raw score.
+        band: Allow / review / block thresholds on the raw score; None: the single
+            threshold decides (flagged: block, else allow).
     """
 
     name: str
@@ -41,6 +48,8 @@ class Policy:
     calibrated: bool = False
     description: str = ""
     rule: Mapping[str, Any] = field(default_factory=dict)
+    calibration: Calibration | None = None
+    band: Band | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Policy:
@@ -48,12 +57,41 @@ class Policy:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"policy {data.get('name')!r}: unknown keys {sorted(unknown)}")
-        return cls(**{**data, "heads": tuple(data["heads"]), "rule": dict(data.get("rule", {}))})
+        try:
+            calibration = data.get("calibration")
+            band = data.get("band")
+            return cls(
+                **{
+                    **data,
+                    "heads": tuple(data["heads"]),
+                    "rule": dict(data.get("rule", {})),
+                    "calibration": None
+                    if calibration is None
+                    else Calibration.from_json(calibration),
+                    "band": None if band is None else Band.from_json(band),
+                }
+            )
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"policy {data.get('name')!r}: {err}") from None
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["heads"] = list(self.heads)
+        out["rule"] = dict(self.rule)
+        out["calibration"] = None if self.calibration is None else self.calibration.to_json()
+        out["band"] = None if self.band is None else self.band.to_json()
         return out
+
+    def calibrate(self, scores: np.ndarray) -> np.ndarray:
+        """The probabilities rows report for raw ``scores`` (any shape), float64."""
+        scores = np.asarray(scores, dtype=np.float64)
+        return scores if self.calibration is None else self.calibration(scores)
+
+    def decision_summary(self) -> dict[str, Any]:
+        """How the policy decides: its band's method and guarantee, or ``"threshold"``."""
+        if self.band is None:
+            return {"method": "threshold"}
+        return self.band.summary()
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """What one ad comes in as (a :class:`Record`) and goes out as (a :class:`Row`).
 
 The same row shape leaves offline scoring, the TorchServe handler and the fan-out client:
-``id``, ``status`` (``"ok"`` or ``"error"``), ``model`` and ``warnings`` always; scores,
-flags, the per-modality breakdown and measurements when scored; ``http_status`` and
+``id``, ``status`` (``"ok"`` or ``"error"``), ``model`` and ``warnings`` always; the ad's
+``decision`` (``allow`` / ``review`` / ``block``), calibrated scores, flags and decisions per
+policy, the per-modality breakdown and measurements when scored; ``http_status`` and
 ``errors`` (one ``{field, error}`` per problem) when not; ``explanation`` when asked for
 (:mod:`ensemble.explain`).
 """
@@ -14,13 +15,29 @@ from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
 from encoders.base import InputError
+from ensemble.config import ModelConfig
+from ensemble.decisions import Decision
 
 MAX_ID_CHARS = 256
 
 
 class ModelInfo(TypedDict):
+    """The model a row was scored by (:func:`model_info`; ``decisions`` is absent only from
+    rows merged from servers that do not report it)."""
+
     name: str
     version: str
+    decisions: NotRequired[dict[str, dict[str, Any]]]
+
+
+def model_info(config: ModelConfig) -> ModelInfo:
+    """The ``model`` of every row scored, or refused, under ``config``: its name, version and
+    per policy how it decides (:meth:`ensemble.config.Policy.decision_summary`)."""
+    return {
+        "name": config.name,
+        "version": config.version,
+        "decisions": {p.name: p.decision_summary() for p in config.policies},
+    }
 
 
 class FieldError(TypedDict):
@@ -35,6 +52,7 @@ class Row(TypedDict):
     status: Literal["ok", "error"]
     model: ModelInfo
     warnings: list[str]
+    decision: NotRequired[Decision]
     flags: NotRequired[list[str]]
     policies: NotRequired[dict[str, dict[str, Any]]]
     modalities: NotRequired[dict[str, dict[str, float]]]

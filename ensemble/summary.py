@@ -16,6 +16,8 @@ SHOWN_ERRORS = 10  # then the first errors among the others
 class PolicyTally:
     scored: int = 0
     flagged: int = 0
+    review: int = 0
+    block: int = 0
     top: float | None = None
     untrained: int = 0
     not_applicable: int = 0
@@ -60,6 +62,8 @@ class Summary:
             if entry["status"] == "scored":
                 tally.scored += 1
                 tally.flagged += bool(entry["flag"])
+                tally.review += entry.get("decision") == "review"
+                tally.block += entry.get("decision") == "block"
                 tally.top = max(entry["score"], tally.top or 0.0)
             elif entry["status"] == "untrained":
                 tally.untrained += 1
@@ -67,14 +71,22 @@ class Summary:
                 tally.not_applicable += 1
 
     def table(self, seconds: float) -> str:
-        """The ads shown, then per policy how many ads were scored and flagged."""
-        lines = [f"{'ad':<24} {'status':<7} scores (* flagged) / errors", *self.shown, ""]
-        lines += [f"{'policy':<22} {'scored':>7} {'flagged':>7} {'max score':>9}  untrained    n/a"]
+        """The ads shown, then per policy how many ads were scored, flagged, sent to review
+        and blocked."""
+        lines = [
+            f"{'ad':<24} {'status':<7} {'decision':<8} scores (* flagged) / errors",
+            *self.shown,
+            "",
+        ]
+        lines += [
+            f"{'policy':<22} {'scored':>7} {'flagged':>7} {'review':>7} {'block':>7} "
+            f"{'max score':>9}  untrained    n/a"
+        ]
         for name, t in self.tallies.items():
             top = "-" if t.top is None else f"{t.top:.3f}"
             lines.append(
-                f"{name:<22} {t.scored:>7} {t.flagged:>7} {top:>9}  {t.untrained:>9} "
-                f"{t.not_applicable:>6}"
+                f"{name:<22} {t.scored:>7} {t.flagged:>7} {t.review:>7} {t.block:>7} "
+                f"{top:>9}  {t.untrained:>9} {t.not_applicable:>6}"
             )
         if self.errors:
             fields = ", ".join(f"{f} {n}" for f, n in self.error_fields.most_common())
@@ -89,7 +101,8 @@ class Summary:
 
 
 def _line(row: Row) -> str:
-    """One ad: the score of each policy it was scored on (``*``: flagged), or its errors."""
+    """One ad: its decision and the score of each policy it was scored on (``*``: flagged),
+    or its errors."""
     if row["status"] == "ok":
         detail = ", ".join(
             f"{name} {e['score']:.2f}{'*' if e['flag'] else ''}"
@@ -99,4 +112,5 @@ def _line(row: Row) -> str:
     else:
         detail = "; ".join(f"{e['field']}: {e['error']}" for e in row.get("errors", []))
     warned = f"  [warnings: {'; '.join(row['warnings'])}]" if row["warnings"] else ""
-    return f"{row['id']:<24} {row['status']:<7} {detail[:300]}{warned}"
+    decision = row.get("decision", "-")
+    return f"{row['id']:<24} {row['status']:<7} {decision:<8} {detail[:300]}{warned}"

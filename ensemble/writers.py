@@ -23,12 +23,12 @@ from ensemble.rows import Row
 
 FORMATS = (".jsonl", ".json", ".csv", ".parquet")
 RESUMABLE = (".jsonl", ".json", ".csv")
-LEADING = ("id", "status", "model", "warnings", "error", "flags")
+LEADING = ("id", "status", "model", "warnings", "error", "decision", "flags")
 
 
 def flat_columns(policies: Sequence[str], measurements: Sequence[str]) -> list[str]:
     """The columns of a flat (CSV / Parquet) results file, in order."""
-    per_policy = [f"{p}.{k}" for p in policies for k in ("score", "flag", "status")]
+    per_policy = [f"{p}.{k}" for p in policies for k in ("score", "flag", "status", "decision")]
     return [*LEADING, *per_policy, *measurements]
 
 
@@ -123,7 +123,7 @@ class RowWriter:
 
 
 def _arrow_type(name: str, pa: Any) -> Any:
-    if name in LEADING or name.endswith(".status"):
+    if name in LEADING or name.endswith((".status", ".decision")):
         return pa.string()
     return pa.bool_() if name.endswith(".flag") else pa.float64()
 

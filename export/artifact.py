@@ -35,6 +35,7 @@ from ensemble.batch import AdPreparer
 from ensemble.config import ModelConfig
 from ensemble.model import AdPolicyEnsemble
 from ensemble.pretrained import bundle_encoder_files, resolve_encoder_paths
+from ensemble.rows import model_info
 from ensemble.scoring import Scorer
 from export.buckets import BucketGraphs, Lengths, bucket_file
 from export.runtime import graph_mode
@@ -123,6 +124,12 @@ def output_spec(model: AdPolicyEnsemble) -> list[dict[str, Any]]:
     ]
 
 
+def decision_summary(config: ModelConfig) -> dict[str, Any]:
+    """Per policy how it decides (as in every row's ``model``): the guarantee's parameters a
+    server reports; the thresholds themselves are in the config."""
+    return model_info(config)["decisions"]
+
+
 def build_manifest(
     model: AdPolicyEnsemble,
     config: ModelConfig,
@@ -166,6 +173,7 @@ def build_manifest(
         "inputs": input_spec(model, LAYOUTS[target]),
         "outputs": output_spec(model),
         "measurement_names": list(model.measurement_names),
+        "decisions": decision_summary(config),
         "preparation": {
             key: {"type": enc.type, "modality": config.modality(key), "settings": enc.settings}
             for key, enc in config.encoders.items()
@@ -417,7 +425,10 @@ def load_artifact(directory: str | Path, *, device: str = "cpu") -> Artifact:
     if target not in LOADERS:
         raise ArtifactError(f"{root}: unknown target {target!r}; known: {sorted(LOADERS)}")
     path = verify_graph(root, manifest["graph"])
-    config = resolve_encoder_paths(ModelConfig.from_json(manifest["config"]), root)
+    try:
+        config = resolve_encoder_paths(ModelConfig.from_json(manifest["config"]), root)
+    except ValueError as err:
+        raise ArtifactError(f"{root}: the manifest's config cannot be used: {err}") from None
     check_metadata(root, manifest, config)
     load = LOADERS[target]
     if not manifest.get("bucket_graphs"):
@@ -433,7 +444,9 @@ def load_artifact(directory: str | Path, *, device: str = "cpu") -> Artifact:
 def check_metadata(root: Path, manifest: Mapping[str, Any], config: ModelConfig) -> None:
     """Refuse a manifest whose parts disagree: its policy list and the config's, the output
     widths and the policy and measurement counts (a hand-edited or mixed-up artifact would
-    otherwise label one policy's scores with another's name).
+    otherwise label one policy's scores with another's name), and the decision methods it
+    reports and the calibrations and bands its config applies. (A calibration or band that
+    cannot be applied at all fails earlier, when the config is read, naming the policy.)
 
     Raises:
         ArtifactError: Naming every disagreement.
@@ -452,6 +465,11 @@ def check_metadata(root: Path, manifest: Mapping[str, Any], config: ModelConfig)
     if manifest["policies"] != config.policy_names:
         problems.append(
             f"the manifest lists policies {manifest['policies']}, its config {config.policy_names}"
+        )
+    stated = manifest.get("decisions")
+    if stated is not None and stated != decision_summary(config):
+        problems.append(
+            f"the manifest states decisions {stated}, its config applies {decision_summary(config)}"
         )
     if problems:
         raise ArtifactError(f"{root}: inconsistent manifest: " + "; ".join(problems))

@@ -101,8 +101,8 @@ def capture_record(
         return record
     record.update(
         model=dict(result["model"]),
-        scores={
-            name: entry["score"]
+        scores={  # the graph's own score, which the threshold applies to
+            name: entry.get("raw_score", entry["score"])
             for name, entry in result["policies"].items()
             if entry["status"] == "scored"
         },

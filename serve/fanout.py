@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ensemble.decisions import ad_decision
 from ensemble.rows import ModelInfo, Row, ad_id
 from serve.client import Client, Prediction
 
@@ -32,7 +33,8 @@ def merge_results(ad_id: str, parts: Sequence[Mapping[str, Any]]) -> Row:
     flag: every part has the policy's threshold), else ``untrained`` when a part withheld it,
     else ``not_applicable``; policies no part knows are absent. Per-modality scores,
     measurements and warnings are the parts' own; ``model`` names every part's archive
-    (``"text+image"``). An error in any part makes the whole ad an error with every part's
+    (``"text+image"``) with their policies' decision methods; the ad's decision is taken over
+    the merged policies (:func:`~ensemble.decisions.ad_decision`). An error in any part makes the whole ad an error with every part's
     errors.
     """
     models = [p.get("model") or {"name": "unknown", "version": ""} for p in parts]
@@ -57,11 +59,13 @@ def merge_results(ad_id: str, parts: Sequence[Mapping[str, Any]]) -> Row:
             known = policies.setdefault(name, dict(entry))
             if _rank(entry) > _rank(known):
                 known.update(entry)
+    model["decisions"] = {k: v for m in models for k, v in m.get("decisions", {}).items()}
     return {
         "id": ad_id,
         "status": "ok",
         "model": model,
         "warnings": warnings,
+        "decision": ad_decision(entry.get("decision") for entry in policies.values()),
         "flags": [name for name, entry in policies.items() if entry["flag"]],
         "policies": policies,
         "modalities": {m: s for p in parts for m, s in p["modalities"].items()},

@@ -16,7 +16,8 @@ same graph, the analyzers' per-second curves, the per-modality breakdown). The h
 per request, so a batch mixing predictions and explanations gives each what it asked for (the
 base handler looks at the first request only).
 
-Settings come from the export manifest (policies, thresholds, preparation, media limits) and
+Settings come from the export manifest (policies, thresholds, calibrations and decision bands,
+preparation, media limits) and
 from ``model-config.yaml`` (:class:`serve.archive.ModelSettings`: preparation threads, capture).
 """
 
@@ -36,7 +37,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from ensemble.batch import PreparedAd
 from ensemble.explain import Explainer
-from ensemble.rows import AdError, Record, Row
+from ensemble.rows import AdError, ModelInfo, Record, Row
 from ensemble.scoring import Scored
 from export.artifact import load_artifact
 from serve.archive import ARTIFACT_DIR, ModelSettings
@@ -88,13 +89,18 @@ class AdPolicyHandler(BaseHandler):
         self.context = context
         self.initialized = True
         log.info(
-            "adpolicy handler ready: %s %s on %s, policies %s, capture %s",
+            "adpolicy handler ready: %s %s on %s, decisions %s, capture %s",
             model["modelName"],
             model["modelVersion"],
             self.device,
-            self.artifact.policy_names,
+            self.scorer.formatter.model["decisions"],
             self.capture.path if self.capture else "off",
         )
+
+    def describe_handle(self) -> ModelInfo:
+        """The model info of every row (name, version, each policy's decision method and
+        guarantee), answered to TorchServe's customized describe request."""
+        return self.scorer.formatter.model
 
     def preprocess(self, data: Sequence[Mapping[str, Any]]) -> list[Item]:
         """Parse and prepare each request; a failure becomes that request's error row.

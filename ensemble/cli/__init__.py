@@ -1,6 +1,7 @@
 """The ``adpolicy`` command line: one sub-command group per job.
 
-The groups of the model's own jobs live here (:mod:`.score`, :mod:`.explain`, :mod:`.train`); export, serving
+The groups of the model's own jobs live here (:mod:`.score`, :mod:`.explain`, :mod:`.train`,
+:mod:`.calibrate`); export, serving
 and monitoring keep theirs beside the code they drive (``export.commands``, ``serve.commands``,
 ``serve.monitor.commands``). Each module exposes ``register(subparsers)``; its parsers set
 ``func(args) -> int``.
@@ -15,12 +16,20 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from ensemble.cli import explain, score, train
+from ensemble.cli import calibrate, explain, score, train
 from export import commands as export_commands
 from serve import commands as serve_commands
 from serve.monitor import commands as monitor_commands
 
-COMMAND_GROUPS = (score, explain, train, monitor_commands, export_commands, serve_commands)
+COMMAND_GROUPS = (
+    score,
+    explain,
+    train,
+    calibrate,
+    monitor_commands,
+    export_commands,
+    serve_commands,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -253,7 +253,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from ensemble.pretrained import from_pretrained
     from ensemble.training.evaluate import evaluate, measure
-    from ensemble.training.report import class_tables, policy_table, write_report
+    from ensemble.training.report import report_tables, write_report
 
     model = from_pretrained(args.checkpoint)
     ads = read_manifest(args.data)
@@ -262,9 +262,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         model, ads, rule=rule, base_dir=Path(args.data).parent, batch_size=args.batch_size,
         device=args.device, progress=not args.no_progress,
     )  # fmt: skip
-    tables = [("Policies", policy_table(result))]
-    tables += class_tables(result.classes) if result.classes is not None else []
-    for title, (header, rows) in tables:
+    for title, (header, rows) in report_tables(result):
         widths = [max(len(c) for c in column) for column in zip(header, *rows, strict=True)]
         print(f"\n{title}")
         for row in (header, *rows):

@@ -43,72 +43,18 @@ from scipy.optimize import minimize_scalar
 from scipy.stats import binom
 from sklearn.isotonic import IsotonicRegression
 
+from ensemble.decisions import EPS, Band, Calibration, logit, outcome, sigmoid
 from ensemble.training.evaluate import expected_calibration_error
 
-EPS = 1e-6
 CALIBRATION_METHODS = ("temperature", "isotonic")
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """A monotone map from a policy's score to a calibrated probability.
-
-    Attributes:
-        method: ``"identity"``, ``"temperature"`` or ``"isotonic"``.
-        temperature: The temperature (``"temperature"``).
-        knots_x: Scores of the isotonic knots, increasing (``"isotonic"``).
-        knots_y: Probabilities at the knots, non-decreasing (``"isotonic"``).
-        ece: Cross-fitted validation ECE of each method tried, before (``"identity"``) and
-            after.
-    """
-
-    method: str = "identity"
-    temperature: float = 1.0
-    knots_x: tuple[float, ...] = ()
-    knots_y: tuple[float, ...] = ()
-    ece: Mapping[str, float] | None = None
-
-    def __call__(self, scores: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities of ``scores`` [N] in [0, 1]."""
-        scores = np.asarray(scores, dtype=np.float64)
-        if self.method == "temperature":
-            return _sigmoid(_logit(scores) / self.temperature)
-        if self.method == "isotonic":
-            return np.interp(scores, self.knots_x, self.knots_y)
-        return scores
-
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["knots_x"], out["knots_y"] = list(self.knots_x), list(self.knots_y)
-        out["ece"] = dict(self.ece or {})
-        return out
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Calibration:
-        return cls(
-            method=str(data.get("method", "identity")),
-            temperature=float(data.get("temperature", 1.0)),
-            knots_x=tuple(float(x) for x in data.get("knots_x", ())),
-            knots_y=tuple(float(y) for y in data.get("knots_y", ())),
-            ece={k: float(v) for k, v in (data.get("ece") or {}).items()},
-        )
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, EPS, 1 - EPS)
-    return np.log(p) - np.log1p(-p)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def _fit(method: str, scores: np.ndarray, labels: np.ndarray) -> Calibration:
     if method == "temperature":
-        logits = _logit(scores)
+        logits = logit(scores)
 
         def nll(log_t: float) -> float:
-            p = np.clip(_sigmoid(logits / np.exp(log_t)), EPS, 1 - EPS)
+            p = np.clip(sigmoid(logits / np.exp(log_t)), EPS, 1 - EPS)
             return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log1p(-p)))
 
         found = minimize_scalar(nll, bounds=(-4.0, 4.0), method="bounded")
@@ -188,23 +134,25 @@ class DecisionBand:
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "calibration": dict(self.calibration)}
 
+    def as_band(self, calibration: str) -> Band:
+        """The :class:`~ensemble.decisions.Band` stored in a policy's config.
 
-def outcome(scores: np.ndarray, labels: np.ndarray, allow: float, block: float) -> dict[str, float]:
-    """What thresholds do on labelled ads: block precision, allow miss rate, review share.
-
-    An outcome with no ad has precision 1 and miss rate 0 (it makes no error).
-    """
-    scores, labels = np.asarray(scores), np.asarray(labels)
-    blocked = scores >= block
-    allowed = (scores < allow) & ~blocked
-    n = max(len(scores), 1)
-    return {
-        "block_precision": float(labels[blocked].mean()) if blocked.any() else 1.0,
-        "allow_miss_rate": float(labels[allowed].mean()) if allowed.any() else 0.0,
-        "review_share": float(1 - (blocked.sum() + allowed.sum()) / n),
-        "blocked": int(blocked.sum()),
-        "allowed": int(allowed.sum()),
-    }
+        Args:
+            calibration: The method of the calibration the thresholds apply after.
+        """
+        return Band(
+            self.allow,
+            self.block,
+            "learn_then_test",
+            {
+                "block_precision": self.block_precision,
+                "allow_miss_rate": self.allow_miss_rate,
+                "delta": self.delta,
+                "calibration_size": self.calibration_size,
+                "calibration": calibration,
+                "outcome": dict(self.calibration),
+            },
+        )
 
 
 def _fixed_sequence(errors: np.ndarray, decided: np.ndarray, rate: float, level: float) -> int:

@@ -7,7 +7,10 @@ threshold), ROC-AUC, PR-AUC (average precision), the Brier score and the expecte
 error (ECE: 10 equal-width score bins, the bin-size-weighted mean of |positive rate - mean
 score|). A :class:`~ensemble.training.data.ClassRule` adds multi-class accuracy and macro-F1 against
 each ad's ``meta.class``. Scores come from the ensemble's own forward (the served graph's
-numbers), texts batched by length with the padding cut.
+raw numbers), texts batched by length with the padding cut. A policy with a stored calibration
+(``adpolicy calibrate``) also gets its ECE after it (what rows report) and the reliability
+bins before and after; one with a band gets what the band decides on the data (block
+precision, allow miss rate, review share).
 
 Threshold rule (:func:`choose_threshold`), applied on validation data by training: the
 threshold maximising F1, the candidates being the distinct validation scores; ties go to the
@@ -35,6 +38,8 @@ from sklearn.metrics import (
 from tqdm import tqdm
 
 from encoders.base import MODALITIES
+from ensemble.config import Policy
+from ensemble.decisions import outcome
 from ensemble.model import AdPolicyEnsemble
 from ensemble.scoring import Scorer
 from ensemble.training.data import ClassRule, label_tensors
@@ -153,6 +158,8 @@ class Evaluation:
         thresholds: [P] the policies' thresholds.
         metrics: Policy -> :func:`policy_metrics` (policies with known labels only).
         classes: :func:`class_metrics` of a class rule, with the rule's reference results.
+        calibrated: [N, P] the probabilities rows report (:func:`add_decisions`; the raw
+            scores where a policy has no calibration), None until then.
     """
 
     policies: list[str]
@@ -162,6 +169,7 @@ class Evaluation:
     thresholds: np.ndarray
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     classes: dict[str, Any] | None = None
+    calibrated: np.ndarray | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"n": int(self.scores.shape[0]), "policies": self.metrics, "classes": self.classes}
@@ -238,6 +246,37 @@ def measure(
     return result
 
 
+def add_decisions(evaluation: Evaluation, policies: Sequence[Policy]) -> None:
+    """Add each measured policy's calibration (method, ``ece_calibrated``) and band outcome
+    (``decisions``: :func:`ensemble.decisions.outcome` on the raw scores) to its metrics.
+
+    Args:
+        evaluation: What :func:`measure` returned (its columns in the order of ``policies``).
+        policies: The policies of the model's config.
+    """
+    evaluation.calibrated = np.stack(
+        [p.calibrate(evaluation.scores[:, j]) for j, p in enumerate(policies)], axis=1
+    )
+    for j, policy in enumerate(policies):
+        metrics = evaluation.metrics.get(policy.name)
+        if metrics is None:
+            continue
+        rows = evaluation.known[:, j]
+        labels = evaluation.labels[rows, j]
+        metrics["calibration"] = policy.calibration.method if policy.calibration else None
+        metrics["ece_calibrated"] = expected_calibration_error(
+            evaluation.calibrated[rows, j], labels
+        )
+        if policy.band is not None:
+            band = policy.band
+            metrics["decisions"] = {
+                "method": band.method,
+                "allow": band.allow,
+                "block": band.block,
+                **outcome(evaluation.scores[rows, j], labels, band.allow, band.block),
+            }
+
+
 def evaluate(
     model: AdPolicyEnsemble,
     ads: Sequence[Mapping[str, Any]],
@@ -248,10 +287,13 @@ def evaluate(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> Evaluation:
-    """Score ``ads`` with ``model`` and measure every policy at its configured threshold."""
+    """Score ``ads`` with ``model`` and measure every policy at its configured threshold, its
+    calibration and its band (:func:`add_decisions`)."""
     scores, applicable = score_ads(
         model, ads, base_dir=base_dir, batch_size=batch_size, device=device, progress=progress
     )
     config = model.config
     thresholds = [p.threshold for p in config.policies]
-    return measure(config.policy_names, thresholds, scores, applicable, ads, rule)
+    result = measure(config.policy_names, thresholds, scores, applicable, ads, rule)
+    add_decisions(result, config.policies)
+    return result

@@ -1,4 +1,5 @@
-"""The evaluation report: Markdown or HTML tables, PR curves and reliability diagrams (PNG)."""
+"""The evaluation report: Markdown or HTML tables, PR curves and reliability diagrams (PNG),
+before and after each policy's stored calibration."""
 
 from __future__ import annotations
 
@@ -36,6 +37,41 @@ def policy_table(evaluation: Evaluation) -> Table:
         values = [m["n"], m["positives"], m["threshold"], m["precision"], m["recall"], m["f1"],
                   m["roc_auc"], m["pr_auc"], m["ece"], c["tp"], c["fp"], c["fn"], c["tn"]]  # fmt: skip
         rows.append([name, *map(_fmt, values)])
+    return header, rows
+
+
+def decision_table(evaluation: Evaluation) -> Table:
+    """Per policy: its calibration, the ECE before and after it, and what its band decides."""
+    header = ["policy", "calibration", "ECE raw", "ECE calibrated", "allow <", "block >=",
+              "block precision", "allow miss rate", "review share", "blocked", "allowed"]  # fmt: skip
+    rows = []
+    for name, m in evaluation.metrics.items():
+        d = m.get("decisions") or {}
+        values = [m.get("calibration") or "none", m["ece"], m.get("ece_calibrated"),
+                  *(d.get(k) for k in ("allow", "block", "block_precision", "allow_miss_rate",
+                                       "review_share", "blocked", "allowed"))]  # fmt: skip
+        rows.append([name, *map(_fmt, values)])
+    return header, rows
+
+
+def reliability_table(evaluation: Evaluation, j: int) -> Table:
+    """The reliability bins of policy ``j``: count, mean score and positive rate per bin, on
+    the raw scores and on the calibrated probabilities."""
+    rows_of = evaluation.known[:, j]
+    labels = evaluation.labels[rows_of, j]
+    calibrated = evaluation.calibrated if evaluation.calibrated is not None else evaluation.scores
+    before = reliability_bins(evaluation.scores[rows_of, j], labels)
+    after = reliability_bins(calibrated[rows_of, j], labels)
+    header = ["bin", "n raw", "mean raw", "rate raw", "n calibrated", "mean calibrated",
+              "rate calibrated"]  # fmt: skip
+    rows = []
+    for b in range(len(before[0])):
+        cells = [f"{b / len(before[0]):.1f}-{(b + 1) / len(before[0]):.1f}"]
+        for mean, rate, count in (before, after):
+            filled = count[b] > 0
+            cells += [str(int(count[b])), _fmt(float(mean[b])) if filled else "-",
+                      _fmt(float(rate[b])) if filled else "-"]  # fmt: skip
+        rows.append(cells)
     return header, rows
 
 
@@ -81,21 +117,42 @@ def plot_pr_curve(evaluation: Evaluation, j: int, path: Path) -> None:
 
 
 def plot_reliability(evaluation: Evaluation, j: int, path: Path) -> None:
-    """Reliability diagram of policy ``j``: positive rate against mean score per bin."""
+    """Reliability diagram of policy ``j``: positive rate against mean score per bin, raw and
+    (when the policy has a calibration) calibrated."""
     rows = evaluation.known[:, j]
-    mean, rate, count = reliability_bins(evaluation.scores[rows, j], evaluation.labels[rows, j])
-    filled = count > 0
+    m = evaluation.metrics[evaluation.policies[j]]
+    curves = [("raw", evaluation.scores, m["ece"])]
+    if m.get("calibration") and evaluation.calibrated is not None:
+        curves.append((m["calibration"], evaluation.calibrated, m["ece_calibrated"]))
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
-    ax.plot(mean[filled], rate[filled], "o-", label="model")
+    for label, scores, ece in curves:
+        mean, rate, count = reliability_bins(scores[rows, j], evaluation.labels[rows, j])
+        filled = count > 0
+        ax.plot(mean[filled], rate[filled], "o-", label=f"{label} (ECE {_fmt(ece)})")
     ax.set(xlabel="mean score", ylabel="positive rate", xlim=(0, 1), ylim=(0, 1))
-    ax.set_title(
-        f"{evaluation.policies[j]} (ECE {_fmt(evaluation.metrics[evaluation.policies[j]]['ece'])})"
-    )
+    ax.set_title(evaluation.policies[j])
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def report_tables(evaluation: Evaluation) -> list[tuple[str, Table]]:
+    """Every table of the report, titled: policies, calibration and decisions, the class
+    tables of a class rule, and each measured policy's reliability bins."""
+    sections: list[tuple[str, Table]] = [
+        ("Policies", policy_table(evaluation)),
+        ("Calibration and decisions", decision_table(evaluation)),
+    ]
+    if evaluation.classes is not None:
+        sections += class_tables(evaluation.classes)
+    sections += [
+        (f"Reliability: {name}", reliability_table(evaluation, j))
+        for j, name in enumerate(evaluation.policies)
+        if name in evaluation.metrics
+    ]
+    return sections
 
 
 def _markdown(title: str, table: Table) -> str:
@@ -133,9 +190,7 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(evaluation.to_json(), indent=2) + "\n")
-    sections: list[tuple[str, Table]] = [("Policies", policy_table(evaluation))]
-    if evaluation.classes is not None:
-        sections += class_tables(evaluation.classes)
+    sections = report_tables(evaluation)
     images: list[tuple[str, Sequence[str]]] = []
     for j, name in enumerate(evaluation.policies):
         m = evaluation.metrics.get(name)

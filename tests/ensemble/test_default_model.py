@@ -48,6 +48,18 @@ def test_shipped_default_is_small_calibrated_and_recorded() -> None:
         assert record["metrics"]["policies"][name]["threshold"] == policies[name]["threshold"]
     assert record["class_rule"] == "three-class"
     assert record["metrics"]["n"] == 7435  # the whole hold-out
+    # decisions fitted by `adpolicy calibrate` on the Davidson validation split
+    fitted = config["checkpoint"]["decisions"]
+    assert (fitted["block_precision"], fitted["allow_miss_rate"], fitted["delta"]) == (
+        0.95,
+        0.02,
+        0.1,
+    )
+    for name in TEXT_POLICIES:
+        assert policies[name]["calibration"]["method"] in ("temperature", "isotonic")
+        assert policies[name]["band"]["guarantee"]["calibration_size"] == fitted["data"]["n"]
+    for name in ("flashing", "loudness", "low_quality_image"):
+        assert policies[name]["band"]["method"] == "margin"
 
 
 @pytest.mark.slow

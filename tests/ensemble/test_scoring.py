@@ -36,6 +36,7 @@ def test_scores_thresholds_and_withheld_untrained(scorer, sample_ads, sample_med
         "status": "untrained",
         "score": None,
         "flag": None,
+        "decision": None,
     }
     assert set(all_four["modalities"]) == {"text", "image", "audio", "video"}
     assert "adult" not in all_four["modalities"]["image"]  # untrained: never shown
@@ -178,7 +179,8 @@ def test_an_unexpected_exception_costs_one_ad(scorer, monkeypatch) -> None:
 
 def test_every_row_has_the_same_keys_and_the_model(scorer) -> None:
     ok, bad = scorer.score([{"text": "hi"}, {"text": 1}])
+    decisions = {p: {"method": "threshold"} for p in ("offensive_language", "violence", "adult")}
     for row in (ok, bad):
-        assert row["model"] == {"name": "small", "version": "test"}
+        assert row["model"] == {"name": "small", "version": "test", "decisions": decisions}
         assert row["warnings"] == []
     assert (ok["id"], bad["id"]) == ("#0", "#1")

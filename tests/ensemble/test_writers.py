@@ -21,8 +21,17 @@ def ok(ad_id: str) -> Row:
         "status": "ok",
         "model": MODEL,
         "warnings": ["image: transparent pixels flattened onto white"],
+        "decision": "allow",
         "flags": [],
-        "policies": {"p": {"status": "scored", "score": 0.25, "flag": False, "threshold": 0.5}},
+        "policies": {
+            "p": {
+                "status": "scored",
+                "score": 0.25,
+                "flag": False,
+                "threshold": 0.5,
+                "decision": "allow",
+            }
+        },
         "modalities": {},
         "measurements": {"x.y": 1.5},
     }

@@ -235,7 +235,14 @@ def test_the_default_archive_scores_as_offline(served: TorchServe) -> None:
     predictions = [c.predict(ad) for ad in ads]
     assert [p.status for p in predictions] == [200, 200, 200]
     for got, want in zip(predictions, load().score(ads), strict=True):
-        assert_results_close(got.body, want, atol=1e-5)
+        assert_results_close(got.body, want, atol=1e-5)  # decisions and calibration included
+    # the default's stored decisions, applied by the served handler
+    body = predictions[1].body
+    assert body["decision"] in ("review", "block")  # no text is approved automatically
+    assert body["policies"]["offensive_language"]["decision"] in ("review", "block")
+    assert "raw_score" in body["policies"]["offensive_language"]
+    assert body["model"]["decisions"]["offensive_language"]["method"] == "learn_then_test"
+    assert body["model"]["decisions"]["loudness"]["method"] == "margin"
 
 
 def test_the_explanations_endpoint_explains_a_text_and_an_image_ad(served: TorchServe) -> None:

@@ -159,6 +159,21 @@ def test_each_request_to_explanations_is_explained_in_a_mixed_batch(
     assert len(image["attribution"]["violence"]) == 7
 
 
+def test_rows_and_the_model_info_say_how_each_policy_decides(
+    handler: tuple[AdPolicyHandler, Context], good_ads: list[dict[str, Any]]
+) -> None:
+    h, context = handler
+    responses = run_batch(h, context, [{"body": good_ads[0]}, {"body": b""}])
+    ok, refused = responses[0][1], responses[1][1]
+    scored = {n: e for n, e in ok["policies"].items() if e["status"] == "scored"}
+    assert scored
+    for entry in scored.values():  # no band stored: the single threshold decides
+        assert entry["decision"] == ("block" if entry["flag"] else "allow")
+    assert ok["decision"] == ("block" if ok["flags"] else "allow")
+    assert h.describe_handle() == ok["model"] == refused["model"]
+    assert ok["model"]["decisions"]["offensive_language"] == {"method": "threshold"}
+
+
 @pytest.mark.parametrize(
     ("request_", "status", "field", "fragment"),
     [

@@ -21,7 +21,7 @@ def test_demo_scores_the_sample_ads(sample_media, tmp_path, capsys) -> None:
     printed = capsys.readouterr().out
     # per ad, the score of every policy it was scored on; * marks a flag
     assert re.search(
-        r"profane-text +ok +offensive_language \d\.\d\d\*, hate_speech 0\.\d\d\n", printed
+        r"profane-text +ok +block +offensive_language \d\.\d\d\*, hate_speech 0\.\d\d\n", printed
     )
     lines = [json.loads(line) for line in ads.read_text().splitlines() if line.strip()]
     results = [json.loads(line) for line in out.read_text().splitlines()]
@@ -35,6 +35,14 @@ def test_demo_scores_the_sample_ads(sample_media, tmp_path, capsys) -> None:
         assert r["id"] in printed
         if r["status"] == "ok":
             assert set(r["policies"]) == {p["name"] for p in config["policies"]}
+    decisions = {r["id"]: r["decision"] for r in results if r["status"] == "ok"}
+    assert decisions["calm-audio"] == "allow"
+    assert decisions["coffee-text"] == "review"  # the default approves no text automatically
+    assert decisions["profane-text"] == decisions["strobe-video"] == "block"
+    for r in results:
+        if r["status"] == "ok":
+            assert r["model"]["decisions"]["offensive_language"]["method"] == "learn_then_test"
+            assert r["model"]["decisions"]["loudness"]["method"] == "margin"
     flags = {r["id"]: set(r["flags"]) for r in results if r["status"] == "ok"}
     assert flags["profane-text"] == {"offensive_language"}
     assert "hate_speech" in flags["hateful-text"]

@@ -1,0 +1,206 @@
+"""Fit a checkpoint's decisions (``adpolicy calibrate``): per learned policy a calibration and
+a Learn-then-Test band on labelled validation ads, per analyzer policy its rule's review margin,
+stored in the checkpoint's config (and so in every later export's manifest).
+
+Learned policies (:mod:`ensemble.training.calibrate`): the calibration is chosen by
+cross-fitted ECE, the band's thresholds by Learn then Test, both on the raw scores. The
+thresholds stay on the raw score (as the flag threshold does): an isotonic calibration is flat
+over stretches of scores, and thresholds on its output could not split them, so the bands
+would send more ads to review for the same guarantee. A learned policy
+without both classes among the labelled ads it applies to keeps what it had (nothing, or an
+earlier fit). Analyzer policies (:class:`encoders.rules.ReviewMargin`) need no data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from encoders.registry import get_entry
+from encoders.rules import ReviewMargin
+from ensemble.config import ModelConfig, Policy
+from ensemble.decisions import Band
+from ensemble.pretrained import CONFIG_FILE, from_pretrained
+from ensemble.training.calibrate import fit_calibration, learn_then_test
+from ensemble.training.data import file_sha256, label_tensors, read_manifest
+from ensemble.training.evaluate import score_ads
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the learned policies' bands promise (see :func:`learn_then_test`)."""
+
+    block_precision: float = 0.95
+    allow_miss_rate: float = 0.02
+    delta: float = 0.1
+
+
+def margin_band(margin: ReviewMargin) -> Band:
+    """The band of an analyzer policy: review when the rule's logit is within the margin."""
+    return Band(
+        1 / (1 + math.exp(margin.logit)),
+        1 / (1 + math.exp(-margin.logit)),
+        "margin",
+        {"margin": margin.size, "unit": margin.unit, "measurement": margin.measurement},
+    )
+
+
+def rule_margin(config: ModelConfig, policy: Policy) -> ReviewMargin | None:
+    """The review margin of a policy scored only by analyzers whose rules share one (None for
+    a learned policy, or analyzers with none or different ones)."""
+    entries = [get_entry(config.encoders[k].type) for k in policy.heads]
+    if any(e.kind != "analyzer" for e in entries):
+        return None
+    margins = {getattr(e.rule, "REVIEW", None) for e in entries}
+    return margins.pop() if len(margins) == 1 else None
+
+
+def fit_policy(
+    policy: Policy, scores: np.ndarray, labels: np.ndarray, targets: Targets
+) -> tuple[Policy, dict[str, Any]]:
+    """A learned policy with its calibration and band fitted on raw ``scores`` [N] and 0/1
+    ``labels`` [N], and a report line (ECE before and after: cross-fitted, as the method was
+    chosen)."""
+    calibration = fit_calibration(scores, labels)
+    ece = calibration.ece or {}
+    band = learn_then_test(
+        scores,
+        labels,
+        block_precision=targets.block_precision,
+        allow_miss_rate=targets.allow_miss_rate,
+        delta=targets.delta,
+    )
+    report = {
+        "n": len(labels),
+        "positives": int(labels.sum()),
+        "calibration": calibration.method,
+        "ece_before": ece["identity"],
+        "ece_after": ece.get(calibration.method, ece["identity"]),
+        "allow": band.allow if math.isfinite(band.allow) else None,  # None: never
+        "block": band.block if math.isfinite(band.block) else None,
+        **band.calibration,
+    }
+    fitted = dataclasses.replace(
+        policy, calibration=calibration, band=band.as_band(calibration.method)
+    )
+    return fitted, report
+
+
+def fit_decisions(
+    config: ModelConfig,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    known: np.ndarray,
+    targets: Targets,
+) -> tuple[tuple[Policy, ...], dict[str, dict[str, Any]]]:
+    """Every policy's decisions (see the module docstring).
+
+    Args:
+        config: The model config.
+        scores: [N, P] raw scores.
+        labels: [N, P] 0/1 labels.
+        known: [N, P] bool, where the label is known and the policy applies.
+        targets: The learned policies' targets.
+
+    Returns:
+        The policies with their calibrations and bands, and per policy what was done.
+    """
+    policies: list[Policy] = []
+    report: dict[str, dict[str, Any]] = {}
+    for j, policy in enumerate(config.policies):
+        margin = rule_margin(config, policy)
+        rows = known[:, j]
+        if margin is not None:
+            policies.append(dataclasses.replace(policy, band=margin_band(margin)))
+            report[policy.name] = {"margin": f"{margin.size:g} {margin.unit}"}
+        elif not policy.calibrated:
+            policies.append(policy)
+            report[policy.name] = {"kept": "untrained head"}
+        elif not 0 < labels[rows, j].sum() < rows.sum():
+            policies.append(policy)
+            report[policy.name] = {"kept": "needs labelled ads of both classes"}
+        else:
+            fitted, report[policy.name] = fit_policy(
+                policy, scores[rows, j].astype(np.float64), labels[rows, j], targets
+            )
+            policies.append(fitted)
+    return tuple(policies), report
+
+
+def calibrate_checkpoint(
+    checkpoint: str | Path,
+    data: str | Path,
+    targets: Targets,
+    *,
+    out: str | Path | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    progress: bool = True,
+) -> tuple[Path, dict[str, dict[str, Any]]]:
+    """Fit the decisions of a checkpoint on a labelled manifest and store them.
+
+    Args:
+        checkpoint: The checkpoint directory.
+        data: Labelled validation ads (JSONL manifest).
+        targets: The learned policies' targets.
+        out: Where the calibrated checkpoint goes (a copy; weights unchanged); None: in place.
+        batch_size: Ads per forward pass.
+        device: Where the model runs.
+        progress: Show a progress bar while scoring.
+
+    Returns:
+        The checkpoint directory written, and per policy what was fitted.
+    """
+    model = from_pretrained(checkpoint)
+    ads = read_manifest(data)
+    scores, applicable = score_ads(
+        model, ads, base_dir=Path(data).parent, batch_size=batch_size, device=device,
+        progress=progress,
+    )  # fmt: skip
+    targets_t, mask = label_tensors(ads, model.config.policy_names)
+    labels = (targets_t.numpy() >= 0.5).astype(np.int64)
+    known = mask.numpy().astype(bool) & applicable
+    policies, report = fit_decisions(model.config, scores, labels, known, targets)
+    target = Path(out) if out is not None else Path(checkpoint)
+    if target.resolve() != Path(checkpoint).resolve():
+        shutil.copytree(checkpoint, target, dirs_exist_ok=True)
+    path = target / CONFIG_FILE
+    stored = json.loads(path.read_text())  # rewritten as stored: relative paths stay relative
+    stored["policies"] = [p.to_json() for p in policies]
+    stored.setdefault("checkpoint", {})["decisions"] = {
+        **dataclasses.asdict(targets),
+        "data": {"file": Path(data).name, "sha256": file_sha256(data), "n": len(ads)},
+    }
+    path.write_text(json.dumps(stored, indent=2) + "\n")
+    return target, report
+
+
+def format_report(report: Mapping[str, Mapping[str, Any]]) -> str:
+    """The per-policy table ``adpolicy calibrate`` prints."""
+    header = ("policy", "n", "calibration", "ECE before", "ECE after", "allow <", "block >=",
+              "block precision", "allow miss rate", "review share")  # fmt: skip
+    lines = ["  ".join(header)]
+    for name, r in report.items():
+        if "calibration" not in r:
+            lines.append(f"{name}  {r.get('margin', r.get('kept'))}")
+            continue
+        values: Sequence[Any] = (
+            name, r["n"], r["calibration"], r["ece_before"], r["ece_after"], r["allow"],
+            r["block"], r["block_precision"], r["allow_miss_rate"], r["review_share"],
+        )  # fmt: skip
+        lines.append("  ".join(_cell(v) for v in values))
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "never"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
