@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 from encoders.flash import FlashAnalyzer, FlashPreparer, FlashSettings, srgb_to_linear
 from encoders.media import MediaLimits, VideoInfo, decode_video
 from ensemble import samples
+from tests.tracing import trace_save_load
 
 VERDICTS = Path(__file__).with_name("iris_verdicts.csv")
 NAMES = FlashAnalyzer.measurement_names
@@ -358,3 +360,22 @@ def test_encoded_video_through_decoding(tmp_path) -> None:
     out = run(FlashAnalyzer(SMALL).eval(), items)
     assert float(out[0, FLASHES]) == 6.0
     assert float(out[1, FLASHES]) == 0.0
+
+
+def test_cells_in_groups_measure_the_same_bit_for_bit() -> None:
+    """Groups of 5 and 64 cells (and as many stretches of frames) against all cells at once,
+    eager and traced at another batch size: the groups' loop is unrolled over fixed shapes."""
+    torch.manual_seed(0)
+    settings = FlashSettings(max_seconds=2.0)
+    whole = FlashAnalyzer(dataclasses.replace(settings, chunk=0)).eval()
+    grid, frames, fps = whole.example_inputs(3)
+    grid[0, :, 0] = torch.from_numpy(square_wave(6, 60, 2.0)).float().view(-1, 1, 1)
+    frames[0], fps[0] = 120, 60.0
+    with torch.no_grad():
+        expected = whole(grid, frames, fps)
+        assert float(expected[0, FLASHES]) == 6.0
+        for chunk in (5, 64):
+            groups = FlashAnalyzer(dataclasses.replace(settings, chunk=chunk)).eval()
+            assert torch.equal(groups(grid, frames, fps), expected), chunk
+        traced = trace_save_load(groups, groups.example_inputs(2))
+        assert torch.equal(traced(grid, frames, fps), expected)
