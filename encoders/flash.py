@@ -49,6 +49,9 @@ from encoders.registry import register_encoder
 from encoders.rules import FlashRule
 
 LUMINANCE_WEIGHTS = (0.2126, 0.7152, 0.0722)
+PLANES = 4  # per cell: luminance, red saturation, and the share of the cell changing in each
+PART_STEP = 1 / 4096  # shares are rounded to this: a whole cell reads exactly 1
+AREA_TOLERANCE = 1e-3  # of a cell: sums of shares that round just under the area still reach it
 RED_SCALE = 320.0
 RED_RATIO = 0.8
 
@@ -73,6 +76,8 @@ class FlashSettings:
         extended_min_flashes: Fewest flashes in a second that count towards the extended measure.
         extended_max_flashes: Most flashes in a second that count towards it (more is a
             flash failure of its own).
+        part_floor: A pixel changing by this fraction of a transition's threshold (or by half
+            its cell's mean change, if less) takes part in its cell's change.
         chunk: Cells analysed together (0: all at once). The graph follows the cells in
             ``ceil(cells / chunk)`` groups, then compares them across the frame in as many
             stretches of frames, so its intermediates stay in the cache whatever the batch
@@ -91,6 +96,7 @@ class FlashSettings:
     extended_window_s: float = 5.0
     extended_min_flashes: float = 2.0
     extended_max_flashes: float = 3.0
+    part_floor: float = 0.1
     chunk: int = 16
 
     @property
@@ -189,7 +195,7 @@ class FlashAnalyzer(Encoder):
         super().__init__()
         self.output_dim = len(self.measurement_names)
         cells = settings.grid_rows * settings.grid_cols
-        shape = (settings.max_frames, 2, settings.grid_rows, settings.grid_cols)
+        shape = (settings.max_frames, PLANES, settings.grid_rows, settings.grid_cols)
         self.input_spec = (
             InputSpec("grid", shape, torch.float32),
             InputSpec("frames", (), torch.int64),
@@ -199,7 +205,8 @@ class FlashAnalyzer(Encoder):
         parts = math.ceil(cells / settings.chunk) if settings.chunk else 1
         self.cell_parts = _parts(cells, parts)
         self.frame_parts = _parts(settings.max_frames, parts)
-        self.top = max(1, math.ceil(settings.area_fraction * cells - 1e-9))
+        self.cells = cells
+        self.area_cells = settings.area_fraction * cells - AREA_TOLERANCE
         self.extended_window_s = settings.extended_window_s
         self.extended_band = (2 * settings.extended_min_flashes, 2 * settings.extended_max_flashes)
         thresholds = [settings.luminance_threshold, settings.red_threshold]
@@ -208,7 +215,7 @@ class FlashAnalyzer(Encoder):
         self.register_buffer("dark", torch.tensor(dark).view(1, 2, 1, 1), False)
 
     def forward(self, grid: Tensor, frames: Tensor, fps: Tensor) -> Tensor:
-        """Args: grid [B, T, 2, R, C], frames [B], fps [B]. Returns [B, 6]."""
+        """Args: grid [B, T, 4, R, C], frames [B], fps [B]. Returns [B, 6]."""
         b, t = grid.shape[0], self.frames
         n = frames.clamp(0, t)
         rate = fps.float().clamp(min=1.0)
@@ -216,14 +223,20 @@ class FlashAnalyzer(Encoder):
         steps = torch.arange(t, device=grid.device)
         valid = (steps < n.view(b, 1, 1, 1)).float()
 
-        v = grid.float().flatten(3).permute(0, 2, 3, 1)  # [B, 2, cells, T]
-        per_cell = torch.cat(  # [B, 2, cells, T]: transitions per cell in each window
-            [self._per_cell(v[:, :, start:end], valid, second) for start, end in self.cell_parts],
-            dim=2,
-        )
+        planes = grid.float().flatten(3).permute(0, 2, 3, 1)  # [B, 4, cells, T]
+        v, part = planes[:, :2], planes[:, 2:]  # [B, 2, cells, T] each
+        part = part + (part <= 0).float()  # unknown (no change): the whole cell
+        counts, areas = [], []  # [B, 2, cells, T] each: per cell, in each window
+        for start, end in self.cell_parts:
+            count, area = self._per_cell(v[:, :, start:end], part[:, :, start:end], valid, second)
+            counts.append(count)
+            areas.append(area)
+        per_cell, per_cell_area = torch.cat(counts, dim=2), torch.cat(areas, dim=2)
         per_window_parts, area_parts = [], []
         for start, end in self.frame_parts:
-            per_window, area = self._per_window(per_cell[..., start:end])
+            per_window, area = self._per_window(
+                per_cell[..., start:end], per_cell_area[..., start:end]
+            )
             per_window_parts.append(per_window)
             area_parts.append(area)
         per_window = torch.cat(per_window_parts, dim=-1) * valid.view(b, 1, t)  # [B, 2, T]
@@ -247,39 +260,54 @@ class FlashAnalyzer(Encoder):
             [flashes[:, 0], flashes[:, 1], flash_area, worst_start, extended, seconds], dim=1
         )
 
-    def _per_cell(self, v: Tensor, valid: Tensor, second: Tensor) -> Tensor:
-        """Transitions of each cell in the one-second window ending at each frame.
+    def _per_cell(
+        self, v: Tensor, part: Tensor, valid: Tensor, second: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Transitions of each cell in the one-second window ending at each frame, and the
+        share of the cell they flash.
 
         Args:
             v: [B, 2, cells, T] luminance and red saturation of some of the cells.
+            part: [B, 2, cells, T] share of each cell taking part in its change at each frame.
             valid: [B, 1, 1, T] 1 for frames holding video.
             second: [B, 1, 1, 1] frames in one second.
 
         Returns:
-            [B, 2, cells, T].
+            Transitions [B, 2, cells, T] and the mean share of the cell that took part in
+            them [B, 2, cells, T] (1 where there were none).
         """
-        transitions = self._transitions(v, valid, second)
-        return _windowed(_blocked_scan(transitions, self.frames, torch.add), second)
+        t = self.frames
+        transitions = self._transitions(v, part, valid, second)
+        count = _windowed(_blocked_scan(transitions, t, torch.add), second)
+        shares = _windowed(_blocked_scan(transitions * part, t, torch.add), second)
+        return count, (shares + (count <= 0).float()) / count.clamp(min=1.0)
 
-    def _per_window(self, per_cell: Tensor) -> tuple[Tensor, Tensor]:
-        """Across the cells, for some of the frames.
+    def _per_window(self, per_cell: Tensor, share: Tensor) -> tuple[Tensor, Tensor]:
+        """Across the cells, for some of the frames: the area each count of transitions
+        reaches, cells weighted by the share of them that flashes.
 
         Args:
             per_cell: [B, 2, cells, frames] transitions per cell in each window.
+            share: [B, 2, cells, frames] share of each cell taking part in them.
 
         Returns:
             Transitions reached by ``area_fraction`` of the frame [B, 2, frames] and the
             fraction of the frame with at least one flash (two transitions) [B, frames].
         """
-        reached_by_area = per_cell.transpose(2, 3).topk(self.top, dim=-1).values[..., -1]
-        area = (per_cell.amax(1) >= 2).float().mean(1)
+        counts, order = per_cell.transpose(2, 3).topk(self.cells, dim=-1)  # most first
+        shares = _take(share.transpose(2, 3), order)
+        covered = _log_scan(shares, self.cells, torch.add)  # area of the cells with as many or more
+        reached_by_area = (counts * (covered >= self.area_cells).float()).amax(-1)
+        area = (share * (per_cell >= 2).float()).amax(1).mean(1)
         return reached_by_area, area
 
-    def _transitions(self, v: Tensor, valid: Tensor, second: Tensor) -> Tensor:
-        """Where each cell's transitions happen.
+    def _transitions(self, v: Tensor, part: Tensor, valid: Tensor, second: Tensor) -> Tensor:
+        """Where each cell's transitions happen, judged by the change of the part of the cell
+        that changes.
 
         Args:
             v: [B, 2, cells, T] luminance and red saturation per cell and frame.
+            part: [B, 2, cells, T] share of the cell taking part in each frame's change.
             valid: [B, 1, 1, T] 1 for frames holding video.
             second: [B, 1, 1, 1] frames in one second.
 
@@ -291,6 +319,8 @@ class FlashAnalyzer(Encoder):
         # Runs: frames changing in one direction (unchanged frames extend a run). A rising
         # run's base is the last frame that fell, a falling run's the last one that rose.
         change = torch.constant_pad_nd(v[..., 1:] - v[..., :-1], [1, 0]) * valid
+        # The level of the part that changes: the cell's changes, each over its share.
+        level = _blocked_scan(change / part, t, torch.add)
         moved = torch.stack([(change > 0).float(), (change < 0).float()]) * (steps + 1)
         latest = _blocked_scan(moved, t, torch.max)  # frame + 1 of the latest rise / fall
         last_rise, last_fall = latest.unbind(0)
@@ -298,10 +328,9 @@ class FlashAnalyzer(Encoder):
         run_base = torch.min(last_rise, last_fall) - 1
         # IRIS accumulates at most one second of a run: the base is at most a second back.
         base_frame = torch.max(run_base, (steps - second).float()).clamp(min=0).long()
-        base = _take(v, base_frame)
-        reached = ((v - base).abs() * direction.abs() >= self.thresholds).float()
-        dark = (torch.min(v, base) < self.dark).float()
-        qualifies = reached * dark * valid
+        reached = (level - _take(level, base_frame)).abs() * direction.abs() >= self.thresholds
+        dark = (torch.min(v, _take(v, base_frame)) < self.dark).float()
+        qualifies = reached.float() * dark * valid
         # A run counts once, at the first frame that qualifies. IRIS tests the darker end only
         # where the change first reaches the threshold, so a smooth fall from white would never
         # count there; WCAG counts it (the darker image of the pair is the end of the fall).
@@ -364,15 +393,46 @@ def luminance_and_red(rgb: np.ndarray, lut: np.ndarray) -> tuple[np.ndarray, np.
     return luminance, np.maximum(red - rest, 0) * RED_SCALE * saturated
 
 
+def taking_part(change: np.ndarray, cell_change: np.ndarray, floor: float) -> np.ndarray:
+    """Share of each cell's pixels that take part in the cell's change since the last frame.
+
+    A pixel takes part when it changed in its cell's direction by at least ``floor`` or half
+    the cell's mean change, whichever is less: a patch changing by D over a share f of a cell
+    changes the cell's mean by f D, so its pixels take part and the still ones around it do
+    not; a change spread over the whole cell (a fade, a full-cell flash) is shared by all.
+
+    Args:
+        change: [height, width] per-pixel change (luminance or red saturation).
+        cell_change: [rows, cols] change of the cell means (the mean of ``change`` per cell).
+        floor: The most change a pixel needs to take part.
+
+    Returns:
+        [rows, cols] float32 in [0, 1], rounded to ``PART_STEP``; 0 where the cell did not
+        change.
+    """
+    rows, cols = cell_change.shape
+    height, width = change.shape
+    row_of = ((np.arange(height) + 0.5) * rows / height).astype(np.int64)  # cell of the centre
+    col_of = ((np.arange(width) + 0.5) * cols / width).astype(np.int64)
+    need = (np.minimum(floor, 0.5 * np.abs(cell_change)) * np.sign(cell_change))[row_of][:, col_of]
+    moved = (change * np.sign(need) >= np.abs(need)) & (need != 0)
+    share = cell_means(moved.astype(np.float32), rows, cols)
+    return (np.round(share / PART_STEP) * PART_STEP).astype(np.float32)
+
+
 class _FlashGrid:
-    """Reduces each frame of one video to its luminance / red grid."""
+    """Reduces each frame of one video to its luminance / red grid and the shares of the
+    cells taking part in each change."""
 
     def __init__(self, info: VideoInfo, settings: FlashSettings, lut: np.ndarray) -> None:
         self.fps = info.fps
         self.lut = lut
         self.limit = min(settings.max_frames, math.ceil(settings.max_seconds * info.fps))
-        shape = (settings.max_frames, 2, settings.grid_rows, settings.grid_cols)
+        shape = (settings.max_frames, PLANES, settings.grid_rows, settings.grid_cols)
         self.grid = np.zeros(shape, np.float32)
+        floor = settings.part_floor
+        self.floors = (floor * settings.luminance_threshold, floor * settings.red_threshold)
+        self.previous: tuple[np.ndarray, np.ndarray] | None = None
         self.rows_cols = (settings.grid_rows, settings.grid_cols)
         self.max_height = settings.analysis_height
         self.reformatter = VideoReformatter()  # one scaler for every frame (6x faster at 720p)
@@ -386,10 +446,17 @@ class _FlashGrid:
         rgb = self.reformatter.reformat(
             frame, width=width, height=height, format="rgb24", interpolation="AREA"
         ).to_ndarray()
-        luminance, red = luminance_and_red(rgb, self.lut)
-        self.grid[self.count, 0] = cell_means(luminance, *self.rows_cols)
-        if red.any():  # most frames hold no saturated red: their red grid stays 0
-            self.grid[self.count, 1] = cell_means(red, *self.rows_cols)
+        planes = luminance_and_red(rgb, self.lut)
+        for i, plane in enumerate(planes):
+            if i == 0 or plane.any():  # most frames hold no saturated red: their red grid stays 0
+                self.grid[self.count, i] = cell_means(plane, *self.rows_cols)
+            if self.previous is None or plane.shape != self.previous[i].shape:
+                continue
+            cell_change = self.grid[self.count, i] - self.grid[self.count - 1, i]
+            if cell_change.any():
+                change = plane - self.previous[i]
+                self.grid[self.count, 2 + i] = taking_part(change, cell_change, self.floors[i])
+        self.previous = planes
         self.count += 1
 
     def finish(self) -> dict[str, Tensor]:
@@ -413,7 +480,7 @@ class FlashPreparer:
     def placeholder(self) -> dict[str, Tensor]:
         s = self.settings
         return {
-            "grid": torch.zeros(s.max_frames, 2, s.grid_rows, s.grid_cols),
+            "grid": torch.zeros(s.max_frames, PLANES, s.grid_rows, s.grid_cols),
             "frames": torch.tensor(0, dtype=torch.int64),
             "fps": torch.tensor(30.0),
         }

@@ -218,8 +218,54 @@ def test_flashing_patches_count_from_a_quarter_of_the_frame(analyzer, where, fai
     (row,) = analyse(analyzer, [(flicker(on, WHITE, BLACK, where), 30)])
     assert bool(row[FLASHES] > LIMIT) == fails
     patch = (where(WHITE)[..., 0] == 255).mean()
-    # The area is counted in cells: a partly covered cell counts whole (one cell per edge).
-    assert patch <= float(row[AREA]) <= patch + 2 * (1 / 16 + 1 / 16)
+    assert float(row[AREA]) == pytest.approx(patch, abs=0.01)
+
+
+def patch_clip(
+    size: tuple[int, int], area: float, corner: tuple[float, float], hz: float = 8.0
+) -> tuple[list[Frame], float]:
+    """A white / black patch of ``area`` of the frame (the frame's aspect) flickering at
+    ``hz`` on mid grey, its top-left corner at ``corner`` (fractions of the space left)."""
+    width, height = size
+    w, h = round(width * area**0.5), round(height * area**0.5)
+    left, top = round(corner[0] * (width - w)), round(corner[1] * (height - h))
+    frames = []
+    for on in square_wave(hz, 30, 2.0):
+        frame = np.full((height, width, 3), 128, np.uint8)
+        frame[top : top + h, left : left + w] = 255 if on else 0
+        frames.append(frame)
+    return frames, w * h / (width * height)
+
+
+PLACES = {
+    "top-left": (0, 0),
+    "bottom-right": (1, 1),
+    "centre": (0.5, 0.5),
+    "off-grid": (0.37, 0.71),
+}
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_flashing_area_within_a_point_of_the_patch(analyzer, place) -> None:
+    """Patches of 5-60 % at corners, centre and offsets off the 16 x 16 grid (cells of 10 x
+    5.6 pixels): the area is the patch's within 1 point, and the 25 % rule follows it."""
+    clips = [
+        patch_clip((160, 90), area, PLACES[place])
+        for area in (0.05, 0.1, 0.2, 0.24, 0.26, 0.4, 0.6)
+    ]
+    items = [prepare(frames, 30) for frames, _ in clips]
+    out = run(analyzer, items)
+    for (_, patch), row in zip(clips, out, strict=True):
+        assert float(row[AREA]) == pytest.approx(patch, abs=0.01), patch
+        assert bool(row[FLASHES] > LIMIT) == (patch >= 0.25), patch
+
+
+def test_a_centred_fifth_of_a_640x360_frame_measures_a_fifth(analyzer) -> None:
+    """The case of issue 15: on the 16 x 16 grid it measured 25 % (a false failure)."""
+    frames, patch = patch_clip((640, 360), 0.2, (0.5, 0.5))
+    (row,) = run(analyzer, [prepare(frames[:45], 30)])
+    assert float(row[AREA]) == pytest.approx(patch, abs=0.01)
+    assert row[FLASHES] <= LIMIT
 
 
 def test_red_flashes_are_counted_apart_from_luminance(analyzer) -> None:
