@@ -27,6 +27,7 @@ import av
 import torch
 
 from benchmarks.common import Report, markdown_table
+from encoders.base import Encoder
 from encoders.flash import (
     FlashAnalyzer,
     FlashPreparer,
@@ -46,7 +47,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def build(name: str, overrides: dict[str, Any]) -> torch.nn.Module:
+def build(name: str, overrides: dict[str, Any]) -> Encoder:
     if name == "flash":
         return FlashAnalyzer(dataclasses.replace(FlashSettings(), **overrides)).eval()
     return LoudnessAnalyzer(dataclasses.replace(LoudnessSettings(), **overrides)).eval()
