@@ -204,7 +204,6 @@ class FlashAnalyzer(Encoder):
         self.frames = settings.max_frames
         parts = math.ceil(cells / settings.chunk) if settings.chunk else 1
         self.cell_parts = _parts(cells, parts)
-        self.frame_parts = _parts(settings.max_frames, parts)
         self.cells = cells
         self.area_cells = settings.area_fraction * cells - AREA_TOLERANCE
         self.extended_window_s = settings.extended_window_s
@@ -233,7 +232,7 @@ class FlashAnalyzer(Encoder):
             areas.append(area)
         per_cell, per_cell_area = torch.cat(counts, dim=2), torch.cat(areas, dim=2)
         per_window_parts, area_parts = [], []
-        for start, end in self.frame_parts:
+        for start, end in _parts(t, len(self.cell_parts)):
             per_window, area = self._per_window(
                 per_cell[..., start:end], per_cell_area[..., start:end]
             )
