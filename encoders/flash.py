@@ -6,12 +6,15 @@ both computed per pixel in linear light as EA's IRIS does (sRGB decoding by the 
 curve; luminance ``0.2126 R + 0.7152 G + 0.0722 B``; red saturation ``(R - G - B) x 320`` where
 ``R / (R + G + B) >= 0.8``, else 0). Frames taller than ``analysis_height`` are first scaled
 down by FFmpeg's area filter on the encoded values; only detail finer than that scale is
-averaged before linearisation.
+averaged before linearisation. Per cell and frame, preparation also measures the share of the
+cell's pixels taking part in its change since the last frame (:func:`taking_part`), so the
+area rule counts the part of a cell that flashes, not the whole cell.
 
 The graph follows each cell's signal the way IRIS follows the frame average:
 
 - a transition is a change of at least ``luminance_threshold`` (0.1) in relative luminance, or
-  ``red_threshold`` (20) in red saturation, accumulated over a run of frames changing in one
+  ``red_threshold`` (20) in red saturation, of the part of the cell that changes (each
+  frame's change of the cell mean over its share), accumulated over a run of frames changing in one
   direction (unchanged frames continue the run) within the last second; a luminance
   transition also needs its darker end below ``dark_threshold`` (0.8); a run counts once, at
   its first frame that qualifies. (IRIS checks the darker end only where the change first
@@ -19,13 +22,16 @@ The graph follows each cell's signal the way IRIS follows the frame average:
   Where the change happens within one frame, as in IRIS's test videos, the two agree.)
 - per cell, the transitions of each one-second window (the last ``round(fps)`` frames);
 - a window's flash count is the number of transitions, halved, that at least ``area_fraction``
-  (25 %) of the frame reaches: cells count separately, so two halves flashing in opposite phase
-  are two flashing areas (a frame average would see no change at all).
+  (25 %) of the frame reaches, each cell counting for the mean share of it that took part in
+  its transitions: cells count separately, so two halves flashing in opposite phase are two
+  flashing areas (a frame average would see no change at all).
 
 Every step is element-wise arithmetic, padding, slicing, ``index_select`` and ``topk`` over
 tensors of fixed shape: the runs and running sums are log-depth prefix scans, and the frame
 count and frame rate are tensors. Frames past ``frames`` are masked out, so padding never
-creates a transition.
+creates a transition. The cells are followed in groups of ``chunk`` and compared across the
+frame in as many stretches of frames (a loop over a fixed number of parts, unrolled when
+traced), so the intermediates of a large batch stay nearer the cache.
 """
 
 from __future__ import annotations
@@ -160,12 +166,14 @@ def _parts(size: int, parts: int) -> list[tuple[int, int]]:
 class FlashAnalyzer(Encoder):
     """WCAG 2.3.1 flash counts of a video reduced to a grid of cells.
 
-    Inputs: ``grid`` [batch, T, 2, rows, cols] (per frame and cell: relative luminance, red
-    saturation), ``frames`` [batch] int64 (frames holding video), ``fps`` [batch] float.
+    Inputs: ``grid`` [batch, T, 4, rows, cols] (per frame and cell: relative luminance, red
+    saturation, and the shares of the cell taking part in each one's change since the last
+    frame, 0 where it did not change), ``frames`` [batch] int64 (frames holding video), ``fps`` [batch] float.
 
     Output [batch, 6]: ``max_flashes`` and ``max_red_flashes`` (most general / red flashes in
     any one-second window over at least ``area_fraction`` of the frame; transitions / 2),
-    ``flash_area`` (fraction of the frame with at least one flash in the worst window: the one
+    ``flash_area`` (fraction of the frame with at least one flash in the worst window, cells by
+    their flashing share: the one
     with the most flashes, then the largest such area; 0 s when nothing flashes),
     ``worst_window_s`` (start of that window), ``extended_s`` (most seconds, within any
     ``extended_window_s``, of windows holding ``extended_min_flashes`` to

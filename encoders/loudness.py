@@ -8,7 +8,10 @@ The whole measurement is tensor arithmetic, so it traces with the ensemble:
    and the recursion state entering each chunk (a linear recurrence over chunks) is a
    log-depth prefix scan of 2x2 matrix products, added back with one more matmul. Only matmul,
    slicing, padding and element-wise ops: no ``stft``, ``fft`` or ``lfilter`` (AWS Neuron Inf1
-   lists none of them).
+   lists none of them). The two filters run over ``time_chunk`` segments at a time (a loop
+   over a fixed number of spans, unrolled when traced), so the intermediates of a large batch
+   stay nearer the cache; only the small per-chunk recursion states are scanned over the whole
+   signal.
 2. Mean squares over 400 ms blocks with 75 % overlap (100 ms segments summed four at a time),
    complete blocks only.
 3. Block loudness ``-0.691 + 10 log10(sum_i G_i z_ij)``, the absolute gate (-70 LKFS), the
