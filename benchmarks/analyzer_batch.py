@@ -87,10 +87,10 @@ def sweep(name: str, batches: list[int], rounds: int) -> dict[str, Any]:
     return {"seconds": seconds, "same": same}
 
 
-def area_costs(rounds: int) -> dict[str, Any]:
+def area_costs(rounds: int, sides: list[int]) -> dict[str, Any]:
     """Flash graph ms per item at batch 1 by grid size, and preparation ms per frame."""
     graph_ms = {}
-    for side in (16, 32, 64):
+    for side in sides:
         module = FlashAnalyzer(FlashSettings(grid_rows=side, grid_cols=side)).eval()
         torch.manual_seed(0)
         inputs = module.example_inputs(1)
@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,4,16,32")
     parser.add_argument("--rounds", type=int, default=3, help="timed calls per cell (best kept)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--grids", default="16,32,64", help="flash grid sides priced; '' skips")
     parser.add_argument("--json", default="analyzer_batch", help="results/NAME.md and NAME.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -154,14 +155,18 @@ def main() -> None:
         + markdown_table((*header, f"{batches[-1]} / {batches[0]}", "same"), rows)
         + "\n"
     )
-    costs = area_costs(args.rounds)
+    if not args.grids:
+        report.save(records)
+        return
+    costs = area_costs(args.rounds, [int(side) for side in args.grids.split(",")])
     graph = costs["graph_ms_batch_1"]
+    first = next(iter(graph))
     report.print(
         "Flash area rule: graph ms per item at batch 1 by grid (chunked), preparation of a "
         "640x360 frame:\n\n"
         + markdown_table(
-            ("grid", "graph ms / item", "vs 16x16"),
-            [[f"{s}x{s}", ms, ms / graph[16]] for s, ms in graph.items()],
+            ("grid", "graph ms / item", f"vs {first}x{first}"),
+            [[f"{s}x{s}", ms, ms / graph[first]] for s, ms in graph.items()],
         )
         + "\n\n"
         + markdown_table(
