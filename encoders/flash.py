@@ -168,7 +168,8 @@ class FlashAnalyzer(Encoder):
 
     Inputs: ``grid`` [batch, T, 4, rows, cols] (per frame and cell: relative luminance, red
     saturation, and the shares of the cell taking part in each one's change since the last
-    frame, 0 where it did not change), ``frames`` [batch] int64 (frames holding video), ``fps`` [batch] float.
+    frame, 0 where it did not change), ``frames`` [batch] int64 (frames holding video),
+    ``fps`` [batch] float.
 
     Output [batch, 6]: ``max_flashes`` and ``max_red_flashes`` (most general / red flashes in
     any one-second window over at least ``area_fraction`` of the frame; transitions / 2),
