@@ -86,8 +86,8 @@ class FlashSettings:
             its cell's mean change, if less) takes part in its cell's change.
         chunk: Cells analysed together (0: all at once). The graph follows the cells in
             ``ceil(cells / chunk)`` groups, then compares them across the frame in as many
-            stretches of frames, so its intermediates stay in the cache whatever the batch
-            size; the measurements are the same bit for bit.
+            stretches of frames, so its intermediates stay nearer the cache as batches grow
+            (a group still holds the whole batch); the measurements are the same bit for bit.
     """
 
     max_seconds: float = 60.0

@@ -66,8 +66,8 @@ class LoudnessSettings:
             is 23 MB per item.
         chunk: Samples per chunk of the chunked IIR filter (a divisor of 4800).
         time_chunk: 100 ms segments filtered together (0: the whole input at once). Spans
-            of a second keep the filters' intermediates in the cache whatever the batch size;
-            the measurements are the same bit for bit.
+            of a second keep the filters' intermediates nearer the cache as batches grow (a
+            span still holds the whole batch); the measurements are the same bit for bit.
     """
 
     max_seconds: float = 60.0
