@@ -6,12 +6,15 @@ both computed per pixel in linear light as EA's IRIS does (sRGB decoding by the 
 curve; luminance ``0.2126 R + 0.7152 G + 0.0722 B``; red saturation ``(R - G - B) x 320`` where
 ``R / (R + G + B) >= 0.8``, else 0). Frames taller than ``analysis_height`` are first scaled
 down by FFmpeg's area filter on the encoded values; only detail finer than that scale is
-averaged before linearisation.
+averaged before linearisation. Per cell and frame, preparation also measures the share of the
+cell's pixels taking part in its change since the last frame (:func:`taking_part`), so the
+area rule counts the part of a cell that flashes, not the whole cell.
 
 The graph follows each cell's signal the way IRIS follows the frame average:
 
 - a transition is a change of at least ``luminance_threshold`` (0.1) in relative luminance, or
-  ``red_threshold`` (20) in red saturation, accumulated over a run of frames changing in one
+  ``red_threshold`` (20) in red saturation, of the part of the cell that changes (each
+  frame's change of the cell mean over its share), accumulated over a run of frames changing in one
   direction (unchanged frames continue the run) within the last second; a luminance
   transition also needs its darker end below ``dark_threshold`` (0.8); a run counts once, at
   its first frame that qualifies. (IRIS checks the darker end only where the change first
@@ -19,13 +22,16 @@ The graph follows each cell's signal the way IRIS follows the frame average:
   Where the change happens within one frame, as in IRIS's test videos, the two agree.)
 - per cell, the transitions of each one-second window (the last ``round(fps)`` frames);
 - a window's flash count is the number of transitions, halved, that at least ``area_fraction``
-  (25 %) of the frame reaches: cells count separately, so two halves flashing in opposite phase
-  are two flashing areas (a frame average would see no change at all).
+  (25 %) of the frame reaches, each cell counting for the mean share of it that took part in
+  its transitions: cells count separately, so two halves flashing in opposite phase are two
+  flashing areas (a frame average would see no change at all).
 
 Every step is element-wise arithmetic, padding, slicing, ``index_select`` and ``topk`` over
 tensors of fixed shape: the runs and running sums are log-depth prefix scans, and the frame
 count and frame rate are tensors. Frames past ``frames`` are masked out, so padding never
-creates a transition.
+creates a transition. The cells are followed in groups of ``chunk`` and compared across the
+frame in as many stretches of frames (a loop over a fixed number of parts, unrolled when
+traced), so the intermediates of a large batch stay nearer the cache.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import av
@@ -48,6 +55,9 @@ from encoders.registry import register_encoder
 from encoders.rules import FlashRule
 
 LUMINANCE_WEIGHTS = (0.2126, 0.7152, 0.0722)
+PLANES = 4  # per cell: luminance, red saturation, and the share of the cell changing in each
+PART_STEP = 1 / 4096  # shares are rounded to this: a whole cell reads exactly 1
+AREA_TOLERANCE = 1e-3  # of a cell: sums of shares that round just under the area still reach it
 RED_SCALE = 320.0
 RED_RATIO = 0.8
 
@@ -72,6 +82,12 @@ class FlashSettings:
         extended_min_flashes: Fewest flashes in a second that count towards the extended measure.
         extended_max_flashes: Most flashes in a second that count towards it (more is a
             flash failure of its own).
+        part_floor: A pixel changing by this fraction of a transition's threshold (or by half
+            its cell's mean change, if less) takes part in its cell's change.
+        chunk: Cells analysed together (0: all at once). The graph follows the cells in
+            ``ceil(cells / chunk)`` groups, then compares them across the frame in as many
+            stretches of frames, so its intermediates stay nearer the cache as batches grow
+            (a group still holds the whole batch); the measurements are the same bit for bit.
     """
 
     max_seconds: float = 60.0
@@ -86,6 +102,8 @@ class FlashSettings:
     extended_window_s: float = 5.0
     extended_min_flashes: float = 2.0
     extended_max_flashes: float = 3.0
+    part_floor: float = 0.1
+    chunk: int = 16
 
     @property
     def max_frames(self) -> int:
@@ -138,16 +156,25 @@ def _windowed(running: Tensor, lag: Tensor) -> Tensor:
     return running - _take(running, earlier.clamp(min=0)) * (earlier >= 0).float()
 
 
+def _parts(size: int, parts: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of ``parts`` near-equal consecutive ranges covering ``range(size)``."""
+    edges = [round(i * size / parts) for i in range(parts + 1)]
+    return [(start, end) for start, end in pairwise(edges) if end > start]
+
+
 @register_encoder("flash", settings=FlashSettings)
 class FlashAnalyzer(Encoder):
     """WCAG 2.3.1 flash counts of a video reduced to a grid of cells.
 
-    Inputs: ``grid`` [batch, T, 2, rows, cols] (per frame and cell: relative luminance, red
-    saturation), ``frames`` [batch] int64 (frames holding video), ``fps`` [batch] float.
+    Inputs: ``grid`` [batch, T, 4, rows, cols] (per frame and cell: relative luminance, red
+    saturation, and the shares of the cell taking part in each one's change since the last
+    frame, 0 where it did not change), ``frames`` [batch] int64 (frames holding video),
+    ``fps`` [batch] float.
 
     Output [batch, 6]: ``max_flashes`` and ``max_red_flashes`` (most general / red flashes in
     any one-second window over at least ``area_fraction`` of the frame; transitions / 2),
-    ``flash_area`` (fraction of the frame with at least one flash in the worst window: the one
+    ``flash_area`` (fraction of the frame with at least one flash in the worst window, cells by
+    their flashing share: the one
     with the most flashes, then the largest such area; 0 s when nothing flashes),
     ``worst_window_s`` (start of that window), ``extended_s`` (most seconds, within any
     ``extended_window_s``, of windows holding ``extended_min_flashes`` to
@@ -177,14 +204,17 @@ class FlashAnalyzer(Encoder):
         super().__init__()
         self.output_dim = len(self.measurement_names)
         cells = settings.grid_rows * settings.grid_cols
-        shape = (settings.max_frames, 2, settings.grid_rows, settings.grid_cols)
+        shape = (settings.max_frames, PLANES, settings.grid_rows, settings.grid_cols)
         self.input_spec = (
             InputSpec("grid", shape, torch.float32),
             InputSpec("frames", (), torch.int64),
             InputSpec("fps", (), torch.float32),
         )
         self.frames = settings.max_frames
-        self.top = max(1, math.ceil(settings.area_fraction * cells - 1e-9))
+        parts = math.ceil(cells / settings.chunk) if settings.chunk else 1
+        self.cell_parts = _parts(cells, parts)
+        self.cells = cells
+        self.area_cells = settings.area_fraction * cells - AREA_TOLERANCE
         self.extended_window_s = settings.extended_window_s
         self.extended_band = (2 * settings.extended_min_flashes, 2 * settings.extended_max_flashes)
         thresholds = [settings.luminance_threshold, settings.red_threshold]
@@ -193,18 +223,18 @@ class FlashAnalyzer(Encoder):
         self.register_buffer("dark", torch.tensor(dark).view(1, 2, 1, 1), False)
 
     def forward(self, grid: Tensor, frames: Tensor, fps: Tensor) -> Tensor:
-        """Args: grid [B, T, 2, R, C], frames [B], fps [B]. Returns [B, 6]."""
+        """Args: grid [B, T, 4, R, C], frames [B], fps [B]. Returns [B, 6]."""
         b, t = grid.shape[0], self.frames
         n = frames.clamp(0, t)
         rate = fps.float().clamp(min=1.0)
         second = torch.floor(rate + 0.5).long().clamp(1, t).view(b, 1, 1, 1)
         steps = torch.arange(t, device=grid.device)
         valid = (steps < n.view(b, 1, 1, 1)).float()
-        per_cell, per_window = self._windows(grid, valid, second)
+
+        per_window, area = self._windows(grid, valid, second)
         flashes = per_window.amax(-1) / 2
 
         worst = per_window.amax(1)  # [B, T]
-        area = (per_cell.amax(1) >= 2).float().mean(1) * valid.view(b, t)
         key = worst + 0.5 * area - (1 - valid.view(b, t))
         pick = F.one_hot(key.argmax(-1), t).float()
         flash_area = (pick * area).sum(-1)
@@ -225,7 +255,7 @@ class FlashAnalyzer(Encoder):
         """Flashes in the one-second window ending at each frame (what ``forward`` takes the
         maximum of: ``max_flashes`` and ``max_red_flashes`` are this curve's peaks).
 
-        Args: grid [B, T, 2, R, C], frames [B], fps [B].
+        Args: grid [B, T, 4, R, C], frames [B], fps [B].
 
         Returns:
             [B, 2, T]: general and red flashes (transitions / 2) over at least
@@ -235,32 +265,89 @@ class FlashAnalyzer(Encoder):
         second = torch.floor(fps.float().clamp(min=1.0) + 0.5).long().clamp(1, t).view(b, 1, 1, 1)
         steps = torch.arange(t, device=grid.device)
         valid = (steps < frames.clamp(0, t).view(b, 1, 1, 1)).float()
-        return self._windows(grid, valid, second)[1] / 2
+        return self._windows(grid, valid, second)[0] / 2
 
     def _windows(self, grid: Tensor, valid: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
-        """Transitions per one-second window.
+        """Transitions per one-second window, cells in groups and frames in stretches.
 
         Args:
-            grid: [B, T, 2, R, C].
+            grid: [B, T, 4, R, C].
             valid: [B, 1, 1, T] 1 for frames holding video.
             second: [B, 1, 1, 1] frames in one second.
 
         Returns:
-            Per cell [B, 2, cells, T], and reached by ``area_fraction`` of the frame
-            [B, 2, T], each window named by its last frame.
+            Transitions reached by ``area_fraction`` of the frame [B, 2, T] and the fraction of
+            the frame with at least one flash [B, T], each window named by its last frame, 0
+            past the video.
         """
         b, t = grid.shape[0], self.frames
-        v = grid.float().flatten(3).permute(0, 2, 3, 1)  # [B, 2, cells, T]
-        transitions = self._transitions(v, valid, second)
-        per_cell = _windowed(_blocked_scan(transitions, t, torch.add), second)
-        reached_by_area = per_cell.transpose(2, 3).topk(self.top, dim=-1).values[..., -1]
-        return per_cell, reached_by_area * valid.view(b, 1, t)
+        planes = grid.float().flatten(3).permute(0, 2, 3, 1)  # [B, 4, cells, T]
+        v, part = planes[:, :2], planes[:, 2:]  # [B, 2, cells, T] each
+        part = part + (part <= 0).float()  # unknown (no change): the whole cell
+        counts, areas = [], []  # [B, 2, cells, T] each: per cell, in each window
+        for start, end in self.cell_parts:
+            count, area = self._per_cell(v[:, :, start:end], part[:, :, start:end], valid, second)
+            counts.append(count)
+            areas.append(area)
+        per_cell, per_cell_area = torch.cat(counts, dim=2), torch.cat(areas, dim=2)
+        per_window_parts, area_parts = [], []
+        for start, end in _parts(t, len(self.cell_parts)):
+            per_window, area = self._per_window(
+                per_cell[..., start:end], per_cell_area[..., start:end]
+            )
+            per_window_parts.append(per_window)
+            area_parts.append(area)
+        per_window = torch.cat(per_window_parts, dim=-1) * valid.view(b, 1, t)  # [B, 2, T]
+        return per_window, torch.cat(area_parts, dim=-1) * valid.view(b, t)  # [B, T]
 
-    def _transitions(self, v: Tensor, valid: Tensor, second: Tensor) -> Tensor:
-        """Where each cell's transitions happen.
+    def _per_cell(
+        self, v: Tensor, part: Tensor, valid: Tensor, second: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Transitions of each cell in the one-second window ending at each frame, and the
+        share of the cell they flash.
+
+        Args:
+            v: [B, 2, cells, T] luminance and red saturation of some of the cells.
+            part: [B, 2, cells, T] share of each cell taking part in its change at each frame.
+            valid: [B, 1, 1, T] 1 for frames holding video.
+            second: [B, 1, 1, 1] frames in one second.
+
+        Returns:
+            Transitions [B, 2, cells, T] and the mean share of the cell that took part in
+            them [B, 2, cells, T] (1 where there were none).
+        """
+        t = self.frames
+        transitions = self._transitions(v, part, valid, second)
+        count = _windowed(_blocked_scan(transitions, t, torch.add), second)
+        shares = _windowed(_blocked_scan(transitions * part, t, torch.add), second)
+        return count, (shares + (count <= 0).float()) / count.clamp(min=1.0)
+
+    def _per_window(self, per_cell: Tensor, share: Tensor) -> tuple[Tensor, Tensor]:
+        """Across the cells, for some of the frames: the area each count of transitions
+        reaches, cells weighted by the share of them that flashes.
+
+        Args:
+            per_cell: [B, 2, cells, frames] transitions per cell in each window.
+            share: [B, 2, cells, frames] share of each cell taking part in them.
+
+        Returns:
+            Transitions reached by ``area_fraction`` of the frame [B, 2, frames] and the
+            fraction of the frame with at least one flash (two transitions) [B, frames].
+        """
+        counts, order = per_cell.transpose(2, 3).topk(self.cells, dim=-1)  # most first
+        shares = _take(share.transpose(2, 3), order)
+        covered = _log_scan(shares, self.cells, torch.add)  # area of the cells with as many or more
+        reached_by_area = (counts * (covered >= self.area_cells).float()).amax(-1)
+        area = (share * (per_cell >= 2).float()).amax(1).mean(1)
+        return reached_by_area, area
+
+    def _transitions(self, v: Tensor, part: Tensor, valid: Tensor, second: Tensor) -> Tensor:
+        """Where each cell's transitions happen, judged by the change of the part of the cell
+        that changes.
 
         Args:
             v: [B, 2, cells, T] luminance and red saturation per cell and frame.
+            part: [B, 2, cells, T] share of the cell taking part in each frame's change.
             valid: [B, 1, 1, T] 1 for frames holding video.
             second: [B, 1, 1, 1] frames in one second.
 
@@ -272,6 +359,8 @@ class FlashAnalyzer(Encoder):
         # Runs: frames changing in one direction (unchanged frames extend a run). A rising
         # run's base is the last frame that fell, a falling run's the last one that rose.
         change = torch.constant_pad_nd(v[..., 1:] - v[..., :-1], [1, 0]) * valid
+        # The level of the part that changes: the cell's changes, each over its share.
+        level = _blocked_scan(change / part, t, torch.add)
         moved = torch.stack([(change > 0).float(), (change < 0).float()]) * (steps + 1)
         latest = _blocked_scan(moved, t, torch.max)  # frame + 1 of the latest rise / fall
         last_rise, last_fall = latest.unbind(0)
@@ -279,10 +368,9 @@ class FlashAnalyzer(Encoder):
         run_base = torch.min(last_rise, last_fall) - 1
         # IRIS accumulates at most one second of a run: the base is at most a second back.
         base_frame = torch.max(run_base, (steps - second).float()).clamp(min=0).long()
-        base = _take(v, base_frame)
-        reached = ((v - base).abs() * direction.abs() >= self.thresholds).float()
-        dark = (torch.min(v, base) < self.dark).float()
-        qualifies = reached * dark * valid
+        reached = (level - _take(level, base_frame)).abs() * direction.abs() >= self.thresholds
+        dark = (torch.min(v, _take(v, base_frame)) < self.dark).float()
+        qualifies = reached.float() * dark * valid
         # A run counts once, at the first frame that qualifies. IRIS tests the darker end only
         # where the change first reaches the threshold, so a smooth fall from white would never
         # count there; WCAG counts it (the darker image of the pair is the end of the fall).
@@ -345,15 +433,46 @@ def luminance_and_red(rgb: np.ndarray, lut: np.ndarray) -> tuple[np.ndarray, np.
     return luminance, np.maximum(red - rest, 0) * RED_SCALE * saturated
 
 
+def taking_part(change: np.ndarray, cell_change: np.ndarray, floor: float) -> np.ndarray:
+    """Share of each cell's pixels that take part in the cell's change since the last frame.
+
+    A pixel takes part when it changed in its cell's direction by at least ``floor`` or half
+    the cell's mean change, whichever is less: a patch changing by D over a share f of a cell
+    changes the cell's mean by f D, so its pixels take part and the still ones around it do
+    not; a change spread over the whole cell (a fade, a full-cell flash) is shared by all.
+
+    Args:
+        change: [height, width] per-pixel change (luminance or red saturation).
+        cell_change: [rows, cols] change of the cell means (the mean of ``change`` per cell).
+        floor: The most change a pixel needs to take part.
+
+    Returns:
+        [rows, cols] float32 in [0, 1], rounded to ``PART_STEP``; 0 where the cell did not
+        change.
+    """
+    rows, cols = cell_change.shape
+    height, width = change.shape
+    row_of = ((np.arange(height) + 0.5) * rows / height).astype(np.int64)  # cell of the centre
+    col_of = ((np.arange(width) + 0.5) * cols / width).astype(np.int64)
+    need = (np.minimum(floor, 0.5 * np.abs(cell_change)) * np.sign(cell_change))[row_of][:, col_of]
+    moved = (change * np.sign(need) >= np.abs(need)) & (need != 0)
+    share = cell_means(moved.astype(np.float32), rows, cols)
+    return (np.round(share / PART_STEP) * PART_STEP).astype(np.float32)
+
+
 class _FlashGrid:
-    """Reduces each frame of one video to its luminance / red grid."""
+    """Reduces each frame of one video to its luminance / red grid and the shares of the
+    cells taking part in each change."""
 
     def __init__(self, info: VideoInfo, settings: FlashSettings, lut: np.ndarray) -> None:
         self.fps = info.fps
         self.lut = lut
         self.limit = min(settings.max_frames, math.ceil(settings.max_seconds * info.fps))
-        shape = (settings.max_frames, 2, settings.grid_rows, settings.grid_cols)
+        shape = (settings.max_frames, PLANES, settings.grid_rows, settings.grid_cols)
         self.grid = np.zeros(shape, np.float32)
+        floor = settings.part_floor
+        self.floors = (floor * settings.luminance_threshold, floor * settings.red_threshold)
+        self.previous: tuple[np.ndarray, np.ndarray] | None = None
         self.rows_cols = (settings.grid_rows, settings.grid_cols)
         self.max_height = settings.analysis_height
         self.reformatter = VideoReformatter()  # one scaler for every frame (6x faster at 720p)
@@ -367,10 +486,17 @@ class _FlashGrid:
         rgb = self.reformatter.reformat(
             frame, width=width, height=height, format="rgb24", interpolation="AREA"
         ).to_ndarray()
-        luminance, red = luminance_and_red(rgb, self.lut)
-        self.grid[self.count, 0] = cell_means(luminance, *self.rows_cols)
-        if red.any():  # most frames hold no saturated red: their red grid stays 0
-            self.grid[self.count, 1] = cell_means(red, *self.rows_cols)
+        planes = luminance_and_red(rgb, self.lut)
+        for i, plane in enumerate(planes):
+            if i == 0 or plane.any():  # most frames hold no saturated red: their red grid stays 0
+                self.grid[self.count, i] = cell_means(plane, *self.rows_cols)
+            if self.previous is None or plane.shape != self.previous[i].shape:
+                continue
+            cell_change = self.grid[self.count, i] - self.grid[self.count - 1, i]
+            if cell_change.any():
+                change = plane - self.previous[i]
+                self.grid[self.count, 2 + i] = taking_part(change, cell_change, self.floors[i])
+        self.previous = planes
         self.count += 1
 
     def finish(self) -> dict[str, Tensor]:
@@ -394,7 +520,7 @@ class FlashPreparer:
     def placeholder(self) -> dict[str, Tensor]:
         s = self.settings
         return {
-            "grid": torch.zeros(s.max_frames, 2, s.grid_rows, s.grid_cols),
+            "grid": torch.zeros(s.max_frames, PLANES, s.grid_rows, s.grid_cols),
             "frames": torch.tensor(0, dtype=torch.int64),
             "fps": torch.tensor(30.0),
         }

@@ -8,7 +8,10 @@ The whole measurement is tensor arithmetic, so it traces with the ensemble:
    and the recursion state entering each chunk (a linear recurrence over chunks) is a
    log-depth prefix scan of 2x2 matrix products, added back with one more matmul. Only matmul,
    slicing, padding and element-wise ops: no ``stft``, ``fft`` or ``lfilter`` (AWS Neuron Inf1
-   lists none of them).
+   lists none of them). The two filters run over ``time_chunk`` segments at a time (a loop
+   over a fixed number of spans, unrolled when traced), so the intermediates of a large batch
+   stay nearer the cache; only the small per-chunk recursion states are scanned over the whole
+   signal.
 2. Mean squares over 400 ms blocks with 75 % overlap (100 ms segments summed four at a time),
    complete blocks only.
 3. Block loudness ``-0.691 + 10 log10(sum_i G_i z_ij)``, the absolute gate (-70 LKFS), the
@@ -62,10 +65,14 @@ class LoudnessSettings:
             ``seconds`` says how much was analysed). Sizes the input: 60 s of stereo at 48 kHz
             is 23 MB per item.
         chunk: Samples per chunk of the chunked IIR filter (a divisor of 4800).
+        time_chunk: 100 ms segments filtered together (0: the whole input at once). Spans
+            of a second keep the filters' intermediates nearer the cache as batches grow (a
+            span still holds the whole batch); the measurements are the same bit for bit.
     """
 
     max_seconds: float = 60.0
     chunk: int = 64
+    time_chunk: int = 10
 
     @property
     def num_samples(self) -> int:
@@ -131,19 +138,52 @@ class Biquad(torch.nn.Module):
         powers_t = np.stack([p.T for p in powers])
         self.register_buffer("powers_t", torch.tensor(powers_t, dtype=torch.float32), False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Args: x [rows, samples]. Returns the filtered signal [rows, samples]."""
+    def zero_state(self, x: Tensor, before: Tensor) -> Tensor:
+        """Each chunk's response to its own samples and the two before it, from a zero
+        recursion state.
+
+        Args:
+            x: [rows, samples], a whole number of chunks.
+            before: [rows, 2] the two samples before ``x`` (zeros at the start of a signal).
+
+        Returns:
+            [rows, chunks, chunk].
+        """
         rows, n = x.shape
         k = n // self.chunk  # explicit sizes, never -1: an empty batch must reshape too
-        chunks = x.reshape(rows, k, self.chunk)  # [rows, K, chunk]
-        before = _shift(chunks[..., self.chunk - 2 :], 1)  # the 2 samples before each chunk
-        extended = torch.cat([before, chunks], dim=-1).reshape(rows * k, self.chunk + 2)
-        zero_state = extended @ self.response_t  # [rows * K, chunk], zero filter state
-        last_two = zero_state[:, self.chunk - 2 :].flip(-1).reshape(rows, k, 2)
-        state = _shift(last_two, 1)  # [rows, K, 2]: y[-1], y[-2] entering each chunk...
+        chunks = x.reshape(rows, k, self.chunk)
+        tails = torch.cat([before.unsqueeze(1), chunks[:, : k - 1, self.chunk - 2 :]], dim=1)
+        extended = torch.cat([tails, chunks], dim=-1).reshape(rows * k, self.chunk + 2)
+        return (extended @ self.response_t).reshape(rows, k, self.chunk)
+
+    def states(self, ends: Tensor) -> Tensor:
+        """The recursion state ``(y[-1], y[-2])`` entering each chunk of a whole signal.
+
+        Args:
+            ends: [rows, K, 2] the last two samples of every chunk's :meth:`zero_state`, in
+                order from the start of the signal.
+
+        Returns:
+            [rows, K, 2].
+        """
+        state = _shift(ends.flip(-1), 1)  # the state left by the chunk before alone...
         for i in range(self.scan_steps):  # ...once the earlier chunks are scanned in
             state = state + _shift(state, 2**i) @ self.powers_t[i]
-        return torch.addmm(zero_state, state.reshape(rows * k, 2), self.phi_t).reshape(rows, n)
+        return state
+
+    def output(self, zero_state: Tensor, state: Tensor) -> Tensor:
+        """The filtered signal [rows, samples] of chunks' zero-state responses
+        [rows, k, chunk] and the states entering them [rows, k, 2]."""
+        rows, k, chunk = zero_state.shape
+        flat = torch.addmm(
+            zero_state.reshape(rows * k, chunk), state.reshape(rows * k, 2), self.phi_t
+        )
+        return flat.reshape(rows, k * chunk)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args: x [rows, samples]. Returns the filtered signal [rows, samples]."""
+        zero_state = self.zero_state(x, torch.zeros_like(x[:, :2]))
+        return self.output(zero_state, self.states(zero_state[..., self.chunk - 2 :]))
 
 
 @register_encoder("loudness", settings=LoudnessSettings)
@@ -181,6 +221,12 @@ class LoudnessAnalyzer(Encoder):
             InputSpec("length", (), torch.int64),
         )
         max_chunks = n // settings.chunk
+        segments = n // SEGMENT
+        span = settings.time_chunk or segments
+        self.spans = [
+            (start * SEGMENT, min(start + span, segments) * SEGMENT)
+            for start in range(0, segments, span)
+        ]
         self.shelf = Biquad(SHELF, settings.chunk, max_chunks)
         self.high_pass = Biquad(HIGH_PASS, settings.chunk, max_chunks)
 
@@ -231,8 +277,42 @@ class LoudnessAnalyzer(Encoder):
     def _segments(self, waveform: Tensor) -> Tensor:
         """K-weighted energy of each 100 ms segment per channel: [B, 2, N / 4800]."""
         b, channels, n = waveform.shape
-        y = self.high_pass(self.shelf(waveform.float().reshape(b * channels, n)))
-        return (y * y).reshape(b, channels, n // SEGMENT, SEGMENT).sum(-1)
+        x = waveform.float().reshape(b * channels, n)
+        return self._segment_energy(x).reshape(b, channels, n // SEGMENT)
+
+    def _segment_energy(self, x: Tensor) -> Tensor:
+        """Sum of squares of the K-weighted signal in each 100 ms segment.
+
+        The two filters run span by span (``time_chunk`` segments each, in three passes: the
+        shelf's zero-state responses, then its output and the high-pass's zero-state
+        responses, then the high-pass's output), so only one span's samples are worked on at a
+        time; the recursion states entering the chunks are scanned over the whole signal.
+
+        Args:
+            x: [rows, samples] at 48 kHz.
+
+        Returns:
+            [rows, samples // SEGMENT].
+        """
+        chunk = self.shelf.chunk
+        before = torch.zeros_like(x[:, :2])
+        shelf_zero = [
+            self.shelf.zero_state(x[:, start:end], x[:, start - 2 : start] if start else before)
+            for start, end in self.spans
+        ]
+        shelf_states = self.shelf.states(torch.cat([z[..., chunk - 2 :] for z in shelf_zero], 1))
+        high_pass_zero = []
+        for (start, end), zero in zip(self.spans, shelf_zero, strict=True):
+            y = self.shelf.output(zero, shelf_states[:, start // chunk : end // chunk])
+            high_pass_zero.append(self.high_pass.zero_state(y, before))
+            before = y[:, -2:]
+        ends = torch.cat([z[..., chunk - 2 :] for z in high_pass_zero], 1)
+        high_pass_states = self.high_pass.states(ends)
+        energy = []
+        for (start, end), zero in zip(self.spans, high_pass_zero, strict=True):
+            y = self.high_pass.output(zero, high_pass_states[:, start // chunk : end // chunk])
+            energy.append((y * y).reshape(x.shape[0], (end - start) // SEGMENT, SEGMENT).sum(-1))
+        return torch.cat(energy, dim=1)
 
     def example_inputs(self, batch_size: int) -> tuple[Tensor, ...]:
         n = self.input_spec[0].shape[1]

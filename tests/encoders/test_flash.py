@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 from encoders.flash import FlashAnalyzer, FlashPreparer, FlashSettings, srgb_to_linear
 from encoders.media import MediaLimits, VideoInfo, decode_video
 from ensemble import samples
+from tests.tracing import trace_save_load
 
 VERDICTS = Path(__file__).with_name("iris_verdicts.csv")
 NAMES = FlashAnalyzer.measurement_names
@@ -216,8 +218,64 @@ def test_flashing_patches_count_from_a_quarter_of_the_frame(analyzer, where, fai
     (row,) = analyse(analyzer, [(flicker(on, WHITE, BLACK, where), 30)])
     assert bool(row[FLASHES] > LIMIT) == fails
     patch = (where(WHITE)[..., 0] == 255).mean()
-    # The area is counted in cells: a partly covered cell counts whole (one cell per edge).
-    assert patch <= float(row[AREA]) <= patch + 2 * (1 / 16 + 1 / 16)
+    assert float(row[AREA]) == pytest.approx(patch, abs=0.01)
+
+
+def patch_clip(
+    size: tuple[int, int],
+    area: float,
+    corner: tuple[float, float],
+    levels: tuple[int, int] = (0, 255),
+) -> tuple[list[Frame], float]:
+    """A patch of ``area`` of the frame (the frame's aspect) flickering at 8 Hz between two
+    grey ``levels`` on mid grey, its top-left corner at ``corner`` (fractions of the space
+    left)."""
+    width, height = size
+    w, h = round(width * area**0.5), round(height * area**0.5)
+    left, top = round(corner[0] * (width - w)), round(corner[1] * (height - h))
+    frames = []
+    for on in square_wave(8, 30, 2.0):
+        frame = np.full((height, width, 3), 128, np.uint8)
+        frame[top : top + h, left : left + w] = levels[int(on)]
+        frames.append(frame)
+    return frames, w * h / (width * height)
+
+
+PLACES = {
+    "top-left": (0, 0),
+    "bottom-right": (1, 1),
+    "centre": (0.5, 0.5),
+    "off-grid": (0.37, 0.71),
+}
+
+
+TWO_SECONDS = FlashSettings(max_seconds=2.0)
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_flashing_area_within_a_point_of_the_patch(place) -> None:
+    """Patches of 5-60 % at corners, centre and offsets off the 16 x 16 grid (cells of 10 x
+    5.6 pixels), black / white and a change of 0.15 (a cell a third covered changes by 0.05):
+    the area is the patch's within 1 point, and the 25 % rule follows it."""
+    clips = [
+        patch_clip((160, 90), area, PLACES[place], levels)
+        for area in (0.05, 0.1, 0.2, 0.24, 0.26, 0.4, 0.6)
+        for levels in ((0, 255), (code_for(0.40), code_for(0.55)))
+    ]
+    items = [prepare(frames, 30, TWO_SECONDS) for frames, _ in clips]
+    out = run(FlashAnalyzer(TWO_SECONDS).eval(), items)
+    for (_, patch), row in zip(clips, out, strict=True):
+        assert float(row[AREA]) == pytest.approx(patch, abs=0.01), patch
+        assert bool(row[FLASHES] > LIMIT) == (patch >= 0.25), patch
+
+
+def test_a_centred_fifth_of_a_640x360_frame_measures_a_fifth() -> None:
+    """The case of issue 15: counting partly covered cells whole, it measured 25 % (a false
+    failure)."""
+    frames, patch = patch_clip((640, 360), 0.2, (0.5, 0.5))
+    (row,) = run(FlashAnalyzer(TWO_SECONDS).eval(), [prepare(frames[:45], 30, TWO_SECONDS)])
+    assert float(row[AREA]) == pytest.approx(patch, abs=0.01)
+    assert row[FLASHES] <= LIMIT
 
 
 def test_red_flashes_are_counted_apart_from_luminance(analyzer) -> None:
@@ -379,3 +437,22 @@ def test_the_timeline_peaks_at_the_measured_flash_counts(analyzer) -> None:
     for row, (frames, _) in zip(timeline, clips, strict=True):
         assert not row[:, len(frames) :].any()
     assert float(timeline[0, 0].amax()) == pytest.approx(5.0, abs=0.5)
+
+
+def test_cells_in_groups_measure_the_same_bit_for_bit() -> None:
+    """Groups of 5 and 64 cells (and as many stretches of frames) against all cells at once,
+    eager and traced at another batch size: the groups' loop is unrolled over fixed shapes."""
+    torch.manual_seed(0)
+    settings = FlashSettings(max_seconds=2.0)
+    whole = FlashAnalyzer(dataclasses.replace(settings, chunk=0)).eval()
+    grid, frames, fps = whole.example_inputs(3)
+    grid[0, :, 0] = torch.from_numpy(square_wave(6, 60, 2.0)).float().view(-1, 1, 1)
+    frames[0], fps[0] = 120, 60.0
+    with torch.no_grad():
+        expected = whole(grid, frames, fps)
+        assert float(expected[0, FLASHES]) == 6.0
+        for chunk in (5, 64):
+            groups = FlashAnalyzer(dataclasses.replace(settings, chunk=chunk)).eval()
+            assert torch.equal(groups(grid, frames, fps), expected), chunk
+        traced = trace_save_load(groups, groups.example_inputs(2))
+        assert torch.equal(traced(grid, frames, fps), expected)

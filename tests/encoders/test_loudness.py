@@ -23,6 +23,7 @@ from encoders.loudness import (
 )
 from encoders.media import AudioClip
 from ensemble import samples
+from tests.tracing import trace_save_load
 
 SETTINGS = LoudnessSettings(max_seconds=8.0)
 RATES = (16_000, 22_050, 44_100, 48_000)
@@ -273,3 +274,19 @@ def test_per_second_loudness_follows_the_level_of_each_second(analyzer) -> None:
     assert per_second[:2].tolist() == pytest.approx([-23.01, -13.01], abs=0.1)
     assert float(per_second[2]) < -50  # the K-weighting filter rings a little past the sine
     assert per_second[3:].tolist() == [-70.0] * 5
+
+
+def test_filtering_span_by_span_measures_the_same_bit_for_bit() -> None:
+    """Spans of 1 and 7 segments (the last one short) against the whole input at once, eager
+    and traced at another batch size: the spans' loop is unrolled over the fixed length."""
+    torch.manual_seed(0)
+    whole = LoudnessAnalyzer(LoudnessSettings(max_seconds=3.0, time_chunk=0)).eval()
+    waveform, weights, length = whole.example_inputs(3)
+    waveform[1] *= 1e-3  # quiet enough for the relative gate to matter
+    with torch.no_grad():
+        expected = whole(waveform, weights, length)
+        for time_chunk in (1, 7):
+            spans = LoudnessAnalyzer(LoudnessSettings(max_seconds=3.0, time_chunk=time_chunk))
+            assert torch.equal(spans.eval()(waveform, weights, length), expected), time_chunk
+        traced = trace_save_load(spans, spans.example_inputs(2))
+        assert torch.equal(traced(waveform, weights, length), expected)
