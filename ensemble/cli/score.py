@@ -43,11 +43,24 @@ def register(sub: Any) -> None:
         help="accept media paths outside the folder of the ads file",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    group = p.add_argument_group(
+        "Ray engine (pip install adpolicy-ensemble[ray])",
+        "--engine ray scores on Ray Data: OUT is a directory (suffix .jsonl or .parquet) of "
+        "one part-NNNNNN file per block; ADS may be an s3://, gs://, hdfs:// URI",
+    )
+    group.add_argument("--engine", choices=("local", "ray"), default="local")
+    group.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else local)")
+    group.add_argument("--actors", type=int, default=1, help="actors, each holding the model")
+    group.add_argument("--threads-per-actor", type=int, default=1, help="CPUs of each actor")
+    group.add_argument("--num-gpus-per-actor", type=float, default=0, help="GPUs of each actor")
+    group.add_argument("--ads-per-block", type=int, default=512, help="ads per block (unit of work)")
     p.set_defaults(func=_score)
 
 
 def _score(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    if args.engine == "ray":
+        return _score_on_ray(args, start)
     try:
         scorer = load(
             args.model,
@@ -63,4 +76,36 @@ def _score(args: argparse.Namespace) -> int:
         return EXIT_FATAL
     print(summary.table(time.perf_counter() - start))
     print(f"results written to {args.output}")
+    return EXIT_AD_ERRORS if summary.errors else 0
+
+
+def _score_on_ray(args: argparse.Namespace, start: float) -> int:
+    if args.resume or args.device != "cpu":
+        print(
+            "adpolicy score: --engine ray writes a fresh directory (no --resume) and picks its "
+            "device from --num-gpus-per-actor (no --device)",
+            file=sys.stderr,
+        )
+        return EXIT_FATAL
+    from ensemble.distributed import score_to
+
+    try:
+        summary = score_to(
+            args.ads,
+            args.output,
+            address=args.address,
+            progress=not args.no_progress,
+            model=args.model,
+            actors=args.actors,
+            threads_per_actor=args.threads_per_actor,
+            num_gpus_per_actor=args.num_gpus_per_actor,
+            batch_size=args.batch_size,
+            ads_per_block=args.ads_per_block,
+            any_path=args.allow_any_path,
+        )
+    except (OSError, ValueError) as err:
+        print(f"adpolicy score: {err}", file=sys.stderr)
+        return EXIT_FATAL
+    print(summary.table(time.perf_counter() - start))
+    print(f"results written to {args.output}/part-*")
     return EXIT_AD_ERRORS if summary.errors else 0
