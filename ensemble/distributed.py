@@ -24,12 +24,13 @@ import io
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from encoders.media import MediaLimits
 from ensemble.reader import COMPRESSIONS, ad_format, read_ads, read_part
 from ensemble.rows import Record
 from ensemble.summary import Summary
@@ -93,8 +94,10 @@ def plan_blocks(source: str | Path, ads_per_block: int = ADS_PER_BLOCK) -> list[
         ] or [(0, 0, 1)]
     elif kind == ".jsonl" and not compressed:
         cuts = _line_cuts(fs, path, ads_per_block)
+    elif "://" in str(source):
+        raise ValueError(f"{source}: only uncompressed JSON Lines and Parquet are read from a URI")
     else:
-        fs.get_file_info(path)  # fails on a missing file like the others
+        Path(path).stat()  # a missing file fails like the others
         cuts = [(0, 0, 1)]
         kind = "whole"
     return [
@@ -161,16 +164,17 @@ class ScoreBlocks:
         import pyarrow as pa
 
         columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
-        for values in zip(
-            *(blocks[k] for k in ("index", "uri", "kind", "start", "stop", "first")), strict=True
-        ):
-            index, uri, kind, start, stop, first = values
-            base_dir = Path(uri).parent if "://" not in str(uri) else None
-            for row in self.scorer.iter_scores(
-                _records(str(uri), str(kind), int(start), int(stop), int(first), self.scorer),
-                base_dir=base_dir,
-            ):
-                columns["block"].append(int(index))
+        for i in range(len(blocks["index"])):
+            block = {key: values[i] for key, values in blocks.items()}
+            uri = str(block["uri"])
+            local = "://" not in uri
+            # media paths resolve against a local file's folder; beside a URI there is no
+            # folder to confine them to, so such ads send their media inline (base64)
+            self.scorer.preparer.allow_paths = local
+            base_dir = Path(uri).parent if local else None
+            records = block_records(block, self.scorer.config.limits)
+            for row in self.scorer.iter_scores(records, base_dir=base_dir):
+                columns["block"].append(int(block["index"]))
                 columns["id"].append(row["id"])
                 columns["status"].append(row["status"])
                 columns["row"].append(json.dumps(row))
@@ -193,27 +197,21 @@ class ScoreBlocks:
         return pa.table(columns, schema=schema)
 
 
-def _records(
-    uri: str, kind: str, start: int, stop: int, first: int, scorer: Scorer
-) -> Iterator[Record]:
-    """The records of one block, read by THE reader."""
-    limits = scorer.config.limits
+def block_records(block: Mapping[str, Any], limits: MediaLimits | None = None) -> Iterator[Record]:
+    """The ads of one block of :func:`plan_blocks`, read by THE reader (numbered as in the
+    whole file)."""
+    uri, kind = str(block["uri"]), str(block["kind"])
+    start, stop = int(block["start"]), int(block["stop"])
     fs, path = filesystem(uri)
     if kind == "whole":
-        if "://" in uri:
-            raise ValueError(f"{uri}: only JSON Lines and Parquet are read from a URI")
         yield from read_ads(path, limits=limits)
         return
     with fs.open_input_file(path) as f:
         if kind == ".parquet":
             yield from read_part(f, kind, rows=range(start, stop), limits=limits)
         else:
-            yield from read_part(
-                io.BufferedReader(f.get_stream(start, stop - start)),
-                kind,
-                first=first,
-                limits=limits,
-            )
+            stream = io.BufferedReader(f.get_stream(start, stop - start))
+            yield from read_part(stream, kind, first=int(block["first"]), limits=limits)
 
 
 def load_scorer(model: str | Path | None, **options: Any) -> Scorer:
@@ -250,7 +248,8 @@ def score_dataset(
     Args:
         source: JSON Lines or Parquet (CSV, JSON, ``.gz`` / ``.zst``: one block), a local path
             or a pyarrow filesystem URI (``s3://``, ``gs://``, ``hdfs://``). Media paths are
-            relative to the file (local files only).
+            relative to a local file (on a cluster, a path every node sees); the ads of a URI
+            send their media inline (base64 or a ``data:`` URI), a path is refused.
         model: A checkpoint or export artifact directory, present on every node (default: the
             embedded default model).
         actors: Actors in the pool, each holding the model once.
@@ -285,7 +284,7 @@ def score_dataset(
     )
 
 
-def write_results(dataset: ray.data.Dataset, output: str | Path) -> Summary:
+def write_results(dataset: ray.data.Dataset, output: str | Path, *, writers: int = 1) -> Summary:
     """Write the rows of :func:`score_dataset`, one file per block, and summarise them.
 
     Args:
@@ -293,12 +292,15 @@ def write_results(dataset: ray.data.Dataset, output: str | Path) -> Summary:
         output: A directory (created; it must hold no ``part-*`` file yet) whose suffix,
             ``.jsonl`` or ``.parquet``, picks the format of its ``part-NNNNNN`` files: the
             rows as :class:`~ensemble.writers.RowWriter` writes them for the local command.
+        writers: Write tasks at once. They reserve no CPU (a pool of actors may hold every
+            CPU of the cluster until its last block); this bound keeps Ray from starting a
+            worker process for every block waiting to be written.
 
     Returns:
         The run's :class:`~ensemble.summary.Summary`, blocks merged in file order.
     """
     sink = PartsDatasink(output)
-    dataset.write_datasink(sink, ray_remote_args={"num_cpus": 0})
+    dataset.write_datasink(sink, ray_remote_args={"num_cpus": 0}, concurrency=writers)
     return sink.summary
 
 
@@ -329,6 +331,7 @@ def score_to(
     if model is not None and not Path(model).is_dir():
         raise OSError(f"{model}: no such checkpoint or artifact directory")
     plan_blocks(source, options.get("ads_per_block", ADS_PER_BLOCK))  # fail before Ray starts
+    fresh_output(output)
     if not ray.is_initialized():
         ray.init(address=address)
     ray.data.DataContext.get_current().enable_progress_bars = progress
@@ -352,6 +355,24 @@ def read_results(output: str | Path) -> Iterator[dict[str, Any]]:
                 yield from pq.read_table(f).to_pylist()
             else:
                 yield from (json.loads(line) for line in f.read().splitlines() if line.strip())
+
+
+def fresh_output(output: str | Path) -> None:
+    """Create a results directory, refusing one that holds parts already (a new run's parts
+    would mix with them).
+
+    Raises:
+        ValueError: The directory holds ``part-*`` files.
+    """
+    fs, root = filesystem(output)
+    fs.create_dir(root, recursive=True)
+    old = [
+        i.path for i in fs.get_file_info(_selector(root)) if Path(i.path).name.startswith("part-")
+    ]
+    if old:
+        raise ValueError(
+            f"{output} already holds results ({len(old)} part files); remove them or write elsewhere"
+        )
 
 
 def _result_columns(schema: pa.Schema) -> tuple[list[str], list[str]]:
@@ -391,17 +412,7 @@ def _parts_datasink() -> type:
             self.summary = Summary([])
 
         def on_write_start(self, schema: Any = None) -> None:
-            fs, root = filesystem(self.uri)
-            fs.create_dir(root, recursive=True)
-            old = [
-                i.path
-                for i in fs.get_file_info(_selector(root))
-                if Path(i.path).name.startswith("part-")
-            ]
-            if old:
-                raise ValueError(
-                    f"{self.uri} already holds results ({len(old)} part files); remove them or write elsewhere"
-                )
+            fresh_output(self.uri)
 
         def write(self, blocks: Iterable[Any], ctx: Any) -> list[tuple[int, Summary]]:
             import pyarrow as pa

@@ -53,7 +53,9 @@ def register(sub: Any) -> None:
     group.add_argument("--actors", type=int, default=1, help="actors, each holding the model")
     group.add_argument("--threads-per-actor", type=int, default=1, help="CPUs of each actor")
     group.add_argument("--num-gpus-per-actor", type=float, default=0, help="GPUs of each actor")
-    group.add_argument("--ads-per-block", type=int, default=512, help="ads per block (unit of work)")
+    group.add_argument(
+        "--ads-per-block", type=int, default=512, help="ads per block (unit of work)"
+    )
     p.set_defaults(func=_score)
 
 
