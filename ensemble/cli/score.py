@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from ensemble.scoring import load
+from ensemble.summary import Summary
 from ensemble.writers import FORMATS
 
 EXIT_AD_ERRORS = 3
@@ -61,53 +62,49 @@ def register(sub: Any) -> None:
 
 def _score(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    if args.engine == "ray":
-        return _score_on_ray(args, start)
-    try:
-        scorer = load(
-            args.model,
-            device=args.device,
-            batch_size=args.batch_size,
-            any_path=args.allow_any_path,
-        )
-        summary = scorer.score_file_to(
-            args.ads, args.output, resume=args.resume, progress=not args.no_progress
-        )
-    except (OSError, ValueError) as err:
-        print(f"adpolicy score: {err}", file=sys.stderr)
-        return EXIT_FATAL
-    print(summary.table(time.perf_counter() - start))
-    print(f"results written to {args.output}")
-    return EXIT_AD_ERRORS if summary.errors else 0
-
-
-def _score_on_ray(args: argparse.Namespace, start: float) -> int:
-    if args.resume or args.device != "cpu":
+    on_ray = args.engine == "ray"
+    if on_ray and (args.resume or args.device != "cpu"):
         print(
             "adpolicy score: --engine ray writes a fresh directory (no --resume) and picks its "
             "device from --num-gpus-per-actor (no --device)",
             file=sys.stderr,
         )
         return EXIT_FATAL
-    from ensemble.distributed import score_to
-
     try:
-        summary = score_to(
-            args.ads,
-            args.output,
-            address=args.address,
-            progress=not args.no_progress,
-            model=args.model,
-            actors=args.actors,
-            threads_per_actor=args.threads_per_actor,
-            num_gpus_per_actor=args.num_gpus_per_actor,
-            batch_size=args.batch_size,
-            ads_per_block=args.ads_per_block,
-            any_path=args.allow_any_path,
-        )
+        summary = _score_on_ray(args) if on_ray else _score_here(args)
     except (OSError, ValueError) as err:
         print(f"adpolicy score: {err}", file=sys.stderr)
         return EXIT_FATAL
     print(summary.table(time.perf_counter() - start))
-    print(f"results written to {args.output}/part-*")
+    print(f"results written to {args.output}{'/part-*' if on_ray else ''}")
     return EXIT_AD_ERRORS if summary.errors else 0
+
+
+def _score_here(args: argparse.Namespace) -> Summary:
+    scorer = load(
+        args.model,
+        device=args.device,
+        batch_size=args.batch_size,
+        any_path=args.allow_any_path,
+    )
+    return scorer.score_file_to(
+        args.ads, args.output, resume=args.resume, progress=not args.no_progress
+    )
+
+
+def _score_on_ray(args: argparse.Namespace) -> Summary:
+    from ensemble.distributed import score_to
+
+    return score_to(
+        args.ads,
+        args.output,
+        address=args.address,
+        progress=not args.no_progress,
+        model=args.model,
+        actors=args.actors,
+        threads_per_actor=args.threads_per_actor,
+        num_gpus_per_actor=args.num_gpus_per_actor,
+        batch_size=args.batch_size,
+        ads_per_block=args.ads_per_block,
+        any_path=args.allow_any_path,
+    )

@@ -18,6 +18,7 @@ from typing import Any, cast
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from ensemble.cli import main
 from ensemble.cli.score import EXIT_AD_ERRORS
@@ -34,6 +35,7 @@ from ensemble.rows import Row
 from ensemble.scoring import load
 from ensemble.summary import SHOWN_ADS, Summary
 
+REPO = Path(__file__).resolve().parents[2]
 HOSTILE = [
     b"\xff\xfe not utf-8",
     b'{"id": "cut", "text": "half',
@@ -149,6 +151,14 @@ def test_merged_summaries_are_the_whole_run() -> None:
             merged.merge(block)
         assert merged == whole
     assert len(whole.shown) > SHOWN_ADS
+
+
+def test_the_cluster_config_follows_rays_schema() -> None:
+    ray = pytest.importorskip("ray")
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = Path(ray.__file__).parent / "autoscaler" / "ray-schema.json"
+    config = yaml.safe_load((REPO / "examples" / "ray-cluster.yaml").read_text())
+    jsonschema.validate(config, json.loads(schema.read_text()))
 
 
 def test_the_local_command_does_not_import_ray(checkpoint: Path, tmp_path: Path) -> None:
