@@ -29,6 +29,9 @@ setup(
         "export": ["data/*"],
     },
     install_requires=_requirements("requirements.txt"),
-    extras_require={"dev": _requirements("requirements-dev.txt")},
+    extras_require={
+        "dev": _requirements("requirements-dev.txt"),
+        "ray": _requirements("requirements-ray.txt"),
+    },
     entry_points={"console_scripts": ["adpolicy=ensemble.cli:main"]},
 )

@@ -48,7 +48,7 @@ def read_ads(path: str | Path, *, limits: MediaLimits | None = None) -> Iterator
     path = Path(path)
     kind = ad_format(path)
     if kind == ".parquet":
-        yield from _parquet(path)
+        yield from read_part(path, kind, limits=limits)
         return
     with _open(path) as stream:
         try:
@@ -61,6 +61,32 @@ def read_ads(path: str | Path, *, limits: MediaLimits | None = None) -> Iterator
         except (OSError, EOFError, ValueError) as err:  # a cut or corrupt compressed stream
             problem = f"the file cannot be read past this point: {err}"
             yield Record(None, "end-of-file", AdError.of("file", problem))
+
+
+def read_part(
+    source: str | Path | IO[bytes],
+    kind: str,
+    *,
+    first: int = 1,
+    rows: range | None = None,
+    limits: MediaLimits | None = None,
+) -> Iterator[Record]:
+    """The ads of one part of an uncompressed JSON Lines or Parquet file, numbered as in the
+    whole file (what a distributed run reads per block; :func:`read_ads` reads whole files).
+
+    Args:
+        source: JSON Lines: a stream of whole lines, the part alone; Parquet: the file.
+        kind: ``".jsonl"`` or ``".parquet"`` (:func:`ad_format`).
+        first: JSON Lines: the number in the file of the stream's first line.
+        rows: Parquet: the rows to read (0-based positions in the file; default all).
+    """
+    limits = limits or MediaLimits()
+    if kind == ".parquet":
+        yield from _parquet(source, rows)
+        return
+    if kind != ".jsonl" or isinstance(source, str | Path):
+        raise ValueError(f"a part is a JSON Lines stream or a Parquet file, not {kind} {source}")
+    yield from _jsonl(source, limits, first)
 
 
 def ad_format(path: Path) -> str:
@@ -109,8 +135,8 @@ def _too_long(where: str, limits: MediaLimits, field: str = "ad") -> AdError:
     return AdError.of(field, f"{where}: longer than {limits.max_record_bytes} bytes", 413)
 
 
-def _jsonl(stream: IO[bytes], limits: MediaLimits) -> Iterator[Record]:
-    for number, line in enumerate(_lines(stream, limits.max_record_bytes), 1):
+def _jsonl(stream: IO[bytes], limits: MediaLimits, first: int = 1) -> Iterator[Record]:
+    for number, line in enumerate(_lines(stream, limits.max_record_bytes), first):
         fallback = f"line-{number}"
         if line is None:
             yield Record(None, fallback, _too_long(f"line {number}", limits))
@@ -266,15 +292,24 @@ def _csv_record(cells: Mapping[str, str], number: int, limits: MediaLimits) -> R
     return Record(ad, f"line-{number}")
 
 
-def _parquet(path: Path) -> Iterator[Record]:
+def _parquet(source: str | Path | IO[bytes], rows: range | None = None) -> Iterator[Record]:
+    """The rows of a Parquet file (those in ``rows`` only), named ``row-N`` from 1; only the
+    row groups holding them are read."""
     import pyarrow.parquet as pq
 
-    table = pq.ParquetFile(path)
-    number = 0
-    for batch in table.iter_batches(batch_size=1024):
-        for row in batch.to_pylist():
-            number += 1
-            yield Record({k: v for k, v in row.items() if v is not None}, f"row-{number}")
+    table = pq.ParquetFile(source)
+    rows = range(table.metadata.num_rows) if rows is None else rows
+    start = 0
+    for group in range(table.num_row_groups):
+        end = start + table.metadata.row_group(group).num_rows
+        if start < rows.stop and rows.start < end:
+            for batch in table.iter_batches(batch_size=1024, row_groups=[group]):
+                for row in batch.to_pylist():
+                    if start in rows:
+                        ad = {k: v for k, v in row.items() if v is not None}
+                        yield Record(ad, f"row-{start + 1}")
+                    start += 1
+        start = end
 
 
 def records_of(ads: Iterable[Any]) -> Iterator[Record]:

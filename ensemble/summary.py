@@ -40,6 +40,7 @@ class Summary:
     skipped: int = 0
     error_fields: Counter[str] = field(default_factory=Counter)
     shown: list[str] = field(default_factory=list)
+    shown_failed: list[bool] = field(default_factory=list)
     tallies: dict[str, PolicyTally] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -49,8 +50,7 @@ class Summary:
         self.ads += 1
         self.warned += bool(row["warnings"])
         failed = row["status"] != "ok"
-        if self.ads <= SHOWN_ADS or (failed and len(self.shown) < SHOWN_ADS + SHOWN_ERRORS):
-            self.shown.append(_line(row))
+        self._show(_line(row), failed, self.ads)
         if failed:
             self.errors += 1
             self.error_fields.update(e["field"] for e in row.get("errors", []))
@@ -69,6 +69,36 @@ class Summary:
                 tally.untrained += 1
             else:
                 tally.not_applicable += 1
+
+    def _show(self, line: str, failed: bool, position: int) -> None:
+        """Keep the line of the ad at ``position`` (from 1; -1 past ``SHOWN_ADS``) if shown."""
+        first = 0 < position <= SHOWN_ADS
+        if first or (failed and len(self.shown) < SHOWN_ADS + SHOWN_ERRORS):
+            self.shown.append(line)
+            self.shown_failed.append(failed)
+
+    def merge(self, later: Summary) -> None:
+        """Add the summary of the ads that came after these (a distributed run summarises each
+        block on its own and merges the blocks in file order): the same counts, tallies and
+        lines shown as if every row had gone through :meth:`add` here."""
+        for position, (line, failed) in enumerate(
+            zip(later.shown, later.shown_failed, strict=True)
+        ):
+            # past its first SHOWN_ADS lines, a summary shows errors only, all past SHOWN_ADS
+            self._show(line, failed, self.ads + 1 + position if position < SHOWN_ADS else -1)
+        self.ads += later.ads
+        self.errors += later.errors
+        self.warned += later.warned
+        self.skipped += later.skipped
+        self.error_fields.update(later.error_fields)
+        for name, other in later.tallies.items():
+            tally = self.tallies.setdefault(name, PolicyTally())
+            tally.scored += other.scored
+            tally.flagged += other.flagged
+            tally.untrained += other.untrained
+            tally.not_applicable += other.not_applicable
+            if other.top is not None:
+                tally.top = max(other.top, tally.top or 0.0)
 
     def table(self, seconds: float) -> str:
         """The ads shown, then per policy how many ads were scored, flagged, sent to review

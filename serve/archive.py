@@ -49,6 +49,7 @@ NOT_SERVED = (
     "ensemble/training",
     "ensemble/cli",
     "ensemble/default",
+    "ensemble/distributed.py",
     "export/cpp",
     "serve/monitor",
     "*/commands.py",

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from ensemble.scoring import load
+from ensemble.summary import Summary
 from ensemble.writers import FORMATS
 
 EXIT_AD_ERRORS = 3
@@ -40,6 +41,19 @@ def register(sub: Any) -> None:
         "--resume", action="store_true", help="skip the ids already in the output; append"
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    group = p.add_argument_group(
+        "Ray engine (pip install adpolicy-ensemble[ray])",
+        "--engine ray scores on Ray Data: OUT is a directory (suffix .jsonl or .parquet) of "
+        "one part-NNNNNN file per block; ADS may be an s3://, gs://, hdfs:// URI",
+    )
+    group.add_argument("--engine", choices=("local", "ray"), default="local")
+    group.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else local)")
+    group.add_argument("--actors", type=int, default=1, help="actors, each holding the model")
+    group.add_argument("--threads-per-actor", type=int, default=1, help="CPUs of each actor")
+    group.add_argument("--num-gpus-per-actor", type=float, default=0, help="GPUs of each actor")
+    group.add_argument(
+        "--ads-per-block", type=int, default=512, help="ads per block (unit of work)"
+    )
     p.set_defaults(func=_score)
 
 
@@ -60,20 +74,50 @@ def add_ads_arguments(p: argparse.ArgumentParser) -> None:
 
 def _score(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    on_ray = args.engine == "ray"
+    if on_ray and (args.resume or args.device != "cpu"):
+        print(
+            "adpolicy score: --engine ray writes a fresh directory (no --resume) and picks its "
+            "device from --num-gpus-per-actor (no --device)",
+            file=sys.stderr,
+        )
+        return EXIT_FATAL
     try:
-        scorer = load(
-            args.model,
-            device=args.device,
-            batch_size=args.batch_size,
-            sort_window=args.sort_window,
-            any_path=args.allow_any_path,
-        )
-        summary = scorer.score_file_to(
-            args.ads, args.output, resume=args.resume, progress=not args.no_progress
-        )
+        summary = _score_on_ray(args) if on_ray else _score_here(args)
     except (OSError, ValueError) as err:
         print(f"adpolicy score: {err}", file=sys.stderr)
         return EXIT_FATAL
     print(summary.table(time.perf_counter() - start))
-    print(f"results written to {args.output}")
+    print(f"results written to {args.output}{'/part-*' if on_ray else ''}")
     return EXIT_AD_ERRORS if summary.errors else 0
+
+
+def _score_here(args: argparse.Namespace) -> Summary:
+    scorer = load(
+        args.model,
+        device=args.device,
+        batch_size=args.batch_size,
+        sort_window=args.sort_window,
+        any_path=args.allow_any_path,
+    )
+    return scorer.score_file_to(
+        args.ads, args.output, resume=args.resume, progress=not args.no_progress
+    )
+
+
+def _score_on_ray(args: argparse.Namespace) -> Summary:
+    from ensemble.distributed import score_to
+
+    return score_to(
+        args.ads,
+        args.output,
+        address=args.address,
+        progress=not args.no_progress,
+        model=args.model,
+        actors=args.actors,
+        threads_per_actor=args.threads_per_actor,
+        num_gpus_per_actor=args.num_gpus_per_actor,
+        batch_size=args.batch_size,
+        ads_per_block=args.ads_per_block,
+        any_path=args.allow_any_path,
+    )
