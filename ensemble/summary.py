@@ -22,6 +22,17 @@ class PolicyTally:
     untrained: int = 0
     not_applicable: int = 0
 
+    def merge(self, other: PolicyTally) -> None:
+        """Add another run's tally of the same policy."""
+        self.scored += other.scored
+        self.flagged += other.flagged
+        self.review += other.review
+        self.block += other.block
+        self.untrained += other.untrained
+        self.not_applicable += other.not_applicable
+        if other.top is not None:
+            self.top = max(other.top, self.top or 0.0)
+
 
 @dataclass
 class Summary:
@@ -92,13 +103,7 @@ class Summary:
         self.skipped += later.skipped
         self.error_fields.update(later.error_fields)
         for name, other in later.tallies.items():
-            tally = self.tallies.setdefault(name, PolicyTally())
-            tally.scored += other.scored
-            tally.flagged += other.flagged
-            tally.untrained += other.untrained
-            tally.not_applicable += other.not_applicable
-            if other.top is not None:
-                tally.top = max(other.top, tally.top or 0.0)
+            self.tallies.setdefault(name, PolicyTally()).merge(other)
 
     def table(self, seconds: float) -> str:
         """The ads shown, then per policy how many ads were scored, flagged, sent to review
