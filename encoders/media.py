@@ -30,6 +30,7 @@ from encoders.base import InputError
 
 WARNINGS = "adpolicy.warnings"  # key of a decoded image's ``info`` listing its warnings
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+STORE_URI = re.compile(r"^(s3|gs|gcs|hdfs|viewfs|abfs|abfss|file)://", re.IGNORECASE)
 PARTIAL = 0.95  # media decoding to less than this share of its declared length is partial
 
 
@@ -83,18 +84,22 @@ def read_media(
     allow_paths: bool,
     limits: MediaLimits,
     any_path: bool = False,
+    uris: bool = False,
 ) -> bytes:
     """The encoded bytes of a media field.
 
     Args:
         value: ``bytes``; a path string (relative to ``base_dir``), or where paths are not
-            allowed a plain base64 string; ``{"path": ...}``; ``{"base64": ...}``; or a
-            ``data:...;base64,`` URI.
+            allowed a plain base64 string; ``{"path": ...}``; ``{"base64": ...}``; a
+            ``data:...;base64,`` URI; or, with ``uris``, an object-store URI (``s3://``,
+            ``gs://``, ``hdfs://``, ``file://``, ...: :func:`read_uri`).
         field: Field name, for errors.
         base_dir: Directory relative paths are resolved against.
         allow_paths: False on a server: a path would read the server's own files.
         limits: Size limits.
         any_path: Accept paths leaving ``base_dir`` (see :func:`read_file`).
+        uris: Read object-store URIs (offline scoring; never on a server, where they would
+            read the server's own storage).
 
     Returns:
         The encoded media bytes.
@@ -105,6 +110,8 @@ def read_media(
     elif isinstance(value, Mapping):
         if set(value) == {"base64"}:
             data = _b64decode(value["base64"], field, max_bytes)
+        elif set(value) == {"path"} and uris and STORE_URI.match(str(value["path"])):
+            data = read_uri(value["path"], field, max_bytes)
         elif set(value) == {"path"}:
             data = _read_path(value["path"], field, base_dir, allow_paths, max_bytes, any_path)
         else:
@@ -119,6 +126,8 @@ def read_media(
             if not sep:
                 raise InputError(field, "a data URI must be base64-encoded (';base64,')")
             data = _b64decode(payload, field, max_bytes)
+        elif uris and STORE_URI.match(value):
+            data = read_uri(value, field, max_bytes)
         elif not allow_paths:
             data = _b64decode(value, field, max_bytes, "file paths are not accepted here; ")
         else:
@@ -133,6 +142,30 @@ def read_media(
     if not data:
         raise InputError(field, "empty media")
     return data
+
+
+def read_uri(uri: str, field: str, max_bytes: int) -> bytes:
+    """The bytes of an object-store URI, read through pyarrow's filesystems (S3, GCS, HDFS,
+    Azure, local ``file://``; credentials from the environment, as pyarrow finds them).
+
+    Raises:
+        InputError: Naming ``field``: not found, larger than ``max_bytes``, or unreadable.
+    """
+    from pyarrow import fs
+
+    try:
+        store, path = fs.FileSystem.from_uri(uri)
+        info = store.get_file_info(path)
+        if info.type != fs.FileType.File:
+            raise InputError(field, f"{uri!r} is not a file in its store (missing or a folder)")
+        if info.size is not None and info.size > max_bytes:
+            raise InputError(field, f"{info.size} bytes exceeds the limit of {max_bytes}", 413)
+        with store.open_input_stream(path) as stream:
+            return bytes(stream.read(max_bytes + 1))  # + 1: a file that grew is still caught
+    except InputError:
+        raise
+    except (OSError, ValueError) as err:  # pyarrow's errors derive from these
+        raise InputError(field, f"cannot read {uri!r}: {err}") from None
 
 
 def _b64decode(payload: Any, field: str, max_bytes: int, hint: str = "") -> bytes:

@@ -113,6 +113,9 @@ class AdPreparer:
         overrides: Encoder key -> settings to replace (e.g. the tokenizer directory inside a
             TorchServe archive).
         dense: Collate dense batches by default (graphs compiled for fixed shapes).
+        media_uris: Read media given as object-store URIs (``s3://``, ``gs://``, ``hdfs://``,
+            ``file://``; :func:`encoders.media.read_uri`); default: where paths are allowed
+            (offline, never on a server).
         keys: Prepare only these encoders' inputs (default: every encoder's). Training uses
             it to skip the analyzers, whose dense placeholders (60 s of video grids) would
             dwarf a text batch.
@@ -127,11 +130,13 @@ class AdPreparer:
         overrides: Mapping[str, Mapping[str, Any]] | None = None,
         dense: bool = False,
         keys: Collection[str] | None = None,
+        media_uris: bool | None = None,
     ) -> None:
         self.dense = dense
         self.limits: MediaLimits = config.limits
         self.allow_paths = allow_paths
         self.any_path = any_path
+        self.media_uris = allow_paths if media_uris is None else media_uris
         self.model: ModelInfo = model_info(config)
         self.preparers: dict[str, list[tuple[str, Any]]] = {m: [] for m in MODALITIES}
         self.buckets: dict[str, tuple[int, ...]] = {}
@@ -284,6 +289,7 @@ class AdPreparer:
             base_dir=base_dir,
             allow_paths=self.allow_paths,
             any_path=self.any_path,
+            uris=self.media_uris,
             limits=self.limits,
         )
 

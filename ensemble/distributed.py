@@ -169,7 +169,8 @@ class ScoreBlocks:
             uri = str(block["uri"])
             local = "://" not in uri
             # media paths resolve against a local file's folder; beside a URI there is no
-            # folder to confine them to, so such ads send their media inline (base64)
+            # folder to confine them to, so such ads send their media inline (base64) or as
+            # object-store URIs (the preparer reads those wherever it was made with paths)
             self.scorer.preparer.allow_paths = local
             base_dir = Path(uri).parent if local else None
             records = block_records(block, self.scorer.config.limits)
@@ -248,8 +249,10 @@ def score_dataset(
     Args:
         source: JSON Lines or Parquet (CSV, JSON, ``.gz`` / ``.zst``: one block), a local path
             or a pyarrow filesystem URI (``s3://``, ``gs://``, ``hdfs://``). Media paths are
-            relative to a local file (on a cluster, a path every node sees); the ads of a URI
-            send their media inline (base64 or a ``data:`` URI), a path is refused.
+            relative to a local file (on a cluster, a path every node sees), or object-store
+            URIs (``s3://``, ``gs://``, ``hdfs://``, ``file://``) read by every actor; the ads
+            of a remote file send media as URIs or inline (base64, ``data:``), a path is
+            refused.
         model: A checkpoint or export artifact directory, present on every node (default: the
             embedded default model).
         actors: Actors in the pool, each holding the model once.

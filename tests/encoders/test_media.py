@@ -123,7 +123,7 @@ def test_audio_preparer_crops_pads_and_records_length(tmp_path) -> None:
         LIMITS,
     )
     out = preparer.prepare(short)
-    assert out["waveform"].shape == (16_000,)
+    assert out["waveform"].shape == (8_000 + settings.guard_samples,)  # collation pads it
     assert int(out["length"]) == 8_000
     assert out["waveform"][8_100:].abs().max() == 0
     long = decode_audio(
@@ -213,3 +213,27 @@ def test_transparency_is_flattened_onto_white_with_a_warning() -> None:
     assert image.getpixel((0, 0)) == (255, 255, 255)
     assert image.info[WARNINGS] == ["image: transparent pixels flattened onto white"]
     assert decode_image(_png(), LIMITS).info[WARNINGS] == []
+
+
+def test_object_store_uris_are_read_offline_and_refused_on_a_server(tmp_path) -> None:
+    """An object-store URI (here ``file://``, through the same pyarrow filesystems as s3://,
+    gs:// and hdfs://) is read where ``uris`` is on; a server treats it as bad base64."""
+    image = tmp_path / "media" / "banner.png"
+    image.parent.mkdir()
+    image.write_bytes(_png())
+    uri = image.as_uri()
+    for value in (uri, {"path": uri}):
+        got = read_media(value, "image", base_dir=None, allow_paths=False, limits=LIMITS, uris=True)
+        assert got == image.read_bytes()
+    with pytest.raises(InputError, match="invalid base64"):
+        read_media(uri, "image", base_dir=None, allow_paths=False, limits=LIMITS)
+    with pytest.raises(InputError, match="URLs are not fetched"):  # off: never opened
+        read_media(uri, "image", base_dir=tmp_path, allow_paths=True, limits=LIMITS)
+    missing = (tmp_path / "none.png").as_uri()
+    with pytest.raises(InputError, match="not a file in its store") as info:
+        read_media(missing, "image", base_dir=None, allow_paths=True, limits=LIMITS, uris=True)
+    assert info.value.field == "image"
+    small = MediaLimits(max_image_bytes=10)
+    with pytest.raises(InputError, match="exceeds the limit of 10") as info:
+        read_media(uri, "image", base_dir=None, allow_paths=True, limits=small, uris=True)
+    assert info.value.status == 413

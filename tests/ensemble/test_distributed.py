@@ -253,3 +253,24 @@ def test_an_actor_killed_mid_run_loses_and_repeats_nothing(
     assert len(ids) == len(set(ids)) == 60
     assert ids == [r.id for r in read_ads(source)]
     same_rows(results, load(checkpoint).score_file(source))
+
+
+def test_a_remote_file_of_ads_reads_its_media_from_uris(
+    ray_local: Any, checkpoint: Path, sample_media: Path, tmp_path: Path
+) -> None:
+    """The ads file named by a pyarrow URI (``file://`` here, ``s3://`` on a cluster) has no
+    folder for media paths: its ads name media by URI, which the actors read; a path is
+    refused, naming the field. Media URIs score as the same files given by path."""
+    image, audio = sample_media / "sharp_banner.png", sample_media / "calm_voiceover.wav"
+    ads = [
+        {"id": "by-uri", "image": image.as_uri(), "audio": {"path": audio.as_uri()}},
+        {"id": "by-path", "image": "media/sharp_banner.png"},
+    ]
+    source = tmp_path / "ads.jsonl"
+    source.write_text("\n".join(json.dumps(ad) for ad in ads))
+    dataset = score_dataset(source.as_uri(), model=checkpoint, actors=1)
+    rows = [json.loads(r["row"]) for r in sorted(dataset.take_all(), key=lambda r: r["block"])]
+    assert [r["status"] for r in rows] == ["ok", "error"]
+    assert rows[1]["errors"][0]["field"] == "image"
+    by_path = {"id": "by-uri", "image": str(image), "audio": str(audio)}
+    same_rows(rows[:1], load(checkpoint, any_path=True).score([by_path]))
