@@ -23,7 +23,7 @@ import json
 import logging
 import platform
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, cast
 
@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from encoders.base import MODALITIES, Encoder
+from encoders.registry import get_entry
 from ensemble.batch import AdPreparer
 from ensemble.config import ModelConfig
 from ensemble.model import AdPolicyEnsemble
@@ -58,6 +59,27 @@ OUTPUT_NAMES = ("scores", "modality_scores", "measurements")
 LAYOUTS = {"torchscript": "packed", "neuron": "dense", "neuronx": "dense", "torch-export": "dense"}
 
 GraphLoader = Callable[[Path, str], Any]
+
+
+def fixed_lengths(config: ModelConfig, target: str) -> dict[str, dict[str, Any]]:
+    """Preparation overrides for a target that keeps only the text length free.
+
+    torch.export proves its guards for every length of a dynamic dimension, and the audio
+    encoder's pooling holds only for some (multiples of its stride): so the torch-export
+    target pads audio and video to their full length (one bucket) and keeps text bucketed.
+
+    Returns:
+        Encoder key -> ``{"buckets": []}`` for each bucketed non-text encoder (none for the
+        other targets).
+    """
+    if target != "torch-export":
+        return {}
+    return {
+        key: {"buckets": []}
+        for key, enc in config.encoders.items()
+        if config.modality(key) != "text"
+        and "buckets" in {f.name for f in fields(get_entry(enc.type).settings)}
+    }
 
 
 @dataclass(frozen=True)
@@ -298,7 +320,12 @@ class Artifact:
 
     def preparer(self, allow_paths: bool) -> AdPreparer:
         """The preparation of this artifact's inputs (tokenizers from the artifact itself)."""
-        preparer = AdPreparer(self.config, allow_paths=allow_paths, dense=self.dense)
+        preparer = AdPreparer(
+            self.config,
+            allow_paths=allow_paths,
+            dense=self.dense,
+            overrides=fixed_lengths(self.config, self.target),
+        )
         if preparer.input_names != self.input_names:
             raise ArtifactError(
                 f"{self.directory}: the preparation yields inputs {preparer.input_names}, "

@@ -17,7 +17,7 @@ from ensemble.builder import build_ensemble
 from ensemble.config import load_config
 from ensemble.model import AdPolicyEnsemble
 from ensemble.pretrained import CONFIG_FILE, from_pretrained
-from export.artifact import LAYOUTS, BucketGraph, save_artifact
+from export.artifact import LAYOUTS, BucketGraph, fixed_lengths, save_artifact
 from export.buckets import BucketGraphs, bucket_lengths, cut_to
 from export.calibration import calibration_ads, cycled_batch, random_batch
 from export.opcheck import check_operators
@@ -126,7 +126,7 @@ class CheckInputs:
         return [
             (position, f"{name.split('.')[0]}_length", self.preparer.buckets[name][-1])
             for position, name in enumerate(self.model.input_names)
-            if name in self.preparer.buckets
+            if len(self.preparer.buckets.get(name, ())) > 1
         ]
 
     def by_kind(self) -> dict[str, InputsAt]:
@@ -211,7 +211,11 @@ def export_model(
 
         import_sdk(options.target)  # fail before minutes of tracing and checks
     model.eval()
-    preparer = AdPreparer(model.config, dense=LAYOUTS[options.target] == "dense")
+    preparer = AdPreparer(
+        model.config,
+        dense=LAYOUTS[options.target] == "dense",
+        overrides=fixed_lengths(model.config, options.target),
+    )
     inputs = CheckInputs(
         model, calibration_ads(preparer, options.calibration), preparer, options.random_items
     )

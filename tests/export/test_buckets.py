@@ -10,10 +10,13 @@ import pytest
 import torch
 
 from ensemble import ModelConfig, build_ensemble
+from ensemble.batch import AdPreparer
 from ensemble.model import AdPolicyEnsemble
-from export.artifact import ArtifactError, load_artifact
+from export.artifact import ArtifactError, fixed_lengths, load_artifact
 from export.buckets import BucketGraphs, bucket_file, bucket_lengths
 from export.exporter import ExportOptions, export_model
+
+from ..ensemble.conftest import small_config_json
 
 TEXTS = [
     "coffee",
@@ -86,3 +89,16 @@ def test_a_modified_bucket_graph_is_refused(text_model: AdPolicyEnsemble, tmp_pa
 def test_torch_export_keeps_lengths_free_so_refuses_per_bucket() -> None:
     with pytest.raises(ValueError, match="keeps its lengths free"):
         _ = ExportOptions(target="torch-export", graph_per_bucket=True).per_bucket
+
+
+def test_torch_export_pads_audio_to_its_clip_and_keeps_text_bucketed(tiny_bert_dir: Path) -> None:
+    data = small_config_json(tiny_bert_dir)
+    data["encoders"]["audio"]["clip_seconds"] = 10.0  # buckets 5 and 10 s
+    config = ModelConfig.from_json(data)
+    assert fixed_lengths(config, "torchscript") == {}
+    overrides = fixed_lengths(config, "torch-export")
+    assert overrides == {"audio": {"buckets": []}}
+    assert AdPreparer(config).buckets["audio.waveform"] == (80_000, 160_000)
+    fixed = AdPreparer(config, overrides=overrides).buckets
+    assert fixed["audio.waveform"] == (160_000,)
+    assert fixed["text.input_ids"] == AdPreparer(config).buckets["text.input_ids"]
