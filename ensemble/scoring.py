@@ -172,11 +172,10 @@ class Scorer:
             batch_size: None: one forward pass per bucket (a server's batch, already sized);
                 else the ads sorted by bucket and cut into passes of ``batch_size``.
         """
-        order = sorted(range(len(good)), key=lambda i: self.preparer.bucket_key(good[i]))
+        keys = [self.preparer.bucket_key(p) for p in good]
+        order = sorted(range(len(good)), key=keys.__getitem__)
         if batch_size is None:
-            parts = [
-                list(g) for _, g in groupby(order, lambda i: self.preparer.bucket_key(good[i]))
-            ]
+            parts = [list(g) for _, g in groupby(order, keys.__getitem__)]
         else:
             parts = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         result: dict[int, Scored] = {}

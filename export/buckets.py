@@ -60,8 +60,9 @@ class BucketGraphs:
     """
 
     def __init__(self, input_names: Sequence[str], graphs: Sequence[tuple[Lengths, Any]]) -> None:
+        self.input_names = list(input_names)
         self.names = sorted(graphs[0][0])
-        self.positions = [list(input_names).index(n) for n in self.names]
+        self.positions = [self.input_names.index(n) for n in self.names]
         self.graphs = {tuple(lengths[n] for n in self.names): g for lengths, g in graphs}
 
     def __call__(self, *inputs: Tensor) -> Any:
@@ -76,7 +77,7 @@ class BucketGraphs:
 
     def map(self, wrap: Callable[[Any], Any]) -> BucketGraphs:
         """The same routing over ``wrap(graph)`` of every graph (e.g. Neuron's DataParallel)."""
-        routed = BucketGraphs.__new__(BucketGraphs)
-        routed.names, routed.positions = self.names, self.positions
-        routed.graphs = {key: wrap(g) for key, g in self.graphs.items()}
-        return routed
+        graphs = [
+            (dict(zip(self.names, key, strict=True)), wrap(g)) for key, g in self.graphs.items()
+        ]
+        return BucketGraphs(self.input_names, graphs)
