@@ -144,6 +144,7 @@ class ScoreBlocks:
         *,
         threads: int = 1,
         batch_size: int = 8,
+        sort_window: int = 8,
         device: str = "cpu",
         any_path: bool = False,
     ) -> None:
@@ -151,7 +152,12 @@ class ScoreBlocks:
 
         torch.set_num_threads(threads)
         self.scorer = load_scorer(
-            model, device=device, batch_size=batch_size, workers=threads, any_path=any_path
+            model,
+            device=device,
+            batch_size=batch_size,
+            sort_window=sort_window,
+            workers=threads,
+            any_path=any_path,
         )
 
     def __call__(self, blocks: dict[str, np.ndarray]) -> pa.Table:
@@ -237,6 +243,7 @@ def score_dataset(
     threads_per_actor: int = 1,
     num_gpus_per_actor: float = 0,
     batch_size: int = 8,
+    sort_window: int = 8,
     ads_per_block: int = ADS_PER_BLOCK,
     any_path: bool = False,
 ) -> ray.data.Dataset:
@@ -259,6 +266,8 @@ def score_dataset(
         threads_per_actor: CPUs each actor reserves; its torch and preparation threads.
         num_gpus_per_actor: GPUs each actor reserves (the model then runs on ``cuda``).
         batch_size: Ads per forward pass.
+        sort_window: Batches read ahead and sorted by length bucket within a block
+            (:class:`~ensemble.scoring.Scorer`).
         ads_per_block: Ads per block (the unit of work, retry and output file).
         any_path: Accept media paths outside the folder of the ads file.
 
@@ -277,6 +286,7 @@ def score_dataset(
             "model": None if model is None else str(model),
             "threads": threads_per_actor,
             "batch_size": batch_size,
+            "sort_window": sort_window,
             "device": "cuda" if num_gpus_per_actor > 0 else "cpu",
             "any_path": any_path,
         },

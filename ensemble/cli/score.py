@@ -118,6 +118,7 @@ def _score_on_ray(args: argparse.Namespace) -> Summary:
         threads_per_actor=args.threads_per_actor,
         num_gpus_per_actor=args.num_gpus_per_actor,
         batch_size=args.batch_size,
+        sort_window=args.sort_window,
         ads_per_block=args.ads_per_block,
         any_path=args.allow_any_path,
     )
