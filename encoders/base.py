@@ -149,6 +149,10 @@ class Encoder(nn.Module):
     tuned: tuple[str, ...] = ()
     # An analyzer's rule head class: ``rule(analyzer, policy columns, each policy's rule)``.
     rule: ClassVar[type[PolicyHead] | None] = None
+    # Whether one traced graph runs at every length of the encoder's bucketed inputs; False
+    # when ``forward`` sizes loops or scans from the length (tracing bakes it): a single graph
+    # then pads them to the longest bucket (export.artifact.fixed_lengths).
+    traced_lengths_free: ClassVar[bool] = True
 
     @classmethod
     def preparer(cls, settings: Any) -> Any:

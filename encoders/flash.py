@@ -49,7 +49,7 @@ from av.video.reformatter import VideoReformatter
 from torch import Tensor
 from torch.nn import functional as F
 
-from encoders.base import Encoder, InputSpec
+from encoders.base import Encoder, InputSpec, length_buckets
 from encoders.media import VideoInfo
 from encoders.registry import register_encoder
 from encoders.rules import FlashRule
@@ -88,6 +88,10 @@ class FlashSettings:
             ``ceil(cells / chunk)`` groups, then compares them across the frame in as many
             stretches of frames, so its intermediates stay nearer the cache as batches grow
             (a group still holds the whole batch); the measurements are the same bit for bit.
+        buckets: Seconds (at ``max_fps``) a batch's grids are zero-padded to: the smallest
+            that holds its longest video; ``max_seconds`` is always the last, ``[]`` pads
+            every video to it. The measurements equal those of the grid padded to
+            ``max_seconds`` (frames past ``frames`` are masked, every window looks back).
     """
 
     max_seconds: float = 60.0
@@ -104,10 +108,17 @@ class FlashSettings:
     extended_max_flashes: float = 3.0
     part_floor: float = 0.1
     chunk: int = 16
+    buckets: tuple[float, ...] = (5.0, 10.0, 20.0, 30.0, 60.0)
 
     @property
     def max_frames(self) -> int:
         return math.ceil(self.max_seconds * self.max_fps)
+
+    @property
+    def bucket_frames(self) -> tuple[int, ...]:
+        """The buckets in frames at ``max_fps``, ending at ``max_frames``."""
+        frames = [math.ceil(b * self.max_fps) for b in self.buckets]
+        return length_buckets(frames, self.max_frames, "buckets")
 
 
 def _delay(x: Tensor, steps: int) -> Tensor:
@@ -185,6 +196,7 @@ class FlashAnalyzer(Encoder):
     modality = "video"
     kind = "analyzer"
     rule = FlashRule
+    traced_lengths_free = False  # the scans' block sizes and the frame stretches
     measurement_names = (
         "max_flashes",
         "max_red_flashes",
@@ -206,11 +218,10 @@ class FlashAnalyzer(Encoder):
         cells = settings.grid_rows * settings.grid_cols
         shape = (settings.max_frames, PLANES, settings.grid_rows, settings.grid_cols)
         self.input_spec = (
-            InputSpec("grid", shape, torch.float32),
+            InputSpec("grid", shape, torch.float32, settings.bucket_frames),
             InputSpec("frames", (), torch.int64),
             InputSpec("fps", (), torch.float32),
         )
-        self.frames = settings.max_frames
         parts = math.ceil(cells / settings.chunk) if settings.chunk else 1
         self.cell_parts = _parts(cells, parts)
         self.cells = cells
@@ -224,7 +235,7 @@ class FlashAnalyzer(Encoder):
 
     def forward(self, grid: Tensor, frames: Tensor, fps: Tensor) -> Tensor:
         """Args: grid [B, T, 4, R, C], frames [B], fps [B]. Returns [B, 6]."""
-        b, t = grid.shape[0], self.frames
+        b, t = grid.shape[0], int(grid.shape[1])  # the length is baked when traced
         n = frames.clamp(0, t)
         rate = fps.float().clamp(min=1.0)
         second = torch.floor(rate + 0.5).long().clamp(1, t).view(b, 1, 1, 1)
@@ -261,7 +272,7 @@ class FlashAnalyzer(Encoder):
             [B, 2, T]: general and red flashes (transitions / 2) over at least
             ``area_fraction`` of the frame, 0 past ``frames``.
         """
-        b, t = grid.shape[0], self.frames
+        b, t = grid.shape[0], int(grid.shape[1])  # the length is baked when traced
         second = torch.floor(fps.float().clamp(min=1.0) + 0.5).long().clamp(1, t).view(b, 1, 1, 1)
         steps = torch.arange(t, device=grid.device)
         valid = (steps < frames.clamp(0, t).view(b, 1, 1, 1)).float()
@@ -280,7 +291,7 @@ class FlashAnalyzer(Encoder):
             the frame with at least one flash [B, T], each window named by its last frame, 0
             past the video.
         """
-        b, t = grid.shape[0], self.frames
+        b, t = grid.shape[0], int(grid.shape[1])  # the length is baked when traced
         planes = grid.float().flatten(3).permute(0, 2, 3, 1)  # [B, 4, cells, T]
         v, part = planes[:, :2], planes[:, 2:]  # [B, 2, cells, T] each
         part = part + (part <= 0).float()  # unknown (no change): the whole cell
@@ -316,7 +327,7 @@ class FlashAnalyzer(Encoder):
             Transitions [B, 2, cells, T] and the mean share of the cell that took part in
             them [B, 2, cells, T] (1 where there were none).
         """
-        t = self.frames
+        t = int(v.shape[-1])
         transitions = self._transitions(v, part, valid, second)
         count = _windowed(_blocked_scan(transitions, t, torch.add), second)
         shares = _windowed(_blocked_scan(transitions * part, t, torch.add), second)
@@ -354,7 +365,7 @@ class FlashAnalyzer(Encoder):
         Returns:
             [B, 2, cells, T]: 1 at the frame where a transition counts, else 0.
         """
-        t = self.frames
+        t = int(v.shape[-1])
         steps = torch.arange(t, device=v.device)
         # Runs: frames changing in one direction (unchanged frames extend a run). A rising
         # run's base is the last frame that fell, a falling run's the last one that rose.
@@ -467,13 +478,12 @@ class _FlashGrid:
     def __init__(self, info: VideoInfo, settings: FlashSettings, lut: np.ndarray) -> None:
         self.fps = info.fps
         self.lut = lut
+        self.rows_cols = (settings.grid_rows, settings.grid_cols)
         self.limit = min(settings.max_frames, math.ceil(settings.max_seconds * info.fps))
-        shape = (settings.max_frames, PLANES, settings.grid_rows, settings.grid_cols)
-        self.grid = np.zeros(shape, np.float32)
+        self.grid = np.zeros((self.limit, PLANES, *self.rows_cols), np.float32)
         floor = settings.part_floor
         self.floors = (floor * settings.luminance_threshold, floor * settings.red_threshold)
         self.previous: tuple[np.ndarray, np.ndarray] | None = None
-        self.rows_cols = (settings.grid_rows, settings.grid_cols)
         self.max_height = settings.analysis_height
         self.reformatter = VideoReformatter()  # one scaler for every frame (6x faster at 720p)
         self.count = 0
@@ -501,18 +511,20 @@ class _FlashGrid:
 
     def finish(self) -> dict[str, Tensor]:
         return {
-            "grid": torch.from_numpy(self.grid),
+            "grid": torch.from_numpy(self.grid[: max(self.count, 1)].copy()),
             "frames": torch.tensor(self.count, dtype=torch.int64),
             "fps": torch.tensor(self.fps, dtype=torch.float32),
         }
 
 
 class FlashPreparer:
-    """Every frame of a video (up to ``max_seconds``) as a luminance / red grid."""
+    """Every frame of a video (up to ``max_seconds``) as a luminance / red grid, as many
+    frames as it has; collation pads a batch to its bucket."""
 
     def __init__(self, settings: FlashSettings) -> None:
         self.settings = settings
         self.lut = srgb_to_linear()
+        self.buckets = {"grid": settings.bucket_frames}
 
     def start(self, info: VideoInfo) -> _FlashGrid:
         return _FlashGrid(info, self.settings, self.lut)
@@ -520,7 +532,7 @@ class FlashPreparer:
     def placeholder(self) -> dict[str, Tensor]:
         s = self.settings
         return {
-            "grid": torch.zeros(s.max_frames, PLANES, s.grid_rows, s.grid_cols),
+            "grid": torch.zeros(1, PLANES, s.grid_rows, s.grid_cols),
             "frames": torch.tensor(0, dtype=torch.int64),
             "fps": torch.tensor(30.0),
         }

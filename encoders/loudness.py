@@ -40,7 +40,7 @@ import scipy.fft
 import torch
 from torch import Tensor
 
-from encoders.base import Encoder, InputError, InputSpec
+from encoders.base import Encoder, InputError, InputSpec, length_buckets
 from encoders.media import AudioClip
 from encoders.registry import register_encoder
 from encoders.rules import LoudnessRule
@@ -68,16 +68,27 @@ class LoudnessSettings:
         time_chunk: 100 ms segments filtered together (0: the whole input at once). Spans
             of a second keep the filters' intermediates nearer the cache as batches grow (a
             span still holds the whole batch); the measurements are the same bit for bit.
+        buckets: Seconds a batch is zero-padded to (whole 100 ms segments): the smallest that
+            holds its longest clip; ``max_seconds`` is always the last, ``[]`` pads every clip
+            to it. Only complete blocks before ``length`` count, so the measurements equal
+            those of the clip padded to ``max_seconds``.
     """
 
     max_seconds: float = 60.0
     chunk: int = 64
     time_chunk: int = 10
+    buckets: tuple[float, ...] = (5.0, 10.0, 20.0, 30.0, 60.0)
 
     @property
     def num_samples(self) -> int:
         """Input length: ``max_seconds`` at 48 kHz, rounded up to whole 100 ms segments."""
         return math.ceil(self.max_seconds * 10) * SEGMENT
+
+    @property
+    def bucket_samples(self) -> tuple[int, ...]:
+        """The buckets in samples at 48 kHz (whole segments), ending at ``num_samples``."""
+        samples = [math.ceil(b * 10) * SEGMENT for b in self.buckets]
+        return length_buckets(samples, self.num_samples, "buckets")
 
 
 def _all_pole(a1: float, a2: float, chunk: int) -> tuple[np.ndarray, np.ndarray]:
@@ -168,6 +179,8 @@ class Biquad(torch.nn.Module):
         """
         state = _shift(ends.flip(-1), 1)  # the state left by the chunk before alone...
         for i in range(self.scan_steps):  # ...once the earlier chunks are scanned in
+            if 2**i >= ends.shape[1]:  # a shorter signal needs fewer steps
+                break
             state = state + _shift(state, 2**i) @ self.powers_t[i]
         return state
 
@@ -190,8 +203,9 @@ class Biquad(torch.nn.Module):
 class LoudnessAnalyzer(Encoder):
     """BS.1770-4 integrated loudness of a mono or stereo clip at 48 kHz.
 
-    Inputs: ``waveform`` [batch, 2, samples] (mono in channel 0; samples after ``length`` are
-    ignored: the filter is causal and only blocks ending by ``length`` count),
+    Inputs: ``waveform`` [batch, samples, 2] (interleaved, as PCM stores it; mono in channel
+    0; samples after ``length`` are ignored: the filter is causal and only blocks ending by
+    ``length`` count; ``samples`` is any whole number of 100 ms segments up to the spec's),
     ``weights`` [batch, 2] (the channel weights G_i: ``(1, 0)`` mono, ``(1, 1)`` stereo),
     ``length`` [batch] int64 (true samples at 48 kHz).
 
@@ -203,6 +217,7 @@ class LoudnessAnalyzer(Encoder):
     modality = "audio"
     kind = "analyzer"
     rule = LoudnessRule
+    traced_lengths_free = False  # the spans and the scan depth follow the length
     measurement_names = ("integrated_lufs", "max_momentary_lufs", "seconds")
 
     @classmethod
@@ -216,22 +231,19 @@ class LoudnessAnalyzer(Encoder):
         n = settings.num_samples
         self.output_dim = len(self.measurement_names)
         self.input_spec = (
-            InputSpec("waveform", (2, n), torch.float32),
+            InputSpec("waveform", (n, 2), torch.float32, settings.bucket_samples),
             InputSpec("weights", (2,), torch.float32),
             InputSpec("length", (), torch.int64),
         )
+        if any(b % SEGMENT for b in settings.bucket_samples):
+            raise ValueError(f"buckets {settings.buckets}: whole 100 ms segments")
         max_chunks = n // settings.chunk
-        segments = n // SEGMENT
-        span = settings.time_chunk or segments
-        self.spans = [
-            (start * SEGMENT, min(start + span, segments) * SEGMENT)
-            for start in range(0, segments, span)
-        ]
+        self.time_chunk = settings.time_chunk
         self.shelf = Biquad(SHELF, settings.chunk, max_chunks)
         self.high_pass = Biquad(HIGH_PASS, settings.chunk, max_chunks)
 
     def forward(self, waveform: Tensor, weights: Tensor, length: Tensor) -> Tensor:
-        """Args: waveform [B, 2, N], weights [B, 2], length [B]. Returns [B, 3]."""
+        """Args: waveform [B, N, 2], weights [B, 2], length [B]. Returns [B, 3]."""
         segments = self._segments(waveform)  # [B, C, S]
         s = segments.shape[-1]
         z = (
@@ -249,8 +261,8 @@ class LoudnessAnalyzer(Encoder):
         gated = gated * (loudness > relative.unsqueeze(1)).float()
         integrated = _loudness(_gated_mean(power, gated))
         momentary = (loudness * complete + ABSOLUTE_GATE * (1 - complete)).amax(1)
-        # the spec's N as a Python int: traced, ``n`` is a CPU tensor that a CUDA clamp refuses
-        seconds = length.clamp(max=self.input_spec[0].shape[1]).float() / RATE
+        # N as a Python int: traced, a shape is a CPU tensor that a CUDA clamp refuses
+        seconds = length.clamp(max=int(waveform.shape[1])).float() / RATE
         return torch.stack([integrated, momentary.clamp(min=ABSOLUTE_GATE), seconds], dim=1)
 
     def per_second(self, waveform: Tensor, weights: Tensor, length: Tensor) -> Tensor:
@@ -258,7 +270,7 @@ class LoudnessAnalyzer(Encoder):
         channel weights, ``-0.691 + 10 log10`` of the mean square; floored at -70), without
         the gates: what a reviewer reads against the target.
 
-        Args: waveform [B, 2, N], weights [B, 2], length [B].
+        Args: waveform [B, N, 2], weights [B, 2], length [B].
 
         Returns:
             [B, ceil(N / 48000)] LUFS; a second partly past ``length`` is the mean over its
@@ -276,9 +288,18 @@ class LoudnessAnalyzer(Encoder):
 
     def _segments(self, waveform: Tensor) -> Tensor:
         """K-weighted energy of each 100 ms segment per channel: [B, 2, N / 4800]."""
-        b, channels, n = waveform.shape
-        x = waveform.float().reshape(b * channels, n)
+        b, n, channels = waveform.shape
+        x = waveform.float().transpose(1, 2).reshape(b * channels, n)
         return self._segment_energy(x).reshape(b, channels, n // SEGMENT)
+
+    def _spans(self, n: int) -> list[tuple[int, int]]:
+        """``(start, end)`` samples of the spans of ``time_chunk`` segments covering ``n``."""
+        segments = n // SEGMENT
+        span = self.time_chunk or segments
+        return [
+            (start * SEGMENT, min(start + span, segments) * SEGMENT)
+            for start in range(0, segments, span)
+        ]
 
     def _segment_energy(self, x: Tensor) -> Tensor:
         """Sum of squares of the K-weighted signal in each 100 ms segment.
@@ -295,29 +316,30 @@ class LoudnessAnalyzer(Encoder):
             [rows, samples // SEGMENT].
         """
         chunk = self.shelf.chunk
+        spans = self._spans(x.shape[1])
         before = torch.zeros_like(x[:, :2])
         shelf_zero = [
             self.shelf.zero_state(x[:, start:end], x[:, start - 2 : start] if start else before)
-            for start, end in self.spans
+            for start, end in spans
         ]
         shelf_states = self.shelf.states(torch.cat([z[..., chunk - 2 :] for z in shelf_zero], 1))
         high_pass_zero = []
-        for (start, end), zero in zip(self.spans, shelf_zero, strict=True):
+        for (start, end), zero in zip(spans, shelf_zero, strict=True):
             y = self.shelf.output(zero, shelf_states[:, start // chunk : end // chunk])
             high_pass_zero.append(self.high_pass.zero_state(y, before))
             before = y[:, -2:]
         ends = torch.cat([z[..., chunk - 2 :] for z in high_pass_zero], 1)
         high_pass_states = self.high_pass.states(ends)
         energy = []
-        for (start, end), zero in zip(self.spans, high_pass_zero, strict=True):
+        for (start, end), zero in zip(spans, high_pass_zero, strict=True):
             y = self.high_pass.output(zero, high_pass_states[:, start // chunk : end // chunk])
             energy.append((y * y).reshape(x.shape[0], (end - start) // SEGMENT, SEGMENT).sum(-1))
         return torch.cat(energy, dim=1)
 
     def example_inputs(self, batch_size: int) -> tuple[Tensor, ...]:
-        n = self.input_spec[0].shape[1]
+        n = self.input_spec[0].shape[0]
         length = torch.randint(BLOCK, n + 1, (batch_size,))
-        waveform = torch.randn(batch_size, 2, n) * 0.1
+        waveform = torch.randn(batch_size, n, 2) * 0.1
         return waveform, torch.ones(batch_size, 2), length
 
 
@@ -369,10 +391,12 @@ def resample(samples: np.ndarray, rate: int) -> np.ndarray:
 
 
 class LoudnessPreparer:
-    """Mono or stereo audio resampled to 48 kHz, cropped or zero-padded to the input length."""
+    """Mono or stereo audio resampled to 48 kHz, cropped to ``max_seconds`` and zero-padded to
+    whole 100 ms segments, interleaved; collation pads a batch to its bucket."""
 
     def __init__(self, settings: LoudnessSettings) -> None:
         self.num_samples = settings.num_samples
+        self.buckets = {"waveform": settings.bucket_samples}
 
     def prepare(self, media: AudioClip) -> dict[str, Tensor]:
         channels = media.samples.shape[0]
@@ -384,8 +408,8 @@ class LoudnessPreparer:
             )
         samples = torch.from_numpy(resample(media.samples, media.sample_rate))
         length = min(samples.shape[1], self.num_samples)
-        waveform = torch.zeros(2, self.num_samples)
-        waveform[:channels, :length] = samples[:, :length]
+        waveform = torch.zeros(max(1, -(-length // SEGMENT)) * SEGMENT, 2)
+        waveform[:length, :channels] = samples[:, :length].T
         weights = torch.tensor([1.0, 1.0 if channels == 2 else 0.0])
         return {
             "waveform": waveform,
@@ -395,7 +419,7 @@ class LoudnessPreparer:
 
     def placeholder(self) -> dict[str, Tensor]:
         return {
-            "waveform": torch.zeros(2, self.num_samples),
+            "waveform": torch.zeros(BLOCK, 2),  # one block: the least the gating reads
             "weights": torch.tensor([1.0, 0.0]),
             "length": torch.tensor(0, dtype=torch.int64),
         }

@@ -61,25 +61,33 @@ LAYOUTS = {"torchscript": "packed", "neuron": "dense", "neuronx": "dense", "torc
 GraphLoader = Callable[[Path, str], Any]
 
 
-def fixed_lengths(config: ModelConfig, target: str) -> dict[str, dict[str, Any]]:
-    """Preparation overrides for a target that keeps only the text length free.
+def fixed_lengths(
+    config: ModelConfig, target: str, per_bucket: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Preparation overrides that pad some bucketed inputs to their longest length.
 
-    torch.export proves its guards for every length of a dynamic dimension, and the audio
-    encoder's pooling holds only for some (multiples of its stride): so the torch-export
-    target pads audio and video to their full length (one bucket) and keeps text bucketed.
+    - torch-export proves its guards for every length of a dynamic dimension, and the audio
+      encoder's pooling holds only for some (multiples of its stride): that target pads audio
+      and video to their full length (one bucket) and keeps text bucketed.
+    - An encoder whose forward sizes loops or scans from its input length
+      (``traced_lengths_free`` false: the analyzers) is traced at one length: a single graph
+      pads its inputs to the longest; one graph per bucket (``per_bucket``) keeps them.
 
     Returns:
-        Encoder key -> ``{"buckets": []}`` for each bucketed non-text encoder (none for the
-        other targets).
+        Encoder key -> ``{"buckets": []}`` for each such bucketed encoder.
     """
-    if target != "torch-export":
-        return {}
-    return {
-        key: {"buckets": []}
-        for key, enc in config.encoders.items()
-        if config.modality(key) != "text"
-        and "buckets" in {f.name for f in fields(get_entry(enc.type).settings)}
-    }
+    fixed: dict[str, dict[str, Any]] = {}
+    for key, enc in config.encoders.items():
+        entry = get_entry(enc.type)
+        if "buckets" not in {f.name for f in fields(entry.settings)}:
+            continue
+        if target == "torch-export":
+            pad = config.modality(key) != "text"
+        else:
+            pad = not per_bucket and not entry.cls.traced_lengths_free
+        if pad:
+            fixed[key] = {"buckets": []}
+    return fixed
 
 
 @dataclass(frozen=True)
@@ -324,7 +332,9 @@ class Artifact:
             self.config,
             allow_paths=allow_paths,
             dense=self.dense,
-            overrides=fixed_lengths(self.config, self.target),
+            overrides=fixed_lengths(
+                self.config, self.target, per_bucket=bool(self.manifest.get("bucket_graphs"))
+            ),
         )
         if preparer.input_names != self.input_names:
             raise ArtifactError(

@@ -214,7 +214,7 @@ def export_model(
     preparer = AdPreparer(
         model.config,
         dense=LAYOUTS[options.target] == "dense",
-        overrides=fixed_lengths(model.config, options.target),
+        overrides=fixed_lengths(model.config, options.target, options.per_bucket),
     )
     inputs = CheckInputs(
         model, calibration_ads(preparer, options.calibration), preparer, options.random_items

@@ -16,6 +16,7 @@ import torch
 from encoders.flash import FlashAnalyzer, FlashPreparer, FlashSettings, srgb_to_linear
 from encoders.media import MediaLimits, VideoInfo, decode_video
 from ensemble import samples
+from ensemble.batch import pad_to_bucket
 from tests.tracing import trace_save_load
 
 VERDICTS = Path(__file__).with_name("iris_verdicts.csv")
@@ -52,7 +53,7 @@ def iris(shared_dir: Path) -> dict[str, Any]:
     for row in ROWS:
         (item,), _ = decode_video((folder / row["video"]).read_bytes(), [preparer], MediaLimits())
         prepared[row["video"]] = item
-    batch = [torch.stack([p[k] for p in prepared.values()]) for k in ("grid", "frames", "fps")]
+    batch = batched(list(prepared.values()), settings)
     with torch.no_grad():
         out = FlashAnalyzer(settings).eval()(*batch)
     return {
@@ -113,10 +114,15 @@ def prepare(frames: Sequence[Frame], fps: float, settings: FlashSettings = SMALL
     return sink.finish()
 
 
-def run(analyzer: FlashAnalyzer, items: Sequence[dict]) -> torch.Tensor:
-    batch = [torch.stack([i[k] for i in items]) for k in ("grid", "frames", "fps")]
+def batched(items: Sequence[dict], settings: FlashSettings = SMALL) -> list[torch.Tensor]:
+    """The analyzer's inputs for ``items``, grids padded to their bucket as collation does."""
+    grids = pad_to_bucket([i["grid"] for i in items], settings.bucket_frames)
+    return [torch.stack(grids), *(torch.stack([i[k] for i in items]) for k in ("frames", "fps"))]
+
+
+def run(analyzer: FlashAnalyzer, items: Sequence[dict], settings=SMALL) -> torch.Tensor:
     with torch.no_grad():
-        return analyzer(*batch)
+        return analyzer(*batched(items, settings))
 
 
 def analyse(analyzer: FlashAnalyzer, clips: Sequence[tuple[Sequence[Frame], float]]):
@@ -429,7 +435,7 @@ def test_the_timeline_peaks_at_the_measured_flash_counts(analyzer) -> None:
     ]
     items = [prepare(frames, fps) for frames, fps in clips]
     measured = run(analyzer, items)
-    batch = [torch.stack([i[k] for i in items]) for k in ("grid", "frames", "fps")]
+    batch = batched(items)
     with torch.no_grad():
         timeline = analyzer.timeline(*batch)
     assert timeline.shape == (3, 2, SMALL.max_frames)
@@ -456,3 +462,27 @@ def test_cells_in_groups_measure_the_same_bit_for_bit() -> None:
             assert torch.equal(groups(grid, frames, fps), expected), chunk
         traced = trace_save_load(groups, groups.example_inputs(2))
         assert torch.equal(traced(grid, frames, fps), expected)
+
+
+def test_a_batch_padded_to_its_bucket_measures_what_the_longest_input_does() -> None:
+    """Videos of 0.5 to 4 s at 25-60 fps in buckets of 1 and 2 s (60 and 120 frames at
+    ``max_fps``, then the 240 of 4 s): bit for bit what the grids padded to 4 s give, per
+    batch and per video, flashes, red flashes, areas and extended flashing alike."""
+    bucketed = dataclasses.replace(SMALL, buckets=(1.0, 2.0))
+    assert bucketed.bucket_frames == (60, 120, 240)
+    analyzer = FlashAnalyzer(bucketed).eval()
+    red = solid((255, 0, 0))
+    clips = [
+        (flicker(square_wave(5, 30, 0.5), WHITE, BLACK), 30.0),
+        (flicker(square_wave(4, 25, 1.6), red, BLACK), 25.0),
+        (flicker(square_wave(6, 60, 1.9), WHITE, GREY), 60.0),
+        (flicker(square_wave(3, 30, 4.0), WHITE, BLACK), 30.0),
+    ]
+    items = [prepare(frames, fps, bucketed) for frames, fps in clips]
+    for batch in (items[:1], items[:2], items[:3], items):
+        whole = [dict(i, grid=pad_to_bucket([i["grid"]], [SMALL.max_frames])[0]) for i in batch]
+        expected = run(analyzer, whole, bucketed)
+        assert torch.equal(run(analyzer, batch, bucketed), expected)
+        for item, row in zip(batch, expected, strict=True):
+            assert torch.equal(run(analyzer, [item], bucketed)[0], row)
+    assert (expected[:, FLASHES] + expected[:, RED] > 0).all()  # every clip flashes: not 0 == 0

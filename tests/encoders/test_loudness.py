@@ -23,6 +23,7 @@ from encoders.loudness import (
 )
 from encoders.media import AudioClip
 from ensemble import samples
+from ensemble.batch import pad_to_bucket
 from tests.tracing import trace_save_load
 
 SETTINGS = LoudnessSettings(max_seconds=8.0)
@@ -36,11 +37,19 @@ def analyzer() -> LoudnessAnalyzer:
 
 
 def measure(analyzer: LoudnessAnalyzer, clips: list[AudioClip], settings=SETTINGS) -> torch.Tensor:
-    """[len(clips), 3]: the analyzer's measurements, the clips prepared and batched."""
+    """[len(clips), 3]: the analyzer's measurements, the clips prepared and batched (padded to
+    the bucket of the longest, as collation does)."""
     preparer = LoudnessPreparer(settings)
     items = [preparer.prepare(c) for c in clips]
+    waveforms = pad_to_bucket([i["waveform"] for i in items], preparer.buckets["waveform"])
+    batch = {k: torch.stack([i[k] for i in items]) for k in items[0] if k != "waveform"}
     with torch.no_grad():
-        return analyzer(*(torch.stack([i[k] for i in items]) for k in items[0]))
+        return analyzer(torch.stack(waveforms), batch["weights"], batch["length"])
+
+
+def padded(item: dict[str, torch.Tensor], samples: int) -> torch.Tensor:
+    """An item's waveform zero-padded to ``samples``."""
+    return torch.constant_pad_nd(item["waveform"], [0, 0, 0, samples - len(item["waveform"])])
 
 
 def reference(clip: AudioClip) -> float:
@@ -226,8 +235,8 @@ def test_samples_after_the_length_are_ignored(analyzer) -> None:
     preparer = LoudnessPreparer(SETTINGS)
     item = preparer.prepare(clip_at("white", 48_000, -20.0, True, 6))
     noisy = dict(item)
-    noisy["waveform"] = item["waveform"].clone()
-    noisy["waveform"][:, int(item["length"]) :] = 0.9
+    noisy["waveform"] = padded(item, SETTINGS.num_samples)  # the unpadded item against...
+    noisy["waveform"][int(item["length"]) :] = 0.9  # ...the longest input, noise after the end
     with torch.no_grad():
         clean, loud = (analyzer(*(t.unsqueeze(0) for t in it.values())) for it in (item, noisy))
     torch.testing.assert_close(clean, loud)
@@ -252,7 +261,7 @@ def test_a_full_minute_of_stereo_at_the_default_length() -> None:
     """The default input holds 60 s of stereo at 48 kHz: 2 x 2.88 M samples, 23 MB per item."""
     settings = LoudnessSettings()
     analyzer = LoudnessAnalyzer(settings).eval()
-    assert analyzer.input_spec[0].shape == (2, 60 * RATE)
+    assert analyzer.input_spec[0].shape == (60 * RATE, 2)
     speech = signal("speech", 44_100, 59.5, 8)
     clip = AudioClip((0.2 * np.stack([speech, 0.8 * speech])).astype(np.float32), 44_100)
     out = measure(analyzer, [clip], settings)
@@ -268,6 +277,7 @@ def test_per_second_loudness_follows_the_level_of_each_second(analyzer) -> None:
     sine = np.sin(2 * np.pi * 997 * t)
     wave = np.concatenate([0.1 * sine, np.sqrt(0.1) * sine, np.zeros(RATE // 2)])
     item = LoudnessPreparer(SETTINGS).prepare(AudioClip(wave[None].astype(np.float32), RATE))
+    item["waveform"] = padded(item, SETTINGS.num_samples)
     with torch.no_grad():
         per_second = analyzer.per_second(*(item[k].unsqueeze(0) for k in item))[0]
     assert per_second.shape == (8,)
@@ -290,3 +300,26 @@ def test_filtering_span_by_span_measures_the_same_bit_for_bit() -> None:
             assert torch.equal(spans.eval()(waveform, weights, length), expected), time_chunk
         traced = trace_save_load(spans, spans.example_inputs(2))
         assert torch.equal(traced(waveform, weights, length), expected)
+
+
+def test_a_batch_padded_to_its_bucket_measures_what_the_longest_input_does() -> None:
+    """Clips of 0.3 to 9 s (cut at 8 s) in buckets of 1, 2, 5 and 8 s: bit for bit what the
+    clips padded to the full 8 s give, per batch and per clip."""
+    bucketed = LoudnessSettings(max_seconds=8.0, buckets=(1.0, 2.0, 5.0))
+    assert bucketed.bucket_samples == (RATE, 2 * RATE, 5 * RATE, 8 * RATE)
+    analyzer = LoudnessAnalyzer(bucketed).eval()
+    whole = LoudnessSettings(max_seconds=8.0, buckets=())
+    clips = [
+        clip_at(kind, rate, level, stereo, seed)
+        for seed, (kind, rate, level, stereo) in enumerate(
+            [("speech", 16_000, -23.0, False), ("white", 44_100, -15.0, True),
+             ("speech_gaps", 48_000, -30.0, True)]
+        )
+    ]  # fmt: skip
+    short = [AudioClip(c.samples[:, : int(c.sample_rate * s)], c.sample_rate)
+             for c, s in zip(clips, (0.3, 1.7, 4.2), strict=True)]  # fmt: skip
+    for batch in ([short[0]], short[:2], short, [*short, *clips]):
+        expected = measure(analyzer, batch, whole)
+        assert torch.equal(measure(analyzer, batch, bucketed), expected)
+        for i, clip in enumerate(batch):
+            assert torch.equal(measure(analyzer, [clip], bucketed)[0], expected[i])

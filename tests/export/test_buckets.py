@@ -11,6 +11,7 @@ import torch
 
 from ensemble import ModelConfig, build_ensemble
 from ensemble.batch import AdPreparer
+from ensemble.config import load_config
 from ensemble.model import AdPolicyEnsemble
 from export.artifact import ArtifactError, fixed_lengths, load_artifact
 from export.buckets import BucketGraphs, bucket_file, bucket_lengths
@@ -102,3 +103,19 @@ def test_torch_export_pads_audio_to_its_clip_and_keeps_text_bucketed(tiny_bert_d
     fixed = AdPreparer(config, overrides=overrides).buckets
     assert fixed["audio.waveform"] == (160_000,)
     assert fixed["text.input_ids"] == AdPreparer(config).buckets["text.input_ids"]
+
+
+def test_analyzers_traced_at_one_length_are_padded_in_a_single_graph() -> None:
+    """The flash and loudness analyzers size their scans from the length: one graph pads them
+    to their longest input, one graph per bucket keeps their buckets."""
+    config = load_config("default")
+    single = fixed_lengths(config, "torchscript")
+    assert single == {"video_flash": {"buckets": []}, "audio_loudness": {"buckets": []}}
+    assert fixed_lengths(config, "torchscript", per_bucket=True) == {}
+    assert fixed_lengths(config, "neuron", per_bucket=True) == {}
+    buckets = AdPreparer(config).buckets
+    assert buckets["video_flash.grid"] == (300, 600, 1200, 1800, 3600)  # frames at 60 fps
+    assert buckets["audio_loudness.waveform"][-1] == 60 * 48_000
+    padded = AdPreparer(config, overrides=single).buckets
+    assert padded["video_flash.grid"] == (3600,)
+    assert padded["audio_loudness.waveform"] == (60 * 48_000,)
