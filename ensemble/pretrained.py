@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from encoders.base import Encoder, resolve_model_dir
@@ -35,6 +36,7 @@ def save_pretrained(
     *,
     weights: Literal["full", "heads"] = "full",
     extra: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Write ``config.json`` and ``model.safetensors`` (and encoder files) to ``directory``.
 
@@ -45,6 +47,9 @@ def save_pretrained(
             ``head_trained`` parts only; the encoders load the rest from their settings, so
             those must stay reachable).
         extra: JSON-serialisable metadata stored under ``"checkpoint"`` (e.g. training report).
+        dtype: Store the parameters in this type (e.g. ``torch.float16``: half the file;
+            buffers, such as analyzers' constants, stay as they are); :func:`from_pretrained`
+            loads them back into the model's own type. None: as they are.
 
     Returns:
         The directory.
@@ -52,7 +57,11 @@ def save_pretrained(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     config = model.config
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    cast = {name for name, _ in model.named_parameters()} if dtype is not None else set()
+    state = {
+        k: (v.to(dtype) if k in cast else v).detach().contiguous()
+        for k, v in model.state_dict().items()
+    }
     if weights == "heads":
         stored = stored_with_heads(model)
         state = {k: v for k, v in state.items() if stored(k)}
@@ -60,7 +69,10 @@ def save_pretrained(
         config = bundle_encoder_files(config, out)
     save_file(state, str(out / WEIGHTS_FILE))
     payload = config.to_json()
-    payload["checkpoint"] = {"format": FORMAT_VERSION, "weights": weights, **(extra or {})}
+    stored_dtype = str(dtype or torch.float32).removeprefix("torch.")
+    payload["checkpoint"] = {
+        "format": FORMAT_VERSION, "weights": weights, "dtype": stored_dtype, **(extra or {})
+    }  # fmt: skip
     (out / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")
     return out
 

@@ -20,12 +20,18 @@ from ensemble.training.data import (
     sample_positions,
 )
 from ensemble.training.davidson import convert_davidson
-from ensemble.training.train import CLASS_WEIGHT_POWER, TrainSettings, init_distributed
+from ensemble.training.train import (
+    CLASS_WEIGHT_POWER,
+    SCHEDULES,
+    TrainSettings,
+    init_distributed,
+)
 
 log = logging.getLogger(__name__)
 DEFAULT_CACHE = Path(os.environ.get("ADPOLICY_CACHE", Path.home() / ".cache" / "adpolicy"))
 EVALUATION_FILE = "evaluation.json"
 RECORD_SAMPLE = 256
+STORED_DTYPES = {"float32": None, "float16": "float16"}
 UNRECORDED = {"func", "cache_dir", "no_cache", "no_progress", "verbose"}  # no effect on weights
 
 
@@ -66,7 +72,17 @@ def register(sub: Any) -> None:
     tr = sub.add_parser("train", help="train the heads (and optionally encoders)")
     _add_training_arguments(tr)
     tr.add_argument("--out", required=True, help="checkpoint directory")
+    tr.add_argument(
+        "--init", metavar="CHECKPOINT",
+        help="start from this checkpoint's config and weights (continue fine-tuning); "
+        "--config, --head-hidden and --head-dropout are then not read",
+    )  # fmt: skip
     tr.add_argument("--heads-only", action="store_true", help="store only the heads' weights")
+    tr.add_argument(
+        "--weights-dtype", choices=list(STORED_DTYPES), default="float32",
+        help="store the weights in this type (float16: half the file; the scores of the stored "
+        "model are checked against the trained one's on the validation ads)",
+    )  # fmt: skip
     tr.add_argument(
         "--unfreeze", nargs="+", default=[], metavar="KEY", help="encoders to fine-tune"
     )
@@ -79,6 +95,10 @@ def register(sub: Any) -> None:
     tr.add_argument("--weight-decay", type=float, default=TrainSettings.weight_decay)
     tr.add_argument("--batch-size", type=int, default=TrainSettings.batch_size, help="global")
     tr.add_argument("--class-weight", choices=list(CLASS_WEIGHT_POWER), default="none")
+    tr.add_argument(
+        "--schedule", choices=list(SCHEDULES), default=TrainSettings.schedule,
+        help="learning rates: constant, or linear decay to zero over --epochs",
+    )  # fmt: skip
     tr.add_argument("--head-hidden", type=int, help="hidden width of the heads (0: linear)")
     tr.add_argument("--head-dropout", type=float, help="dropout of the heads")
     tr.add_argument(
@@ -193,17 +213,57 @@ def _data_record(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _save(result: Any, out: str, heads_only: bool, record: dict[str, Any]) -> None:
-    from ensemble.pretrained import save_pretrained
+def _save(
+    result: Any,
+    out: str,
+    heads_only: bool,
+    record: dict[str, Any],
+    *,
+    dtype: str = "float32",
+    val_ads: list[dict[str, Any]] | None = None,
+) -> None:
+    import torch
+
+    from ensemble.pretrained import from_pretrained, save_pretrained
 
     weights: Literal["full", "heads"] = "heads" if heads_only else "full"
+    extra = {"training": {**result.summary(), **record}}
+    stored = STORED_DTYPES[dtype]
     save_pretrained(
-        result.model, out, weights=weights, extra={"training": {**result.summary(), **record}}
-    )
+        result.model, out, weights=weights, extra=extra,
+        dtype=None if stored is None else getattr(torch, stored),
+    )  # fmt: skip
     stale = Path(out) / EVALUATION_FILE
     stale.unlink(missing_ok=True)  # measured on other weights
     print(_training_table(result))
+    if stored is not None and val_ads:
+        parity = _storage_parity(result.model, from_pretrained(out), val_ads)
+        extra["training"]["storage_parity"] = parity
+        save_pretrained(
+            result.model, out, weights=weights, extra=extra, dtype=getattr(torch, stored)
+        )
+        print(
+            f"{dtype} storage on {parity['n']} validation ads: max |score difference| "
+            f"{parity['max_abs_diff']:.2e}, {parity['decisions_changed']} flagged decisions changed"
+        )
     print(f"checkpoint written to {out}")
+
+
+def _storage_parity(trained: Any, stored: Any, ads: list[dict[str, Any]]) -> dict[str, float | int]:
+    """How far the stored checkpoint's scores are from the trained model's on ``ads``."""
+    import numpy as np
+
+    from ensemble.training.evaluate import score_ads
+
+    before, applicable = score_ads(trained, ads, progress=False)
+    after, _ = score_ads(stored, ads, progress=False)
+    thresholds = np.array([p.threshold for p in trained.config.policies])
+    changed = ((before >= thresholds) != (after >= thresholds)) & applicable
+    return {
+        "n": len(ads),
+        "max_abs_diff": float(np.abs(before - after)[applicable].max(initial=0.0)),
+        "decisions_changed": int(changed.sum()),
+    }
 
 
 def _training_table(result: Any) -> str:
@@ -227,11 +287,15 @@ def _train(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from ensemble.builder import build_ensemble
+    from ensemble.pretrained import from_pretrained
     from ensemble.training.train import train
 
     device = init_distributed(args.device)
     settings = _settings(args, device)
-    model = build_ensemble(_config(args), seed=settings.seed)
+    if args.init:
+        model = from_pretrained(args.init)
+    else:
+        model = build_ensemble(_config(args), seed=settings.seed)
     whole = [k for k in args.unfreeze if k in model.encoders and not model.encoders[k].tuned]
     if args.heads_only and whole:
         raise SystemExit(
@@ -243,7 +307,10 @@ def _train(args: argparse.Namespace) -> int:
         cache_dir=None if args.no_cache else args.cache_dir, base_dir=Path(args.data).parent,
     )  # fmt: skip
     if not dist.is_initialized() or dist.get_rank() == 0:
-        _save(result, args.out, args.heads_only, _data_record(args))
+        _save(
+            result, args.out, args.heads_only, _data_record(args),
+            dtype=args.weights_dtype, val_ads=read_manifest(args.val),
+        )  # fmt: skip
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

@@ -59,6 +59,7 @@ from ensemble.training.trainable import FusedLogits
 
 log = logging.getLogger(__name__)
 CLASS_WEIGHT_POWER = {"none": 0.0, "sqrt": 0.5, "balanced": 1.0}
+SCHEDULES = ("constant", "linear")
 BUCKET_BATCHES = 50
 
 
@@ -84,6 +85,9 @@ class TrainSettings:
         time_limit_s: Stop taking optimizer steps after this many seconds of training (None:
             no limit): the epoch under way ends early, is validated like any other, and
             training stops. A partial epoch is a random subset (the order is shuffled).
+        schedule: ``"constant"`` learning rates, or ``"linear"``: every group's rate falls
+            linearly to zero over ``epochs`` epochs (the usual schedule for fine-tuning a
+            transformer; early stopping may end the run before it reaches zero).
     """
 
     epochs: int = 100
@@ -100,12 +104,15 @@ class TrainSettings:
     device: str = "cpu"
     progress: bool = True
     time_limit_s: float | None = None
+    schedule: str = "constant"
 
     def __post_init__(self) -> None:
         if self.class_weight not in CLASS_WEIGHT_POWER:
             raise ValueError(
                 f"class_weight {self.class_weight!r}: one of {list(CLASS_WEIGHT_POWER)}"
             )
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule {self.schedule!r}: one of {list(SCHEDULES)}")
 
 
 @dataclass
@@ -359,10 +366,15 @@ class _Run:
     world: int
 
     def epoch(
-        self, optimizer: torch.optim.Optimizer, batches: Sequence[Tensor], deadline: float
+        self,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        batches: Sequence[Tensor],
+        deadline: float,
     ) -> float:
         """One pass over this process's ``batches`` of row indices, or those taken before
-        ``deadline`` (``time.perf_counter()``); the global mean loss."""
+        ``deadline`` (``time.perf_counter()``), the schedule stepped after each; the global
+        mean loss."""
         self.view.train()
         losses: list[float] = []
         trainable = self.trainable.to(self.device)
@@ -381,6 +393,7 @@ class _Run:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            scheduler.step()
             losses.append(loss.item())
         return _global_mean(float(np.mean(losses)), self.world, self.device)
 
@@ -488,6 +501,12 @@ def train(
         range(1, settings.epochs + 1), desc="training", disable=not settings.progress or rank
     )
     lengths = train_split.token_counts() if view.live and world == 1 else None
+    local = settings.batch_size // world
+    steps = settings.epochs * math.ceil(len(sampler) / local)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: 1.0 if settings.schedule == "constant" else max(0.0, 1 - step / steps),
+    )
     limit = settings.time_limit_s if world == 1 else None  # ranks must take the same steps
     deadline = math.inf if limit is None else time.perf_counter() + limit
     # heads over cached embeddings are too small to parallelise: threads only cost time
@@ -495,13 +514,12 @@ def train(
         for epoch in bar:
             sampler.set_epoch(epoch)
             indices = torch.tensor(list(sampler))
-            local = settings.batch_size // world
             if lengths is None:
                 batches = list(indices.split(local))
             else:
                 shuffle = torch.Generator().manual_seed(settings.seed * 1000 + epoch)
                 batches = length_batches(indices, lengths, local, shuffle)
-            train_loss = run.epoch(optimizer, batches, deadline)
+            train_loss = run.epoch(optimizer, scheduler, batches, deadline)
             val_probs, val_applicable, val_loss, score = run.validate()
             history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                             "val_score": score})  # fmt: skip
@@ -528,7 +546,9 @@ def train(
 def _with_thresholds(
     config: ModelConfig, probs: Tensor, split: _Split, applicable: Tensor, trainable: Tensor
 ) -> tuple[ModelConfig, dict[str, dict[str, float]]]:
-    """The config with each trained policy's validation threshold, marked calibrated."""
+    """The config with each trained policy's validation threshold, marked calibrated; a
+    calibration or band fitted to earlier weights (a run started from a checkpoint) is dropped:
+    ``adpolicy calibrate`` fits them to these."""
     policies = list(config.policies)
     report = {}
     known = split.mask.bool() & applicable
@@ -540,7 +560,9 @@ def _with_thresholds(
             log.warning("%s: validation lacks positives or negatives; threshold kept", name)
             continue
         threshold, f1 = choose_threshold(probs[rows, j].numpy(), labels)
-        policies[j] = dataclasses.replace(policies[j], threshold=threshold, calibrated=True)
+        policies[j] = dataclasses.replace(
+            policies[j], threshold=threshold, calibrated=True, calibration=None, band=None
+        )
         ap = average_precision_score(labels, probs[rows, j].numpy())
         report[name] = {
             "threshold": threshold,

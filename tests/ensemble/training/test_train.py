@@ -325,3 +325,70 @@ def test_heads_only_refuses_fine_tuned_encoders(tmp_path) -> None:
     args = ["train", "--config", str(config), "--data", "x", "--val", "y", "--out", str(tmp_path)]
     with pytest.raises(SystemExit, match="heads-only"):
         main([*args, "--heads-only", "--unfreeze", "text"])
+
+
+def test_linear_schedule_falls_to_zero_over_the_epochs(tiny_bert_dir, train_ads, val_ads) -> None:
+    model = build_ensemble(text_config(tiny_bert_dir))
+    seen: list[float] = []
+    step = torch.optim.AdamW.step
+
+    def record(self, *args, **kwargs):  # the rate each optimizer step is taken with
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    settings = dataclasses.replace(FAST, epochs=2, patience=5, schedule="linear")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.optim.AdamW, "step", record)
+        train(model, train_ads, val_ads, settings)
+    steps = 2 * -(-len(train_ads) // FAST.batch_size)
+    assert len(seen) == steps
+    assert seen[0] == pytest.approx(FAST.lr)
+    assert np.allclose(np.diff(seen), -FAST.lr / steps)
+    assert seen[-1] == pytest.approx(FAST.lr / steps)
+    with pytest.raises(ValueError, match="schedule"):
+        TrainSettings(schedule="cosine")
+
+
+def test_init_continues_from_a_checkpoint_and_drops_its_stale_calibration(
+    tiny_bert_dir, train_ads, val_ads, tmp_path
+) -> None:
+    from ensemble.decisions import Band, Calibration
+
+    first = train(build_ensemble(text_config(tiny_bert_dir)), train_ads, val_ads, FAST).model
+    assert first.config is not None
+    fitted = tuple(
+        dataclasses.replace(
+            p, calibration=Calibration("temperature", 2.0), band=Band(0.1, 0.9, "learn_then_test")
+        )
+        for p in first.config.policies
+    )
+    first.config = first.config.with_policies(fitted)
+    save_pretrained(first, tmp_path / "first", weights="heads")
+    train_file = write_jsonl(train_ads, tmp_path / "train.jsonl")
+    val_file = write_jsonl(val_ads, tmp_path / "val.jsonl")
+    out = tmp_path / "second"
+    args = ["train", "--init", str(tmp_path / "first"), "--data", str(train_file)]
+    args += ["--val", str(val_file), "--out", str(out), "--heads-only", "--epochs", "1"]
+    args += ["--weights-dtype", "float16"]
+    assert main([*args, "--lr", "1e-12", "--no-cache", "--no-progress"]) == 0
+    stored = load_file(str(out / "model.safetensors"))
+    assert {t.dtype for t in stored.values()} == {torch.float16}
+    second = from_pretrained(out)
+    assert all(p.dtype == torch.float32 for p in second.parameters())  # loaded back in fp32
+    # started from the checkpoint's weights: a step too small to move them scores the same
+    assert np.allclose(
+        score_ads(second, val_ads, progress=False)[0],
+        score_ads(from_pretrained(tmp_path / "first"), val_ads, progress=False)[0],
+        atol=1e-5,
+    )
+    assert second.config is not None
+    for policy in second.config.policies:
+        assert policy.calibrated
+        assert policy.calibration is None  # refit by `calibrate`
+        assert policy.band is None
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["checkpoint"]["training"]["args"]["init"] == str(tmp_path / "first")
+    assert saved["checkpoint"]["dtype"] == "float16"
+    parity = saved["checkpoint"]["training"]["storage_parity"]
+    assert parity["n"] == len(val_ads)
+    assert 0 < parity["max_abs_diff"] < 1e-2  # rounded, and only just
