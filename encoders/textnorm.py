@@ -9,8 +9,11 @@ the TorchServe handler alike) applies it before tokenizing, so no train/serve sk
 punctuation or emoji, apostrophes dropped (``don't`` -> ``dont``). Before punctuation is
 dropped, symbols written inside a word as letters are read as those letters
 (``b!tch`` -> ``bitch``, ``sh1t`` -> ``shit``), so common spelling variants survive the
-cleaning. Every normaliser is idempotent:
-``normalise(normalise(x)) == normalise(x)``.
+cleaning. ``social-v2`` (the default's) is ``social-v1`` followed by two more readings of
+spelling variants: letters spread out by spaces are joined (a run of three or more single
+letters: ``k i k e`` -> ``kike``, ``w o r t h l e s s`` -> ``worthless``), and an ``8`` after a
+letter reads as "ate" (``h8`` -> ``hate``, ``h8ful`` -> ``hateful``, ``gr8`` -> ``grate``).
+Every normaliser is idempotent: ``normalise(normalise(x)) == normalise(x)``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ _LEET = (  # a symbol between letters reads as a letter
     (re.compile(r"(?<=[a-z])\$(?=[a-z])|^\$(?=[a-z])|(?<= )\$(?=[a-z])"), "s"),
     (re.compile(r"(?<=[a-z])[*.\-_](?=[a-z])"), ""),
 )
+_SPREAD = re.compile(r"\b[a-z](?: [a-z]\b){2,}")  # three or more single letters in a row
+_EIGHT = re.compile(r"(?<=[a-z])8")
 _APOSTROPHE = re.compile(r"(?<=[a-z])['\u2019](?=[a-z])")
 _OTHER = re.compile(r"[^a-z0-9]+")
 
@@ -49,12 +54,20 @@ def social_v1(text: str) -> str:
     return " ".join(_OTHER.sub(" ", text).split())
 
 
+def social_v2(text: str) -> str:
+    """``social-v1``, then spread letters joined and ``8`` after a letter read as "ate"."""
+    text = _SPREAD.sub(lambda m: m.group(0).replace(" ", ""), social_v1(text))
+    return _EIGHT.sub("ate", text)
+
+
 def identity(text: str) -> str:
     """No normalisation (the text as given)."""
     return text
 
 
-NORMALIZERS: dict[str, Callable[[str], str]] = {"none": identity, "social-v1": social_v1}
+NORMALIZERS: dict[str, Callable[[str], str]] = {
+    "none": identity, "social-v1": social_v1, "social-v2": social_v2
+}  # fmt: skip
 
 
 def get_normalizer(name: str) -> Callable[[str], str]:

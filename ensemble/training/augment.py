@@ -12,6 +12,12 @@ General methods, each producing labelled rows (``meta.augment`` names the method
 - ``spelling``: copies of hateful and offensive rows whose most class-indicative words
   (highest log-odds against normal rows, counted on the training rows themselves) are
   misspelt: inserted spaces, dropped, swapped or doubled letters: same label.
+- ``composed``: sentences composed from parts (who, what is said of them, how it is framed),
+  so that the model sees the same insult asserted (hate), denied or denounced (normal) and
+  misspelt (hate), the same frames carrying praise or plain facts (normal: what makes a
+  sentence hateful is what it says of the group, not that it names one), and profanity or
+  insults aimed at no group (offensive, as the policy defines it): many combinations of a
+  few hundred words rather than a few fixed sentences.
 
 The templates, word lists and spelling operations here are written apart from the evaluation
 sets of :mod:`ensemble.training.textsets` (other sentences, other products); the group names overlap,
@@ -110,7 +116,93 @@ _HATE_DISABLED = (
     "cripples should not be allowed to have children",
     "mentally ill people are subhuman freaks",
 )
-_SPELLING_OPS = ("space", "drop", "swap", "double")
+_SPELLING_OPS = ("space", "drop", "swap", "double", "spread")
+# The parts of the ``composed`` sentences.
+_WHO = ("{noun}", "all {noun}", "most {noun}", "these {noun}", "those {noun}", "the {noun}")
+_INSULT_ADJ = (
+    "vile", "worthless", "disgusting", "dirty", "inferior", "subhuman", "evil", "useless",
+    "stupid", "lazy", "ugly", "repugnant", "degenerate", "revolting", "brainless", "sick",
+)  # fmt: skip
+_INSULT_NOUN = (
+    "animals", "vermin", "rats", "cockroaches", "pigs", "apes", "parasites", "a disease",
+    "a virus", "a plague", "an infestation", "savages", "monsters", "insects", "a cancer",
+    "filth", "garbage", "dogs", "trash", "scum", "leeches", "lowlifes", "maggots", "idiots",
+)  # fmt: skip
+_ASSERT = (
+    "{who} are {adj}", "{who} are {noun2}", "{who} are nothing more than {noun2}",
+    "{who} are basically {noun2}", "face it {who} are {noun2}", "{who} are {adj} {noun2}",
+    "i hate {noun} because they are {adj}", "{who} are {noun2} and always will be",
+    "{who} are so {adj} it makes me sick", "honestly {who} are {adj}",
+    "i cant stand {noun} they are {noun2}", "{who} are the most {adj} people alive",
+    "everyone knows {who} are {noun2}", "{who} is another word for {noun2}",
+)  # fmt: skip
+_THREAT = (
+    "someone needs to shoot {who}", "lets exterminate {who}", "i will stab the next one of the {noun} i see",
+    "we should gas {who}", "time to lynch {who}", "round up {who} and kill them",
+    "i hope someone murders {who}", "burn down the homes of {noun}", "drown {who} in the river",
+    "beat every one of {noun} until they stop moving", "{who} deserve a bullet",
+    "wipe {who} off the map", "i would happily kill {who}", "{who} should hang",
+)  # fmt: skip
+_DENY = (
+    "{noun} are not {adj}", "{noun} are not {noun2}", "i do not think {noun} are {adj}",
+    "nobody should call {noun} {noun2}", "calling {noun} {noun2} is hateful",
+    "people who say {noun} are {noun2} are ignorant", "the idea that {noun} are {adj} is a myth",
+    "i report every post that says {noun} are {noun2}",
+    "why do people keep saying {noun} are {adj} its wrong",
+    "seeing {noun} called {noun2} online breaks my heart",
+    "it is never ok to say {noun} should die", "i am tired of bigots calling {noun} {noun2}",
+    "{noun} are human beings not {noun2}", "whoever said {noun} are {adj} should apologise",
+    "i used to think {noun} were {adj} and i was wrong", "{noun} are no more {adj} than anyone",
+    "threatening {noun} is a crime and should be punished", "please stop saying {noun} are {noun2}",
+    "that account keeps posting that {noun} are {noun2} report it",
+    "no {adj2} person is {adj} for being {adj2}",
+)  # fmt: skip
+_PRAISE_ADJ = (
+    "kind", "brilliant", "hardworking", "generous", "talented", "wonderful", "smart", "honest",
+    "welcoming", "funny", "brave", "inspiring", "thoughtful", "creative", "caring", "amazing",
+)  # fmt: skip
+_PRAISE_NOUN = (
+    "heroes", "great neighbours", "good friends", "the heart of this town", "a blessing",
+    "role models", "gifted artists", "hard workers", "lovely people", "true professionals",
+)  # fmt: skip
+_PRAISE = (
+    "{who} are {padj}", "{who} are nothing but {pnoun}", "i love {noun} because they are {padj}",
+    "honestly {who} are {padj}", "everyone knows {who} are {pnoun}", "i really admire {noun}",
+    "{who} are so {padj} it makes me smile", "i adore {noun} they are {pnoun}",
+    "to me {noun} are simply {pnoun}", "{who} are the most {padj} people i know",
+    "we are so lucky to have {noun} around", "i have always loved {noun}",
+)  # fmt: skip
+_FACT = (
+    "{noun} make up a large part of the population here",
+    "most of my coworkers are {noun}", "the survey counted how many {noun} live in the city",
+    "a new study about {noun} came out today", "several {noun} spoke at the meeting",
+    "the neighbourhood has many {noun} and many students", "is it true that {noun} {verb}",
+    "my cousin married one of the {noun} from her class", "the census asks whether you are {adj2}",
+    "our team includes {noun} from three countries", "how many {noun} work in this industry",
+    "we interviewed {noun} about their first jobs",
+)  # fmt: skip
+_FACT_VERBS = ("celebrate new year in spring", "run most shops on this street", "live nearby")
+_PROFANE_START = ("fuck", "shit", "damn", "holy shit", "what the fuck", "fucking hell", "goddamn")
+_EVERYDAY = (
+    "i missed the train again", "the wifi is down", "my coffee went cold", "the game went to "
+    "overtime", "my car will not start", "this queue is endless", "i overslept", "it is raining "
+    "again", "the printer jammed", "we lost by one point", "the oven burnt the cake",
+    "my phone died", "this update broke everything", "the bus is late",
+)  # fmt: skip
+_PROFANE_INLINE = (
+    "this {thing} is fucking {quality}", "the {thing} is absolute shit today",
+    "that {thing} was good as fuck", "this damn {thing} never works", "the {thing} is a shitshow",
+    "best {thing} ever no bullshit", "this {thing} sucks ass", "my {thing} is a piece of shit",
+)  # fmt: skip
+_THINGS = ("traffic", "weather", "movie", "laptop", "exam", "pizza", "concert", "meeting",
+           "song", "match", "game", "week", "flight", "homework")  # fmt: skip
+_QUALITIES = ("amazing", "boring", "insane", "annoying", "great", "slow", "loud")
+_PERSONAL_INSULT = (
+    "shut up you {insult}", "my ex is such a {insult}", "you are a complete {insult}",
+    "that guy at work is a total {insult}", "stop being a {insult}", "what a {insult} move",
+    "my neighbour is a lazy {insult}", "the referee was a blind {insult}",
+)  # fmt: skip
+_INSULTS = ("asshole", "idiot", "dumbass", "jerk", "bitch", "dick", "moron", "prick", "loser")
 
 
 def _mentions(text: str, phrase: str) -> bool:
@@ -165,6 +257,8 @@ def misspell(word: str, op: str, rng: random.Random) -> str:
         return word[:i] + word[i + 1 :]
     if op == "swap":
         return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    if op == "spread":
+        return " ".join(word)
     return word[:i] + word[i] + word[i:]
 
 
@@ -197,6 +291,56 @@ def _templated(
     return out
 
 
+def _composed(rng: random.Random, per: int) -> list[dict]:
+    """``per`` rows of each composed kind (module docstring), drawn without repeats."""
+    groups = [(adj, noun) for adj, noun in GROUPS]
+
+    def fill(template: str) -> str:
+        adj2, noun = rng.choice(groups)
+        who = rng.choice(_WHO).format(noun=noun)
+        return template.format(
+            who=who, noun=noun, adj=rng.choice(_INSULT_ADJ), noun2=rng.choice(_INSULT_NOUN),
+            adj2=adj2, padj=rng.choice(_PRAISE_ADJ), pnoun=rng.choice(_PRAISE_NOUN),
+            verb=rng.choice(_FACT_VERBS),
+        )  # fmt: skip
+
+    def draw(kind: str, cls: str, make: Any, share: float = 1.0) -> list[dict]:
+        seen: set[str] = set()
+        for _ in range(int(per * share) * 20):
+            seen.add(make())
+            if len(seen) >= per * share:
+                break
+        return [
+            _row(f"aug-{kind}-{k}", text, cls, "composed") for k, text in enumerate(sorted(seen))
+        ]
+
+    def misspelt() -> str:
+        tokens = fill(rng.choice(_ASSERT)).split()
+        words = set(_INSULT_ADJ) | {n.split()[-1] for n in _INSULT_NOUN} | {"hate"}
+        hits = [i for i, t in enumerate(tokens) if t in words and len(t) >= 4]
+        i = rng.choice(hits)
+        tokens[i] = misspell(tokens[i], rng.choice(_SPELLING_OPS), rng)
+        return " ".join(tokens)
+
+    def profane() -> str:
+        if rng.random() < 0.5:
+            return f"{rng.choice(_PROFANE_START)} {rng.choice(_EVERYDAY)}"
+        template = rng.choice(_PROFANE_INLINE)
+        return template.format(thing=rng.choice(_THINGS), quality=rng.choice(_QUALITIES))
+
+    return [
+        *draw("assert", "hate", lambda: fill(rng.choice(_ASSERT))),
+        *draw("threat", "hate", lambda: fill(rng.choice(_THREAT))),
+        *draw("misspelt", "hate", misspelt),
+        *draw("deny", "normal", lambda: fill(rng.choice(_DENY)), share=2.0),
+        *draw("praise", "normal", lambda: fill(rng.choice(_PRAISE)), share=1.5),
+        *draw("fact", "normal", lambda: fill(rng.choice(_FACT))),
+        *draw("profane", "offensive", profane),
+        *draw("insult", "offensive",
+              lambda: rng.choice(_PERSONAL_INSULT).format(insult=rng.choice(_INSULTS))),
+    ]  # fmt: skip
+
+
 def _row(ad_id: str, text: str, cls: str, kind: str) -> dict[str, Any]:
     labels = {
         "hate": {"hate_speech": 1, "offensive_language": 1},
@@ -214,7 +358,7 @@ def _row(ad_id: str, text: str, cls: str, kind: str) -> dict[str, Any]:
 def augmentations(ads: Sequence[Mapping[str, Any]], *, seed: int = 42) -> list[dict[str, Any]]:
     """Augmented training rows for ``ads`` (training rows with ``meta.class``), deterministic.
 
-    Returns about 7,000 rows: see the module docstring for the methods.
+    Returns about 7,200 rows: see the module docstring for the methods.
     """
     rng = random.Random(seed)
     out = _swap_identity(ads, rng, limit=1500)
@@ -225,4 +369,4 @@ def augmentations(ads: Sequence[Mapping[str, Any]], *, seed: int = 42) -> list[d
     for k, text in enumerate(_HATE_WOMEN + _HATE_DISABLED):
         for r in range(5):  # the same sentence a few times: these targets are rare in the sources
             out.append(_row(f"aug-hate-target-{k}-{r}", text, "hate", "hate_template"))
-    return out
+    return out + _composed(rng, per=300)

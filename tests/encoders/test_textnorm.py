@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from encoders.text import HFTextEncoder, TextPreparer, TextSettings
-from encoders.textnorm import get_normalizer, social_v1
+from encoders.textnorm import get_normalizer, social_v1, social_v2
 
 RAW = (
     "!!! RT @mayasolovely: As a woman you shouldn&#8217;t complain &amp; http://t.co/x #MAGA",
     "Gay couples' photography packages, book your engagement shoot. \U0001f389",
     "b!tch f*ck sh1t a$$hole",
     "Summer sale: 30% off all sandals. www.example.com/sale",
+    "You are w o r t h l e s s, we h8 you all. Gr8 deals at K-Mart!",
 )
 
 
@@ -24,8 +25,19 @@ def test_social_v1_gives_hatexplains_form() -> None:
 
 
 @pytest.mark.parametrize("text", RAW)
-def test_social_v1_is_idempotent(text: str) -> None:
-    assert social_v1(social_v1(text)) == social_v1(text)
+@pytest.mark.parametrize("normalise", [social_v1, social_v2])
+def test_normalisers_are_idempotent(normalise, text: str) -> None:
+    assert normalise(normalise(text)) == normalise(text)
+
+
+def test_social_v2_joins_spread_letters_and_reads_8_as_ate() -> None:
+    assert social_v1(RAW[4]) == "you are w o r t h l e s s we h8 you all gr8 deals at kmart"
+    assert social_v2(RAW[4]) == "you are worthless we hate you all grate deals at kmart"
+    assert social_v2("get out you k i k e") == "get out you kike"
+    assert social_v2("a b or i a") == "a b or i a"  # two single letters are words, not a spelling
+    assert social_v2("h8ful posts in 2018 and 8 mile") == "hateful posts in 2018 and 8 mile"
+    for text in RAW:  # v2 reads v1's output: training rows stored in v1 form need no re-cleaning
+        assert social_v2(social_v1(text)) == social_v2(text)
 
 
 def test_unknown_normaliser_is_refused() -> None:

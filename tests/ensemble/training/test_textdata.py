@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from encoders.textnorm import social_v1
+from encoders.textnorm import social_v1, social_v2
 from ensemble.training.augment import GROUPS, augmentations, misspell
 from ensemble.training.data import THREE_CLASS_RULE, read_manifest
 from ensemble.training.textdata import CLASS_LABELS, convert_text_policies, hatexplain_ads
@@ -42,13 +42,20 @@ def test_augmentation_is_deterministic_and_labelled_by_the_table() -> None:
     first, second = augmentations(_train_rows(), seed=1), augmentations(_train_rows(), seed=1)
     assert first == second
     kinds = Counter(ad["meta"]["augment"] for ad in first)
-    assert set(kinds) >= {"identity_swap", "identity_benign", "counter_speech", "hate_template"}
+    assert set(kinds) >= {
+        "identity_swap", "identity_benign", "counter_speech", "hate_template", "composed"
+    }  # fmt: skip
+    assert len({ad["id"] for ad in first}) == len(first)
+    composed = Counter(ad["meta"]["class"] for ad in first if ad["meta"]["augment"] == "composed")
+    assert composed["hate"] >= 600
+    assert composed["normal"] >= 400
+    assert composed["offensive"] >= 200
     for ad in first:
         assert ad["labels"] == CLASS_LABELS[ad["meta"]["class"]]
         assert social_v1(ad["text"]) == ad["text"]  # written in the normalised form
 
 
-@pytest.mark.parametrize("op", ["space", "drop", "swap", "double"])
+@pytest.mark.parametrize("op", ["space", "drop", "swap", "double", "spread"])
 def test_misspell_keeps_the_first_letter(op: str) -> None:
     import random
 
@@ -65,8 +72,8 @@ def test_eval_sets_meet_their_sizes_and_are_apart_from_training() -> None:
     assert all(ad["meta"]["class"] == "normal" for ad in ads)
     tests = behaviour()
     assert len({ad["meta"]["functionality"] for ad in tests}) >= 10
-    training = {social_v1(ad["text"]) for ad in augmentations(_train_rows(), seed=42)}
-    assert not training & {social_v1(ad["text"]) for ad in ads + tests}
+    training = {social_v2(ad["text"]) for ad in augmentations(_train_rows(), seed=42)}
+    assert not training & {social_v2(ad["text"]) for ad in ads + tests}
     assert len(GROUPS) >= 25
     assert len(AD_TEMPLATES) >= 15
 
