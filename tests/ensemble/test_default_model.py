@@ -19,7 +19,7 @@ from ensemble.scoring import DEFAULT_DIR
 from ensemble.training.data import THREE_CLASS_RULE
 from ensemble.training.evaluate import measure, score_ads
 from ensemble.training.textdata import davidson_ads
-from ensemble.training.textsets import benign_ads
+from ensemble.training.textsets import behaviour, benign_ads
 
 TEXT_POLICIES = ("offensive_language", "hate_speech")
 
@@ -32,7 +32,7 @@ def test_shipped_default_is_small_calibrated_and_recorded() -> None:
     config = json.loads((DEFAULT_DIR / "config.json").read_text())
     assert config["checkpoint"]["weights"] == "heads"
     text = config["encoders"]["text"]
-    assert text["normalizer"] == "social-v1"  # the training form, applied at scoring
+    assert text["normalizer"] == "social-v2"  # the training form, applied at scoring
     tuned = text["tuned_layers"]
     # heads + MiniLM's fine-tuned top layers (~7 MB each), never its embeddings or lower layers
     assert (DEFAULT_DIR / "model.safetensors").stat().st_size < 8_000_000 * tuned
@@ -97,3 +97,30 @@ def test_shipped_default_rarely_flags_benign_ad_copy_naming_a_group() -> None:
         j = config.policy_names.index(name)
         flagged = scores[:, j] >= config.policies[j].threshold
         assert flagged.mean() <= 0.02, name
+        for group in {ad["meta"]["group"] for ad in ads}:
+            rows = [i for i, ad in enumerate(ads) if ad["meta"]["group"] == group]
+            assert flagged[rows].mean() <= 0.05, (name, group)
+
+
+@pytest.mark.slow
+def test_shipped_default_passes_every_behavioural_functionality() -> None:
+    """The generated HateCheck-style set (never trained on): the 3-class prediction is right
+    for at least 60 % of each functionality's tests."""
+    tests = behaviour()
+    model = from_pretrained(DEFAULT_DIR)
+    scores, _ = score_ads(model, tests, progress=False)
+    config = model.config
+    assert config is not None
+    names = config.policy_names
+    hate, offensive = (
+        scores[:, names.index(n)] >= config.policies[names.index(n)].threshold
+        for n in ("hate_speech", "offensive_language")
+    )
+    by_function: dict[str, list[bool]] = {}
+    for i, ad in enumerate(tests):
+        predicted = "hate" if hate[i] else "offensive" if offensive[i] else "normal"  # the rule
+        by_function.setdefault(ad["meta"]["functionality"], []).append(
+            predicted == ad["meta"]["class"]
+        )
+    accuracy = {name: sum(hits) / len(hits) for name, hits in by_function.items()}
+    assert min(accuracy.values()) >= 0.6, accuracy
