@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import GOALS_HEADER, Report, goal_row, markdown_table
+from benchmarks.common import GOALS_HEADER, goal_row, markdown_table, start
 from benchmarks.efficiency import gemm_flops
 from benchmarks.traffic_set import TEXT_PROFILES, text_of, token_length
 from ensemble.batch import AdPreparer
@@ -197,9 +197,7 @@ def main() -> None:
     parser.add_argument("--buckets", default="16,24,32,48,64,96,128", help="bucketed run: buckets")
     parser.add_argument("--window", type=int, default=8, help="bucketed run: sort window (batches)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    torch.set_num_threads(args.threads)
-    report = Report("buckets")
+    report = start("buckets", args.threads)
 
     model = from_pretrained(DEFAULT_DIR).eval()
     preparer = AdPreparer(model.config)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import platform
 import shlex
@@ -110,6 +111,13 @@ class Report:
         record = {"machine": machine(), "command": self.command, **payload}
         path.write_text(json.dumps(record, indent=2) + "\n")
         return path
+
+
+def start(name: str, threads: int) -> Report:
+    """A benchmark's start: INFO logging, ``threads`` torch threads, its :class:`Report`."""
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    torch.set_num_threads(threads)
+    return Report(name)
 
 
 def verdict(measured: float, target: float) -> str:
