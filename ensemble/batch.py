@@ -368,8 +368,10 @@ class AdPreparer:
                 for item, present in zip(items, column.tolist(), strict=True)
                 if dense or present
             ]
-            if name in self.buckets and stacked:
-                stacked = pad_to_bucket(stacked, self.buckets[name])
+            if name in self.buckets:
+                # an empty pack takes a bucket's length too: a graph traced at one length wants it
+                padded = pad_to_bucket(stacked or [default], self.buckets[name])
+                stacked, default = (padded, default) if stacked else ([], padded[0])
             inputs.append(torch.stack(stacked) if stacked else default.unsqueeze(0)[:0])
         for modality in self.modalities:
             column = presence[:, MODALITIES.index(modality)]

@@ -159,3 +159,21 @@ def test_a_server_batch_runs_once_per_bucket_shortest_first(model: AdPolicyEnsem
     assert scored[-1].scores is not None
     assert alone.scores is not None
     torch.testing.assert_close(scored[-1].scores, alone.scores, atol=1e-5, rtol=0)
+
+
+def test_an_empty_pack_has_the_length_of_a_bucket() -> None:
+    """A text-only batch gives the analyzers zero rows, at their first bucket's length, or at
+    the longest where a single traced graph pads them (it was traced at that length)."""
+    from ensemble.config import load_config
+    from export.artifact import fixed_lengths
+
+    config = load_config("default")
+    text_only = [AdPreparer(config).prepare({"id": "a", "text": "summer sale"})]
+    for overrides, frames, samples in (
+        ({}, 300, 5 * 48_000),
+        (fixed_lengths(config, "torchscript"), 3600, 60 * 48_000),
+    ):
+        preparer = AdPreparer(config, overrides=overrides)
+        inputs = dict(zip(preparer.input_names, preparer.collate(text_only).inputs, strict=False))
+        assert inputs["video_flash.grid"].shape == (0, frames, 4, 16, 16)
+        assert inputs["audio_loudness.waveform"].shape == (0, samples, 2)
