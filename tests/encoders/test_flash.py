@@ -479,10 +479,10 @@ def test_a_batch_padded_to_its_bucket_measures_what_the_longest_input_does() -> 
         (flicker(square_wave(3, 30, 4.0), WHITE, BLACK), 30.0),
     ]
     items = [prepare(frames, fps, bucketed) for frames, fps in clips]
-    for batch in (items[:1], items[:2], items[:3], items):
+    for batch in (items[:2], items):  # buckets of 60 and 240 frames
         whole = [dict(i, grid=pad_to_bucket([i["grid"]], [SMALL.max_frames])[0]) for i in batch]
         expected = run(analyzer, whole, bucketed)
         assert torch.equal(run(analyzer, batch, bucketed), expected)
-        for item, row in zip(batch, expected, strict=True):
-            assert torch.equal(run(analyzer, [item], bucketed)[0], row)
+    for item, row in zip(items, expected, strict=True):  # each alone, in its own bucket
+        assert torch.equal(run(analyzer, [item], bucketed)[0], row)
     assert (expected[:, FLASHES] + expected[:, RED] > 0).all()  # every clip flashes: not 0 == 0
