@@ -368,11 +368,17 @@ class AdPreparer:
                 for item, present in zip(items, column.tolist(), strict=True)
                 if dense or present
             ]
-            if name in self.buckets:
-                # an empty pack takes a bucket's length too: a graph traced at one length wants it
-                padded = pad_to_bucket(stacked or [default], self.buckets[name])
-                stacked, default = (padded, default) if stacked else ([], padded[0])
-            inputs.append(torch.stack(stacked) if stacked else default.unsqueeze(0)[:0])
+            if stacked:
+                if name in self.buckets:
+                    stacked = pad_to_bucket(stacked, self.buckets[name])
+                inputs.append(torch.stack(stacked))
+            elif name in self.buckets:
+                # an empty pack takes a bucket's length too (a graph traced at one length wants
+                # it), without allocating the padded placeholder it has no row of
+                length = bucket_of(len(default), self.buckets[name])
+                inputs.append(default.new_zeros((0, length, *default.shape[1:])))
+            else:
+                inputs.append(default.unsqueeze(0)[:0])
         for modality in self.modalities:
             column = presence[:, MODALITIES.index(modality)]
             rows = torch.arange(1, len(items) + 1) if dense else rows_index(column)
