@@ -1,10 +1,12 @@
 """Analyzer throughput by batch size, whole inputs at once vs in chunks, in one run.
 
 Each analyzer (default 60 s inputs) is traced at batch 2 twice, unchunked (``chunk`` /
-``time_chunk`` 0, the old path) and chunked (the default settings), and timed at every batch
-size on the same random inputs; rounds alternate between the variants and batch sizes, and
-each cell keeps its best round, so load on the machine hits both alike. ``same`` says whether
-the two graphs' measurements are equal bit for bit at every batch size.
+``time_chunk`` 0, the old path) and chunked (the default settings: the fixed plan a traced
+graph keeps), and also run eagerly with its default settings (groups or spans sized by the
+batch at hand, ``working_set``: what offline scoring runs). Each is timed at every batch size
+on the same random inputs; rounds alternate between the variants and batch sizes, and each
+cell keeps its best round, so load on the machine hits all alike. ``same`` says whether the
+variants' measurements are equal bit for bit at every batch size.
 
 A second table prices the flash area rule: the graph per item at batch 1 on grids of 16, 32
 and 64 cells a side (a finer grid is the other way to a tighter area), and the preparation
@@ -41,9 +43,18 @@ from encoders.loudness import LoudnessAnalyzer, LoudnessSettings
 from encoders.media import VideoInfo
 from ensemble import samples
 
-VARIANTS: dict[str, dict[str, Any]] = {
-    "flash": {"unchunked": {"chunk": 0}, "chunked": {}},
-    "loudness": {"unchunked": {"time_chunk": 0}, "chunked": {}},
+# per analyzer: variant -> (settings changed, traced)
+VARIANTS: dict[str, dict[str, tuple[dict[str, Any], bool]]] = {
+    "flash": {
+        "unchunked": ({"chunk": 0}, True),
+        "chunked": ({}, True),
+        "eager, sized by batch": ({}, False),
+    },
+    "loudness": {
+        "unchunked": ({"time_chunk": 0}, True),
+        "chunked": ({}, True),
+        "eager, sized by batch": ({}, False),
+    },
 }
 
 
@@ -61,12 +72,16 @@ def timed(fn: Any, *inputs: torch.Tensor) -> tuple[float, torch.Tensor]:
 
 def sweep(name: str, batches: list[int], rounds: int) -> dict[str, Any]:
     """Best seconds per call of each variant at each batch size, and whether they agree."""
-    graphs = {}
-    for variant, overrides in VARIANTS[name].items():
+    graphs: dict[str, Any] = {}
+    for variant, (overrides, traced) in VARIANTS[name].items():
         module = build(name, overrides)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            graphs[variant] = torch.jit.trace(module, module.example_inputs(2), check_trace=False)
+        graphs[variant] = module
+        if traced:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                graphs[variant] = torch.jit.trace(
+                    module, module.example_inputs(2), check_trace=False
+                )
     example = build(name, {})
     torch.manual_seed(0)
     inputs = {b: example.example_inputs(b) for b in batches}
@@ -83,7 +98,7 @@ def sweep(name: str, batches: list[int], rounds: int) -> dict[str, Any]:
                     elapsed, out = timed(graph, *inputs[b])
                     seconds[variant][b] = min(seconds[variant][b], elapsed)
                     outs.append(out)
-                same[b] = same[b] and torch.equal(outs[0], outs[1])
+                same[b] = same[b] and all(torch.equal(outs[0], out) for out in outs[1:])
     return {"seconds": seconds, "same": same}
 
 
@@ -150,7 +165,7 @@ def main() -> None:
             rows.append([name, variant, *rate, rate[-1] / rate[0], "yes" if same else "NO"])
     header = ("analyzer", "variant", *(f"items/s at {b}" for b in batches))
     report.print(
-        f"Traced analyzers, default 60 s inputs, torch threads {args.threads}, best of "
+        f"Analyzers (traced; eager where said), default 60 s inputs, torch threads {args.threads}, best of "
         f"{args.rounds} rounds:\n\n"
         + markdown_table((*header, f"{batches[-1]} / {batches[0]}", "same"), rows)
         + "\n"

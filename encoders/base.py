@@ -69,6 +69,25 @@ def bucket_of(length: int, buckets: Sequence[int]) -> int:
     return next((b for b in buckets if b >= length), buckets[-1])
 
 
+def group_size(working_set: int, per_unit: int, units: int, fixed: int) -> int:
+    """Units (cells, 100 ms segments) an analyzer works on together.
+
+    Eager, the group is sized by the batch at hand: as many units as keep one intermediate
+    near ``working_set`` elements, so a small batch runs few large operations and a large one
+    stays near the cache. Traced or exported, the loop over the groups is baked into a graph
+    that must serve any batch size, so the configured ``fixed`` plan is kept instead.
+
+    Args:
+        working_set: Elements one intermediate should hold (0: always ``fixed``).
+        per_unit: Elements of one unit across the batch (rows x its length).
+        units: Units in all.
+        fixed: The configured group (0: every unit at once).
+    """
+    if working_set > 0 and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        return min(units, max(1, working_set // max(per_unit, 1)))
+    return fixed or units
+
+
 class InputError(ValueError):
     """A field of an ad that cannot be used, with the field named.
 

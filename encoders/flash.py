@@ -29,9 +29,10 @@ The graph follows each cell's signal the way IRIS follows the frame average:
 Every step is element-wise arithmetic, padding, slicing, ``index_select`` and ``topk`` over
 tensors of fixed shape: the runs and running sums are log-depth prefix scans, and the frame
 count and frame rate are tensors. Frames past ``frames`` are masked out, so padding never
-creates a transition. The cells are followed in groups of ``chunk`` and compared across the
-frame in as many stretches of frames (a loop over a fixed number of parts, unrolled when
-traced), so the intermediates of a large batch stay nearer the cache.
+creates a transition. The cells are followed in groups and compared across the frame in as
+many stretches of frames, so the intermediates of a large batch stay nearer the cache: groups
+of ``chunk`` cells when traced (a loop over a fixed number of parts, unrolled), groups sized by
+the batch at hand when eager (``working_set``), so one short video runs in a few large steps.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from av.video.reformatter import VideoReformatter
 from torch import Tensor
 from torch.nn import functional as F
 
-from encoders.base import Encoder, InputSpec, length_buckets
+from encoders.base import Encoder, InputSpec, group_size, length_buckets
 from encoders.media import VideoInfo
 from encoders.registry import register_encoder
 from encoders.rules import FlashRule
@@ -84,10 +85,15 @@ class FlashSettings:
             flash failure of its own).
         part_floor: A pixel changing by this fraction of a transition's threshold (or by half
             its cell's mean change, if less) takes part in its cell's change.
-        chunk: Cells analysed together (0: all at once). The graph follows the cells in
-            ``ceil(cells / chunk)`` groups, then compares them across the frame in as many
-            stretches of frames, so its intermediates stay nearer the cache as batches grow
-            (a group still holds the whole batch); the measurements are the same bit for bit.
+        chunk: Cells analysed together in a traced or exported graph (0: all at once). The
+            graph follows the cells in ``ceil(cells / chunk)`` groups, then compares them
+            across the frame in as many stretches of frames, so its intermediates stay nearer
+            the cache as batches grow (a group still holds the whole batch); the measurements
+            are the same bit for bit.
+        working_set: Elements of one group's intermediates when run eagerly (0: groups of
+            ``chunk`` there too): the groups are then sized by the batch at hand, so one
+            short video runs all its cells at once and a batch of long ones stays near the
+            cache (a traced graph serves any batch, so it keeps ``chunk``).
         buckets: Seconds (at ``max_fps``) a batch's grids are zero-padded to: the smallest
             that holds its longest video; ``max_seconds`` is always the last, ``[]`` pads
             every video to it. The measurements equal those of the grid padded to
@@ -108,6 +114,7 @@ class FlashSettings:
     extended_max_flashes: float = 3.0
     part_floor: float = 0.1
     chunk: int = 16
+    working_set: int = 2**19
     buckets: tuple[float, ...] = (5.0, 10.0, 20.0, 30.0, 60.0)
 
     @property
@@ -222,8 +229,8 @@ class FlashAnalyzer(Encoder):
             InputSpec("frames", (), torch.int64),
             InputSpec("fps", (), torch.float32),
         )
-        parts = math.ceil(cells / settings.chunk) if settings.chunk else 1
-        self.cell_parts = _parts(cells, parts)
+        self.chunk = settings.chunk
+        self.working_set = settings.working_set
         self.cells = cells
         self.area_cells = settings.area_fraction * cells - AREA_TOLERANCE
         self.extended_window_s = settings.extended_window_s
@@ -295,14 +302,16 @@ class FlashAnalyzer(Encoder):
         planes = grid.float().flatten(3).permute(0, 2, 3, 1)  # [B, 4, cells, T]
         v, part = planes[:, :2], planes[:, 2:]  # [B, 2, cells, T] each
         part = part + (part <= 0).float()  # unknown (no change): the whole cell
+        size = group_size(self.working_set, b * 2 * t, self.cells, self.chunk)
+        groups = _parts(self.cells, math.ceil(self.cells / size))
         counts, areas = [], []  # [B, 2, cells, T] each: per cell, in each window
-        for start, end in self.cell_parts:
+        for start, end in groups:
             count, area = self._per_cell(v[:, :, start:end], part[:, :, start:end], valid, second)
             counts.append(count)
             areas.append(area)
         per_cell, per_cell_area = torch.cat(counts, dim=2), torch.cat(areas, dim=2)
         per_window_parts, area_parts = [], []
-        for start, end in _parts(t, len(self.cell_parts)):
+        for start, end in _parts(t, len(groups)):
             per_window, area = self._per_window(
                 per_cell[..., start:end], per_cell_area[..., start:end]
             )
@@ -349,7 +358,9 @@ class FlashAnalyzer(Encoder):
         shares = _take(share.transpose(2, 3), order)
         covered = _log_scan(shares, self.cells, torch.add)  # area of the cells with as many or more
         reached_by_area = (counts * (covered >= self.area_cells).float()).amax(-1)
-        area = (share * (per_cell >= 2).float()).amax(1).mean(1)
+        flashing = (share * (per_cell >= 2).float()).amax(1)  # [B, cells, frames]
+        # the mean over contiguous cells: its rounding then does not depend on the frames
+        area = flashing.transpose(1, 2).contiguous().mean(-1)
         return reached_by_area, area
 
     def _transitions(self, v: Tensor, part: Tensor, valid: Tensor, second: Tensor) -> Tensor:

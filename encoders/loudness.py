@@ -3,15 +3,15 @@
 The whole measurement is tensor arithmetic, so it traces with the ensemble:
 
 1. K-weighting: the standard's two biquads (a high shelf, then the RLB high-pass) at 48 kHz,
-   each computed in chunks of ``chunk`` samples: one matmul gives every chunk's response to its
-   own samples and the two before it (numerator and recursion, from a zero recursion state),
-   and the recursion state entering each chunk (a linear recurrence over chunks) is a
-   log-depth prefix scan of 2x2 matrix products, added back with one more matmul. Only matmul,
-   slicing, padding and element-wise ops: no ``stft``, ``fft`` or ``lfilter`` (AWS Neuron Inf1
-   lists none of them). The two filters run over ``time_chunk`` segments at a time (a loop
-   over a fixed number of spans, unrolled when traced), so the intermediates of a large batch
-   stay nearer the cache; only the small per-chunk recursion states are scanned over the whole
-   signal.
+   run as one cascade in chunks of ``chunk`` samples. One matmul per chunk gives its output
+   from its own samples, the two before it and the state entering it (each biquad's last two
+   outputs); that state is a linear recurrence over chunks, computed by a log-depth prefix
+   scan of 4x4 matrix products over each chunk's zero-state end (a second, 4-column matmul).
+   Only matmul, slicing, padding and element-wise ops: no ``stft``, ``fft`` or ``lfilter``
+   (AWS Neuron Inf1 lists none of them). The outputs are formed span by span (a loop over a
+   fixed number of spans when traced, spans sized by the batch when eager), so the
+   intermediates of a large batch stay nearer the cache; only the small per-chunk states are
+   scanned over the whole signal.
 2. Mean squares over 400 ms blocks with 75 % overlap (100 ms segments summed four at a time),
    complete blocks only.
 3. Block loudness ``-0.691 + 10 log10(sum_i G_i z_ij)``, the absolute gate (-70 LKFS), the
@@ -40,7 +40,7 @@ import scipy.fft
 import torch
 from torch import Tensor
 
-from encoders.base import Encoder, InputError, InputSpec, length_buckets
+from encoders.base import Encoder, InputError, InputSpec, group_size, length_buckets
 from encoders.media import AudioClip
 from encoders.registry import register_encoder
 from encoders.rules import LoudnessRule
@@ -65,9 +65,14 @@ class LoudnessSettings:
             ``seconds`` says how much was analysed). Sizes the input: 60 s of stereo at 48 kHz
             is 23 MB per item.
         chunk: Samples per chunk of the chunked IIR filter (a divisor of 4800).
-        time_chunk: 100 ms segments filtered together (0: the whole input at once). Spans
-            of a second keep the filters' intermediates nearer the cache as batches grow (a
-            span still holds the whole batch); the measurements are the same bit for bit.
+        time_chunk: 100 ms segments filtered together in a traced or exported graph (0: the
+            whole input at once). Spans of a second keep the filters' intermediates nearer
+            the cache as batches grow (a span still holds the whole batch); the measurements
+            are the same bit for bit.
+        working_set: Samples of one span across the batch when run eagerly (0: spans of
+            ``time_chunk`` there too): spans are then sized by the batch at hand, long for one
+            clip (few operations), short for many (near the cache); a traced graph serves any
+            batch, so it keeps ``time_chunk``.
         buckets: Seconds a batch is zero-padded to (whole 100 ms segments): the smallest that
             holds its longest clip; ``max_seconds`` is always the last, ``[]`` pads every clip
             to it. Only complete blocks before ``length`` count, so the measurements equal
@@ -77,6 +82,7 @@ class LoudnessSettings:
     max_seconds: float = 60.0
     chunk: int = 64
     time_chunk: int = 10
+    working_set: int = 2**19
     buckets: tuple[float, ...] = (5.0, 10.0, 20.0, 30.0, 60.0)
 
     @property
@@ -112,91 +118,120 @@ def _all_pole(a1: float, a2: float, chunk: int) -> tuple[np.ndarray, np.ndarray]
     return toeplitz, phi[2:]
 
 
+def _biquad(coefficients: tuple[float, ...], chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """One biquad over a chunk (float64): ``a`` [chunk, chunk + 2], the zero-state response to
+    the chunk's input and the two input samples before it, and ``phi`` [chunk, 2], the
+    response to the output state ``(y[-1], y[-2])``."""
+    b0, b1, b2, a1, a2 = coefficients
+    toeplitz, phi = _all_pole(a1, a2, chunk)
+    fir = np.zeros((chunk, chunk + 2))  # w[k] from x[k-2], x[k-1], x[k]
+    for k in range(chunk):
+        fir[k, k : k + 3] = (b2, b1, b0)
+    return toeplitz @ fir, phi
+
+
+def _float32(matrix: np.ndarray) -> Tensor:
+    """A float32, row-major copy of a float64 matrix."""
+    return torch.tensor(np.ascontiguousarray(matrix), dtype=torch.float32)
+
+
 def _shift(x: Tensor, steps: int) -> Tensor:
     """``x`` delayed by ``steps`` along dim -2 (zeros enter): ``out[..., k, :] = x[..., k-steps, :]``."""
     return torch.constant_pad_nd(x[..., :-steps, :], [0, 0, steps, 0])
 
 
-class Biquad(torch.nn.Module):
-    """One biquad section, zero initial state, traceable and FFT-free.
+class KWeighting(torch.nn.Module):
+    """The cascade of two biquads (the shelf, then the high-pass) as one chunked filter, zero
+    initial state, traceable and FFT-free.
+
+    The state entering a chunk is ``s = (y1[-1], y1[-2], y[-1], y[-2])``: the shelf's output
+    ``y1`` and the cascade's ``y`` (each biquad's own state, so the transition stays as well
+    conditioned as one biquad's; the shelf's output is never formed). Per chunk of ``chunk``
+    samples, with ``e`` the chunk and the two input samples before it:
+    ``y = M e + Phi s`` and ``s' = R e + Psi s``, all four matrices products of the two
+    biquads' computed in float64.
 
     Args:
-        coefficients: ``(b0, b1, b2, a1, a2)`` with ``a0 = 1``.
-        chunk: Chunk length of the all-pole part (the input length must be a multiple).
+        chunk: Chunk length (the input length must be a multiple).
         max_chunks: Most chunks an input can hold (sizes the prefix scan).
     """
 
-    response_t: Tensor
-    phi_t: Tensor
+    output_t: Tensor
+    ends_t: Tensor
     powers_t: Tensor
 
-    def __init__(self, coefficients: tuple[float, ...], chunk: int, max_chunks: int) -> None:
+    def __init__(self, chunk: int, max_chunks: int) -> None:
         super().__init__()
-        b0, b1, b2, a1, a2 = coefficients
-        toeplitz, phi = _all_pole(a1, a2, chunk)
-        fir = np.zeros((chunk, chunk + 2))  # w[k] from x[k-2], x[k-1], x[k]
-        for k in range(chunk):
-            fir[k, k : k + 3] = (b2, b1, b0)
-        psi = phi[[chunk - 1, chunk - 2]]  # state after a chunk from the state before it
+        shelf, phi_shelf = _biquad(SHELF, chunk)
+        high_pass, phi_high_pass = _biquad(HIGH_PASS, chunk)
+        # the high-pass's input: y1[-2], y1[-1] from the state, then the shelf's chunk
+        into_high_pass = np.zeros((chunk + 2, 2))
+        into_high_pass[0, 1] = into_high_pass[1, 0] = 1.0
+        m = high_pass[:, 2:] @ shelf
+        phi = np.concatenate(
+            [high_pass @ into_high_pass + high_pass[:, 2:] @ phi_shelf, phi_high_pass], axis=1
+        )
+        last = [chunk - 1, chunk - 2]
+        ends = np.concatenate([shelf[last], m[last]])  # [4, chunk + 2]
+        psi = np.zeros((4, 4))  # the state after a chunk from the state before it
+        psi[:2, :2] = phi_shelf[last]
+        psi[2:] = phi[last]
         powers = [psi]
         while 2 ** len(powers) < max_chunks:
             powers.append(powers[-1] @ powers[-1])
         self.chunk = chunk
         self.scan_steps = len(powers)
-        response = (toeplitz @ fir).T  # [chunk + 2, chunk]: a chunk and the 2 samples before it
-        self.register_buffer("response_t", torch.tensor(response, dtype=torch.float32), False)
-        self.register_buffer("phi_t", torch.tensor(phi.T, dtype=torch.float32), False)
-        powers_t = np.stack([p.T for p in powers])
-        self.register_buffer("powers_t", torch.tensor(powers_t, dtype=torch.float32), False)
+        # one matmul per chunk: [previous 2 inputs, chunk, state] -> the chunk's output
+        # (row-major copies: a transposed operand takes another, M-dependent BLAS path)
+        output = np.concatenate([m, phi], axis=1).T  # [chunk + 6, chunk]
+        self.register_buffer("output_t", _float32(output), False)
+        self.register_buffer("ends_t", _float32(ends.T), False)
+        self.register_buffer("powers_t", _float32(np.stack([p.T for p in powers])), False)
 
-    def zero_state(self, x: Tensor, before: Tensor) -> Tensor:
-        """Each chunk's response to its own samples and the two before it, from a zero
-        recursion state.
+    def extended(self, x: Tensor, before: Tensor) -> Tensor:
+        """Each chunk with the two samples before it: [rows, chunks, chunk + 2].
 
         Args:
             x: [rows, samples], a whole number of chunks.
             before: [rows, 2] the two samples before ``x`` (zeros at the start of a signal).
-
-        Returns:
-            [rows, chunks, chunk].
         """
         rows, n = x.shape
         k = n // self.chunk  # explicit sizes, never -1: an empty batch must reshape too
         chunks = x.reshape(rows, k, self.chunk)
         tails = torch.cat([before.unsqueeze(1), chunks[:, : k - 1, self.chunk - 2 :]], dim=1)
-        extended = torch.cat([tails, chunks], dim=-1).reshape(rows * k, self.chunk + 2)
-        return (extended @ self.response_t).reshape(rows, k, self.chunk)
+        return torch.cat([tails, chunks], dim=-1)
+
+    def ends(self, extended: Tensor) -> Tensor:
+        """The state each chunk would leave from a zero state entering it: [rows, chunks, 4]."""
+        return extended @ self.ends_t
 
     def states(self, ends: Tensor) -> Tensor:
-        """The recursion state ``(y[-1], y[-2])`` entering each chunk of a whole signal.
+        """The state entering each chunk of a whole signal.
 
         Args:
-            ends: [rows, K, 2] the last two samples of every chunk's :meth:`zero_state`, in
-                order from the start of the signal.
+            ends: [rows, K, 4] :meth:`ends` of every chunk, in order from the start.
 
         Returns:
-            [rows, K, 2].
+            [rows, K, 4].
         """
-        state = _shift(ends.flip(-1), 1)  # the state left by the chunk before alone...
+        state = _shift(ends, 1)  # the state left by the chunk before alone...
         for i in range(self.scan_steps):  # ...once the earlier chunks are scanned in
             if 2**i >= ends.shape[1]:  # a shorter signal needs fewer steps
                 break
             state = state + _shift(state, 2**i) @ self.powers_t[i]
         return state
 
-    def output(self, zero_state: Tensor, state: Tensor) -> Tensor:
-        """The filtered signal [rows, samples] of chunks' zero-state responses
-        [rows, k, chunk] and the states entering them [rows, k, 2]."""
-        rows, k, chunk = zero_state.shape
-        flat = torch.addmm(
-            zero_state.reshape(rows * k, chunk), state.reshape(rows * k, 2), self.phi_t
-        )
-        return flat.reshape(rows, k * chunk)
+    def output(self, extended: Tensor, state: Tensor) -> Tensor:
+        """The filtered signal [rows, samples] of chunks with their two earlier samples
+        [rows, k, chunk + 2] and the states entering them [rows, k, 4]."""
+        rows, k, _ = extended.shape
+        flat = torch.cat([extended, state], dim=-1).reshape(rows * k, self.chunk + 6)
+        return (flat @ self.output_t).reshape(rows, k * self.chunk)
 
     def forward(self, x: Tensor) -> Tensor:
         """Args: x [rows, samples]. Returns the filtered signal [rows, samples]."""
-        zero_state = self.zero_state(x, torch.zeros_like(x[:, :2]))
-        return self.output(zero_state, self.states(zero_state[..., self.chunk - 2 :]))
+        extended = self.extended(x, torch.zeros_like(x[:, :2]))
+        return self.output(extended, self.states(self.ends(extended)))
 
 
 @register_encoder("loudness", settings=LoudnessSettings)
@@ -239,8 +274,8 @@ class LoudnessAnalyzer(Encoder):
             raise ValueError(f"buckets {settings.buckets}: whole 100 ms segments")
         max_chunks = n // settings.chunk
         self.time_chunk = settings.time_chunk
-        self.shelf = Biquad(SHELF, settings.chunk, max_chunks)
-        self.high_pass = Biquad(HIGH_PASS, settings.chunk, max_chunks)
+        self.working_set = settings.working_set
+        self.k_weighting = KWeighting(settings.chunk, max_chunks)
 
     def forward(self, waveform: Tensor, weights: Tensor, length: Tensor) -> Tensor:
         """Args: waveform [B, N, 2], weights [B, 2], length [B]. Returns [B, 3]."""
@@ -292,10 +327,10 @@ class LoudnessAnalyzer(Encoder):
         x = waveform.float().transpose(1, 2).reshape(b * channels, n)
         return self._segment_energy(x).reshape(b, channels, n // SEGMENT)
 
-    def _spans(self, n: int) -> list[tuple[int, int]]:
-        """``(start, end)`` samples of the spans of ``time_chunk`` segments covering ``n``."""
+    def _spans(self, rows: int, n: int) -> list[tuple[int, int]]:
+        """``(start, end)`` samples of the spans covering ``n`` (:func:`group_size`)."""
         segments = n // SEGMENT
-        span = self.time_chunk or segments
+        span = group_size(self.working_set, rows * SEGMENT, segments, self.time_chunk)
         return [
             (start * SEGMENT, min(start + span, segments) * SEGMENT)
             for start in range(0, segments, span)
@@ -304,10 +339,10 @@ class LoudnessAnalyzer(Encoder):
     def _segment_energy(self, x: Tensor) -> Tensor:
         """Sum of squares of the K-weighted signal in each 100 ms segment.
 
-        The two filters run span by span (``time_chunk`` segments each, in three passes: the
-        shelf's zero-state responses, then its output and the high-pass's zero-state
-        responses, then the high-pass's output), so only one span's samples are worked on at a
-        time; the recursion states entering the chunks are scanned over the whole signal.
+        Two passes over the spans (:meth:`_spans`): the state each chunk would leave from a
+        zero state (4 numbers a chunk), scanned over the whole signal into the state entering
+        every chunk; then each span's output and its energy, so only one span's samples are
+        worked on at a time.
 
         Args:
             x: [rows, samples] at 48 kHz.
@@ -315,25 +350,24 @@ class LoudnessAnalyzer(Encoder):
         Returns:
             [rows, samples // SEGMENT].
         """
-        chunk = self.shelf.chunk
-        spans = self._spans(x.shape[1])
-        before = torch.zeros_like(x[:, :2])
-        shelf_zero = [
-            self.shelf.zero_state(x[:, start:end], x[:, start - 2 : start] if start else before)
-            for start, end in spans
-        ]
-        shelf_states = self.shelf.states(torch.cat([z[..., chunk - 2 :] for z in shelf_zero], 1))
-        high_pass_zero = []
-        for (start, end), zero in zip(spans, shelf_zero, strict=True):
-            y = self.shelf.output(zero, shelf_states[:, start // chunk : end // chunk])
-            high_pass_zero.append(self.high_pass.zero_state(y, before))
-            before = y[:, -2:]
-        ends = torch.cat([z[..., chunk - 2 :] for z in high_pass_zero], 1)
-        high_pass_states = self.high_pass.states(ends)
+        chunk = self.k_weighting.chunk
+        rows = x.shape[0]
+        spans = self._spans(rows, x.shape[1])
+        zeros = torch.zeros_like(x[:, :2])
+
+        def extended(start: int, end: int) -> Tensor:
+            return self.k_weighting.extended(
+                x[:, start:end], x[:, start - 2 : start] if start else zeros
+            )
+
+        ends = torch.cat([self.k_weighting.ends(extended(start, end)) for start, end in spans], 1)
+        states = self.k_weighting.states(ends)
         energy = []
-        for (start, end), zero in zip(spans, high_pass_zero, strict=True):
-            y = self.high_pass.output(zero, high_pass_states[:, start // chunk : end // chunk])
-            energy.append((y * y).reshape(x.shape[0], (end - start) // SEGMENT, SEGMENT).sum(-1))
+        for start, end in spans:
+            y = self.k_weighting.output(
+                extended(start, end), states[:, start // chunk : end // chunk]
+            )
+            energy.append((y * y).reshape(rows, (end - start) // SEGMENT, SEGMENT).sum(-1))
         return torch.cat(energy, dim=1)
 
     def example_inputs(self, batch_size: int) -> tuple[Tensor, ...]:

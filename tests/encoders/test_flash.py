@@ -446,22 +446,35 @@ def test_the_timeline_peaks_at_the_measured_flash_counts(analyzer) -> None:
 
 
 def test_cells_in_groups_measure_the_same_bit_for_bit() -> None:
-    """Groups of 5 and 64 cells (and as many stretches of frames) against all cells at once,
-    eager and traced at another batch size: the groups' loop is unrolled over fixed shapes."""
+    """Fixed groups of 5 and 64 cells (and as many stretches of frames) and groups sized by
+    the batch against all cells at once, eager and traced at another batch size: the groups'
+    loop is unrolled over fixed shapes, and tracing keeps the fixed groups."""
     torch.manual_seed(0)
     settings = FlashSettings(max_seconds=2.0)
-    whole = FlashAnalyzer(dataclasses.replace(settings, chunk=0)).eval()
+
+    def analyzer(chunk: int = settings.chunk, working_set: int = 0) -> FlashAnalyzer:
+        changed = dataclasses.replace(settings, chunk=chunk, working_set=working_set)
+        return FlashAnalyzer(changed).eval()
+
+    whole = analyzer(chunk=0, working_set=0)
     grid, frames, fps = whole.example_inputs(3)
     grid[0, :, 0] = torch.from_numpy(square_wave(6, 60, 2.0)).float().view(-1, 1, 1)
     frames[0], fps[0] = 120, 60.0
+    per_cell = 3 * 2 * settings.max_frames  # elements of one cell across the batch
     with torch.no_grad():
         expected = whole(grid, frames, fps)
         assert float(expected[0, FLASHES]) == 6.0
         for chunk in (5, 64):
-            groups = FlashAnalyzer(dataclasses.replace(settings, chunk=chunk)).eval()
+            groups = analyzer(chunk=chunk, working_set=0)
             assert torch.equal(groups(grid, frames, fps), expected), chunk
+        for working_set in (1, 7 * per_cell, 1 << 30):  # 1 cell a group, 7, all 256
+            assert torch.equal(analyzer(working_set=working_set)(grid, frames, fps), expected)
         traced = trace_save_load(groups, groups.example_inputs(2))
         assert torch.equal(traced(grid, frames, fps), expected)
+        # traced, the groups are the fixed ones (4 of 64) whatever the working set
+        sized = analyzer(chunk=64, working_set=1 << 30)
+        graph = str(trace_save_load(sized, sized.example_inputs(2)).inlined_graph)
+        assert graph.count("aten::topk") == str(traced.inlined_graph).count("aten::topk") == 4
 
 
 def test_a_batch_padded_to_its_bucket_measures_what_the_longest_input_does() -> None:
