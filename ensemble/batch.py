@@ -154,6 +154,15 @@ class AdPreparer:
                 modality_of[f"{key}.{name}"] = entry.modality
             for name, lengths in getattr(preparer, "buckets", {}).items():
                 self.buckets[f"{key}.{name}"] = lengths
+        # the inputs whose padding costs the most elements first (a minute of video grids, of
+        # audio, then tokens): ads sorted by bucket_key then share a batch with the ads whose
+        # costliest inputs are as long as theirs
+        self.buckets = dict(
+            sorted(
+                self.buckets.items(),
+                key=lambda item: -item[1][-1] * placeholders[item[0]][0].numel(),
+            )
+        )
         self.placeholders = placeholders
         self.modality_of = modality_of
         self.modalities = [m for m in MODALITIES if self.preparers[m]]
@@ -392,8 +401,9 @@ class AdPreparer:
         )
 
     def bucket_key(self, item: PreparedAd) -> tuple[int, ...]:
-        """The bucket of each of the ad's variable-length inputs (0 where it has none): ads
-        with equal keys batch together without padding one to another's length."""
+        """The bucket of each of the ad's variable-length inputs (0 where it has none), the
+        costliest to pad first: ads with equal keys batch together without padding one to
+        another's length, and ads sorted by key are grouped by their longest media first."""
         return tuple(
             bucket_of(item.tensors[name].shape[0], lengths) if name in item.tensors else 0
             for name, lengths in self.buckets.items()

@@ -165,19 +165,20 @@ class Scorer:
         self, good: Sequence[PreparedAd], *, batch_size: int | None = None
     ) -> list[Scored]:
         """Rows of prepared ads, in their order, run grouped by length bucket
-        (:meth:`~ensemble.batch.AdPreparer.bucket_key`), shortest first.
+        (:meth:`~ensemble.batch.AdPreparer.bucket_key`), shortest first: no ad is padded to
+        another's longer bucket (a 5 s clip is never run as 30 s because a longer one shares
+        its pass).
 
         Args:
             good: Prepared ads.
             batch_size: None: one forward pass per bucket (a server's batch, already sized);
-                else the ads sorted by bucket and cut into passes of ``batch_size``.
+                else each bucket cut into passes of at most ``batch_size``.
         """
         keys = [self.preparer.bucket_key(p) for p in good]
         order = sorted(range(len(good)), key=keys.__getitem__)
-        if batch_size is None:
-            parts = [list(g) for _, g in groupby(order, keys.__getitem__)]
-        else:
-            parts = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        parts = [list(g) for _, g in groupby(order, keys.__getitem__)]
+        if batch_size is not None:
+            parts = [p[i : i + batch_size] for p in parts for i in range(0, len(p), batch_size)]
         result: dict[int, Scored] = {}
         for part in parts:
             result.update(zip(part, self.score_prepared([good[i] for i in part]), strict=True))

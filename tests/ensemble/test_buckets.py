@@ -126,7 +126,11 @@ def test_bucketed_scores_equal_scores_padded_to_max_length(
             assert got["policies"][name]["flag"] == result["flag"]
 
 
-def test_a_sorted_window_keeps_short_texts_out_of_long_buckets(model: AdPolicyEnsemble) -> None:
+def test_no_text_is_padded_to_a_longer_bucket_and_a_sorted_window_fills_the_passes(
+    model: AdPolicyEnsemble,
+) -> None:
+    """Short and long texts alternate: each batch of 4 runs as two passes (2 short at 8
+    tokens, 2 long at 64) without a window; a window of 4 batches makes 4 full passes."""
     rng = random.Random(1)
     short = [" ".join(rng.choices(WORDS, k=2)) for _ in range(8)]
     long = [" ".join(rng.choices(WORDS, k=40)) for _ in range(8)]
@@ -141,7 +145,7 @@ def test_a_sorted_window_keeps_short_texts_out_of_long_buckets(model: AdPolicyEn
     for got, want in zip(rows, unsorted.score(ads), strict=True):
         for name, result in want["policies"].items():
             assert got["policies"][name]["score"] == pytest.approx(result["score"], abs=1e-5)
-    assert seen_unsorted.widths == [64, 64, 64, 64]
+    assert seen_unsorted.widths == [8, 64] * 4
     assert seen_sorted.widths == [8, 8, 64, 64]
 
 
