@@ -91,9 +91,9 @@ class FlashSettings:
             the cache as batches grow (a group still holds the whole batch); the measurements
             are the same bit for bit.
         working_set: Elements of one group's intermediates when run eagerly (0: groups of
-            ``chunk`` there too): the groups are then sized by the batch at hand, so one
-            short video runs all its cells at once and a batch of long ones stays near the
-            cache (a traced graph serves any batch, so it keeps ``chunk``).
+            ``chunk`` there too): the groups are then sized by the batch at hand, never
+            smaller than ``chunk``, so one short video runs all its cells at once (a traced
+            graph serves any batch, so it keeps ``chunk``).
         buckets: Seconds (at ``max_fps``) a batch's grids are zero-padded to: the smallest
             that holds its longest video; ``max_seconds`` is always the last, ``[]`` pads
             every video to it. The measurements equal those of the grid padded to
@@ -302,7 +302,9 @@ class FlashAnalyzer(Encoder):
         planes = grid.float().flatten(3).permute(0, 2, 3, 1)  # [B, 4, cells, T]
         v, part = planes[:, :2], planes[:, 2:]  # [B, 2, cells, T] each
         part = part + (part <= 0).float()  # unknown (no change): the whole cell
-        size = group_size(self.working_set, b * 2 * t, self.cells, self.chunk)
+        # never finer than the traced plan: smaller groups measured slower (a sort across the
+        # cells per group and stretch), larger ones only pay while the batch is small
+        size = max(group_size(self.working_set, b * 2 * t, self.cells, self.chunk), self.chunk)
         groups = _parts(self.cells, math.ceil(self.cells / size))
         counts, areas = [], []  # [B, 2, cells, T] each: per cell, in each window
         for start, end in groups:

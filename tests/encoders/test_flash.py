@@ -467,8 +467,10 @@ def test_cells_in_groups_measure_the_same_bit_for_bit() -> None:
         for chunk in (5, 64):
             groups = analyzer(chunk=chunk, working_set=0)
             assert torch.equal(groups(grid, frames, fps), expected), chunk
-        for working_set in (1, 7 * per_cell, 1 << 30):  # 1 cell a group, 7, all 256
-            assert torch.equal(analyzer(working_set=working_set)(grid, frames, fps), expected)
+        for chunk, working_set in ((1, 1), (1, 7 * per_cell), (16, 1), (16, 1 << 30)):
+            # groups of max(chunk, cells the working set holds): 1, 7, 16 and all 256 cells
+            sized = analyzer(chunk=chunk, working_set=working_set)
+            assert torch.equal(sized(grid, frames, fps), expected), (chunk, working_set)
         traced = trace_save_load(groups, groups.example_inputs(2))
         assert torch.equal(traced(grid, frames, fps), expected)
         # traced, the groups are the fixed ones (4 of 64) whatever the working set
