@@ -8,7 +8,7 @@ offline scoring, training and the TorchServe handler run the same code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
@@ -86,6 +86,34 @@ def group_size(working_set: int, per_unit: int, units: int, fixed: int) -> int:
     if working_set > 0 and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
         return min(units, max(1, working_set // max(per_unit, 1)))
     return fixed or units
+
+
+def in_row_groups(
+    fn: Callable[..., tuple[Tensor, ...]],
+    inputs: tuple[Tensor, ...],
+    working_set: int,
+    per_row: int,
+) -> tuple[Tensor, ...]:
+    """``fn(*inputs)``, the batch cut into groups of rows when eager.
+
+    An analyzer has no weights to share across a batch, so a large batch gains nothing from
+    running at once and loses the cache: eager, its rows go through ``fn`` in groups of as many
+    rows as keep one intermediate near ``working_set`` elements (at least one), and the outputs
+    are joined. Traced or exported, the whole batch runs at once (:func:`group_size`). Rows are
+    independent, so the outputs are the same bit for bit.
+
+    Args:
+        fn: Maps ``inputs`` (batch first) to outputs (batch first).
+        inputs: Tensors whose first dimension is the batch.
+        working_set: Elements one intermediate should hold (0: the whole batch at once).
+        per_row: Elements of that intermediate for one row.
+    """
+    rows = int(inputs[0].shape[0])
+    size = group_size(working_set, per_row, rows, rows)
+    if size >= rows:
+        return fn(*inputs)
+    parts = [fn(*(x[i : i + size] for x in inputs)) for i in range(0, rows, size)]
+    return tuple(torch.cat(outputs) for outputs in zip(*parts, strict=True))
 
 
 class InputError(ValueError):

@@ -50,7 +50,7 @@ from av.video.reformatter import VideoReformatter
 from torch import Tensor
 from torch.nn import functional as F
 
-from encoders.base import Encoder, InputSpec, group_size, length_buckets
+from encoders.base import Encoder, InputSpec, group_size, in_row_groups, length_buckets
 from encoders.media import VideoInfo
 from encoders.registry import register_encoder
 from encoders.rules import FlashRule
@@ -286,7 +286,8 @@ class FlashAnalyzer(Encoder):
         return self._windows(grid, valid, second)[0] / 2
 
     def _windows(self, grid: Tensor, valid: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
-        """Transitions per one-second window, cells in groups and frames in stretches.
+        """Transitions per one-second window: videos in groups of rows when eager
+        (:func:`in_row_groups`), then cells in groups and frames in stretches.
 
         Args:
             grid: [B, T, 4, R, C].
@@ -298,6 +299,13 @@ class FlashAnalyzer(Encoder):
             the frame with at least one flash [B, T], each window named by its last frame, 0
             past the video.
         """
+        per_row = 2 * self.cells * int(grid.shape[1])  # the per-cell counts of one video
+        inputs = (grid, valid, second)
+        per_window, area = in_row_groups(self._batch_windows, inputs, self.working_set, per_row)
+        return per_window, area
+
+    def _batch_windows(self, grid: Tensor, valid: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`_windows` of the rows at hand, all at once."""
         b, t = grid.shape[0], int(grid.shape[1])  # the length is baked when traced
         planes = grid.float().flatten(3).permute(0, 2, 3, 1)  # [B, 4, cells, T]
         v, part = planes[:, :2], planes[:, 2:]  # [B, 2, cells, T] each

@@ -40,7 +40,14 @@ import scipy.fft
 import torch
 from torch import Tensor
 
-from encoders.base import Encoder, InputError, InputSpec, group_size, length_buckets
+from encoders.base import (
+    Encoder,
+    InputError,
+    InputSpec,
+    group_size,
+    in_row_groups,
+    length_buckets,
+)
 from encoders.media import AudioClip
 from encoders.registry import register_encoder
 from encoders.rules import LoudnessRule
@@ -322,7 +329,17 @@ class LoudnessAnalyzer(Encoder):
         return _loudness(power.sum(-1) * (heard > 0).float() / heard.clamp(min=1.0))
 
     def _segments(self, waveform: Tensor) -> Tensor:
-        """K-weighted energy of each 100 ms segment per channel: [B, 2, N / 4800]."""
+        """K-weighted energy of each 100 ms segment per channel: [B, 2, N / 4800]; clips in
+        groups of rows when eager (:func:`in_row_groups`), so only a group's channels are laid
+        out for the filter at a time."""
+        per_row = int(waveform.shape[1]) * int(waveform.shape[2])
+        segments = in_row_groups(
+            lambda clips: (self._group_segments(clips),), (waveform,), self.working_set, per_row
+        )
+        return segments[0]
+
+    def _group_segments(self, waveform: Tensor) -> Tensor:
+        """:meth:`_segments` of the clips at hand, all at once."""
         b, n, channels = waveform.shape
         x = waveform.float().transpose(1, 2).reshape(b * channels, n)
         return self._segment_energy(x).reshape(b, channels, n // SEGMENT)

@@ -460,15 +460,18 @@ def test_cells_in_groups_measure_the_same_bit_for_bit() -> None:
     grid, frames, fps = whole.example_inputs(3)
     grid[0, :, 0] = torch.from_numpy(square_wave(6, 60, 2.0)).float().view(-1, 1, 1)
     frames[0], fps[0] = 120, 60.0
-    per_cell = 3 * 2 * settings.max_frames  # elements of one cell across the batch
+    per_cell = 2 * settings.max_frames  # elements of one cell of one video
+    per_video = settings.grid_rows * settings.grid_cols * per_cell
     with torch.no_grad():
         expected = whole(grid, frames, fps)
         assert float(expected[0, FLASHES]) == 6.0
         for chunk in (5, 64):
             groups = analyzer(chunk=chunk, working_set=0)
             assert torch.equal(groups(grid, frames, fps), expected), chunk
-        for chunk, working_set in ((1, 1), (1, 7 * per_cell), (16, 1), (16, 1 << 30)):
-            # groups of max(chunk, cells the working set holds): 1, 7, 16 and all 256 cells
+        sizes = ((1, 1), (1, 7 * per_cell), (16, 1), (1, 2 * per_video), (16, 1 << 30))
+        for chunk, working_set in sizes:
+            # videos one at a time in groups of 1, 7 and 16 cells (max(chunk, cells the working
+            # set holds)); two videos then one, all 256 cells at once; the whole batch at once
             sized = analyzer(chunk=chunk, working_set=working_set)
             assert torch.equal(sized(grid, frames, fps), expected), (chunk, working_set)
         traced = trace_save_load(groups, groups.example_inputs(2))

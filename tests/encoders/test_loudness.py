@@ -310,9 +310,10 @@ def test_per_second_loudness_follows_the_level_of_each_second(analyzer) -> None:
 
 
 def test_filtering_span_by_span_measures_the_same_bit_for_bit() -> None:
-    """Fixed spans of 1 and 7 segments (the last one short) and spans sized by the batch
-    against the whole input at once, eager and traced at another batch size: the spans' loop
-    is unrolled over the fixed length, and tracing keeps the fixed spans."""
+    """Fixed spans of 1 and 7 segments (the last one short), and clips in groups of rows
+    with spans sized by the group, against the whole input at once, eager and traced at
+    another batch size: the spans' loop is unrolled over the fixed length, and tracing keeps
+    the fixed spans and the whole batch."""
     torch.manual_seed(0)
 
     def analyzer(time_chunk: int, working_set: int) -> LoudnessAnalyzer:
@@ -328,12 +329,14 @@ def test_filtering_span_by_span_measures_the_same_bit_for_bit() -> None:
         for time_chunk in (1, 7):
             spans = analyzer(time_chunk=time_chunk, working_set=0)
             assert torch.equal(spans(waveform, weights, length), expected), time_chunk
-        for working_set in (1, 7 * SEGMENT * rows, 1 << 30):  # 1 segment, 7, the whole
+        samples = waveform.shape[1]
+        # clips (2 channels) one at a time in spans of 1 segment, then of 7; two clips then
+        # one, each group in one span; the whole batch in one span
+        groups = ((1, 2), (14 * SEGMENT, 2), (4 * samples, 4), (1 << 30, rows))
+        for working_set, group in groups:
             sized = analyzer(time_chunk=0, working_set=working_set)
-            assert (
-                sized._spans(rows, 30 * SEGMENT)[0][1]
-                == min(30, max(1, working_set // (rows * SEGMENT))) * SEGMENT
-            )
+            span = min(30, max(1, working_set // (group * SEGMENT)))
+            assert sized._spans(group, samples)[0][1] == span * SEGMENT
             assert torch.equal(sized(waveform, weights, length), expected), working_set
         traced = trace_save_load(spans, spans.example_inputs(2))
         assert torch.equal(traced(waveform, weights, length), expected)
