@@ -30,6 +30,7 @@ from ensemble.writers import RowWriter, flat_columns, output_format, written_ids
 
 log = logging.getLogger(__name__)
 DEFAULT_DIR = Path(__file__).parent / "default"
+SORT_WINDOW = 8  # batches read ahead and sorted by bucket, offline
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class Scorer:
         measurement_names: Sequence[str] | None = None,
         device: str | torch.device = "cpu",
         batch_size: int = 8,
-        sort_window: int = 8,
+        sort_window: int = SORT_WINDOW,
         workers: int = 2,
         allow_paths: bool = True,
         any_path: bool = False,

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from ensemble.scoring import load
+from ensemble.scoring import SORT_WINDOW, load
 from ensemble.summary import Summary
 from ensemble.writers import FORMATS
 
@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--sort-window",
         type=int,
-        default=8,
+        default=SORT_WINDOW,
         help="batches read ahead and sorted by length bucket (1: batch ads as they come)",
     )
     p.add_argument(
