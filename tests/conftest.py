@@ -29,6 +29,7 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide BERT with MiniLM's tokenizer, saved as a local model directory."""
+    import torch
     from transformers import BertConfig, BertModel
 
     from encoders.text import DEFAULT_TEXT_MODEL, resolve_model_dir
@@ -42,7 +43,9 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         intermediate_size=64,
         max_position_embeddings=512,
     )
-    BertModel(config).save_pretrained(out)
+    with torch.random.fork_rng():  # the same weights whichever test asks first
+        torch.manual_seed(0)
+        BertModel(config).save_pretrained(out)
     source = resolve_model_dir(DEFAULT_TEXT_MODEL)
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy2(source / name, out / name)
