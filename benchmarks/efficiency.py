@@ -4,8 +4,8 @@ For each model (the embedded default; the full multimodal config, untrained head
 where every ad has every modality:
 
 - FLOPs per item of one forward, in total and per encoder and head (torch.utils.flop_counter).
-  FLOPs are linear in the batch size (every operator works per row, plus the text encoder's
-  one spare row), so two counted forwards, at 1 and 2 items, give every batch size exactly.
+  FLOPs are linear in the batch size (every operator works per row), so two counted
+  forwards, at 1 and 2 items, give every batch size exactly.
 - the traced fp32 graph's items/s and achieved FLOP/s at each of ``--batches`` (bigger ones
   are skipped once a call would take over ``--max-call`` s), the best batch marked;
 - this machine's GEMM FLOP/s in the same run (``torch.mm``, square, fp32 and bf16, best of

@@ -200,6 +200,9 @@ class Encoder(nn.Module):
     # when ``forward`` sizes loops or scans from the length (tracing bakes it): a single graph
     # then pads them to the longest bucket (export.artifact.fixed_lengths).
     traced_lengths_free: ClassVar[bool] = True
+    # Rows ``forward`` needs: a batch where no ad has the modality gives the encoder this
+    # many placeholder rows, which no ad's index points to.
+    min_rows: ClassVar[int] = 0
 
     @classmethod
     def preparer(cls, settings: Any) -> Any:

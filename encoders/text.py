@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -146,6 +146,7 @@ class HFTextEncoder(Encoder):
 
     modality = "text"
     head_trained_settings = ("lexicon_dim", "lexicon_dropout")
+    min_rows = 1  # Hugging Face attention reshapes with -1, which no rows cannot
 
     @classmethod
     def preparer(cls, settings: Any) -> TextPreparer:
@@ -181,14 +182,6 @@ class HFTextEncoder(Encoder):
             InputSpec("input_ids", (length,), torch.int64, buckets),
             InputSpec("attention_mask", (length,), torch.int64, buckets),
         )
-        # One spare row ([CLS]-only) rides with every batch: Hugging Face attention reshapes
-        # with -1, which an empty batch (no ad with text) cannot do.
-        spare_mask = torch.zeros(1, length, dtype=torch.int64)
-        spare_mask[0, 0] = 1
-        self.register_buffer(
-            "spare_ids", torch.zeros(1, length, dtype=torch.int64), persistent=False
-        )
-        self.register_buffer("spare_mask", spare_mask, persistent=False)
 
     def _tune_top_layers(self, count: int) -> None:
         """Leave gradients only to the top ``count`` layers; name them as ``tuned``."""
@@ -218,11 +211,7 @@ class HFTextEncoder(Encoder):
         """Args: input_ids, attention_mask. Returns the pooled transformer embedding
         [batch, hidden_size] (no lexicon)."""
         input_ids, attention_mask = inputs
-        length = input_ids.shape[1]  # a bucket, or fewer columns (training trims padding)
-        spare_ids = cast(Tensor, self.spare_ids)
-        spare_mask = cast(Tensor, self.spare_mask)
-        ids = torch.cat([input_ids, spare_ids[:, :length]])
-        return self._encode(ids, torch.cat([attention_mask, spare_mask[:, :length]]))[:-1]
+        return self._encode(input_ids, attention_mask)
 
     def with_head_trained(self, frozen: Tensor, *inputs: Tensor) -> Tensor:
         """Args: the pooled embedding, input_ids, attention_mask. Returns the embedding with

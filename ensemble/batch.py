@@ -142,6 +142,7 @@ class AdPreparer:
         self.buckets: dict[str, tuple[int, ...]] = {}
         placeholders: dict[str, Tensor] = {}
         modality_of: dict[str, str] = {}
+        self.min_rows: dict[str, int] = {}
         for key, enc in sorted(config.encoders.items()):
             if keys is not None and key not in keys:
                 continue
@@ -152,6 +153,7 @@ class AdPreparer:
             for name, tensor in preparer.placeholder().items():
                 placeholders[f"{key}.{name}"] = tensor
                 modality_of[f"{key}.{name}"] = entry.modality
+                self.min_rows[f"{key}.{name}"] = entry.cls.min_rows
             for name, lengths in getattr(preparer, "buckets", {}).items():
                 self.buckets[f"{key}.{name}"] = lengths
         # the inputs whose padding costs the most elements first (a minute of video grids, of
@@ -361,7 +363,8 @@ class AdPreparer:
             dense: Give every ad a row in every modality (placeholders where absent), so
                 shapes depend on the batch size alone (fixed-shape compilers, training);
                 packed (the default unless the preparer was made dense), a modality's inputs
-                hold only the ads that have it.
+                hold only the ads that have it (or, when none has, the placeholder rows its
+                encoder needs: ``Encoder.min_rows``).
 
         Returns:
             The batch.
@@ -377,6 +380,8 @@ class AdPreparer:
                 for item, present in zip(items, column.tolist(), strict=True)
                 if dense or present
             ]
+            if not stacked:
+                stacked = [default] * self.min_rows[name]  # rows no ad's index points to
             if stacked:
                 if name in self.buckets:
                     stacked = pad_to_bucket(stacked, self.buckets[name])

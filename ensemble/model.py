@@ -141,7 +141,8 @@ class AdPolicyEnsemble(nn.Module):
         parts: list[Tensor] = []
         for key in self.keys:
             encoder: Encoder = self.encoders[key]  # type: ignore[assignment]
-            parts.extend(encoder.example_inputs(int(presence[:, self.modality_of[key]].sum())))
+            rows = int(presence[:, self.modality_of[key]].sum())
+            parts.extend(encoder.example_inputs(max(rows, encoder.min_rows)))
         parts.extend(rows_index(presence[:, MODALITIES.index(m)]) for m in self.modalities)
         return tuple(parts)
 

@@ -181,3 +181,36 @@ def test_an_empty_pack_has_the_length_of_a_bucket() -> None:
         inputs = dict(zip(preparer.input_names, preparer.collate(text_only).inputs, strict=False))
         assert inputs["video_flash.grid"].shape == (0, frames, 4, 16, 16)
         assert inputs["audio_loudness.waveform"].shape == (0, samples, 2)
+
+
+def test_a_batch_without_text_gives_the_text_encoder_one_row_no_ad_reads(
+    tiny_bert_dir: Path, sample_media: Path
+) -> None:
+    """Hugging Face attention cannot run on no rows: an empty text pack gets one placeholder
+    row, which no ad's index points to, so the ads score as they do beside texts."""
+    text = {"type": "hf_text", "model_dir": str(tiny_bert_dir), "max_length": 64}
+    config = ModelConfig.from_json(
+        {
+            "name": "min-rows-test",
+            "version": "1",
+            "encoders": {"text": text, "loudness": {"type": "loudness"}},
+            "policies": [
+                {"name": "offensive_language", "heads": ["text"]},
+                {"name": "loudness", "heads": ["loudness"]},
+            ],
+        }
+    )
+    scorer = Scorer(build_ensemble(config, seed=0).eval())
+    preparer = scorer.preparer
+    audio = preparer.prepare({"id": "a", "audio": str(sample_media / "calm_voiceover.wav")})
+    text_ad = preparer.prepare({"id": "t", "text": "summer sale on sandals"})
+    for batch, index in (([audio], [0]), ([audio, text_ad], [0, 1])):
+        inputs = dict(zip(preparer.input_names, preparer.collate(batch).inputs, strict=True))
+        assert inputs["text.input_ids"].shape[0] == 1  # the placeholder, or the text's own row
+        assert inputs["index.text"].tolist() == index
+    with torch.inference_mode():
+        alone = scorer.score_prepared([audio])[0]
+        beside = scorer.score_prepared([audio, text_ad])[0]
+    assert alone.scores is not None
+    assert beside.scores is not None
+    torch.testing.assert_close(alone.scores, beside.scores, atol=1e-6, rtol=0)
