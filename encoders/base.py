@@ -203,6 +203,11 @@ class Encoder(nn.Module):
     # Rows ``forward`` needs: a batch where no ad has the modality gives the encoder this
     # many placeholder rows, which no ad's index points to.
     min_rows: ClassVar[int] = 0
+    # Whether a graph should run this encoder's rows a few at a time: it has no weights for a
+    # batch to share, and a row's intermediates are megabytes, so a traced graph (which runs
+    # the whole batch at once) loses the cache as batches grow (ensemble.scoring.Scorer's
+    # ``analyzer_rows``; eager, ``in_row_groups`` groups the rows instead).
+    rows_apart: ClassVar[bool] = False
 
     @classmethod
     def preparer(cls, settings: Any) -> Any:

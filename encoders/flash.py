@@ -204,6 +204,7 @@ class FlashAnalyzer(Encoder):
     kind = "analyzer"
     rule = FlashRule
     traced_lengths_free = False  # the scans' block sizes and the frame stretches
+    rows_apart = True
     measurement_names = (
         "max_flashes",
         "max_red_flashes",

@@ -260,6 +260,7 @@ class LoudnessAnalyzer(Encoder):
     kind = "analyzer"
     rule = LoudnessRule
     traced_lengths_free = False  # the spans and the scan depth follow the length
+    rows_apart = True
     measurement_names = ("integrated_lufs", "max_momentary_lufs", "seconds")
 
     @classmethod

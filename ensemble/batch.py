@@ -143,6 +143,7 @@ class AdPreparer:
         placeholders: dict[str, Tensor] = {}
         modality_of: dict[str, str] = {}
         self.min_rows: dict[str, int] = {}
+        apart: dict[str, list[str]] = {}  # the inputs of encoders whose rows run apart
         for key, enc in sorted(config.encoders.items()):
             if keys is not None and key not in keys:
                 continue
@@ -154,6 +155,8 @@ class AdPreparer:
                 placeholders[f"{key}.{name}"] = tensor
                 modality_of[f"{key}.{name}"] = entry.modality
                 self.min_rows[f"{key}.{name}"] = entry.cls.min_rows
+                if entry.cls.rows_apart:
+                    apart.setdefault(key, []).append(f"{key}.{name}")
             for name, lengths in getattr(preparer, "buckets", {}).items():
                 self.buckets[f"{key}.{name}"] = lengths
         # the inputs whose padding costs the most elements first (a minute of video grids, of
@@ -165,6 +168,10 @@ class AdPreparer:
                 key=lambda item: -item[1][-1] * placeholders[item[0]][0].numel(),
             )
         )
+        self.apart: set[str] = set()  # the inputs an encoder's load is measured on
+        for names in apart.values():
+            bucketed = [n for n in names if n in self.buckets]
+            self.apart.update(bucketed or names)  # the clip, not its length or weights
         self.placeholders = placeholders
         self.modality_of = modality_of
         self.modalities = [m for m in MODALITIES if self.preparers[m]]
@@ -412,6 +419,22 @@ class AdPreparer:
         return tuple(
             bucket_of(item.tensors[name].shape[0], lengths) if name in item.tensors else 0
             for name, lengths in self.buckets.items()
+        )
+
+    def apart_load(self, item: PreparedAd) -> float:
+        """The ad's largest input of an encoder whose rows run apart (``rows_apart``), as a
+        share of that input's longest bucket (1 where it has no buckets; 0 where the ad has no
+        such input): a pass of a graph holds rows whose loads sum to at most
+        :class:`~ensemble.scoring.Scorer`'s ``analyzer_rows``."""
+        return max(
+            (
+                bucket_of(item.tensors[name].shape[0], lengths) / lengths[-1]
+                if (lengths := self.buckets.get(name))
+                else 1.0
+                for name in self.apart
+                if name in item.tensors
+            ),
+            default=0.0,
         )
 
 

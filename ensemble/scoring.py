@@ -66,6 +66,11 @@ class Scorer:
         allow_paths: Whether media fields may be file paths.
         any_path: Accept paths that leave the folder of the ads file.
         preparer: The preparation to use (default: a packed one built from ``config``).
+        analyzer_rows: For a graph: the most inputs of the longest bucket that one forward
+            pass gives the encoders whose rows run apart (``Encoder.rows_apart``: the flash
+            and loudness analyzers), or as many more shorter ones as hold the same elements.
+            A traced analyzer runs its whole batch at once, and 32 minute-long inputs leave
+            the cache. None: no limit (eager analyzers group their rows themselves).
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class Scorer:
         allow_paths: bool = True,
         any_path: bool = False,
         preparer: AdPreparer | None = None,
+        analyzer_rows: int | None = None,
     ) -> None:
         self.device = torch.device(device)
         if isinstance(model, AdPolicyEnsemble):
@@ -95,6 +101,7 @@ class Scorer:
         self.workers = workers
         self.preparer = preparer or AdPreparer(config, allow_paths=allow_paths, any_path=any_path)
         self.formatter = ResultFormatter(config, measurement_names)
+        self.analyzer_rows = analyzer_rows
 
     @property
     def policy_names(self) -> list[str]:
@@ -177,13 +184,23 @@ class Scorer:
         """
         keys = [self.preparer.bucket_key(p) for p in good]
         order = sorted(range(len(good)), key=keys.__getitem__)
-        parts = [list(g) for _, g in groupby(order, keys.__getitem__)]
-        if batch_size is not None:
-            parts = [p[i : i + batch_size] for p in parts for i in range(0, len(p), batch_size)]
         result: dict[int, Scored] = {}
-        for part in parts:
-            result.update(zip(part, self.score_prepared([good[i] for i in part]), strict=True))
+        for _, group in groupby(order, keys.__getitem__):
+            part = list(group)
+            size = self._pass_size(good[part[0]], batch_size) or len(part)
+            for i in range(0, len(part), size):
+                ads = part[i : i + size]
+                result.update(zip(ads, self.score_prepared([good[j] for j in ads]), strict=True))
         return [result[i] for i in range(len(good))]
+
+    def _pass_size(self, first: PreparedAd, batch_size: int | None) -> int | None:
+        """Ads per forward pass of a bucket whose first ad is ``first`` (its ads share their
+        buckets, so their analyzer loads): ``batch_size``, or fewer where ``analyzer_rows``
+        limits the pass; None: the whole bucket at once."""
+        rows = self.analyzer_rows
+        load = self.preparer.apart_load(first) if rows else 0.0
+        limits = [batch_size, max(1, int(rows / load)) if rows and load else None]
+        return min((n for n in limits if n), default=None)
 
     def score_prepared(self, good: Sequence[PreparedAd]) -> list[Scored]:
         """Rows of prepared ads: one forward pass, or ad by ad when it fails (an ad the model

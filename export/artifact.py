@@ -57,6 +57,10 @@ OUTPUT_NAMES = ("scores", "modality_scores", "measurements")
 # (an encoder sees only the ads with its modality); torch.export and Neuron compile fixed
 # shapes, so every ad gets a row in every modality (placeholders where absent).
 LAYOUTS = {"torchscript": "packed", "neuron": "dense", "neuronx": "dense", "torch-export": "dense"}
+# Minute-long analyzer inputs one forward pass of a graph gets (Scorer's ``analyzer_rows``):
+# a traced analyzer runs its batch at once, and beyond a few minute-long inputs its
+# intermediates leave the cache (`python -m benchmarks.graph_passes runs/traffic`).
+ANALYZER_ROWS = 4
 
 GraphLoader = Callable[[Path, str], Any]
 
@@ -344,13 +348,15 @@ class Artifact:
         return preparer
 
     def scorer(self, *, allow_paths: bool, **options: Any) -> Scorer:
-        """An offline :class:`~ensemble.scoring.Scorer` running this artifact's graph."""
+        """A :class:`~ensemble.scoring.Scorer` running this artifact's graph (the handler's
+        and offline scoring's), its analyzers given :data:`ANALYZER_ROWS` minute-long inputs
+        a pass unless ``analyzer_rows`` is among ``options``."""
         return Scorer(
             self,
             config=self.config,
             measurement_names=self.measurement_names,
             preparer=self.preparer(allow_paths),
-            **options,
+            **{"analyzer_rows": ANALYZER_ROWS, **options},
         )
 
     def __call__(self, *inputs: Tensor) -> Sequence[Tensor]:

@@ -131,8 +131,9 @@ class AdPolicyHandler(BaseHandler):
     def inference(self, data: list[Item], *args: Any, **kwargs: Any) -> Inferred:
         """Run the graph on the prepared ads of the batch, once per length bucket, shortest
         first (the offline scorer's :meth:`~ensemble.scoring.Scorer.score_by_bucket`: 31
-        short texts are never padded to one long text's length; should the graph fail on a
-        part, its ads are scored one by one, and only an ad the graph fails on gets a 500).
+        short texts are never padded to one long text's length; ads with audio or video go
+        :data:`~export.artifact.ANALYZER_ROWS` minutes of input a pass; should the graph fail
+        on a part, its ads are scored one by one, and only an ad the graph fails on gets a 500).
 
         Returns:
             The items and the scored rows of the prepared ones, in order.

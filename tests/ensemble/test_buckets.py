@@ -183,15 +183,12 @@ def test_an_empty_pack_has_the_length_of_a_bucket() -> None:
         assert inputs["audio_loudness.waveform"].shape == (0, samples, 2)
 
 
-def test_a_batch_without_text_gives_the_text_encoder_one_row_no_ad_reads(
-    tiny_bert_dir: Path, sample_media: Path
-) -> None:
-    """Hugging Face attention cannot run on no rows: an empty text pack gets one placeholder
-    row, which no ad's index points to, so the ads score as they do beside texts."""
+def text_and_loudness(tiny_bert_dir: Path) -> ModelConfig:
+    """A tiny text encoder beside the loudness analyzer, one policy each."""
     text = {"type": "hf_text", "model_dir": str(tiny_bert_dir), "max_length": 64}
-    config = ModelConfig.from_json(
+    return ModelConfig.from_json(
         {
-            "name": "min-rows-test",
+            "name": "text-and-loudness",
             "version": "1",
             "encoders": {"text": text, "loudness": {"type": "loudness"}},
             "policies": [
@@ -200,6 +197,14 @@ def test_a_batch_without_text_gives_the_text_encoder_one_row_no_ad_reads(
             ],
         }
     )
+
+
+def test_a_batch_without_text_gives_the_text_encoder_one_row_no_ad_reads(
+    tiny_bert_dir: Path, sample_media: Path
+) -> None:
+    """Hugging Face attention cannot run on no rows: an empty text pack gets one placeholder
+    row, which no ad's index points to, so the ads score as they do beside texts."""
+    config = text_and_loudness(tiny_bert_dir)
     scorer = Scorer(build_ensemble(config, seed=0).eval())
     preparer = scorer.preparer
     audio = preparer.prepare({"id": "a", "audio": str(sample_media / "calm_voiceover.wav")})
@@ -214,3 +219,60 @@ def test_a_batch_without_text_gives_the_text_encoder_one_row_no_ad_reads(
     assert alone.scores is not None
     assert beside.scores is not None
     torch.testing.assert_close(alone.scores, beside.scores, atol=1e-6, rtol=0)
+
+
+class PassRecorder:
+    """The model, noting each forward pass's loudness and text rows."""
+
+    def __init__(self, model: AdPolicyEnsemble) -> None:
+        self.model = model
+        self.passes: list[tuple[int, int]] = []
+
+    def __call__(self, *inputs: Tensor) -> Sequence[Tensor]:
+        names = self.model.input_names
+        audio = next(i for i, n in enumerate(names) if n.startswith("loudness."))
+        text = names.index("text.input_ids")
+        self.passes.append((int(inputs[audio].shape[0]), int(inputs[text].shape[0])))
+        return self.model(*inputs)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "passes"),
+    [
+        ({"loudness": {"buckets": []}}, [(0, 2), (1, 1), (1, 1), (1, 1)]),  # 60 s each, as traced
+        ({}, [(0, 2), (3, 1)]),  # three clips of the 10 s bucket: a sixth of a minute each
+    ],
+)
+def test_a_graph_pass_gets_at_most_analyzer_rows_minutes_of_analyzer_input(
+    tiny_bert_dir: Path,
+    sample_media: Path,
+    overrides: dict[str, dict[str, Any]],
+    passes: list[tuple[int, int]],
+) -> None:
+    """A traced analyzer runs its whole batch at once: the scorer cuts a bucket of ads with
+    audio into passes of ``analyzer_rows`` minutes of input, leaves text-only ads whole,
+    and the scores are those of one pass."""
+    config = text_and_loudness(tiny_bert_dir)
+    model = build_ensemble(config, seed=0).eval()
+    recorder = PassRecorder(model)
+    preparer = AdPreparer(config, allow_paths=True, overrides=overrides)
+    names = model.measurement_names
+    limited = Scorer(
+        recorder, config=config, measurement_names=names, preparer=preparer, analyzer_rows=1
+    )
+    whole = Scorer(model, preparer=preparer)
+    clips = ("calm_voiceover.wav", "loud_jingle.mp3", "calm_voiceover.wav")
+    ads = [{"id": f"a{i}", "audio": str(sample_media / c)} for i, c in enumerate(clips)]
+    ads += [{"id": "t0", "text": "summer sale"}, {"id": "t1", "text": "fresh bread"}]
+    prepared = [preparer.prepare(a) for a in ads]
+    assert preparer.apart_load(prepared[0]) == (1.0 if overrides else 10 / 60)
+    assert preparer.apart_load(prepared[-1]) == 0.0
+    got = limited.score_by_bucket(prepared)
+    assert sorted(recorder.passes) == passes
+    want = whole.score_by_bucket(prepared)
+    assert [g.row["id"] for g in got] == [a["id"] for a in ads]
+    for g, w in zip(got, want, strict=True):
+        assert g.scores is not None
+        assert w.scores is not None
+        torch.testing.assert_close(g.scores, w.scores, atol=1e-6, rtol=0)
+        assert g.row["measurements"] == w.row["measurements"]

@@ -15,6 +15,7 @@ from ensemble.cli import main
 from ensemble.pretrained import from_pretrained
 from ensemble.scoring import DEFAULT_DIR
 from export.artifact import (
+    ANALYZER_ROWS,
     FORMAT_VERSION,
     MANIFEST_FILE,
     ArtifactError,
@@ -102,7 +103,10 @@ def test_relocated_artifact_prepares_from_its_own_files(
         got = artifact.graph(*batch.inputs)
         want = small_export_model(*batch.inputs)
     torch.testing.assert_close(got[0], want.scores, atol=1e-4, rtol=0)
-    rows = artifact.scorer(allow_paths=False).score([{"id": "a", "text": "Buy two, get one free"}])
+    scorer = artifact.scorer(allow_paths=False)
+    assert scorer.analyzer_rows == ANALYZER_ROWS  # a traced analyzer's batch is cut for it
+    assert artifact.scorer(allow_paths=False, analyzer_rows=None).analyzer_rows is None
+    rows = scorer.score([{"id": "a", "text": "Buy two, get one free"}])
     assert rows[0]["policies"]["adult"]["status"] == "not_applicable"
     assert rows[0]["policies"]["offensive_language"]["status"] == "scored"
     assert artifact.measurement_names == small_export_model.measurement_names
