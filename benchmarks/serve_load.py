@@ -236,15 +236,23 @@ def in_process_rate(
     """Ads per second of the artifact's graph in this process: a Scorer over the loaded
     artifact (the handler's preparation and graph), ``batch_size`` ads per forward, sorted by
     bucket over ``sort_window`` batches (1: each batch run by bucket as it comes, as the
-    handler runs a TorchServe batch)."""
+    handler runs a TorchServe batch). Media paths in ``ads`` are decoded from their files, as
+    the client reads them to send.
+
+    Raises:
+        SystemExit: An ad did not score (the rate would time error rows).
+    """
     scorer = load_artifact(artifact).scorer(
-        allow_paths=False, batch_size=batch_size, workers=workers, sort_window=sort_window
+        allow_paths=True, batch_size=batch_size, workers=workers, sort_window=sort_window
     )
     stream = [ads[i % len(ads)] for i in range(total)]
     scorer.score(stream[: 2 * batch_size])  # warm up
     start = time.perf_counter()
-    scorer.score(stream)
-    return total / (time.perf_counter() - start)
+    rows = scorer.score(stream)
+    seconds = time.perf_counter() - start
+    if failed := next((r for r in rows if r["status"] != "ok"), None):
+        raise SystemExit(f"in process, ad {failed['id']} did not score: {failed['errors']}")
+    return total / seconds
 
 
 def sweep_settings(
