@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,32 +26,10 @@ from typing import Any
 import torch
 
 from benchmarks.common import markdown_table, start
-from benchmarks.mixed import largest, only
-from ensemble.batch import PreparedAd
-from ensemble.scoring import DEFAULT_DIR, Scorer
+from benchmarks.mixed import largest, only, timed_scores
+from ensemble.scoring import DEFAULT_DIR
 from export.artifact import ANALYZER_ROWS, Artifact, load_artifact
 from export.exporter import export_checkpoint
-
-
-def timed(scorer: Scorer, prepared: Sequence[PreparedAd], batch: int) -> tuple[float, torch.Tensor]:
-    """CPU seconds to score ``prepared`` ``batch`` at a time, each batch by bucket as it comes;
-    the scores and measurements in input order, side by side."""
-    begin = time.process_time()
-    scored = [
-        s
-        for i in range(0, len(prepared), batch)
-        for s in scorer.score_by_bucket(prepared[i : i + batch])
-    ]
-    seconds = time.process_time() - begin
-    names = scorer.formatter.measurement_names
-    rows = [
-        [*s.scores.tolist(), *(s.row.get("measurements", {}).get(n, float("nan")) for n in names)]
-        for s in scored
-        if s.scores is not None
-    ]
-    if len(rows) < len(scored):
-        raise SystemExit("an ad failed to score: see the log")
-    return seconds, torch.tensor(rows)
 
 
 def sweep(
@@ -62,23 +39,26 @@ def sweep(
     batch: int,
     settings: Sequence[int],
     rounds: int,
-) -> dict[int, tuple[float, torch.Tensor]]:
-    """Items per CPU-second (the best of ``rounds``) and outputs for each ``analyzer_rows``
-    setting (0: unlimited)."""
-    scorers = {n: artifact.scorer(allow_paths=True, analyzer_rows=n or None) for n in settings}
+) -> tuple[dict[int, float], dict[int, torch.Tensor]]:
+    """Items per CPU-second (the best of ``rounds``) for each ``analyzer_rows`` setting (0:
+    unlimited), and its scores and measurements side by side, in input order. Each scorer
+    takes ``batch`` ads at a time and runs them by bucket as they come (``sort_window`` 1),
+    as the handler runs a TorchServe batch."""
+    scorers = {
+        n: artifact.scorer(allow_paths=True, analyzer_rows=n or None, sort_window=1)
+        for n in settings
+    }
     prepared = [scorers[settings[0]].preparer.prepare(ad, base_dir=base) for ad in ads]
     for scorer in scorers.values():  # a graph's first calls at a shape allocate and optimise
-        timed(scorer, prepared[:batch], batch)
-    result: dict[int, tuple[float, torch.Tensor]] = {}
+        timed_scores(scorer, prepared[:batch], batch)
+    rates: dict[int, float] = {}
+    outs: dict[int, torch.Tensor] = {}
     for _ in range(rounds):  # settings alternate, so each sees the machine's drift
         for n, scorer in scorers.items():
-            seconds, out = timed(scorer, prepared, batch)
-            result[n] = max(result.get(n, (0.0, out)), (len(prepared) / seconds, out), key=rate)
-    return result
-
-
-def rate(measured: tuple[float, torch.Tensor]) -> float:
-    return measured[0]
+            seconds, scores, measures = timed_scores(scorer, prepared, batch)
+            rates[n] = max(rates.get(n, 0.0), len(prepared) / seconds)
+            outs[n] = torch.cat([scores, measures], dim=1)
+    return rates, outs
 
 
 def main() -> None:
@@ -108,10 +88,8 @@ def main() -> None:
         }
 
     rows, payload = [], {}
-    for name, result in results.items():
-        rates = {n: rate for n, (rate, _) in result.items()}
-        reference = result[0][1]
-        diff = max(largest((out - reference).nan_to_num(0.0)) for _, out in result.values())
+    for name, (rates, outs) in results.items():
+        diff = max(largest((out - outs[0]).nan_to_num(0.0)) for out in outs.values())
         rows.append(
             [
                 name,

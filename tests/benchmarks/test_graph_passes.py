@@ -23,9 +23,9 @@ def test_every_pass_size_scores_real_media_ads_the_same(tmp_path) -> None:
     assert len(media) >= 2
     options = ExportOptions(batch_sizes=(1, 2))
     artifact = load_artifact(export_checkpoint(DEFAULT_DIR, tmp_path / "artifact", options))
-    result = sweep(artifact, media, tmp_path, batch=8, settings=[0, 1], rounds=1)
-    (whole_rate, whole), (cut_rate, cut) = result[0], result[1]
-    assert whole_rate > 0
-    assert cut_rate > 0
+    rates, outs = sweep(artifact, media, tmp_path, batch=8, settings=[0, 1], rounds=1)
+    whole, cut = outs[0], outs[1]
+    assert rates[0] > 0
+    assert rates[1] > 0
     assert whole.shape == (len(media), len(artifact.policy_names) + len(artifact.measurement_names))
     torch.testing.assert_close(cut, whole, atol=1e-6, rtol=0, equal_nan=True)

@@ -65,15 +65,21 @@ def texts(count: int, seed: int = 0) -> list[dict[str, str]]:
 
 
 class Recorder:
-    """The model, noting the token width of every forward pass."""
+    """The model, noting the shape of every input of every forward pass."""
 
     def __init__(self, model: AdPolicyEnsemble) -> None:
         self.model = model
-        self.widths: list[int] = []
+        self.passes: list[dict[str, tuple[int, ...]]] = []
 
     def __call__(self, *inputs: Tensor) -> Sequence[Tensor]:
-        self.widths.append(int(inputs[self.model.input_names.index("text.input_ids")].shape[1]))
+        names = self.model.input_names
+        self.passes.append({n: tuple(x.shape) for n, x in zip(names, inputs, strict=True)})
         return self.model(*inputs)
+
+    @property
+    def widths(self) -> list[int]:
+        """The token width of each pass."""
+        return [shapes["text.input_ids"][1] for shapes in self.passes]
 
 
 def recording_scorer(model: AdPolicyEnsemble, **options: Any) -> tuple[Scorer, Recorder]:
@@ -221,21 +227,6 @@ def test_a_batch_without_text_gives_the_text_encoder_one_row_no_ad_reads(
     torch.testing.assert_close(alone.scores, beside.scores, atol=1e-6, rtol=0)
 
 
-class PassRecorder:
-    """The model, noting each forward pass's loudness and text rows."""
-
-    def __init__(self, model: AdPolicyEnsemble) -> None:
-        self.model = model
-        self.passes: list[tuple[int, int]] = []
-
-    def __call__(self, *inputs: Tensor) -> Sequence[Tensor]:
-        names = self.model.input_names
-        audio = next(i for i, n in enumerate(names) if n.startswith("loudness."))
-        text = names.index("text.input_ids")
-        self.passes.append((int(inputs[audio].shape[0]), int(inputs[text].shape[0])))
-        return self.model(*inputs)
-
-
 @pytest.mark.parametrize(
     ("overrides", "passes"),
     [
@@ -254,7 +245,7 @@ def test_a_graph_pass_gets_at_most_analyzer_rows_minutes_of_analyzer_input(
     and the scores are those of one pass."""
     config = text_and_loudness(tiny_bert_dir)
     model = build_ensemble(config, seed=0).eval()
-    recorder = PassRecorder(model)
+    recorder = Recorder(model)
     preparer = AdPreparer(config, allow_paths=True, overrides=overrides)
     names = model.measurement_names
     limited = Scorer(
@@ -268,7 +259,8 @@ def test_a_graph_pass_gets_at_most_analyzer_rows_minutes_of_analyzer_input(
     assert preparer.apart_load(prepared[0]) == (1.0 if overrides else 10 / 60)
     assert preparer.apart_load(prepared[-1]) == 0.0
     got = limited.score_by_bucket(prepared)
-    assert sorted(recorder.passes) == passes
+    rows = [(p["loudness.waveform"][0], p["text.input_ids"][0]) for p in recorder.passes]
+    assert sorted(rows) == passes
     want = whole.score_by_bucket(prepared)
     assert [g.row["id"] for g in got] == [a["id"] for a in ads]
     for g, w in zip(got, want, strict=True):
