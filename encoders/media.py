@@ -229,9 +229,33 @@ def read_file(
         raise InputError(field, f"cannot read {str(path)!r}: {err.strerror or err}") from None
 
 
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float single-channel image scaled to 8 bits ("L").
+
+    Pillow's own conversion of these modes to RGB clips every value above 255, so a 16-bit
+    PNG of any real content turns almost white. Scaled: 16-bit integers by 1/257 (65535 ->
+    255); 32-bit integers the same when any value exceeds 255 (16-bit data widened on load),
+    else as they are; floats from 0-1 to 0-255 when none exceeds 1, else clipped to 0-255.
+    """
+    if img.mode.startswith("I;16"):
+        values = np.asarray(img, dtype=np.float64) / 257.0
+    elif img.mode == "I":
+        values = np.asarray(img, dtype=np.float64)
+        if values.max(initial=0) > 255:
+            values = values / 257.0
+    elif img.mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        if values.max(initial=0) <= 1.0:
+            values = values * 255.0
+    else:
+        return img
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+
+
 def decode_image(data: bytes, limits: MediaLimits) -> Image.Image:
     """Decode an image to RGB, applying its EXIF orientation, transparency flattened onto
-    white (listed in ``info[WARNINGS]``); refuses oversized images."""
+    white (listed in ``info[WARNINGS]``), deep single-channel images scaled to 8 bits
+    (:func:`_eight_bit`); refuses oversized images."""
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > limits.max_pixels:
@@ -241,7 +265,7 @@ def decode_image(data: bytes, limits: MediaLimits) -> Image.Image:
                     status=413,
                 )
             img.load()
-            upright = ImageOps.exif_transpose(img)
+            upright = _eight_bit(ImageOps.exif_transpose(img))
             warnings: list[str] = []
             if upright.has_transparency_data:
                 rgba = upright.convert("RGBA")

@@ -92,6 +92,28 @@ def test_decode_image_converts_and_refuses_bombs() -> None:
         decode_image(b"GIF89a garbage", LIMITS)
 
 
+@pytest.mark.parametrize(
+    ("scale", "dtype", "fmt"),
+    [
+        (257, np.uint16, "PNG"),
+        (257, np.uint16, "TIFF"),
+        (1 / 255, np.float32, "TIFF"),
+        (1, np.int32, "TIFF"),
+    ],
+)
+def test_deep_grey_images_decode_to_the_same_pixels_as_8_bit(scale, dtype, fmt) -> None:
+    """A 16-bit PNG (or a float / 32-bit TIFF) of a picture decodes to that picture's 8-bit
+    pixels: Pillow's own conversion clips every value above 255 to white."""
+    import io
+
+    grey = np.asarray(samples.banner(64, 48).convert("L"))
+    buf = io.BytesIO()
+    Image.fromarray((grey.astype(np.float64) * scale).astype(dtype)).save(buf, fmt)
+    img = decode_image(buf.getvalue(), LIMITS)
+    assert img.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(img)[..., 0], grey)
+
+
 @pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg", ".mp3", ".m4a"])
 def test_decode_audio_formats(tmp_path, suffix) -> None:
     wave = samples.tone(1.0, rate=22_050, freqs=(440.0,), amplitude=0.5, channels=2)
