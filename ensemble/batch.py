@@ -71,6 +71,9 @@ class PreparedAd:
         presence: One flag per modality, in ``MODALITIES`` order.
         stats: Cheap input statistics (sizes, durations) for monitoring.
         warnings: What the ad was scored on less or other than it sent, each naming its field.
+        windows: A text longer than one window: the text inputs of its further windows
+            (``tensors`` holds the first), each scored as a text-only ad; the ad takes each
+            policy's maximum over them (:meth:`ensemble.scoring.Scorer.score_prepared`).
     """
 
     id: str
@@ -78,6 +81,12 @@ class PreparedAd:
     presence: tuple[bool, ...]
     stats: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    windows: list[dict[str, Tensor]] = field(default_factory=list)
+
+    def window_ads(self) -> list[PreparedAd]:
+        """The further windows as text-only ads under this ad's id."""
+        text_only = tuple(m == "text" for m in MODALITIES)
+        return [PreparedAd(self.id, window, text_only) for window in self.windows]
 
 
 @dataclass
@@ -194,6 +203,7 @@ class AdPreparer:
                 InputError(sorted(unknown)[0], f"unknown field; accepted: {', '.join(AD_FIELDS)}")
             )
         tensors: dict[str, Tensor] = {}
+        windows: list[dict[str, Tensor]] = []
         stats: dict[str, float] = {}
         present = [m for m in MODALITIES if ad.get(m) is not None]
         if "text" in present and isinstance(ad["text"], str) and is_blank(ad["text"]):
@@ -206,13 +216,16 @@ class AdPreparer:
             errors.append(InputError("ad", "no text, image, audio or video field"))
         for modality in present:
             try:
-                self._prepare_field(modality, ad[modality], base_dir, tensors, stats, warnings)
+                if modality == "text":
+                    windows = self._prepare_text(ad["text"], tensors, stats)
+                else:
+                    self._prepare_media(modality, ad[modality], base_dir, tensors, stats, warnings)
             except InputError as err:
                 errors.append(err)
         if errors:
             raise AdError(errors)
         presence = tuple(m in present and bool(self.preparers[m]) for m in MODALITIES)
-        return PreparedAd(ad_id(ad, fallback_id), tensors, presence, stats, warnings)
+        return PreparedAd(ad_id(ad, fallback_id), tensors, presence, stats, warnings, windows)
 
     def prepare_record(self, record: Record, *, base_dir: Path | None = None) -> PreparedAd | Row:
         """A prepared ad, or its error row: an unreadable record, a bad field (4xx), or any
@@ -266,7 +279,44 @@ class AdPreparer:
                     out = [o for o in out if isinstance(o, PreparedAd)]
                 yield out
 
-    def _prepare_field(
+    def _prepare_text(
+        self, value: Any, tensors: dict[str, Tensor], stats: dict[str, float]
+    ) -> list[dict[str, Tensor]]:
+        """The text's first window into ``tensors``; returns its further windows (an encoder
+        with fewer windows than another repeats its first: the maximum is unchanged)."""
+        if not isinstance(value, str):
+            raise InputError("text", f"expected a string, got {type(value).__name__}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError("text", "not valid Unicode (a lone surrogate)") from None
+        if len(value) > self.limits.max_text_chars:
+            raise InputError(
+                "text",
+                f"{len(value)} characters exceeds the limit of {self.limits.max_text_chars}",
+            )
+        per_key = [
+            (key, preparer.prepare_windows(value))
+            if hasattr(preparer, "prepare_windows")
+            else (key, [preparer.prepare(value)])
+            for key, preparer in self.preparers["text"]
+        ]
+        windows = [
+            {
+                f"{key}.{name}": t
+                for key, parts in per_key
+                for name, t in (parts[i] if i < len(parts) else parts[0]).items()
+            }
+            for i in range(max((len(parts) for _, parts in per_key), default=1))
+        ]
+        stats["text_chars"] = float(len(value))
+        masks = [t for name, t in windows[0].items() if name.endswith(".attention_mask")]
+        if masks:
+            stats["text_tokens"] = float(masks[0].sum())
+        tensors.update(windows[0])
+        return windows[1:]
+
+    def _prepare_media(
         self,
         modality: str,
         value: Any,
@@ -276,25 +326,6 @@ class AdPreparer:
         warnings: list[str],
     ) -> None:
         preparers = self.preparers[modality]
-        if modality == "text":
-            if not isinstance(value, str):
-                raise InputError("text", f"expected a string, got {type(value).__name__}")
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise InputError("text", "not valid Unicode (a lone surrogate)") from None
-            if len(value) > self.limits.max_text_chars:
-                raise InputError(
-                    "text",
-                    f"{len(value)} characters exceeds the limit of {self.limits.max_text_chars}",
-                )
-            prepared = self.prepare_media("text", value)
-            stats["text_chars"] = float(len(value))
-            masks = [t for name, t in prepared.items() if name.endswith(".attention_mask")]
-            if masks:
-                stats["text_tokens"] = float(masks[0].sum())
-            tensors.update(prepared)
-            return
         data = self._read(modality, value, base_dir)
         outputs = self._decode(modality, data, [p for _, p in preparers], stats, warnings)
         for (key, _), out in zip(preparers, outputs, strict=True):

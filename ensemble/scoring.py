@@ -203,8 +203,8 @@ class Scorer:
         return min((n for n in limits if n), default=None)
 
     def score_prepared(self, good: Sequence[PreparedAd]) -> list[Scored]:
-        """Rows of prepared ads: one forward pass, or ad by ad when it fails (an ad the model
-        itself fails on gets a 500 row; the others keep their scores)."""
+        """Rows of prepared ads: one forward pass (:meth:`run`), or ad by ad when it fails (an
+        ad the model itself fails on gets a 500 row; the others keep their scores)."""
         if not good:
             return []
         try:
@@ -232,10 +232,18 @@ class Scorer:
 
     @torch.inference_mode()
     def run(self, prepared: Sequence[PreparedAd]) -> tuple[AdBatch, EnsembleOutput]:
-        """One forward pass over prepared ads: the batch and the raw outputs (on CPU)."""
-        batch = self.preparer.collate(prepared)
-        outputs = self.model(*batch.to(self.device))
-        return batch, EnsembleOutput(*(t.float().cpu() for t in outputs))
+        """One forward pass over prepared ads: the batch and the raw outputs (on CPU), one
+        row per ad. A text longer than a window runs its further windows in the same pass, as
+        text-only ads after the others, and its ad takes each policy's maximum over them
+        (scores and per-modality scores; its measurements and presence are its own)."""
+        windows = [w for p in prepared for w in p.window_ads()]
+        batch = self.preparer.collate([*prepared, *windows])
+        outputs = EnsembleOutput(*(t.float().cpu() for t in self.model(*batch.to(self.device))))
+        n = len(prepared)
+        batch = AdBatch(
+            batch.ids[:n], batch.inputs, batch.presence[:n], batch.stats[:n], batch.warnings[:n]
+        )
+        return batch, _max_over_windows(prepared, outputs)
 
     def iter_file(
         self,
@@ -297,3 +305,18 @@ def load(path: str | Path | None = None, **scorer_options: Any) -> Scorer:
     from ensemble.pretrained import from_pretrained
 
     return Scorer(from_pretrained(path or DEFAULT_DIR), **scorer_options)
+
+
+def _max_over_windows(ads: Sequence[PreparedAd], out: EnsembleOutput) -> EnsembleOutput:
+    """Outputs of :meth:`Scorer.run` reduced to one row per ad: each ad's scores and
+    per-modality scores are the maximum over its own row and its windows' rows (which follow
+    the ads' rows in ad order)."""
+    n = len(ads)
+    scores, breakdown = out.scores[:n].clone(), out.modality_scores[:n].clone()
+    row = n
+    for i, ad in enumerate(ads):
+        for _ in ad.windows:
+            scores[i] = torch.maximum(scores[i], out.scores[row])
+            breakdown[i] = torch.maximum(breakdown[i], out.modality_scores[row])
+            row += 1
+    return EnsembleOutput(scores, breakdown, out.measurements[:n])

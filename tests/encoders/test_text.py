@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from encoders.text import HFTextEncoder, Lexicon, TextSettings
+from encoders.text import HFTextEncoder, Lexicon, TextPreparer, TextSettings
 from tests.tracing import trace_save_load
 
 
@@ -70,3 +70,27 @@ def test_lexicon_dropout_silences_whole_texts_in_training_only() -> None:
     silenced = (lexicon.train()(ids, mask) == 0).all(dim=1)
     assert 60 < int(silenced.sum()) < 140  # about half of the texts, each all or nothing
     assert not (lexicon.eval()(ids, mask) == 0).all(dim=1).any()
+
+
+def test_a_long_text_is_windowed_over_its_whole_length(tiny_bert_dir) -> None:
+    """A text that fits is one row, as before; a longer one keeps that first row and adds
+    windows of ``window`` tokens, half a window apart, that cover every token."""
+    prep = TextPreparer(TextSettings(model_dir=str(tiny_bert_dir), max_length=16, window=8))
+    short = prep.prepare_windows("a short text")
+    assert len(short) == 1
+    assert torch.equal(short[0]["input_ids"], prep.prepare("a short text")["input_ids"])
+    text = " ".join(f"word{i}" for i in range(30))
+    content = prep.tokenizer(text, add_special_tokens=False)["input_ids"]
+    windows = prep.prepare_windows(text)
+    assert torch.equal(windows[0]["input_ids"], prep.prepare(text)["input_ids"])
+    cls, sep = prep.tokenizer.cls_token_id, prep.tokenizer.sep_token_id
+    covered: set[int] = set()
+    for k, window in enumerate(windows[1:]):
+        ids = window["input_ids"].tolist()
+        assert len(ids) <= 8
+        assert (ids[0], ids[-1]) == (cls, sep)
+        assert window["attention_mask"].tolist() == [1] * len(ids)
+        start = 3 * k  # half of the window's 6 text tokens
+        assert ids[1:-1] == content[start : start + 6]
+        covered.update(range(start, start + len(ids) - 2))
+    assert covered == set(range(len(content)))

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from ensemble import Scorer, build_ensemble
-from ensemble.batch import AdPreparer
+from ensemble.batch import AdPreparer, PreparedAd
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +185,28 @@ def test_every_row_has_the_same_keys_and_the_model(scorer) -> None:
         assert row["model"] == {"name": "small", "version": "test", "decisions": decisions}
         assert row["warnings"] == []
     assert (ok["id"], bad["id"]) == ("#0", "#1")
+
+
+def test_a_long_text_takes_each_policys_maximum_over_its_windows(
+    scorer, sample_ads, sample_media
+) -> None:
+    """A text longer than ``max_length`` (16 here) is scored on its first row and on its
+    windows; the ad keeps the maximum, its own measurements and presence, and the ads beside
+    it in the pass score as they do alone."""
+    base = sample_media.parent
+    long_ad = dict(sample_ads["all-four"], text=" ".join(f"word{i} again" for i in range(40)))
+    ad = scorer.preparer.prepare(long_ad, base_dir=base)
+    assert ad.windows
+    alone = scorer.preparer.prepare(sample_ads["text-only"])
+    _, out = scorer.run([alone, ad])
+    first = PreparedAd(ad.id, ad.tensors, ad.presence)  # the ad without its windows
+    _, rows = scorer.run([first, *ad.window_ads()])
+    assert torch.equal(out.scores[1], rows.scores.amax(0))
+    assert torch.equal(out.modality_scores[1], rows.modality_scores.amax(0))
+    assert torch.equal(out.measurements[1], rows.measurements[0])
+    assert not torch.equal(rows.scores[0], rows.scores.amax(0))  # a window raised a score
+    _, single = scorer.run([alone])
+    torch.testing.assert_close(out.scores[0], single.scores[0])
+    row = scorer.score([long_ad], base_dir=base)[0]
+    assert row["status"] == "ok"
+    assert row["policies"]["violence"]["score"] == pytest.approx(float(out.scores[1, 1]), abs=1e-6)
