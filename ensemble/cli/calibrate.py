@@ -31,6 +31,11 @@ def register(sub: Any) -> None:
         "--delta", type=float, default=Targets.delta,
         help="allowed probability (over the calibration draw) that a target fails",
     )  # fmt: skip
+    p.add_argument(
+        "--class-rule",
+        help="also set the flag thresholds of this rule's policies (e.g. three-class) to those "
+        "maximising its macro-F1 averaged over the ads' meta.source",
+    )
     p.add_argument("-o", "--out", help="write a calibrated copy here (default: in place)")
     p.add_argument("--json", help="also write the per-policy report here")
     p.add_argument("--batch-size", type=int, default=64)
@@ -40,14 +45,16 @@ def register(sub: Any) -> None:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    from ensemble.training.data import parse_class_rule
     from ensemble.training.decisions import calibrate_checkpoint, format_report
 
     targets = Targets(args.block_precision, args.allow_miss_rate, args.delta)
     for name, value in vars(targets).items():
         if not 0 < value < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be in (0, 1), got {value}")
+    rule = parse_class_rule(args.class_rule) if args.class_rule else None
     out, report = calibrate_checkpoint(
-        args.checkpoint, args.data, targets, out=args.out, batch_size=args.batch_size,
+        args.checkpoint, args.data, targets, rule=rule, out=args.out, batch_size=args.batch_size,
         device=args.device, progress=not args.no_progress,
     )  # fmt: skip
     print(format_report(report))

@@ -14,6 +14,7 @@ earlier fit). Analyzer policies (:class:`encoders.rules.ReviewMargin`) need no d
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import shutil
@@ -30,7 +31,7 @@ from ensemble.config import ModelConfig, Policy
 from ensemble.decisions import Band
 from ensemble.pretrained import CONFIG_FILE, from_pretrained
 from ensemble.training.calibrate import fit_calibration, learn_then_test
-from ensemble.training.data import file_sha256, label_tensors, read_manifest
+from ensemble.training.data import ClassRule, file_sha256, label_tensors, read_manifest
 from ensemble.training.evaluate import score_ads
 
 
@@ -135,11 +136,66 @@ def fit_decisions(
     return tuple(policies), report
 
 
+def _macro_f1(truth: np.ndarray, predicted: np.ndarray, classes: int) -> float:
+    """Macro-F1 of integer class arrays (classes absent from both count 0, as sklearn's)."""
+    f1 = []
+    for c in range(classes):
+        tp = np.sum((truth == c) & (predicted == c))
+        fp, fn = np.sum((truth != c) & (predicted == c)), np.sum((truth == c) & (predicted != c))
+        f1.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return float(np.mean(f1))
+
+
+def rule_thresholds(
+    rule: ClassRule,
+    policies: Sequence[str],
+    scores: np.ndarray,
+    classes: Sequence[str],
+    groups: Sequence[str],
+    grid: np.ndarray | None = None,
+) -> tuple[dict[str, float], float]:
+    """The flag thresholds of ``rule``'s policies that maximise the mean, over ``groups``
+    (e.g. each source of the validation ads), of the rule's macro-F1.
+
+    Each policy's own best-F1 threshold serves that policy alone; the class an ad gets
+    depends on all of them together, and a source whose rarest class is one policy's
+    (Davidson's hate speech) moves its macro-F1 far more than that policy's pooled F1 shows.
+
+    Args:
+        rule: The class rule (its policies are thresholded).
+        policies: Column names of ``scores``.
+        scores: [N, P] raw scores.
+        classes: N true class names (``rule.names``).
+        groups: N group names; each group weighs the same.
+        grid: Candidate thresholds (default 0.02 to 0.98 by 0.01).
+
+    Returns:
+        Policy -> threshold, and the mean macro-F1 they reach.
+    """
+    grid = np.arange(0.02, 0.985, 0.01) if grid is None else grid
+    names = rule.names
+    truth = np.array([names.index(c) for c in classes])
+    group = np.asarray(groups)
+    members = [group == g for g in sorted(set(groups))]
+    columns = [scores[:, policies.index(policy)] for _, policy in rule.classes]
+    best: tuple[float, tuple[float, ...]] = (-1.0, ())
+    for values in itertools.product(grid, repeat=len(columns)):
+        predicted = np.full(len(truth), len(names) - 1)  # the fallback
+        for k in reversed(range(len(columns))):  # the highest priority is written last
+            predicted[columns[k] >= values[k]] = k
+        score = float(np.mean([_macro_f1(truth[m], predicted[m], len(names)) for m in members]))
+        if score > best[0]:
+            best = (score, tuple(float(v) for v in values))
+    chosen = {policy: v for (_, policy), v in zip(rule.classes, best[1], strict=True)}
+    return chosen, best[0]
+
+
 def calibrate_checkpoint(
     checkpoint: str | Path,
     data: str | Path,
     targets: Targets,
     *,
+    rule: ClassRule | None = None,
     out: str | Path | None = None,
     batch_size: int = 64,
     device: str = "cpu",
@@ -151,6 +207,9 @@ def calibrate_checkpoint(
         checkpoint: The checkpoint directory.
         data: Labelled validation ads (JSONL manifest).
         targets: The learned policies' targets.
+        rule: Also set the flag thresholds of this class rule's policies to
+            :func:`rule_thresholds` over the ads' ``meta.class``, weighing each
+            ``meta.source`` the same (reported under ``"thresholds"``).
         out: Where the calibrated checkpoint goes (a copy; weights unchanged); None: in place.
         batch_size: Ads per forward pass.
         device: Where the model runs.
@@ -168,7 +227,23 @@ def calibrate_checkpoint(
     targets_t, mask = label_tensors(ads, model.config.policy_names)
     labels = (targets_t.numpy() >= 0.5).astype(np.int64)
     known = mask.numpy().astype(bool) & applicable
-    policies, report = fit_decisions(model.config, scores, labels, known, targets)
+    config = model.config
+    chosen: dict[str, Any] = {}
+    if rule is not None:
+        classes = [ad.get("meta", {}).get("class") for ad in ads]
+        if any(c not in rule.names for c in classes):
+            raise ValueError(f"every ad needs meta.class, one of {rule.names}, for the rule")
+        sources = [str(ad.get("meta", {}).get("source", "")) for ad in ads]
+        thresholds, f1 = rule_thresholds(rule, config.policy_names, scores, classes, sources)
+        config = config.with_policies(
+            tuple(
+                dataclasses.replace(p, threshold=thresholds.get(p.name, p.threshold))
+                for p in config.policies
+            )
+        )
+        chosen = {"thresholds": {**thresholds, "mean_macro_f1": f1}}
+    policies, report = fit_decisions(config, scores, labels, known, targets)
+    report = {**report, **chosen}
     target = Path(out) if out is not None else Path(checkpoint)
     if target.resolve() != Path(checkpoint).resolve():
         shutil.copytree(checkpoint, target, dirs_exist_ok=True)
@@ -178,6 +253,7 @@ def calibrate_checkpoint(
     stored.setdefault("checkpoint", {})["decisions"] = {
         **dataclasses.asdict(targets),
         "data": {"file": Path(data).name, "sha256": file_sha256(data), "n": len(ads)},
+        **chosen,  # the rule's flag thresholds, when they were chosen here
     }
     path.write_text(json.dumps(stored, indent=2) + "\n")
     return target, report
@@ -189,6 +265,10 @@ def format_report(report: Mapping[str, Mapping[str, Any]]) -> str:
               "block precision", "allow miss rate", "review share")  # fmt: skip
     lines = ["  ".join(header)]
     for name, r in report.items():
+        if name == "thresholds":
+            chosen = ", ".join(f"{k} {v:.2f}" for k, v in r.items() if k != "mean_macro_f1")
+            lines.append(f"flag thresholds: {chosen} (mean macro-F1 {r['mean_macro_f1']:.4f})")
+            continue
         if "calibration" not in r:
             lines.append(f"{name}  {r.get('margin', r.get('kept'))}")
             continue

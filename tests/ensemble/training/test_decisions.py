@@ -23,7 +23,8 @@ from ensemble import ModelConfig, build_ensemble, save_pretrained
 from ensemble.cli import main
 from ensemble.pretrained import WEIGHTS_FILE, from_pretrained
 from ensemble.scoring import Scorer
-from ensemble.training.decisions import margin_band
+from ensemble.training.data import THREE_CLASS_RULE
+from ensemble.training.decisions import margin_band, rule_thresholds
 from export.artifact import MANIFEST_FILE, ArtifactError, load_artifact
 from export.exporter import ExportOptions, export_model
 
@@ -196,3 +197,30 @@ def test_evaluate_shows_the_ece_before_and_after_calibration(
     assert metrics["ece_calibrated"] < metrics["ece"]
     assert metrics["decisions"]["review_share"] < 1.0
     assert (report / "reliability_offensive_language.png").stat().st_size > 0
+
+
+def test_rule_thresholds_weigh_each_source_the_same() -> None:
+    """A large source whose hate ads score 0.9 but 10 of its offensive ads 0.5, and a small
+    one whose hate ads score 0.45: pooled, 10 errors outweigh 3 (hate threshold above 0.5,
+    the small source's hate class lost); weighing each source the same, the small source's
+    hate class is a third of its macro-F1 (threshold at most 0.45)."""
+    policies = ["offensive_language", "hate_speech"]
+    rows = (
+        [("hate", "big", 0.95, 0.9)] * 10
+        + [("offensive", "big", 0.7, 0.5)] * 10
+        + [("offensive", "big", 0.7, 0.2)] * 70
+        + [("normal", "big", 0.1, 0.05)] * 80
+        + [("hate", "small", 0.9, 0.45)] * 3
+        + [("offensive", "small", 0.6, 0.3)] * 3
+        + [("normal", "small", 0.2, 0.1)] * 3
+    )
+    classes = [r[0] for r in rows]
+    scores = np.array([[r[2], r[3]] for r in rows])
+    by_source, f1 = rule_thresholds(
+        THREE_CLASS_RULE, policies, scores, classes, [r[1] for r in rows]
+    )
+    pooled, _ = rule_thresholds(THREE_CLASS_RULE, policies, scores, classes, ["all"] * len(rows))
+    assert 0.3 < by_source["hate_speech"] <= 0.45
+    assert pooled["hate_speech"] > 0.5
+    assert 0.2 < by_source["offensive_language"] <= 0.6
+    assert f1 > 0.9
