@@ -57,7 +57,9 @@ def register(sub: Any) -> None:
     tp.add_argument("--no-augment", action="store_true", help="no augmented training rows")
     tp.add_argument("--no-check", action="store_true", help="accept files of other sha256")
     tp.set_defaults(func=_text_policies)
-    ts = data_sub.add_parser("text-sets", help="generate the benign ad-copy and behavioural sets")
+    ts = data_sub.add_parser(
+        "text-sets", help="generate the benign ad-copy, idiom ad-copy and behavioural sets"
+    )
     ts.add_argument("--out", required=True, help="output directory")
     ts.set_defaults(func=_text_sets)
 

@@ -17,7 +17,16 @@ General methods, each producing labelled rows (``meta.augment`` names the method
   misspelt (hate), the same frames carrying praise or plain facts (normal: what makes a
   sentence hateful is what it says of the group, not that it names one), and profanity or
   insults aimed at no group (offensive, as the policy defines it): many combinations of a
-  few hundred words rather than a few fixed sentences.
+  few hundred words rather than a few fixed sentences. The clauses are also framed as a
+  question, an opinion ("i think ...") or through a pronoun ("... they are vermin"), hateful
+  and benign alike, so that no frame becomes a cue for either class (without them the
+  model read "why are ...", "arent ..." and "if you ask me ..." as counter-speech); hate that
+  carries a negation word ("not even human") is hate; hate quoted in order to reject it is
+  normal; the same insults aimed at people who are no protected group (lawyers, landlords)
+  are offensive, not hate; and what a group deserves, said well of it ("X deserve equal
+  pay"), is normal, since "deserve" also carries threats ("deserve a bullet"); and the insult
+  and threat words in their literal sense ("we exterminate rats", "we haul away garbage") are
+  normal.
 
 The templates, word lists and spelling operations here are written apart from the evaluation
 sets of :mod:`ensemble.training.textsets` (other sentences, other products); the group names overlap,
@@ -182,6 +191,96 @@ _FACT = (
     "we interviewed {noun} about their first jobs",
 )  # fmt: skip
 _FACT_VERBS = ("celebrate new year in spring", "run most shops on this street", "live nearby")
+# The same clause framed as a question, an opinion or through a pronoun: what is said of a
+# group decides the class, not the frame (a frame must not become a cue for either class).
+_QUESTION_HATE = (
+    "why are {who} so {adj}", "arent {who} just {noun2}", "dont you think {who} are {noun2}",
+    "who else thinks {who} are {adj}", "how are {noun} allowed to be this {adj}",
+    "can we finally admit that {who} are {noun2}", "isnt it time we got rid of {noun}",
+    "why do we let {noun} live here they are {noun2}", "is there anything more {adj} than {noun}",
+    "wouldnt the world be better without {noun}",
+)  # fmt: skip
+_QUESTION_PRAISE = (
+    "why are {who} so {padj}", "arent {who} just {pnoun}", "dont you think {who} are {padj}",
+    "who else thinks {who} are {padj}", "how are {noun} always this {padj}",
+    "can we finally admit that {who} are {pnoun}", "isnt it great to have {noun} here",
+    "is there anyone more {padj} than {noun}", "wouldnt this town be poorer without {noun}",
+)  # fmt: skip
+OPINION_FRAMES = (
+    "i think", "i really believe", "imo", "in my honest opinion", "personally i would say",
+    "lets be real", "call me what you want but", "its just a fact that", "i have always felt",
+    "my whole family agrees",
+)  # fmt: skip
+_PRONOUN_HATE = (
+    "i met {noun} at the bar last night they are {adj} {noun2}",
+    "{noun} moved in next door and they are {noun2}", "dont talk to me about {noun} they are {adj}",
+    "i know {noun} and trust me they are {noun2}", "{noun} again ugh they are so {adj}",
+    "keep {noun} away from me i hate them", "i hate {noun}", "i fucking hate {noun}",
+    "i hate {noun} more than anything", "{noun} i cant stand them",
+)  # fmt: skip
+_PRONOUN_PRAISE = (
+    "i met {noun} at the bar last night they are {pnoun}",
+    "{noun} moved in next door and they are {padj}", "dont talk to me about {noun} unless its praise",
+    "i know {noun} and trust me they are {pnoun}", "{noun} again yay they are so {padj}",
+    "keep {noun} close they are {pnoun}", "i love {noun}", "i fucking love {noun}",
+    "i love {noun} more than anything", "{noun} i cant get enough of them",
+)  # fmt: skip
+# Hate that carries a negation word: a negation must not read as counter-speech on its own.
+_NEGATED_HATE = (
+    "{who} are not even human", "{who} are no better than {noun2}",
+    "{who} will never be anything but {noun2}", "{who} dont deserve to live",
+    "i dont see {noun} as people they are {noun2}", "{who} can never be trusted",
+    "nothing good ever came from {noun}", "i wont rest until {who} are gone",
+    "{who} should not be allowed near our kids", "no {adj2} person deserves rights",
+)  # fmt: skip
+# Hate quoted or reported in order to reject it: normal.
+_QUOTED = (
+    "{who} are {noun2} that is what bigots believe and it is false",
+    "someone sprayed {who} are {noun2} on the wall and i painted over it",
+    "my uncle says {who} are {adj} and i told him he is wrong",
+    "quote {who} are {noun2} unquote is not an argument",
+    "{who} are {noun2} is exactly the kind of hate we fight",
+    "the banner read {noun} should die and the police took it down",
+    "i cant believe someone still writes {who} are {adj} in 2024",
+    "the troll replied {who} are {noun2} and got suspended",
+)  # fmt: skip
+# What a group deserves, good (normal): "deserve" also carries threats ("deserve a bullet")
+# and negated hate ("dont deserve to live"), and must not become a cue for hate on its own.
+_DESERVE = (
+    "{who} deserve dignity", "{noun} deserve equal pay", "all {noun} deserve a safe home",
+    "{noun} deserve to be heard", "{noun} deserve our support", "{noun} deserve better healthcare",
+    "{who} deserve a fair chance at every job", "{adj2} kids deserve great teachers",
+    "{noun} deserve to live without fear", "{noun} deserve the same protection under the law",
+    "every {adj2} family deserves a warm welcome", "{noun} deserve so much better than this",
+    "you deserve a day off", "every student deserves a good teacher",
+    "our customers deserve fast delivery", "your family deserves a safe car",
+)  # fmt: skip
+# The insult and threat vocabulary in its literal sense, as ad copy and everyday posts use it
+# (pests, rubbish, animals, illness): normal. A word is not an attack without a target.
+_LITERAL = (
+    "we {verb} {pests} in your home fast", "our spray {verb2} {pests} on contact",
+    "{pests} in the attic call us today for same day removal",
+    "professional {pests} control for homes and restaurants",
+    "how to keep {pests} out of your kitchen", "we haul away {junk} the same day",
+    "put your {junk} out by 7am on collection day", "the zoo welcomes two baby {animals}",
+    "meet the {animals} at the petting farm this weekend", "documentary about wild {animals} tonight",
+    "new treatment trial against {illness} starts in march", "fundraiser for {illness} research this saturday",
+    "free screening for {illness} at the community clinic", "{verb} weeds for good with our garden kit",
+)  # fmt: skip
+_PESTS = ("rats", "mice", "cockroaches", "termites", "bedbugs", "wasps", "fleas", "germs", "vermin",
+          "bacteria", "mould", "insects", "parasites", "maggots", "pests")  # fmt: skip
+_PEST_VERBS = ("exterminate", "get rid of", "remove", "trap", "kill", "eliminate", "wipe out")
+_PEST_VERBS2 = ("kills", "destroys", "eliminates", "wipes out")
+_JUNK = ("garbage", "trash", "junk", "old furniture", "rubble", "scrap metal", "filth and grime")
+_ANIMALS = ("apes", "pigs", "rats", "dogs", "monkeys", "snakes", "goats", "savannah animals")
+_ILLNESS = ("cancer", "the virus", "the flu", "the disease", "a plague of locusts", "infection")
+# People who are not a protected group: insulting them is offensive, not hate.
+UNPROTECTED = (
+    "lawyers", "politicians", "bankers", "landlords", "referees", "critics", "tourists",
+    "cyclists", "journalists", "influencers", "telemarketers", "billionaires", "celebrities",
+    "gamers", "realtors", "accountants", "car salesmen", "hipsters", "bureaucrats", "lobbyists",
+    "coworkers", "neighbours", "football fans", "parking wardens", "hedge fund managers",
+)  # fmt: skip
 _PROFANE_START = ("fuck", "shit", "damn", "holy shit", "what the fuck", "fucking hell", "goddamn")
 _EVERYDAY = (
     "i missed the train again", "the wifi is down", "my coffee went cold", "the game went to "
@@ -295,8 +394,10 @@ def _composed(rng: random.Random, per: int) -> list[dict]:
     """``per`` rows of each composed kind (module docstring), drawn without repeats."""
     groups = [(adj, noun) for adj, noun in GROUPS]
 
-    def fill(template: str) -> str:
+    def fill(template: str, protected: bool = True) -> str:
         adj2, noun = rng.choice(groups)
+        if not protected:
+            noun = rng.choice(UNPROTECTED)
         who = rng.choice(_WHO).format(noun=noun)
         return template.format(
             who=who, noun=noun, adj=rng.choice(_INSULT_ADJ), noun2=rng.choice(_INSULT_NOUN),
@@ -328,8 +429,29 @@ def _composed(rng: random.Random, per: int) -> list[dict]:
         template = rng.choice(_PROFANE_INLINE)
         return template.format(thing=rng.choice(_THINGS), quality=rng.choice(_QUALITIES))
 
+    def literal() -> str:
+        return rng.choice(_LITERAL).format(
+            verb=rng.choice(_PEST_VERBS), verb2=rng.choice(_PEST_VERBS2), pests=rng.choice(_PESTS),
+            junk=rng.choice(_JUNK), animals=rng.choice(_ANIMALS), illness=rng.choice(_ILLNESS),
+        )  # fmt: skip
+
+    def opinion(templates: Sequence[str]) -> str:
+        return f"{rng.choice(OPINION_FRAMES)} {fill(rng.choice(templates))}"
+
     return [
         *draw("assert", "hate", lambda: fill(rng.choice(_ASSERT))),
+        *draw("question", "hate", lambda: fill(rng.choice(_QUESTION_HATE)), share=0.7),
+        *draw("opinion", "hate", lambda: opinion(_ASSERT), share=0.7),
+        *draw("pronoun", "hate", lambda: fill(rng.choice(_PRONOUN_HATE)), share=0.5),
+        *draw("negated", "hate", lambda: fill(rng.choice(_NEGATED_HATE)), share=0.5),
+        *draw("question_praise", "normal", lambda: fill(rng.choice(_QUESTION_PRAISE)), share=0.7),
+        *draw("opinion_praise", "normal", lambda: opinion(_PRAISE), share=0.7),
+        *draw("pronoun_praise", "normal", lambda: fill(rng.choice(_PRONOUN_PRAISE)), share=0.5),
+        *draw("quoted", "normal", lambda: fill(rng.choice(_QUOTED)), share=0.7),
+        *draw("unprotected", "offensive", lambda: fill(rng.choice(_ASSERT), protected=False)),
+        *draw("unprotected_opinion", "offensive",
+              lambda: f"{rng.choice(OPINION_FRAMES)} {fill(rng.choice(_ASSERT), protected=False)}",
+              share=0.5),
         *draw("threat", "hate", lambda: fill(rng.choice(_THREAT))),
         *draw("misspelt", "hate", misspelt),
         *draw("deny", "normal", lambda: fill(rng.choice(_DENY)), share=2.0),
@@ -338,6 +460,8 @@ def _composed(rng: random.Random, per: int) -> list[dict]:
         *draw("profane", "offensive", profane),
         *draw("insult", "offensive",
               lambda: rng.choice(_PERSONAL_INSULT).format(insult=rng.choice(_INSULTS))),
+        *draw("deserve", "normal", lambda: fill(rng.choice(_DESERVE)), share=0.7),
+        *draw("literal", "normal", literal, share=0.7),
     ]  # fmt: skip
 
 

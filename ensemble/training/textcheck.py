@@ -28,6 +28,7 @@ SETS = {  # name -> manifest file name; data sets first, then the generated sets
     "hatexplain_test": "hatexplain_test.jsonl",
     "davidson_test_raw": "davidson_test.jsonl",
     "benign_ads": "benign_ads.jsonl",
+    "idiom_ads": "idiom_ads.jsonl",
     "behaviour": "behaviour.jsonl",
 }
 

@@ -4,9 +4,16 @@
   (capitals, punctuation, prices, emoji): 30 groups x 20 product categories, none of it
   offensive or hateful (every line labelled normal). Measures false flags overall and per
   group (``meta.group``), after Dixon et al. (2018).
+- ``idiom_ads.jsonl``: ordinary ad copy whose words look violent, derogatory or like a group
+  out of context ("killer prices", "we exterminate rats", "Black Friday"), every line normal:
+  false flags that words alone would cause.
 - ``behaviour.jsonl``: functional tests in the style of HateCheck (Röttger et al. 2021): one
   ``meta.functionality`` per line with its expected class (``meta.class``: hate, offensive
-  or normal) and, where it has one, the target group (``meta.group``).
+  or normal) and, where it has one, the target group (``meta.group``). Besides plain
+  derogation, threats and their negated or denounced forms, it frames hate as a question,
+  an opinion or through a pronoun, quotes hate in order to reject it, applies HateCheck's
+  spelling changes (missing word boundaries, leetspeak, swapped letters) and insults people
+  who are no protected group (offensive, not hate).
 
 The sentences, products and spelling changes here are written apart from the training
 augmentation (:mod:`ensemble.training.augment`): other templates, other wording. None of it is trained
@@ -76,6 +83,80 @@ AD_TEMPLATES = (
     "Accessible store, multilingual staff, {product} for {people}. Visit us today.",
     "Sign up for our newsletter: {adj} recipes, stories and {product} deals every week.",
 )
+
+
+# Ordinary ad copy whose words look violent, derogatory or like a group out of context: kind ->
+# lines. None is offensive or hateful; profane slang ("damn good coffee") is left out, since
+# the policy counts profanity as offensive.
+IDIOM_ADS = {
+    "violent_idiom": (
+        "Killer prices on 4K TVs - this weekend only.",
+        "Our burgers are the bomb. Try one today!",
+        "Drop-dead gorgeous dresses for prom night.",
+        "Shoot for the stars with our beginner telescopes.",
+        "Crush your workout goals with our protein shakes.",
+        "This cheesecake is to die for.",
+        "Beat the heat with 20% off air conditioners.",
+        "Blow the competition away with our marketing package.",
+        "Kill your cravings with our low-sugar snacks.",
+        "Dominate the court in our new basketball shoes.",
+        "Shoot your shot: the dating app for over-50s.",
+        "Prices so low it's criminal.",
+        "Slay all day in our new lipstick range.",
+        "Savage discounts on gaming chairs!",
+        "Knock 'em dead at your interview in a tailored suit.",
+    ),
+    "pests_and_cleaning": (
+        "Pest control that works: we exterminate rats, cockroaches and bedbugs.",
+        "Kills 99.9% of germs on contact.",
+        "Get rid of weeds for good with our garden spray.",
+        "Vermin-proof storage boxes for your garage.",
+        "Trash bags, 100-pack, heavy duty.",
+        "Mouse traps that actually work - humane options too.",
+        "Wipe out mould and mildew in minutes.",
+        "Flea and tick treatment for dogs and cats, vet approved.",
+        "Declutter your home: we haul away junk and garbage the same day.",
+        "Termite inspection, free this month.",
+    ),
+    "group_word_homonym": (
+        "Black Friday deals: up to 70% off everything!",
+        "White sale: all bed linens 40% off this week.",
+        "Oriental rugs, hand-knotted, free delivery.",
+        "Dumb phones for kids: calls and texts only.",
+        "Fat-free yogurt, now in mango.",
+        "Our monster truck rally comes to town Saturday.",
+        "Nuts about nuts? Our mixed nut tin is 2 for $10.",
+        "Animal shelter adoption day: meet your new best friend.",
+        "Black-tie event tickets on sale now.",
+        "Free-range chickens, happy hens, fresh eggs.",
+        "Queer Eye fans: tickets for the live show on sale now.",
+        "Mad deals on mattresses, crazy low prices.",
+        "Insanely fast Wi-Fi for the whole house.",
+        "Brown rice, white rice, wild rice: 3 for $5.",
+        "Free HIV testing, confidential, walk-ins welcome.",
+    ),
+    "deserve": (
+        "Every child deserves a good education - enrol today.",
+        "You deserve a vacation! Book now and save 30%.",
+        "Treat yourself, you deserve it.",
+        "Your pet deserves the best food.",
+        "Great coffee is what Monday mornings deserve.",
+    ),
+}
+
+
+def idiom_ads() -> list[dict[str, Any]]:
+    """Ordinary ad copy that only looks offensive out of context (:data:`IDIOM_ADS`), normal."""
+    return [
+        {
+            "id": f"idiom-{kind}-{i}",
+            "text": text,
+            "labels": {"hate_speech": 0, "offensive_language": 0},
+            "meta": {"class": "normal", "kind": kind},
+        }
+        for kind, lines in IDIOM_ADS.items()
+        for i, text in enumerate(lines)
+    ]
 
 
 def benign_ads() -> list[dict[str, Any]]:
@@ -157,7 +238,101 @@ FUNCTIONALITIES: dict[str, tuple[str, tuple[str, ...]]] = {
         "We will hunt down {t} one by one.",
         "Hang every one of the {t}.",
     )),
+    "normative_threat": ("hate", (
+        "{T} should be executed.",
+        "It should be legal to shoot {t}.",
+        "{T} ought to be locked up and tortured.",
+        "The best thing for {t} would be a bullet.",
+        "{T} need to be exterminated.",
+    )),
+    "question_hate": ("hate", (
+        "Why are {t} such a disgrace?",
+        "Aren't {t} just a pack of thieves?",
+        "Why do {t} have to be so stupid and useless?",
+        "Isn't it obvious that {t} are a cancer on society?",
+        "Who even wants {t} around, those filthy animals?",
+    )),
+    "opinion_hate": ("hate", (
+        "In my opinion, {t} are a plague.",
+        "I believe {t} are inferior to the rest of us.",
+        "If you ask me, {t} are all scum.",
+        "My view is that {t} are subhuman.",
+        "As far as I'm concerned, {t} are worthless.",
+    )),
+    "pronoun_hate": ("hate", (
+        "I met some {t} today. They are disgusting animals.",
+        "Don't tell me about {t}. I hate them.",
+        "{T}? They are the worst kind of vermin.",
+        "We let {t} move here and now they ruin everything, the filthy parasites.",
+        "You know what I think of {t}: they should all die.",
+    )),
+    "profane_hate": ("hate", (
+        "Fucking {t} ruin everything.",
+        "{T} are fucking scum.",
+        "{T} can go to hell, every damn one of them.",
+        "{T} are shit and always will be.",
+        "Screw {t}, those damn animals.",
+    )),
+    "deserve_positive": ("normal", (
+        "{T} deserve the same rights as everyone.",
+        "{T} deserve respect.",
+        "{T} deserve to feel safe in their homes.",
+        "Every one of the {t} deserves a fair hearing.",
+        "{T} deserve better than the way they were treated.",
+    )),
+    "quoted_hate_denounced": ("normal", (
+        '"{T} are scum" is never OK to say.',
+        '"{T} should die" is the kind of thing nobody should ever say.',
+        'He wrote "I hate {t}" and got banned, as he should.',
+        'If you tweet "{t} are animals" you are the problem.',
+        '"All {t} are criminals" is a lie.',
+    )),
+    "hate_referenced_denounced": ("normal", (
+        "Your post about {t} is disgusting and hateful.",
+        "That speech attacking {t} was shameful.",
+        "The comments on that video about {t} are vile.",
+        "I reported the account that keeps insulting {t}.",
+        "Statements like yours about {t} are why we need moderation.",
+    )),
 }  # fmt: skip
+# Hateful sentences with one of HateCheck's spelling changes: a missing word boundary,
+# leetspeak, two letters swapped.
+SPELLING_KINDS: dict[str, tuple[str, ...]] = {
+    "spelling_boundary": (
+        "Ihate {t} so much.", "{T} are disgustinganimals.", "Kill all{t}.", "{T} arevermin.",
+        "{T} are worthlessscum.",
+    ),
+    "spelling_leet": (
+        "{T} are tr4sh.", "K1ll all {t}.", "{T} are d1rty th1eves.", "I h4te {t} with a p4ssion.",
+        "{T} are vermin, 100% p4r4sites.",
+    ),
+    "spelling_swap": (
+        "I htae {t}.", "{T} are disugsting.", "{T} are wrothless scum.",
+        "Kill all {t}, tehy are vermin.", "{T} are aniamls.",
+    ),
+}  # fmt: skip
+UNPROTECTED_ABUSE = (  # insults at people who are not a protected group: offensive, not hate
+    "Lawyers are crooks.",
+    "Politicians are liars and thieves.",
+    "Bankers are greedy bastards.",
+    "Landlords are bloodsuckers.",
+    "Referees are blind clowns, every single one.",
+    "Telemarketers are the lowest form of life.",
+    "Critics are talentless hacks.",
+    "Dentists are sadists who love your pain.",
+    "Influencers are brainless attention whores.",
+    "Car dealers are lying sleazebags.",
+)
+INDIVIDUAL_ABUSE = (
+    "You are a lying piece of shit.",
+    "Shut up, you worthless idiot.",
+    "My landlord is a greedy asshole.",
+    "That referee is a fucking moron.",
+    "You're pathetic and everyone knows it, loser.",
+    "My brother is such a dumb prick.",
+    "Get lost, you ugly cow.",
+    "Our manager is a spineless weasel.",
+)
 WOMEN = (
     "Women are stupid and belong in the kitchen.",
     "All women are sluts who deserve nothing.",
@@ -228,6 +403,15 @@ def _behaviour_rows() -> Iterator[tuple[str, str, str, str | None]]:
                 template.format(t=noun, T=noun[:1].upper() + noun[1:]),
                 group,
             )
+    for name, templates in SPELLING_KINDS.items():
+        for template in templates:
+            for group, noun in TARGETS:
+                text = template.format(t=noun, T=noun[:1].upper() + noun[1:])
+                yield name, "hate", text, group
+    for text in UNPROTECTED_ABUSE:
+        yield "abuse_unprotected", "offensive", text, None
+    for text in INDIVIDUAL_ABUSE:
+        yield "abuse_individual", "offensive", text, None
     for text in SLUR_VARIANTS:
         yield "spelling_slur", "hate", text, None
     for text in PROFANITY:
@@ -253,9 +437,10 @@ def behaviour() -> list[dict[str, Any]]:
 
 
 def write_text_sets(out_dir: str | Path) -> dict[str, Path]:
-    """Write ``benign_ads.jsonl`` and ``behaviour.jsonl`` under ``out_dir``."""
+    """Write ``benign_ads.jsonl``, ``idiom_ads.jsonl`` and ``behaviour.jsonl`` under ``out_dir``."""
     out = Path(out_dir)
     return {
         "benign_ads": write_manifest(benign_ads(), out / "benign_ads.jsonl"),
+        "idiom_ads": write_manifest(idiom_ads(), out / "idiom_ads.jsonl"),
         "behaviour": write_manifest(behaviour(), out / "behaviour.jsonl"),
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from safetensors.torch import load_file
 
@@ -19,7 +20,7 @@ from ensemble.scoring import DEFAULT_DIR
 from ensemble.training.data import THREE_CLASS_RULE
 from ensemble.training.evaluate import measure, score_ads
 from ensemble.training.textdata import davidson_ads
-from ensemble.training.textsets import behaviour, benign_ads
+from ensemble.training.textsets import behaviour, benign_ads, idiom_ads
 
 TEXT_POLICIES = ("offensive_language", "hate_speech")
 
@@ -86,16 +87,23 @@ def test_shipped_heads_reproduce_the_recorded_holdout_sample(shared_dir) -> None
             assert got[key] == pytest.approx(expected[key], abs=1e-4), key
 
 
-@pytest.mark.slow
-def test_shipped_default_rarely_flags_benign_ad_copy_naming_a_group() -> None:
-    ads = benign_ads()
+def _flags(ads: list[dict]) -> dict[str, np.ndarray]:
+    """The shipped default's flag of each text policy for ``ads``: [N] bool per policy."""
     model = from_pretrained(DEFAULT_DIR)
     scores, _ = score_ads(model, ads, progress=False)
     config = model.config
     assert config is not None
-    for name in TEXT_POLICIES:
-        j = config.policy_names.index(name)
-        flagged = scores[:, j] >= config.policies[j].threshold
+    names = config.policy_names
+    return {
+        name: scores[:, names.index(name)] >= config.policies[names.index(name)].threshold
+        for name in TEXT_POLICIES
+    }
+
+
+@pytest.mark.slow
+def test_shipped_default_rarely_flags_benign_ad_copy_naming_a_group() -> None:
+    ads = benign_ads()
+    for name, flagged in _flags(ads).items():
         assert flagged.mean() <= 0.02, name
         for group in {ad["meta"]["group"] for ad in ads}:
             rows = [i for i, ad in enumerate(ads) if ad["meta"]["group"] == group]
@@ -103,19 +111,21 @@ def test_shipped_default_rarely_flags_benign_ad_copy_naming_a_group() -> None:
 
 
 @pytest.mark.slow
+def test_shipped_default_rarely_flags_ad_copy_that_only_looks_offensive() -> None:
+    """ "Killer prices", "we exterminate rats", "Black Friday": at most 1 line in 20 flagged."""
+    ads = idiom_ads()
+    for name, flagged in _flags(ads).items():
+        texts = [ads[i]["text"] for i in np.flatnonzero(flagged)]
+        assert len(texts) <= len(ads) / 20, (name, texts)
+
+
+@pytest.mark.slow
 def test_shipped_default_passes_every_behavioural_functionality() -> None:
     """The generated HateCheck-style set (never trained on): the 3-class prediction is right
     for at least 60 % of each functionality's tests."""
     tests = behaviour()
-    model = from_pretrained(DEFAULT_DIR)
-    scores, _ = score_ads(model, tests, progress=False)
-    config = model.config
-    assert config is not None
-    names = config.policy_names
-    hate, offensive = (
-        scores[:, names.index(n)] >= config.policies[names.index(n)].threshold
-        for n in ("hate_speech", "offensive_language")
-    )
+    flags = _flags(tests)
+    hate, offensive = flags["hate_speech"], flags["offensive_language"]
     by_function: dict[str, list[bool]] = {}
     for i, ad in enumerate(tests):
         predicted = "hate" if hate[i] else "offensive" if offensive[i] else "normal"  # the rule
@@ -124,3 +134,17 @@ def test_shipped_default_passes_every_behavioural_functionality() -> None:
         )
     accuracy = {name: sum(hits) / len(hits) for name, hits in by_function.items()}
     assert min(accuracy.values()) >= 0.6, accuracy
+
+
+@pytest.mark.slow
+def test_hate_anywhere_in_a_long_ad_is_found() -> None:
+    """A text past ``max_length`` (128 tokens) is scored on windows over all of it: a hateful
+    sentence at its start, middle or end is flagged, the benign copy alone is not."""
+    copy = (
+        "Visit our new showroom downtown for the best deals on sofas, beds and dining sets. "
+        "Free delivery within 20 miles, financing available, and friendly staff to help. "
+    ) * 3
+    hate = "Muslims are disgusting vermin and should be wiped out. "
+    texts = [copy + copy, hate + copy + copy, copy + hate + copy, copy + copy + hate]
+    flags = _flags([{"id": str(i), "text": t} for i, t in enumerate(texts)])
+    assert flags["hate_speech"].tolist() == [False, True, True, True]

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 
 import pytest
 
 from encoders.textnorm import social_v1, social_v2
-from ensemble.training.augment import GROUPS, augmentations, misspell
+from ensemble.training.augment import (
+    GROUPS,
+    OPINION_FRAMES,
+    UNPROTECTED,
+    augmentations,
+    misspell,
+)
 from ensemble.training.data import THREE_CLASS_RULE, read_manifest
 from ensemble.training.textdata import CLASS_LABELS, convert_text_policies, hatexplain_ads
-from ensemble.training.textsets import AD_TEMPLATES, behaviour, benign_ads
+from ensemble.training.textsets import AD_TEMPLATES, behaviour, benign_ads, idiom_ads
 
 
 def test_label_table_is_nested_and_read_back_by_the_rule() -> None:
@@ -55,6 +62,32 @@ def test_augmentation_is_deterministic_and_labelled_by_the_table() -> None:
         assert social_v1(ad["text"]) == ad["text"]  # written in the normalised form
 
 
+def test_every_frame_carries_hate_praise_and_unprotected_insults() -> None:
+    """A question, an opinion or a pronoun frames hateful and benign clauses alike, so no frame
+    becomes a cue for one class; insults at people who are no protected group are offensive."""
+    composed = [
+        ad for ad in augmentations(_train_rows(), seed=3) if ad["meta"]["augment"] == "composed"
+    ]
+    for prefix in (*OPINION_FRAMES, "why are", "arent", "dont you think", "i met"):
+        classes = {ad["meta"]["class"] for ad in composed if ad["text"].startswith(prefix + " ")}
+        assert {"hate", "normal"} <= classes, prefix
+
+    def names(ad: dict, nouns: Iterable[str]) -> bool:
+        return any(f" {noun} " in f" {ad['text']} " for noun in nouns)
+
+    groups = [noun for _, noun in GROUPS]
+    insults = [ad for ad in composed if names(ad, UNPROTECTED[:4]) and not names(ad, groups)]
+    assert insults
+    assert {ad["meta"]["class"] for ad in insults} == {"offensive"}
+    hate = [
+        ad for ad in composed
+        if ad["text"].startswith("i hate ") and names(ad, groups) and not names(ad, UNPROTECTED)
+    ]  # fmt: skip
+    assert hate
+    assert {ad["meta"]["class"] for ad in hate} == {"hate"}
+    assert "normal" in {ad["meta"]["class"] for ad in composed if ad["text"].startswith("i love ")}
+
+
 @pytest.mark.parametrize("op", ["space", "drop", "swap", "double", "spread"])
 def test_misspell_keeps_the_first_letter(op: str) -> None:
     import random
@@ -73,7 +106,10 @@ def test_eval_sets_meet_their_sizes_and_are_apart_from_training() -> None:
     tests = behaviour()
     assert len({ad["meta"]["functionality"] for ad in tests}) >= 10
     training = {social_v2(ad["text"]) for ad in augmentations(_train_rows(), seed=42)}
-    assert not training & {social_v2(ad["text"]) for ad in ads + tests}
+    idioms = idiom_ads()
+    assert len({ad["meta"]["kind"] for ad in idioms}) == 4
+    assert all(ad["meta"]["class"] == "normal" for ad in idioms)
+    assert not training & {social_v2(ad["text"]) for ad in ads + tests + idioms}
     assert len(GROUPS) >= 25
     assert len(AD_TEMPLATES) >= 15
 
