@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -107,13 +108,19 @@ class ClassRule:
     def names(self) -> list[str]:
         return [name for name, _ in self.classes] + [self.fallback]
 
-    def classify(self, flags: Tensor, policies: Sequence[str]) -> list[str]:
-        """Args: flags [N, P] bool in ``policies`` order. Returns N class names."""
-        out = [self.fallback] * flags.shape[0]
-        for name, policy in reversed(self.classes):  # the highest priority is written last
-            for i in torch.nonzero(flags[:, policies.index(policy)]).flatten().tolist():
-                out[i] = name
+    def class_index(self, flags: Tensor | np.ndarray, policies: Sequence[str]) -> np.ndarray:
+        """Args: flags [N, P] bool in ``policies`` order. Returns [N] indices into
+        :attr:`names` (the fallback last)."""
+        flags = np.asarray(flags, dtype=bool)
+        out = np.full(flags.shape[0], len(self.classes))
+        for k in reversed(range(len(self.classes))):  # the highest priority is written last
+            out[flags[:, policies.index(self.classes[k][1])]] = k
         return out
+
+    def classify(self, flags: Tensor | np.ndarray, policies: Sequence[str]) -> list[str]:
+        """Args: flags [N, P] bool in ``policies`` order. Returns N class names."""
+        names = self.names
+        return [names[i] for i in self.class_index(flags, policies)]
 
 
 # Davidson: hate if hate_speech is flagged, else offensive if offensive_language is, else neither.

@@ -177,12 +177,11 @@ def rule_thresholds(
     truth = np.array([names.index(c) for c in classes])
     group = np.asarray(groups)
     members = [group == g for g in sorted(set(groups))]
-    columns = [scores[:, policies.index(policy)] for _, policy in rule.classes]
+    ruled = [policy for _, policy in rule.classes]
+    columns = scores[:, [policies.index(policy) for policy in ruled]]
     best: tuple[float, tuple[float, ...]] = (-1.0, ())
-    for values in itertools.product(grid, repeat=len(columns)):
-        predicted = np.full(len(truth), len(names) - 1)  # the fallback
-        for k in reversed(range(len(columns))):  # the highest priority is written last
-            predicted[columns[k] >= values[k]] = k
+    for values in itertools.product(grid, repeat=len(ruled)):
+        predicted = rule.class_index(columns >= np.asarray(values), ruled)
         score = float(np.mean([_macro_f1(truth[m], predicted[m], len(names)) for m in members]))
         if score > best[0]:
             best = (score, tuple(float(v) for v in values))
