@@ -25,6 +25,8 @@ from ensemble.config import EncoderConfig, ModelConfig
 from ensemble.model import AdPolicyEnsemble
 
 CONFIG_FILE = "config.json"
+INT8_DELTA = "int8-delta"
+_SCALE_SUFFIX = ".delta_scale"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ckpt"}
@@ -36,7 +38,7 @@ def save_pretrained(
     *,
     weights: Literal["full", "heads"] = "full",
     extra: dict[str, Any] | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
 ) -> Path:
     """Write ``config.json`` and ``model.safetensors`` (and encoder files) to ``directory``.
 
@@ -50,18 +52,29 @@ def save_pretrained(
         dtype: Store the parameters in this type (e.g. ``torch.float16``: half the file;
             buffers, such as analyzers' constants, stay as they are); :func:`from_pretrained`
             loads them back into the model's own type. None: as they are.
+            ``"int8-delta"`` (a "heads" checkpoint only): the encoders' fine-tuned matrices
+            as int8 steps, one scale per row, away from the weights their settings load
+            (a quarter of fp32; fine-tuning moves a weight far less than its own size, so
+            the steps are fine), every other parameter in float16.
 
     Returns:
         The directory.
     """
+    if isinstance(dtype, str) and dtype != INT8_DELTA:
+        raise ValueError(f"dtype {dtype!r}: a torch dtype or {INT8_DELTA!r}")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     config = model.config
     cast = {name for name, _ in model.named_parameters()} if dtype is not None else set()
+    to = torch.float16 if dtype == INT8_DELTA else dtype
     state = {
-        k: (v.to(dtype) if k in cast else v).detach().contiguous()
+        k: (v.to(to) if k in cast else v).detach().contiguous()
         for k, v in model.state_dict().items()
     }
+    if dtype == INT8_DELTA:
+        if weights != "heads":
+            raise ValueError("int8-delta storage needs a heads checkpoint (deltas from the base)")
+        state.update(_int8_deltas(model))
     if weights == "heads":
         stored = stored_with_heads(model)
         state = {k: v for k, v in state.items() if stored(k)}
@@ -69,12 +82,46 @@ def save_pretrained(
         config = bundle_encoder_files(config, out)
     save_file(state, str(out / WEIGHTS_FILE))
     payload = config.to_json()
-    stored_dtype = str(dtype or torch.float32).removeprefix("torch.")
+    stored_dtype = dtype if isinstance(dtype, str) else str(dtype or torch.float32)
+    stored_dtype = stored_dtype.removeprefix("torch.")
     payload["checkpoint"] = {
         "format": FORMAT_VERSION, "weights": weights, "dtype": stored_dtype, **(extra or {})
     }  # fmt: skip
     (out / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")
     return out
+
+
+def _int8_deltas(model: AdPolicyEnsemble) -> dict[str, torch.Tensor]:
+    """The encoders' fine-tuned matrices as int8 steps away from their base weights (those a
+    fresh build loads), with one float32 scale per row under ``KEY.delta_scale``."""
+    base = build_ensemble(model.config).state_dict()
+    out = {}
+    for name, param in model.named_parameters():
+        if param.dim() < 2 or not _is_tuned(model, name):
+            continue
+        delta = (param.detach().float() - base[name].float()).reshape(len(param), -1)
+        scale = delta.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / 127
+        steps = torch.round(delta / scale[:, None]).to(torch.int8)
+        out[name] = steps.reshape(param.shape).contiguous()
+        out[name + _SCALE_SUFFIX] = scale.contiguous()
+    return out
+
+
+def _is_tuned(model: AdPolicyEnsemble, name: str) -> bool:
+    for key, module in model.encoders.items():
+        encoder: Encoder = module  # type: ignore[assignment]
+        if name.startswith(tuple(f"encoders.{key}.{part}." for part in encoder.tuned)):
+            return True
+    return False
+
+
+def _add_deltas(state: dict[str, torch.Tensor], base: dict[str, torch.Tensor]) -> None:
+    """Replace each int8 delta in ``state`` by its base weight plus the delta (in place)."""
+    for scale_key in [k for k in state if k.endswith(_SCALE_SUFFIX)]:
+        name = scale_key.removesuffix(_SCALE_SUFFIX)
+        scale = state.pop(scale_key)
+        steps = state[name].float().reshape(len(scale), -1) * scale[:, None]
+        state[name] = (base[name].float() + steps.reshape(base[name].shape)).to(base[name].dtype)
 
 
 def stored_with_heads(model: AdPolicyEnsemble) -> Callable[[str], bool]:
@@ -153,6 +200,7 @@ def from_pretrained(directory: str | Path) -> AdPolicyEnsemble:
     config, meta = read_checkpoint_config(directory)
     model = build_ensemble(config)
     state = load_file(str(Path(directory) / WEIGHTS_FILE))
+    _add_deltas(state, model.state_dict())
     result = model.load_state_dict(state, strict=False)
     missing = list(result.missing_keys)
     if meta.get("weights") == "heads":

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE = Path(os.environ.get("ADPOLICY_CACHE", Path.home() / ".cache" / "adpolicy"))
 EVALUATION_FILE = "evaluation.json"
 RECORD_SAMPLE = 256
-STORED_DTYPES = {"float32": None, "float16": "float16"}
+STORED_DTYPES = ("float32", "float16", "int8-delta")
 UNRECORDED = {"func", "cache_dir", "no_cache", "no_progress", "verbose"}  # no effect on weights
 
 
@@ -81,9 +81,11 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     tr.add_argument("--heads-only", action="store_true", help="store only the heads' weights")
     tr.add_argument(
-        "--weights-dtype", choices=list(STORED_DTYPES), default="float32",
-        help="store the weights in this type (float16: half the file; the scores of the stored "
-        "model are checked against the trained one's on the validation ads)",
+        "--weights-dtype", choices=STORED_DTYPES, default="float32",
+        help="store the weights in this type (float16: half the file; int8-delta, with "
+        "--heads-only: the fine-tuned matrices as int8 steps from the base weights, a quarter; "
+        "the scores of the stored model are checked against the trained one's on the "
+        "validation ads)",
     )  # fmt: skip
     tr.add_argument(
         "--unfreeze", nargs="+", default=[], metavar="KEY", help="encoders to fine-tune"
@@ -226,24 +228,19 @@ def _save(
 ) -> None:
     import torch
 
-    from ensemble.pretrained import from_pretrained, save_pretrained
+    from ensemble.pretrained import INT8_DELTA, from_pretrained, save_pretrained
 
     weights: Literal["full", "heads"] = "heads" if heads_only else "full"
     extra = {"training": {**result.summary(), **record}}
-    stored = STORED_DTYPES[dtype]
-    save_pretrained(
-        result.model, out, weights=weights, extra=extra,
-        dtype=None if stored is None else getattr(torch, stored),
-    )  # fmt: skip
+    stored = None if dtype == "float32" else dtype if dtype == INT8_DELTA else getattr(torch, dtype)
+    save_pretrained(result.model, out, weights=weights, extra=extra, dtype=stored)
     stale = Path(out) / EVALUATION_FILE
     stale.unlink(missing_ok=True)  # measured on other weights
     print(_training_table(result))
     if stored is not None and val_ads:
         parity = _storage_parity(result.model, from_pretrained(out), val_ads)
         extra["training"]["storage_parity"] = parity
-        save_pretrained(
-            result.model, out, weights=weights, extra=extra, dtype=getattr(torch, stored)
-        )
+        save_pretrained(result.model, out, weights=weights, extra=extra, dtype=stored)
         print(
             f"{dtype} storage on {parity['n']} validation ads: max |score difference| "
             f"{parity['max_abs_diff']:.2e}, {parity['decisions_changed']} flagged decisions changed"
@@ -292,6 +289,11 @@ def _train(args: argparse.Namespace) -> int:
     from ensemble.pretrained import from_pretrained
     from ensemble.training.train import train
 
+    if args.weights_dtype == "int8-delta" and not args.heads_only:
+        raise SystemExit(
+            "--weights-dtype int8-delta stores differences from the base weights: "
+            "it needs --heads-only"
+        )
     device = init_distributed(args.device)
     settings = _settings(args, device)
     if args.init:

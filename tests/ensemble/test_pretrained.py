@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ensemble import from_pretrained, save_pretrained
+from ensemble import ModelConfig, build_ensemble, from_pretrained, save_pretrained
 from ensemble.pretrained import WEIGHTS_FILE
 
 
@@ -55,3 +55,48 @@ def test_mismatched_weights_are_refused(small_model, tmp_path) -> None:
 def test_not_a_checkpoint(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="not a checkpoint"):
         from_pretrained(tmp_path)
+
+
+def test_int8_delta_stores_tuned_matrices_as_steps_from_the_base(tiny_bert_dir, tmp_path) -> None:
+    from tests.ensemble.conftest import small_config_json
+
+    config = small_config_json(tiny_bert_dir)
+    config["encoders"]["text"]["tuned_layers"] = 1
+    model = build_ensemble(ModelConfig.from_json(config), seed=0)
+    tuned = {
+        n: p
+        for n, p in model.named_parameters()
+        if ".layer.1." in n and n.startswith("encoders.text.")
+    }
+    assert tuned
+    with torch.no_grad():  # fine-tuning: small moves away from the base weights
+        for p in tuned.values():
+            p.add_(torch.randn_like(p) * 1e-3)
+    save_pretrained(model, tmp_path / "i8", weights="heads", dtype="int8-delta")
+    save_pretrained(model, tmp_path / "f16", weights="heads", dtype=torch.float16)
+    stored = load_file(str(tmp_path / "i8" / WEIGHTS_FILE))
+    matrices = [n for n, p in tuned.items() if p.dim() == 2]
+    assert matrices
+    assert all(stored[n].dtype == torch.int8 for n in matrices)
+    assert {t.dtype for n, t in stored.items() if n not in matrices} == {
+        torch.float16,
+        torch.float32,
+    }
+    size = (tmp_path / "i8" / WEIGHTS_FILE).stat().st_size
+    assert size < (tmp_path / "f16" / WEIGHTS_FILE).stat().st_size
+    loaded = dict(from_pretrained(tmp_path / "i8").named_parameters())
+    base = dict(build_ensemble(ModelConfig.from_json(config)).named_parameters())
+    for name in matrices:  # within half a step of each row's scale
+        delta = (tuned[name] - base[name]).abs().amax(dim=1, keepdim=True)
+        assert ((loaded[name] - tuned[name]).abs() <= delta / 254 + 1e-7).all()
+        assert not torch.equal(loaded[name], base[name])
+    inputs = model.example_inputs(2)
+    want, got = model(*inputs)[0], from_pretrained(tmp_path / "i8")(*inputs)[0]
+    assert torch.allclose(got, want, atol=1e-3)
+
+
+def test_int8_delta_needs_a_heads_checkpoint(small_model, tmp_path) -> None:
+    with pytest.raises(ValueError, match="heads checkpoint"):
+        save_pretrained(small_model, tmp_path, dtype="int8-delta")
+    with pytest.raises(ValueError, match="int8-delta"):
+        save_pretrained(small_model, tmp_path, weights="heads", dtype="int4")

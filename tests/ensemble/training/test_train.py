@@ -399,3 +399,10 @@ def test_init_continues_from_a_checkpoint_and_drops_its_stale_calibration(
     parity = saved["checkpoint"]["training"]["storage_parity"]
     assert parity["n"] == len(val_ads)
     assert 0 < parity["max_abs_diff"] < 1e-2  # rounded, and only just
+
+
+def test_int8_delta_storage_is_refused_before_training_without_heads_only(tmp_path) -> None:
+    args = ["train", "--data", str(tmp_path / "none.jsonl"), "--val", str(tmp_path / "none.jsonl")]
+    with pytest.raises(SystemExit, match="needs --heads-only"):
+        main([*args, "--out", str(tmp_path / "out"), "--weights-dtype", "int8-delta"])
+    assert not (tmp_path / "out").exists()
