@@ -230,10 +230,16 @@ def test_the_default_archive_scores_as_offline(served: TorchServe) -> None:
         {"id": "d1", "text": "Fresh coffee, delivered weekly."},
         {"id": "d2", "text": "you idiot, buy this now"},
         {"id": "d3", "text": "Limited offer " * 40},
+        {  # past max_length: served on windows over all of it, as offline
+            "id": "d4",
+            "text": "Visit our showroom for the best deals on sofas and beds, free delivery. " * 12
+            + "Muslims are disgusting vermin and should be wiped out.",
+        },
     ]
     c = client(served, "adpolicy-default")
     predictions = [c.predict(ad) for ad in ads]
-    assert [p.status for p in predictions] == [200, 200, 200]
+    assert [p.status for p in predictions] == [200, 200, 200, 200]
+    assert predictions[3].body["policies"]["hate_speech"]["flag"]
     for got, want in zip(predictions, load().score(ads), strict=True):
         assert_results_close(got.body, want, atol=1e-5)  # decisions and calibration included
     # the default's stored decisions, applied by the served handler
