@@ -25,8 +25,14 @@ General methods, each producing labelled rows (``meta.augment`` names the method
   normal; the same insults aimed at people who are no protected group (lawyers, landlords)
   are offensive, not hate; and what a group deserves, said well of it ("X deserve equal
   pay"), is normal, since "deserve" also carries threats ("deserve a bullet"); and the insult
-  and threat words in their literal sense ("we exterminate rats", "we haul away garbage") are
-  normal.
+  and threat words in their literal sense ("we exterminate rats", "we haul away garbage"),
+  slurs' other senses included (a breeder's bitch, faggots of wood), are normal. Hate without
+  an insult word comes in contrast pairs too: a stereotype ("X push drugs on our kids": hate;
+  "X create jobs here": normal), praise denied to a group ("X are never kind": hate; "X are
+  never lazy": normal) and a group named in one sentence and judged in the next ("X bought the
+  house across the street they make me sick": hate; "... they make me smile": normal).
+  Complaints about things, insult words and all ("this laptop is garbage", "i hate this
+  weather"), are normal: an insult needs a person.
 
 The templates, word lists and spelling operations here are written apart from the evaluation
 sets of :mod:`ensemble.training.textsets` (other sentences, other products); the group names overlap,
@@ -266,7 +272,11 @@ _LITERAL = (
     "meet the {animals} at the petting farm this weekend", "documentary about wild {animals} tonight",
     "new treatment trial against {illness} starts in march", "fundraiser for {illness} research this saturday",
     "free screening for {illness} at the community clinic", "{verb} weeds for good with our garden kit",
+    "our {breed} bitch had a litter of six puppies", "the judges awarded best bitch to a young {breed}",
+    "faggots and peas with gravy on the pub menu", "gather faggots of dry wood for the stove",
+    "sea dyke repairs close the coastal road", "the fag end of the season sale",
 )  # fmt: skip
+_BREEDS = ("labrador", "collie", "spaniel", "greyhound", "poodle", "beagle", "terrier")
 _PESTS = ("rats", "mice", "cockroaches", "termites", "bedbugs", "wasps", "fleas", "germs", "vermin",
           "bacteria", "mould", "insects", "parasites", "maggots", "pests")  # fmt: skip
 _PEST_VERBS = ("exterminate", "get rid of", "remove", "trap", "kill", "eliminate", "wipe out")
@@ -274,6 +284,62 @@ _PEST_VERBS2 = ("kills", "destroys", "eliminates", "wipes out")
 _JUNK = ("garbage", "trash", "junk", "old furniture", "rubble", "scrap metal", "filth and grime")
 _ANIMALS = ("apes", "pigs", "rats", "dogs", "monkeys", "snakes", "goats", "savannah animals")
 _ILLNESS = ("cancer", "the virus", "the flu", "the disease", "a plague of locusts", "infection")
+# Stereotypes: a group said to do, cause or be fit for something bad is demeaned without a
+# single insult word (implicit derogation): hate; the same frames saying something good: normal.
+_STEREOTYPE = (
+    "{who} {bad}", "{who} all {bad}", "everyone knows {who} {bad}", "typical {noun} they {bad}",
+    "the problem with {noun} is that they {bad}", "{who} {bad} and we all pay for it",
+    "wherever {noun} go they {bad}", "it is in their nature {noun} {bad}",
+)  # fmt: skip
+_BAD_DEEDS = (
+    "are criminals at heart", "steal whatever is not nailed down", "undercut honest workers",
+    "turn every street they live on into a slum", "push drugs on our kids", "leech off the state",
+    "cannot be trusted with money", "run the world from the shadows", "carry disease",
+    "prey on children", "drain our hospitals dry", "breed like rabbits", "are terrorists in waiting",
+    "lie as easily as they breathe", "are only fit to clean toilets", "cannot do anything without help",
+    "are too emotional to run anything", "should be kept barefoot and pregnant", "drag this country down",
+    "are why everything is falling apart", "cheat on their taxes",
+)  # fmt: skip
+_GOOD_DEEDS = (
+    "are great entrepreneurs", "bring great food to every town", "create jobs here",
+    "work harder than anyone", "are great with money", "make every street they live on better",
+    "are wonderful with children", "help everyone around them", "run half the shops on this street",
+    "are great leaders", "raise money for the food bank", "pay more than their share of taxes",
+    "belong in every boardroom", "keep this town going", "are why this city is thriving",
+)  # fmt: skip
+# Praise negated or denied to a whole group is hate; an insult negated or denied is normal:
+# the negation decides nothing, what is denied of the group does.
+_DENIED_PRAISE = (
+    "{who} are never {padj}", "i have yet to meet a {padj} {adj2} person", "{who} will never be {pnoun}",
+    "nobody has ever called {noun} {padj}", "not one of the {noun} i know is {padj}",
+    "{who} cant do a single thing right", "{who} will never measure up to us",
+    "no {adj2} person can be {padj}", "{who} have never given this town anything",
+    "{who} are not even worth feeding", "you will never find {padj} {noun}",
+)  # fmt: skip
+_DENIED_INSULT = (
+    "{who} are never {adj}", "i have yet to meet a {adj} {adj2} person", "{who} will never be {noun2}",
+    "nobody should ever call {noun} {adj}", "not one of the {noun} i know is {adj}",
+    "{who} do so many things right", "{who} measure up to anyone", "no {adj2} person is {noun2}",
+    "{who} have given this town so much", "{who} are worth every penny",
+    "you will never find {noun} who are {adj}",
+)  # fmt: skip
+# A group named in one sentence, judged in the next (the normaliser drops the full stop).
+_MENTION = (
+    "{noun} opened a shop on my road", "{noun} bought the house across the street",
+    "our new manager is {adj2}", "the {noun} from the shelter came to the meeting",
+    "half the new hires are {noun}", "my sister brought her {adj2} friends over",
+    "a bus full of {noun} just pulled up", "the school hired {adj2} teachers",
+)  # fmt: skip
+_JUDGED_BAD = (
+    "people like that turn my stomach", "{noun2} the whole lot", "{adj} the lot of them",
+    "ship them out", "i want them gone", "they make me sick", "they are all {adj}",
+    "we dont want their kind here", "nothing but {noun2}",
+)  # fmt: skip
+_JUDGED_GOOD = (
+    "people like that make my day", "{pnoun} the whole lot", "{padj} the lot of them",
+    "i hope they stay for good", "i want more of them", "they make me smile",
+    "they are all {padj}", "we want their kind here", "nothing but {pnoun}",
+)  # fmt: skip
 # People who are not a protected group: insulting them is offensive, not hate.
 UNPROTECTED = (
     "lawyers", "politicians", "bankers", "landlords", "referees", "critics", "tourists",
@@ -296,6 +362,15 @@ _PROFANE_INLINE = (
 _THINGS = ("traffic", "weather", "movie", "laptop", "exam", "pizza", "concert", "meeting",
            "song", "match", "game", "week", "flight", "homework")  # fmt: skip
 _QUALITIES = ("amazing", "boring", "insane", "annoying", "great", "slow", "loud")
+# Complaints about things, insult words included, no profanity: normal (an insult needs a
+# person; "i hate this laptop" is no more hate than "i love this laptop").
+_COMPLAINT = (
+    "this {thing} is {bad}", "i cant believe how {bad} this {thing} is", "worst {thing} ever so {bad}",
+    "honestly the {thing} today was {bad}", "i hate this {thing}", "i cant stand the {thing} anymore",
+    "the {thing} is {bad} and i want my money back", "that {thing} was {bad} never again",
+)  # fmt: skip
+_BAD_THINGS = ("useless", "garbage", "trash", "a joke", "a waste of money", "pathetic", "awful",
+               "terrible", "the worst", "rubbish", "a disaster", "junk", "disgusting")  # fmt: skip
 _PERSONAL_INSULT = (
     "shut up you {insult}", "my ex is such a {insult}", "you are a complete {insult}",
     "that guy at work is a total {insult}", "stop being a {insult}", "what a {insult} move",
@@ -433,7 +508,14 @@ def _composed(rng: random.Random, per: int) -> list[dict]:
         return rng.choice(_LITERAL).format(
             verb=rng.choice(_PEST_VERBS), verb2=rng.choice(_PEST_VERBS2), pests=rng.choice(_PESTS),
             junk=rng.choice(_JUNK), animals=rng.choice(_ANIMALS), illness=rng.choice(_ILLNESS),
+            breed=rng.choice(_BREEDS),
         )  # fmt: skip
+
+    def said(deeds: Sequence[str]) -> str:
+        return fill(rng.choice(_STEREOTYPE).replace("{bad}", rng.choice(deeds)))
+
+    def followed(judged: Sequence[str]) -> str:
+        return fill(f"{rng.choice(_MENTION)} {rng.choice(judged)}")
 
     def opinion(templates: Sequence[str]) -> str:
         return f"{rng.choice(OPINION_FRAMES)} {fill(rng.choice(templates))}"
@@ -462,6 +544,15 @@ def _composed(rng: random.Random, per: int) -> list[dict]:
               lambda: rng.choice(_PERSONAL_INSULT).format(insult=rng.choice(_INSULTS))),
         *draw("deserve", "normal", lambda: fill(rng.choice(_DESERVE)), share=0.7),
         *draw("literal", "normal", literal, share=0.7),
+        *draw("complaint", "normal",
+              lambda: rng.choice(_COMPLAINT).format(thing=rng.choice(_THINGS), bad=rng.choice(_BAD_THINGS)),
+              share=0.5),
+        *draw("stereotype", "hate", lambda: said(_BAD_DEEDS)),
+        *draw("stereotype_good", "normal", lambda: said(_GOOD_DEEDS)),
+        *draw("denied_praise", "hate", lambda: fill(rng.choice(_DENIED_PRAISE)), share=0.7),
+        *draw("denied_insult", "normal", lambda: fill(rng.choice(_DENIED_INSULT)), share=0.7),
+        *draw("followed", "hate", lambda: followed(_JUDGED_BAD), share=0.7),
+        *draw("followed_good", "normal", lambda: followed(_JUDGED_GOOD), share=0.7),
     ]  # fmt: skip
 
 

@@ -13,7 +13,10 @@
   derogation, threats and their negated or denounced forms, it frames hate as a question,
   an opinion or through a pronoun, quotes hate in order to reject it, applies HateCheck's
   spelling changes (missing word boundaries, leetspeak, swapped letters) and insults people
-  who are no protected group (offensive, not hate).
+  who are no protected group (offensive, not hate); implicit derogation (stereotypes with no
+  insult word), praise denied to a group ("X are never any good") and hate said of a group
+  in the sentence after the one that names it are hate; a slur's literal other sense ("a
+  bundle of faggots for the fire") and complaints about things are normal.
 
 The sentences, products and spelling changes here are written apart from the training
 augmentation (:mod:`ensemble.training.augment`): other templates, other wording. None of it is trained
@@ -294,6 +297,29 @@ FUNCTIONALITIES: dict[str, tuple[str, tuple[str, ...]]] = {
         "I reported the account that keeps insulting {t}.",
         "Statements like yours about {t} are why we need moderation.",
     )),
+    # Written as a probe of the previous default (2026-12-04), before the augmentation's
+    # stereotypes, denied praise and follow-up sentences, which use other wording.
+    "implicit_derogation": ("hate", (
+        "{T} bring nothing but crime to our neighbourhoods.",
+        "You can always tell when {t} move in, the whole street goes downhill.",
+        "{T} only know how to steal and sell drugs.",
+        "{T} secretly control the banks and the media.",
+        "Hiring {t} is a waste of money.",
+    )),
+    "negated_positive": ("hate", (
+        "{T} are never any good.",
+        "I have never met any {t} worth knowing.",
+        "{T} will never be as smart as the rest of us.",
+        "There is nothing good about {t}.",
+        "{T} have never contributed anything to this country.",
+    )),
+    "hate_subsequent_sentence": ("hate", (
+        "I saw a group of {t} at the station. Honestly, they are a plague on this country.",
+        "Some {t} moved in down the road. They should all be sent back where they came from.",
+        "Have you met the {t} in accounting? Stupid creatures, all of them.",
+        "There's a bar for {t} opening downtown. Those people disgust me.",
+        "More {t} arrived last week. Vermin, every one of them.",
+    )),
 }  # fmt: skip
 # Hateful sentences with one of HateCheck's spelling changes: a missing word boundary,
 # leetspeak, two letters swapped.
@@ -371,6 +397,24 @@ SLUR_VARIANTS = (
     "muzzies are all terrorists",
     "c00ns everywhere in this town",
 )
+SLUR_HOMONYMS = (  # a slur's other, literal sense: normal
+    "We bought a bundle of faggots for the bonfire.",
+    "The winner of best of breed was a three-year-old bitch from Kent.",
+    "Spotted dick with custard is a classic British pudding.",
+    "Queer theory is one of the modules on my literature course.",
+    "The fag end of summer is the best time for a cheap holiday.",
+    "The dam, a champion bitch, whelped eight healthy pups.",
+)
+OBJECT_ABUSE = (  # complaints about things, not people: normal
+    "This printer is useless garbage.",
+    "I really can't stand this weather.",
+    "That movie was a complete waste of two hours.",
+    "My phone is a piece of junk and I hate it.",
+    "Cauliflower is disgusting.",
+    "This traffic is killing me.",
+    "The new update is awful, I hate everything about it.",
+    "What a pathetic excuse for a sandwich.",
+)
 PROFANITY = (
     "Fuck yeah, we won the game!",
     "This traffic is absolute shit.",
@@ -416,6 +460,10 @@ def _behaviour_rows() -> Iterator[tuple[str, str, str, str | None]]:
         yield "spelling_slur", "hate", text, None
     for text in PROFANITY:
         yield "profanity_not_hate", "offensive", text, None
+    for text in SLUR_HOMONYMS:
+        yield "slur_homonym", "normal", text, None
+    for text in OBJECT_ABUSE:
+        yield "abuse_objects", "normal", text, None
 
 
 def behaviour() -> list[dict[str, Any]]:

@@ -88,6 +88,18 @@ def test_every_frame_carries_hate_praise_and_unprotected_insults() -> None:
     assert "normal" in {ad["meta"]["class"] for ad in composed if ad["text"].startswith("i love ")}
 
 
+def test_stereotypes_denials_and_follow_ups_come_in_both_classes() -> None:
+    """What is said of the group decides: a stereotype, praise denied and a judgement in the
+    next sentence are hate, their good or negated-insult twins in the same frames normal."""
+    composed = [
+        ad for ad in augmentations(_train_rows(), seed=5) if ad["meta"]["augment"] == "composed"
+    ]
+    for opener in ("typical", "wherever", "not one of the", "you will never find", "a bus full of"):
+        classes = Counter(ad["meta"]["class"] for ad in composed if ad["text"].startswith(opener))
+        assert classes["hate"] >= 5, opener
+        assert classes["normal"] >= 5, opener
+
+
 @pytest.mark.parametrize("op", ["space", "drop", "swap", "double", "spread"])
 def test_misspell_keeps_the_first_letter(op: str) -> None:
     import random
