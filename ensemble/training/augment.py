@@ -28,7 +28,8 @@ General methods, each producing labelled rows (``meta.augment`` names the method
   and threat words in their literal sense ("we exterminate rats", "we haul away garbage"),
   slurs' other senses included (a breeder's bitch, faggots of wood), are normal. Hate without
   an insult word comes in contrast pairs too: a stereotype ("X push drugs on our kids": hate;
-  "X create jobs here": normal), praise denied to a group ("X are never kind": hate; "X are
+  "X create jobs here": normal), what a group is worth to an employer or a town ("never give
+  X a job": hate; "give X a job": normal), praise denied to a group ("X are never kind": hate; "X are
   never lazy": normal) and a group named in one sentence and judged in the next ("X bought the
   house across the street they make me sick": hate; "... they make me smile": normal).
   Complaints about things, insult words and all ("this laptop is garbage", "i hate this
@@ -272,9 +273,18 @@ _LITERAL = (
     "meet the {animals} at the petting farm this weekend", "documentary about wild {animals} tonight",
     "new treatment trial against {illness} starts in march", "fundraiser for {illness} research this saturday",
     "free screening for {illness} at the community clinic", "{verb} weeds for good with our garden kit",
+)  # fmt: skip
+# A slur's other, literal sense (dog breeding, butchery, firewood, cigarettes, dams, pudding,
+# hunting dogs): normal.
+_HOMONYM = (
     "our {breed} bitch had a litter of six puppies", "the judges awarded best bitch to a young {breed}",
-    "faggots and peas with gravy on the pub menu", "gather faggots of dry wood for the stove",
-    "sea dyke repairs close the coastal road", "the fag end of the season sale",
+    "{breed} bitch for sale kc registered and vet checked", "the bitch and dog classes are judged after lunch",
+    "pick up a tray of faggots from the butcher", "faggots and peas with gravy on the pub menu",
+    "gather faggots of dry wood for the stove", "a faggot of sticks tied with twine",
+    "sea dyke repairs close the coastal road", "the dyke held back the spring floods",
+    "the fag end of the season sale", "he went outside for a fag and a coffee",
+    "treat the kids to jam roly poly or spotted dick", "coon hounds are bred to track raccoons",
+    "the {breed} stud and his bitch both won rosettes",
 )  # fmt: skip
 _BREEDS = ("labrador", "collie", "spaniel", "greyhound", "poodle", "beagle", "terrier")
 _PESTS = ("rats", "mice", "cockroaches", "termites", "bedbugs", "wasps", "fleas", "germs", "vermin",
@@ -290,6 +300,8 @@ _STEREOTYPE = (
     "{who} {bad}", "{who} all {bad}", "everyone knows {who} {bad}", "typical {noun} they {bad}",
     "the problem with {noun} is that they {bad}", "{who} {bad} and we all pay for it",
     "wherever {noun} go they {bad}", "it is in their nature {noun} {bad}",
+    "ask anyone around here {who} {bad}", "since {noun} came to this town they {bad}",
+    "my dad always said {who} {bad}", "funny how {noun} always {bad}", "statistically {who} {bad}",
 )  # fmt: skip
 _BAD_DEEDS = (
     "are criminals at heart", "steal whatever is not nailed down", "undercut honest workers",
@@ -299,6 +311,30 @@ _BAD_DEEDS = (
     "lie as easily as they breathe", "are only fit to clean toilets", "cannot do anything without help",
     "are too emotional to run anything", "should be kept barefoot and pregnant", "drag this country down",
     "are why everything is falling apart", "cheat on their taxes",
+    "are a burden on every taxpayer", "ruin every school they go to", "make a neighbourhood unsafe",
+    "lower the price of every house nearby", "live on benefits their whole lives",
+    "pull the strings behind every government", "own every newspaper and bank", "sell drugs on every corner",
+    "cannot hold down a job", "are bad at everything they try", "are not clever enough for university",
+    "do not belong in an office", "belong in the kitchen", "should stay in the closet",
+    "are not fit to raise children", "make terrible employees", "are a drain on the economy",
+    "should not be allowed to vote", "spread disease wherever they settle", "commit most of the crime here",
+    "rob the old and the weak", "only care about money", "are ruining this country",
+)  # fmt: skip
+# What a group is worth to an employer, a landlord, a town, said without an insult word:
+# worthless or to be kept out is hate; worth having is normal.
+_WORTHLESS = (
+    "employing {who} is throwing money away", "never give {noun} a job", "no company should hire {noun}",
+    "i would not trust {noun} with my business", "do not rent your flat to {noun}",
+    "keep {noun} away from our schools", "{who} add nothing to this country",
+    "i would rather close my shop than serve {noun}", "paying {noun} a wage is charity",
+    "this town was better before the {noun} arrived",
+)  # fmt: skip
+_WORTHWHILE = (
+    "employing {who} is money well spent", "give {noun} a job", "every company should hire {noun}",
+    "i would trust {noun} with my business", "rent your flat to {noun}",
+    "welcome {noun} to our schools", "{who} add so much to this country",
+    "my shop is proud to serve {noun}", "paying {noun} a fair wage is good business",
+    "this town got better after the {noun} arrived",
 )  # fmt: skip
 _GOOD_DEEDS = (
     "are great entrepreneurs", "bring great food to every town", "create jobs here",
@@ -480,14 +516,16 @@ def _composed(rng: random.Random, per: int) -> list[dict]:
             verb=rng.choice(_FACT_VERBS),
         )  # fmt: skip
 
-    def draw(kind: str, cls: str, make: Any, share: float = 1.0) -> list[dict]:
+    def draw(kind: str, cls: str, make: Any, share: float = 1.0, copies: int = 1) -> list[dict]:
         seen: set[str] = set()
         for _ in range(int(per * share) * 20):
             seen.add(make())
             if len(seen) >= per * share:
                 break
         return [
-            _row(f"aug-{kind}-{k}", text, cls, "composed") for k, text in enumerate(sorted(seen))
+            _row(f"aug-{kind}-{k}-{c}", text, cls, "composed")
+            for k, text in enumerate(sorted(seen))
+            for c in range(copies)
         ]
 
     def misspelt() -> str:
@@ -508,7 +546,6 @@ def _composed(rng: random.Random, per: int) -> list[dict]:
         return rng.choice(_LITERAL).format(
             verb=rng.choice(_PEST_VERBS), verb2=rng.choice(_PEST_VERBS2), pests=rng.choice(_PESTS),
             junk=rng.choice(_JUNK), animals=rng.choice(_ANIMALS), illness=rng.choice(_ILLNESS),
-            breed=rng.choice(_BREEDS),
         )  # fmt: skip
 
     def said(deeds: Sequence[str]) -> str:
@@ -547,8 +584,11 @@ def _composed(rng: random.Random, per: int) -> list[dict]:
         *draw("complaint", "normal",
               lambda: rng.choice(_COMPLAINT).format(thing=rng.choice(_THINGS), bad=rng.choice(_BAD_THINGS)),
               share=0.5),
-        *draw("stereotype", "hate", lambda: said(_BAD_DEEDS)),
-        *draw("stereotype_good", "normal", lambda: said(_GOOD_DEEDS)),
+        *draw("homonym", "normal", lambda: rng.choice(_HOMONYM).format(breed=rng.choice(_BREEDS)), share=0.3, copies=3),
+        *draw("stereotype", "hate", lambda: said(_BAD_DEEDS), share=2.0),
+        *draw("stereotype_good", "normal", lambda: said(_GOOD_DEEDS), share=1.5),
+        *draw("worthless", "hate", lambda: fill(rng.choice(_WORTHLESS)), share=0.7),
+        *draw("worthwhile", "normal", lambda: fill(rng.choice(_WORTHWHILE)), share=0.7),
         *draw("denied_praise", "hate", lambda: fill(rng.choice(_DENIED_PRAISE)), share=0.7),
         *draw("denied_insult", "normal", lambda: fill(rng.choice(_DENIED_INSULT)), share=0.7),
         *draw("followed", "hate", lambda: followed(_JUDGED_BAD), share=0.7),
@@ -573,7 +613,7 @@ def _row(ad_id: str, text: str, cls: str, kind: str) -> dict[str, Any]:
 def augmentations(ads: Sequence[Mapping[str, Any]], *, seed: int = 42) -> list[dict[str, Any]]:
     """Augmented training rows for ``ads`` (training rows with ``meta.class``), deterministic.
 
-    Returns about 7,200 rows: see the module docstring for the methods.
+    Returns about 12,000 rows: see the module docstring for the methods.
     """
     rng = random.Random(seed)
     out = _swap_identity(ads, rng, limit=1500)
