@@ -16,13 +16,19 @@ thresholds are judged on the whole population, whose rates are the true ones. Th
 draws whose thresholds break a target on the population is the guarantee's failure rate,
 which must be at most ``delta``.
 
+Each row is run for every ``--start-errors`` value (the errors the sequence of tests tolerates
+at its first test; 0: the first threshold that could pass at all), so that what a noisy label
+among the most extreme scores costs shows beside the guarantee.
+
     python -m benchmarks.decision_bands --data runs/text/davidson_test.jsonl [--model CHECKPOINT]
         [--targets 0.95:0.02,0.9:0.05,0.8:0.1] [--delta 0.1] [--splits 100] [--scores FILE]
+        [--start-errors 0,2]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 from pathlib import Path
 from typing import Any
@@ -39,6 +45,7 @@ from ensemble.training.evaluate import score_ads
 log = logging.getLogger(__name__)
 HEADER = (
     "policy",
+    "start errors",
     "block precision target",
     "allow miss target",
     "block precision",
@@ -62,6 +69,7 @@ def split_runs(
     *,
     delta: float,
     splits: int,
+    start_errors: int,
 ) -> dict[str, float]:
     """Mean test-half outcome and the share of splits missing a target."""
     precision, miss = targets
@@ -70,8 +78,9 @@ def split_runs(
         order = np.random.default_rng(seed).permutation(len(scores))
         cal, test = order[: len(order) // 2], order[len(order) // 2 :]
         band = learn_then_test(
-            scores[cal], labels[cal], block_precision=precision, allow_miss_rate=miss, delta=delta
-        )
+            scores[cal], labels[cal], block_precision=precision, allow_miss_rate=miss,
+            delta=delta, start_errors=start_errors,
+        )  # fmt: skip
         got = outcome(scores[test], labels[test], band.allow, band.block)
         outcomes.append(got)
         missed += got["block_precision"] < precision or got["allow_miss_rate"] > miss
@@ -86,6 +95,7 @@ def true_rate_runs(
     *,
     delta: float,
     draws: int,
+    start_errors: int,
 ) -> float:
     """The share of calibration draws (half the population's size, with replacement) whose
     thresholds break a target on the whole population (see the module docstring)."""
@@ -94,8 +104,9 @@ def true_rate_runs(
     for seed in range(draws):
         cal = np.random.default_rng(10_000 + seed).integers(0, len(scores), len(scores) // 2)
         band = learn_then_test(
-            scores[cal], labels[cal], block_precision=precision, allow_miss_rate=miss, delta=delta
-        )
+            scores[cal], labels[cal], block_precision=precision, allow_miss_rate=miss,
+            delta=delta, start_errors=start_errors,
+        )  # fmt: skip
         true = outcome(scores, labels, band.allow, band.block)
         violated += true["block_precision"] < precision or true["allow_miss_rate"] > miss
     return violated / draws
@@ -135,6 +146,9 @@ def main() -> None:
     parser.add_argument("--targets", default="0.95:0.02,0.9:0.05,0.8:0.1")
     parser.add_argument("--delta", type=float, default=0.1)
     parser.add_argument("--splits", type=int, default=100)
+    parser.add_argument(
+        "--start-errors", default="0,2", help="comma-separated start_errors of learn_then_test"
+    )
     parser.add_argument("--results", help="results file name (default: decision_bands)")
     parser.add_argument(
         "--scores", type=Path, help="cache of the raw scores (.npz): read if present, else written"
@@ -147,16 +161,19 @@ def main() -> None:
     n = max(len(s) for s, _ in pools.values())
     rows: list[list[Any]] = []
     payload: dict[str, Any] = {"data": str(args.data), "n": n, "delta": args.delta}
+    starts = [int(v) for v in args.start_errors.split(",")]
     for policy, (scores, labels) in pools.items():
-        for target in parse_targets(args.targets):
-            got = split_runs(scores, labels, target, delta=args.delta, splits=args.splits)
+        for target, start in itertools.product(parse_targets(args.targets), starts):
+            runs = {"delta": args.delta, "start_errors": start}
+            got = split_runs(scores, labels, target, splits=args.splits, **runs)
             got["true_rate_violations"] = true_rate_runs(
-                scores, labels, target, delta=args.delta, draws=args.splits
+                scores, labels, target, draws=args.splits, **runs
             )
-            payload.setdefault(policy, []).append({"targets": target, **got})
+            payload.setdefault(policy, []).append({"targets": target, "start_errors": start, **got})
             rows.append(
                 [
                     policy,
+                    start,
                     *target,
                     got["block_precision"],
                     got["allow_miss_rate"],

@@ -32,6 +32,11 @@ def register(sub: Any) -> None:
         help="allowed probability (over the calibration draw) that a target fails",
     )  # fmt: skip
     p.add_argument(
+        "--start-errors", type=int, default=Targets.start_errors,
+        help="errors each side's sequence of tests tolerates at its first test (0: the first "
+        "threshold that could pass at all, where one noisy label ends the sequence)",
+    )  # fmt: skip
+    p.add_argument(
         "--class-rule",
         help="also set the flag thresholds of this rule's policies (e.g. three-class) to those "
         "maximising its macro-F1 averaged over the ads' meta.source",
@@ -48,10 +53,12 @@ def _calibrate(args: argparse.Namespace) -> int:
     from ensemble.training.data import parse_class_rule
     from ensemble.training.decisions import calibrate_checkpoint, format_report
 
-    targets = Targets(args.block_precision, args.allow_miss_rate, args.delta)
-    for name, value in vars(targets).items():
-        if not 0 < value < 1:
+    targets = Targets(args.block_precision, args.allow_miss_rate, args.delta, args.start_errors)
+    for name in ("block_precision", "allow_miss_rate", "delta"):
+        if not 0 < (value := getattr(targets, name)) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be in (0, 1), got {value}")
+    if targets.start_errors < 0:
+        raise SystemExit(f"--start-errors must be >= 0, got {targets.start_errors}")
     rule = parse_class_rule(args.class_rule) if args.class_rule else None
     out, report = calibrate_checkpoint(
         args.checkpoint, args.data, targets, rule=rule, out=args.out, batch_size=args.batch_size,

@@ -17,8 +17,10 @@ two thresholds: ``score >= block`` blocks automatically, ``score < allow`` allow
 automatically, the rest goes to people. For each candidate threshold the null hypothesis
 "this threshold breaks the target" is tested with the exact binomial tail of the errors among
 the ads it would decide (conditioning on how many it decides), in a fixed sequence from the
-most conservative candidate (fixed-sequence testing controls the family-wise error at the
-level it is run at). Block and allow each get ``delta / 2`` (Bonferroni), so with probability
+most conservative candidate that decides enough ads to pass with ``start_errors`` errors
+among them (fixed-sequence testing controls the family-wise error at the level it is run at;
+starting where a few errors are tolerated keeps one noisy label among the most extreme scores
+from ending the sequence, and so every automatic decision, at its first test). Block and allow each get ``delta / 2`` (Bonferroni), so with probability
 at least ``1 - delta`` over the draw of the calibration set:
 
 - the precision of automatic blocks is at least ``block_precision``, and
@@ -111,6 +113,7 @@ class DecisionBand:
         allow_miss_rate: Target share of violations among automatic approvals.
         delta: The targets hold with probability at least ``1 - delta`` over the calibration
             draw.
+        start_errors: The errors each side's sequence of tests tolerates at its first test.
         calibration_size: Labelled ads the thresholds were chosen on.
         calibration: What the chosen thresholds did on those ads (block precision, allow miss
             rate, review share, counts).
@@ -121,6 +124,7 @@ class DecisionBand:
     block_precision: float
     allow_miss_rate: float
     delta: float
+    start_errors: int
     calibration_size: int
     calibration: Mapping[str, float]
 
@@ -148,6 +152,7 @@ class DecisionBand:
                 "block_precision": self.block_precision,
                 "allow_miss_rate": self.allow_miss_rate,
                 "delta": self.delta,
+                "start_errors": self.start_errors,
                 "calibration_size": self.calibration_size,
                 "calibration": calibration,
                 "outcome": dict(self.calibration),
@@ -155,23 +160,35 @@ class DecisionBand:
         )
 
 
-def _fixed_sequence(errors: np.ndarray, decided: np.ndarray, rate: float, level: float) -> int:
+def first_testable(rate: float, level: float, tolerated: int) -> int:
+    """The fewest decided ads among which ``tolerated`` errors still reject "the error rate
+    exceeds ``rate``" at ``level`` (with 0: the fewest that can be rejected at all)."""
+    decided = math.ceil(math.log(level) / math.log1p(-rate))  # the bound for 0 errors
+    while binom.cdf(tolerated, decided, rate) > level:
+        decided += 1
+    return decided
+
+
+def _fixed_sequence(
+    errors: np.ndarray, decided: np.ndarray, rate: float, level: float, tolerated: int
+) -> int:
     """Index of the last hypothesis fixed-sequence testing rejects at ``level`` (-1: none).
 
     Hypothesis ``j``: the error rate among the ``decided[j]`` ads a threshold decides exceeds
-    ``rate``; its p-value is the binomial tail ``P(Binom(decided, rate) <= errors)``. A
-    threshold deciding too few ads to be rejected even with no error is passed over without
-    ending the sequence: it is never chosen, and as the true error rate grows along the order
-    (scores that rank), the first true null that is tested still decides whether any is
-    rejected, so the family-wise error stays at most ``level``.
+    ``rate``; its p-value is the binomial tail ``P(Binom(decided, rate) <= errors)``. The
+    sequence starts at the first threshold deciding :func:`first_testable` ads for
+    ``tolerated`` errors; the thresholds before it are passed over without ending it (never
+    chosen). Where it starts depends on the targets alone, not on the labels, and as the true
+    error rate grows along the order (scores that rank), the first true null that is tested
+    still decides whether any is rejected, so the family-wise error stays at most ``level``.
+    Starting where a few errors are tolerated keeps one noisy label among the most extreme
+    scores from ending the sequence at its first test.
     """
-    fewest = math.ceil(math.log(level) / math.log1p(-rate))
-    last = -1
-    for j in np.flatnonzero(decided >= fewest):
-        if binom.cdf(errors[j], decided[j], rate) > level:
-            break
-        last = int(j)
-    return last
+    tested = np.flatnonzero(decided >= first_testable(rate, level, tolerated))
+    kept = binom.cdf(errors[tested], decided[tested], rate) <= level
+    failed = np.flatnonzero(~kept)
+    passed = tested[: failed[0]] if len(failed) else tested
+    return int(passed[-1]) if len(passed) else -1
 
 
 def learn_then_test(
@@ -181,6 +198,7 @@ def learn_then_test(
     block_precision: float,
     allow_miss_rate: float,
     delta: float,
+    start_errors: int = 2,
 ) -> DecisionBand:
     """Allow / block thresholds with the module's guarantee.
 
@@ -190,6 +208,8 @@ def learn_then_test(
         block_precision: Target precision of automatic blocks, in (0, 1).
         allow_miss_rate: Target miss rate among automatic approvals, in (0, 1).
         delta: Allowed probability that a target fails, in (0, 1).
+        start_errors: Each side's sequence starts at the first threshold deciding enough ads
+            to pass with this many errors among them (see :func:`_fixed_sequence`).
 
     Returns:
         The :class:`DecisionBand`.
@@ -202,6 +222,8 @@ def learn_then_test(
     for name, value in targets.items():
         if not 0 < value < 1:
             raise ValueError(f"{name} must be in (0, 1), got {value}")
+    if start_errors < 0:
+        raise ValueError(f"start_errors must be >= 0, got {start_errors}")
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     candidates = np.unique(scores)  # increasing; a threshold between scores changes nothing
@@ -213,11 +235,13 @@ def learn_then_test(
     n_block = len(scores) - start
     errors_block = n_block - positives_from[start]
     # block (score >= c): from the highest candidate down, the most conservative first
-    last = _fixed_sequence(errors_block[::-1], n_block[::-1], 1 - block_precision, delta / 2)
+    last = _fixed_sequence(
+        errors_block[::-1], n_block[::-1], 1 - block_precision, delta / 2, start_errors
+    )
     block = float(candidates[::-1][last]) if last >= 0 else float("inf")
     # allow (score < c): from the lowest candidate up; the ads below c are the prefix
     positives_before = np.concatenate([[0], np.cumsum(sorted_labels)])
-    last = _fixed_sequence(positives_before[start], start, allow_miss_rate, delta / 2)
+    last = _fixed_sequence(positives_before[start], start, allow_miss_rate, delta / 2, start_errors)
     allow = float(candidates[last]) if last >= 0 else float("-inf")
     allow = min(allow, block)
     return DecisionBand(
@@ -226,6 +250,7 @@ def learn_then_test(
         block_precision=block_precision,
         allow_miss_rate=allow_miss_rate,
         delta=delta,
+        start_errors=start_errors,
         calibration_size=len(scores),
         calibration=outcome(scores, labels, allow, block),
     )

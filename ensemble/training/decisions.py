@@ -42,6 +42,7 @@ class Targets:
     block_precision: float = 0.95
     allow_miss_rate: float = 0.02
     delta: float = 0.1
+    start_errors: int = 2
 
 
 def margin_band(margin: ReviewMargin) -> Band:
@@ -78,6 +79,7 @@ def fit_policy(
         block_precision=targets.block_precision,
         allow_miss_rate=targets.allow_miss_rate,
         delta=targets.delta,
+        start_errors=targets.start_errors,
     )
     report = {
         "n": len(labels),

@@ -100,3 +100,34 @@ def test_calibrated_scores_keep_the_identity() -> None:
     assert calibration.ece is not None
     assert calibration.ece["identity"] < 0.02
     assert np.abs(calibration(scores) - scores).mean() < 0.05
+
+
+def one_noisy_label_at_each_end(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every ad scored from 0.5 up violates and every one below does not, but for the single
+    highest-scored ad (clean) and the single lowest-scored one (a violation)."""
+    scores = np.linspace(0.0, 1.0, n)
+    labels = (scores >= 0.5).astype(int)
+    labels[0], labels[-1] = 1, 0
+    return scores, labels
+
+
+def test_one_noisy_label_at_the_extremes_does_not_end_the_sequence() -> None:
+    scores, labels = one_noisy_label_at_each_end(2000)
+    brittle = learn_then_test(
+        scores, labels, block_precision=0.95, allow_miss_rate=0.02, delta=0.1, start_errors=0
+    )
+    assert (brittle.allow, brittle.block) == (float("-inf"), float("inf"))
+    band = learn_then_test(scores, labels, block_precision=0.95, allow_miss_rate=0.02, delta=0.1)
+    assert band.start_errors == 2
+    assert 0.45 < band.allow <= band.block < 0.55
+    assert band.calibration["block_precision"] >= 0.95
+    assert band.calibration["allow_miss_rate"] <= 0.02
+    assert band.calibration["review_share"] < 0.05
+
+
+def test_a_negative_start_is_refused() -> None:
+    with pytest.raises(ValueError, match="start_errors must be >= 0"):
+        learn_then_test(
+            *calibrated(100, 0), block_precision=0.9, allow_miss_rate=0.1, delta=0.1,
+            start_errors=-1,
+        )  # fmt: skip
