@@ -30,8 +30,9 @@ General methods, each producing labelled rows (``meta.augment`` names the method
   an insult word comes in contrast pairs too: a stereotype ("X push drugs on our kids": hate;
   "X create jobs here": normal), what a group is worth to an employer or a town ("never give
   X a job": hate; "give X a job": normal), praise denied to a group ("X are never kind":
-  hate; "X are never lazy": normal) and a group named in one sentence and judged in the next ("X bought the
-  house across the street they make me sick": hate; "... they make me smile": normal).
+  hate; "X are never lazy": normal) and a group named in one sentence and judged in the next
+  ("X bought the house across the street they make me sick": hate; "... they make me smile":
+  normal).
   Complaints about things, insult words and all ("this laptop is garbage", "i hate this
   weather"), are normal: an insult needs a person.
 

@@ -20,8 +20,9 @@ the ads it would decide (conditioning on how many it decides), in a fixed sequen
 most conservative candidate that decides enough ads to pass with ``start_errors`` errors
 among them (fixed-sequence testing controls the family-wise error at the level it is run at;
 starting where a few errors are tolerated keeps one noisy label among the most extreme scores
-from ending the sequence, and so every automatic decision, at its first test). Block and allow each get ``delta / 2`` (Bonferroni), so with probability
-at least ``1 - delta`` over the draw of the calibration set:
+from ending the sequence, and so every automatic decision, at its first test). Block and
+allow each get ``delta / 2`` (Bonferroni), so with probability at least ``1 - delta`` over the
+draw of the calibration set:
 
 - the precision of automatic blocks is at least ``block_precision``, and
 - the share of violations among automatic approvals (the miss rate) is at most
