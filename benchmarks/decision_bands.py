@@ -38,7 +38,7 @@ import numpy as np
 from benchmarks.common import Report, markdown_table
 from ensemble.pretrained import from_pretrained
 from ensemble.scoring import DEFAULT_DIR
-from ensemble.training.calibrate import learn_then_test, outcome
+from ensemble.training.calibrate import Targets, learn_then_test, outcome
 from ensemble.training.data import label_tensors, read_manifest
 from ensemble.training.evaluate import score_ads
 
@@ -78,9 +78,8 @@ def split_runs(
         order = np.random.default_rng(seed).permutation(len(scores))
         cal, test = order[: len(order) // 2], order[len(order) // 2 :]
         band = learn_then_test(
-            scores[cal], labels[cal], block_precision=precision, allow_miss_rate=miss,
-            delta=delta, start_errors=start_errors,
-        )  # fmt: skip
+            scores[cal], labels[cal], Targets(precision, miss, delta, start_errors)
+        )
         got = outcome(scores[test], labels[test], band.allow, band.block)
         outcomes.append(got)
         missed += got["block_precision"] < precision or got["allow_miss_rate"] > miss
@@ -104,9 +103,8 @@ def true_rate_runs(
     for seed in range(draws):
         cal = np.random.default_rng(10_000 + seed).integers(0, len(scores), len(scores) // 2)
         band = learn_then_test(
-            scores[cal], labels[cal], block_precision=precision, allow_miss_rate=miss,
-            delta=delta, start_errors=start_errors,
-        )  # fmt: skip
+            scores[cal], labels[cal], Targets(precision, miss, delta, start_errors)
+        )
         true = outcome(scores, labels, band.allow, band.block)
         violated += true["block_precision"] < precision or true["allow_miss_rate"] > miss
     return violated / draws

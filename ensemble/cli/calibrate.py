@@ -8,7 +8,7 @@ import argparse
 import json
 from typing import Any
 
-from ensemble.training.decisions import Targets
+from ensemble.training.calibrate import TargetError, Targets
 
 
 def register(sub: Any) -> None:
@@ -53,12 +53,10 @@ def _calibrate(args: argparse.Namespace) -> int:
     from ensemble.training.data import parse_class_rule
     from ensemble.training.decisions import calibrate_checkpoint, format_report
 
-    targets = Targets(args.block_precision, args.allow_miss_rate, args.delta, args.start_errors)
-    for name in ("block_precision", "allow_miss_rate", "delta"):
-        if not 0 < (value := getattr(targets, name)) < 1:
-            raise SystemExit(f"--{name.replace('_', '-')} must be in (0, 1), got {value}")
-    if targets.start_errors < 0:
-        raise SystemExit(f"--start-errors must be >= 0, got {targets.start_errors}")
+    try:  # before the slow scoring: a bad flag fails at once
+        targets = Targets(args.block_precision, args.allow_miss_rate, args.delta, args.start_errors)
+    except TargetError as error:
+        raise SystemExit(f"--{error.field.replace('_', '-')} {error.problem}") from None
     rule = parse_class_rule(args.class_rule) if args.class_rule else None
     out, report = calibrate_checkpoint(
         args.checkpoint, args.data, targets, rule=rule, out=args.out, batch_size=args.batch_size,

@@ -103,6 +103,43 @@ def fit_calibration(
     return Calibration(chosen.method, chosen.temperature, chosen.knots_x, chosen.knots_y, ece)
 
 
+class TargetError(ValueError):
+    """A :class:`Targets` field out of its range: ``field`` names it, ``problem`` says why."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field = field
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What a decision band promises (see :func:`learn_then_test`); checked when made.
+
+    Attributes:
+        block_precision: Target precision of automatic blocks, in (0, 1).
+        allow_miss_rate: Target miss rate among automatic approvals, in (0, 1).
+        delta: Allowed probability that a target fails, in (0, 1).
+        start_errors: Each side's sequence starts at the first threshold deciding enough ads
+            to pass with this many errors among them (>= 0; see :func:`_fixed_sequence`).
+
+    Raises:
+        TargetError: A field out of its range.
+    """
+
+    block_precision: float = 0.95
+    allow_miss_rate: float = 0.02
+    delta: float = 0.1
+    start_errors: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("block_precision", "allow_miss_rate", "delta"):
+            if not 0 < (value := getattr(self, name)) < 1:
+                raise TargetError(name, f"must be in (0, 1), got {value}")
+        if self.start_errors < 0:
+            raise TargetError("start_errors", f"must be >= 0, got {self.start_errors}")
+
+
 @dataclass(frozen=True)
 class DecisionBand:
     """One policy's two thresholds and the guarantee they were chosen for.
@@ -192,39 +229,19 @@ def _fixed_sequence(
     return int(passed[-1]) if len(passed) else -1
 
 
-def learn_then_test(
-    scores: np.ndarray,
-    labels: np.ndarray,
-    *,
-    block_precision: float,
-    allow_miss_rate: float,
-    delta: float,
-    start_errors: int = 2,
-) -> DecisionBand:
+def learn_then_test(scores: np.ndarray, labels: np.ndarray, targets: Targets) -> DecisionBand:
     """Allow / block thresholds with the module's guarantee.
 
     Args:
         scores: [N] calibration scores in [0, 1] (calibrated or not: only their order counts).
         labels: [N] 0/1, 1 a violation of the policy.
-        block_precision: Target precision of automatic blocks, in (0, 1).
-        allow_miss_rate: Target miss rate among automatic approvals, in (0, 1).
-        delta: Allowed probability that a target fails, in (0, 1).
-        start_errors: Each side's sequence starts at the first threshold deciding enough ads
-            to pass with this many errors among them (see :func:`_fixed_sequence`).
+        targets: What the thresholds promise.
 
     Returns:
         The :class:`DecisionBand`.
     """
-    targets = {
-        "block_precision": block_precision,
-        "allow_miss_rate": allow_miss_rate,
-        "delta": delta,
-    }
-    for name, value in targets.items():
-        if not 0 < value < 1:
-            raise ValueError(f"{name} must be in (0, 1), got {value}")
-    if start_errors < 0:
-        raise ValueError(f"start_errors must be >= 0, got {start_errors}")
+    block_precision, allow_miss_rate = targets.block_precision, targets.allow_miss_rate
+    delta, start_errors = targets.delta, targets.start_errors
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     candidates = np.unique(scores)  # increasing; a threshold between scores changes nothing
@@ -248,10 +265,7 @@ def learn_then_test(
     return DecisionBand(
         allow=allow,
         block=block,
-        block_precision=block_precision,
-        allow_miss_rate=allow_miss_rate,
-        delta=delta,
-        start_errors=start_errors,
+        **asdict(targets),
         calibration_size=len(scores),
         calibration=outcome(scores, labels, allow, block),
     )

@@ -19,7 +19,6 @@ import json
 import math
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +29,9 @@ from encoders.rules import ReviewMargin
 from ensemble.config import ModelConfig, Policy
 from ensemble.decisions import Band
 from ensemble.pretrained import CONFIG_FILE, from_pretrained
-from ensemble.training.calibrate import fit_calibration, learn_then_test
+from ensemble.training.calibrate import Targets, fit_calibration, learn_then_test
 from ensemble.training.data import ClassRule, file_sha256, label_tensors, read_manifest
 from ensemble.training.evaluate import score_ads
-
-
-@dataclass(frozen=True)
-class Targets:
-    """What the learned policies' bands promise (see :func:`learn_then_test`)."""
-
-    block_precision: float = 0.95
-    allow_miss_rate: float = 0.02
-    delta: float = 0.1
-    start_errors: int = 2
 
 
 def margin_band(margin: ReviewMargin) -> Band:
@@ -73,14 +62,7 @@ def fit_policy(
     chosen)."""
     calibration = fit_calibration(scores, labels)
     ece = calibration.ece or {}
-    band = learn_then_test(
-        scores,
-        labels,
-        block_precision=targets.block_precision,
-        allow_miss_rate=targets.allow_miss_rate,
-        delta=targets.delta,
-        start_errors=targets.start_errors,
-    )
+    band = learn_then_test(scores, labels, targets)
     report = {
         "n": len(labels),
         "positives": int(labels.sum()),

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
 from ensemble.training.calibrate import (
     Calibration,
+    TargetError,
+    Targets,
     fit_calibration,
     learn_then_test,
     outcome,
@@ -25,9 +29,7 @@ def calibrated(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_the_targets_hold_on_the_true_risk_with_probability_one_minus_delta() -> None:
     # valid thresholds: block >= 0.9 (precision 0.95), allow <= 0.1 (miss rate 0.05)
     bands = [
-        learn_then_test(
-            *calibrated(3000, seed), block_precision=0.95, allow_miss_rate=0.05, delta=0.1
-        )
+        learn_then_test(*calibrated(3000, seed), Targets(allow_miss_rate=0.05))
         for seed in range(200)
     ]
     violated = np.mean([b.block < 0.9 or b.allow > 0.1 for b in bands])
@@ -39,9 +41,7 @@ def test_the_targets_hold_on_the_true_risk_with_probability_one_minus_delta() ->
 
 
 def test_the_thresholds_are_valid_on_a_large_independent_test_set() -> None:
-    band = learn_then_test(
-        *calibrated(5000, 1), block_precision=0.9, allow_miss_rate=0.1, delta=0.1
-    )
+    band = learn_then_test(*calibrated(5000, 1), Targets(0.9, 0.1))
     test = outcome(*calibrated(200_000, 2), band.allow, band.block)
     assert test["block_precision"] >= 0.9
     assert test["allow_miss_rate"] <= 0.1
@@ -51,18 +51,19 @@ def test_the_thresholds_are_valid_on_a_large_independent_test_set() -> None:
 
 
 def test_too_few_ads_decide_nothing_automatically() -> None:
-    band = learn_then_test(
-        *calibrated(40, 3), block_precision=0.95, allow_miss_rate=0.02, delta=0.1
-    )
+    band = learn_then_test(*calibrated(40, 3), Targets())
     assert (band.allow, band.block) == (float("-inf"), float("inf"))
     assert band.decide(np.array([0.0, 1.0])).tolist() == ["review", "review"]
     assert band.calibration["review_share"] == 1.0
 
 
+@pytest.mark.parametrize("field", ["block_precision", "allow_miss_rate", "delta"])
 @pytest.mark.parametrize("bad", [0.0, 1.0, 1.5])
-def test_targets_outside_zero_one_are_refused(bad: float) -> None:
-    with pytest.raises(ValueError, match="delta must be in"):
-        learn_then_test(*calibrated(100, 0), block_precision=0.9, allow_miss_rate=0.1, delta=bad)
+def test_targets_outside_zero_one_are_refused(field: str, bad: float) -> None:
+    changes: dict[str, Any] = {field: bad}
+    with pytest.raises(TargetError, match=f"{field} must be in") as refused:
+        Targets(**changes)
+    assert refused.value.field == field
 
 
 def test_temperature_undoes_overconfidence() -> None:
@@ -113,11 +114,9 @@ def one_noisy_label_at_each_end(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_one_noisy_label_at_the_extremes_does_not_end_the_sequence() -> None:
     scores, labels = one_noisy_label_at_each_end(2000)
-    brittle = learn_then_test(
-        scores, labels, block_precision=0.95, allow_miss_rate=0.02, delta=0.1, start_errors=0
-    )
+    brittle = learn_then_test(scores, labels, Targets(start_errors=0))
     assert (brittle.allow, brittle.block) == (float("-inf"), float("inf"))
-    band = learn_then_test(scores, labels, block_precision=0.95, allow_miss_rate=0.02, delta=0.1)
+    band = learn_then_test(scores, labels, Targets())
     assert band.start_errors == 2
     assert 0.45 < band.allow <= band.block < 0.55
     assert band.calibration["block_precision"] >= 0.95
@@ -126,8 +125,5 @@ def test_one_noisy_label_at_the_extremes_does_not_end_the_sequence() -> None:
 
 
 def test_a_negative_start_is_refused() -> None:
-    with pytest.raises(ValueError, match="start_errors must be >= 0"):
-        learn_then_test(
-            *calibrated(100, 0), block_precision=0.9, allow_miss_rate=0.1, delta=0.1,
-            start_errors=-1,
-        )  # fmt: skip
+    with pytest.raises(TargetError, match="start_errors must be >= 0"):
+        Targets(start_errors=-1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +204,18 @@ def test_evaluate_shows_the_ece_before_and_after_calibration(
     assert metrics["ece_calibrated"] < metrics["ece"]
     assert metrics["decisions"]["review_share"] < 1.0
     assert (report / "reliability_offensive_language.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "problem"),
+    [("--delta", "1.5", "must be in (0, 1)"), ("--start-errors", "-1", "must be >= 0")],
+)
+def test_calibrate_names_a_bad_target_flag_before_reading_anything(
+    flag: str, value: str, problem: str, tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing"  # neither path exists: the flags are checked first
+    with pytest.raises(SystemExit, match=rf"^{flag} {re.escape(problem)}, got {value}"):
+        main(["calibrate", str(missing), "--data", str(missing / "val.jsonl"), flag, value])
 
 
 def test_rule_thresholds_weigh_each_source_the_same() -> None:
