@@ -156,7 +156,7 @@ def rule_thresholds(
     Returns:
         Policy -> threshold, and the mean macro-F1 they reach.
     """
-    grid = np.arange(0.02, 0.985, 0.01) if grid is None else grid
+    grid = np.arange(2, 99) / 100 if grid is None else grid  # 0.63, not 0.6299999999999999
     names = rule.names
     truth = np.array([names.index(c) for c in classes])
     group = np.asarray(groups)

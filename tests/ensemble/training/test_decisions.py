@@ -243,3 +243,4 @@ def test_rule_thresholds_weigh_each_source_the_same() -> None:
     assert pooled["hate_speech"] > 0.5
     assert 0.2 < by_source["offensive_language"] <= 0.6
     assert f1 > 0.9
+    assert all(t == round(t, 2) for t in [*by_source.values(), *pooled.values()])  # as printed
