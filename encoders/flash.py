@@ -1,7 +1,8 @@
 """Flashing analyzer: WCAG 2.3.1 general and red flashes, per region, inside the graph.
 
-Preparation decodes every frame (at the video's own rate, up to ``max_seconds``) and reduces
-each to a grid of cells holding the cell's mean relative luminance and mean red saturation,
+Preparation decodes every frame (at the video's own rate, up to ``max_seconds``; a
+variable-frame-rate video is laid on a constant-rate timeline by its timestamps, see
+:func:`frame_slots`) and reduces each to a grid of cells holding the cell's mean relative luminance and mean red saturation,
 both computed per pixel in linear light as EA's IRIS does (sRGB decoding by the IEC 61966-2-1
 curve; luminance ``0.2126 R + 0.7152 G + 0.0722 B``; red saturation ``(R - G - B) x 320`` where
 ``R / (R + G + B) >= 0.8``, else 0). Frames taller than ``analysis_height`` are first scaled
@@ -38,7 +39,7 @@ the batch at hand when eager (``working_set``), so one short video runs in a few
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -493,6 +494,43 @@ def taking_part(change: np.ndarray, cell_change: np.ndarray, floor: float) -> np
     return (np.round(share / PART_STEP) * PART_STEP).astype(np.float32)
 
 
+def frame_slots(
+    times: Sequence[float | None], fps: float, max_fps: float
+) -> tuple[np.ndarray, float] | None:
+    """Where a variable-frame-rate video's frames fall on a constant-rate timeline.
+
+    A frame is shown from its timestamp until the next one's, so a screen recording that
+    holds a still for seconds and then strobes at 60 fps is 1 s of strobe, not a few frames
+    spread over the average rate. Returns the slot of each frame at the rate of the video's
+    shortest frame interval (at most ``max_fps``), and that rate; None when every interval is
+    within half a frame of ``1 / fps`` (constant rate: frames stay one slot each, as decoded)
+    or the timestamps are missing or out of order.
+    """
+    if len(times) < 2 or any(t is None for t in times):
+        return None
+    stamps = np.asarray(times, np.float64)
+    gaps = np.diff(stamps)
+    if (gaps <= 0).any() or (np.abs(gaps * fps - 1) < 0.5).all():
+        return None
+    rate = min(max_fps, max(fps, 1 / float(gaps.min())))
+    return np.round((stamps - stamps[0]) * rate).astype(np.int64), rate
+
+
+def on_timeline(grid: np.ndarray, slots: np.ndarray, limit: int) -> np.ndarray:
+    """Each frame's grid held over its slots (a held frame changes nothing, so its shares
+    are 0); frames sharing a slot (intervals under ``1 / max_fps``) keep the last one's
+    levels and the largest share of each cell; slots past ``limit`` are dropped."""
+    frames = min(int(slots[-1]) + 1, limit)
+    shown = slots < frames
+    held = np.zeros(frames, np.int64)
+    np.maximum.at(held, slots[shown], np.flatnonzero(shown))
+    held = np.maximum.accumulate(held)
+    out = grid[held]
+    out[:, 2:] = 0
+    np.maximum.at(out[:, 2:], slots[shown], grid[shown, 2:])
+    return out
+
+
 class _FlashGrid:
     """Reduces each frame of one video to its luminance / red grid and the shares of the
     cells taking part in each change."""
@@ -509,6 +547,8 @@ class _FlashGrid:
         self.max_height = settings.analysis_height
         self.reformatter = VideoReformatter()  # one scaler for every frame (6x faster at 720p)
         self.count = 0
+        self.settings = settings
+        self.times: list[float | None] = []
 
     def add(self, frame: av.VideoFrame) -> None:
         if self.count >= self.limit:
@@ -529,13 +569,20 @@ class _FlashGrid:
                 change = plane - self.previous[i]
                 self.grid[self.count, 2 + i] = taking_part(change, cell_change, self.floors[i])
         self.previous = planes
+        self.times.append(frame.time)
         self.count += 1
 
     def finish(self) -> dict[str, Tensor]:
+        grid, fps = self.grid[: max(self.count, 1)], self.fps
+        timeline = frame_slots(self.times, self.fps, self.settings.max_fps)
+        if timeline is not None:
+            slots, fps = timeline
+            limit = min(self.settings.max_frames, math.ceil(self.settings.max_seconds * fps))
+            grid = on_timeline(grid, slots, limit)
         return {
-            "grid": torch.from_numpy(self.grid[: max(self.count, 1)].copy()),
-            "frames": torch.tensor(self.count, dtype=torch.int64),
-            "fps": torch.tensor(self.fps, dtype=torch.float32),
+            "grid": torch.from_numpy(grid.copy()),
+            "frames": torch.tensor(grid.shape[0] if self.count else 0, dtype=torch.int64),
+            "fps": torch.tensor(fps, dtype=torch.float32),
         }
 
 

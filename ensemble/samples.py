@@ -175,8 +175,11 @@ def write_video(
     frames: int,
     fps: int = 30,
     codec: str = "libx264",
+    shown_at: Callable[[int], float] | None = None,
 ) -> Path:
-    """Encode ``frames`` frames produced by ``frame_at(index)`` (lossless-ish H.264 by default)."""
+    """Encode ``frames`` frames produced by ``frame_at(index)`` (lossless-ish H.264 by default),
+    at ``fps``, or each at its own ``shown_at(index)`` seconds (a variable frame rate, to the
+    millisecond)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     first = frame_at(0)
@@ -185,10 +188,14 @@ def write_video(
         assert isinstance(stream, av.video.stream.VideoStream)
         stream.width, stream.height = first.shape[1], first.shape[0]
         stream.pix_fmt = "yuv420p"
+        if shown_at is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
         if codec == "libx264":
             stream.options = {"crf": "1", "preset": "ultrafast"}
         for i in range(frames):
             frame = av.VideoFrame.from_ndarray(first if i == 0 else frame_at(i), format="rgb24")
+            if shown_at is not None:
+                frame.pts, frame.time_base = round(shown_at(i) * 1000), Fraction(1, 1000)
             for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode(None):

@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from encoders.flash import FlashAnalyzer, FlashPreparer, FlashSettings, srgb_to_linear
+from encoders.flash import (
+    FlashAnalyzer,
+    FlashPreparer,
+    FlashSettings,
+    frame_slots,
+    on_timeline,
+    srgb_to_linear,
+)
 from encoders.media import MediaLimits, VideoInfo, decode_video
 from ensemble import samples
 from ensemble.batch import pad_to_bucket
@@ -422,6 +429,53 @@ def test_encoded_video_through_decoding(tmp_path) -> None:
     out = run(FlashAnalyzer(SMALL).eval(), items)
     assert float(out[0, FLASHES]) == 6.0
     assert float(out[1, FLASHES]) == 0.0
+
+
+def test_a_variable_frame_rate_video_is_measured_on_its_timestamps(tmp_path) -> None:
+    """A screen recording holds a still for 15 s (one frame a second), then strobes red and
+    black at 60 fps for half a second: 30 transitions (the first from the still) in that
+    second. At the average rate
+    (about 3 fps) a one-second window would hold 3 frames and the strobe would pass."""
+    settings = FlashSettings(max_seconds=20.0)
+    strobe = samples.flashing_frames(W, H, fps=60, hz=30, dark=0, bright=255)
+    path = samples.write_video(
+        tmp_path / "vfr.mp4",
+        lambda i: solid(128) if i < 15 else strobe(i),
+        frames=45,
+        shown_at=lambda i: i if i < 15 else 15 + (i - 15) / 60,
+    )
+    (item,), info = decode_video(path.read_bytes(), [FlashPreparer(settings)], MediaLimits())
+    assert info.num_frames == 45
+    assert info.fps < 4
+    assert float(item["fps"]) == 60.0
+    out = run(FlashAnalyzer(settings).eval(), [item], settings)[0]
+    assert float(out[FLASHES]) == 15.0
+    assert float(out[SECONDS]) == pytest.approx(15.5, abs=1 / 60)
+
+
+def test_constant_rate_timestamps_keep_one_slot_a_frame() -> None:
+    ntsc = [round(i * 1001 / 30) / 1000 for i in range(300)]  # 29.97 fps on a 1 ms time base
+    assert frame_slots(ntsc, 30000 / 1001, 60.0) is None
+    assert frame_slots([0.0, None, 0.2], 10.0, 60.0) is None
+    assert frame_slots([0.0, 0.5, 0.5, 1.0], 3.0, 60.0) is None  # repeated: not trusted
+    assert slots_at([0.0, 1.0, 1.1, 1.2], 4.0) == ([0, 10, 11, 12], pytest.approx(10.0))
+    assert slots_at([0.0, 1.0, 1.005, 1.01, 1.02], 5.0) == ([0, 60, 60, 61, 61], 60.0)
+
+
+def slots_at(times: list[float], fps: float) -> tuple[list[int], float]:
+    timeline = frame_slots(times, fps, 60.0)
+    assert timeline is not None
+    return timeline[0].tolist(), timeline[1]
+
+
+def test_frames_are_held_until_the_next_one_and_changes_count_once() -> None:
+    grid = np.zeros((4, 4, 1, 1), np.float32)
+    grid[:, 0, 0, 0] = [0.1, 0.9, 0.2, 0.8]  # luminance
+    grid[1:, 2, 0, 0] = [0.5, 0.25, 1.0]  # the share of the cell in each change
+    out = on_timeline(grid, np.array([0, 3, 3, 5]), limit=100)
+    assert out[:, 0, 0, 0].tolist() == pytest.approx([0.1, 0.1, 0.1, 0.2, 0.2, 0.8])
+    assert out[:, 2, 0, 0].tolist() == [0, 0, 0, 0.5, 0, 1.0]
+    assert on_timeline(grid, np.array([0, 3, 3, 5]), limit=4).shape[0] == 4
 
 
 def test_the_timeline_peaks_at_the_measured_flash_counts(analyzer) -> None:
