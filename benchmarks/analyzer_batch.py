@@ -3,7 +3,8 @@
 Each analyzer (default 60 s inputs) is traced at batch 2 twice, unchunked (``chunk`` /
 ``time_chunk`` 0, the old path) and chunked (the default settings: the fixed plan a traced
 graph keeps), and also run eagerly with its default settings (groups or spans sized by the
-batch at hand, ``working_set``: what offline scoring runs). Each is timed at every batch size
+batch at hand, ``working_set``: what offline scoring runs). The image-quality analyzer (512 px
+canvases) has no chunks: it runs eagerly over the whole batch and in groups, and traced. Each is timed at every batch size
 on the same random inputs; rounds alternate between the variants and batch sizes, and each
 cell keeps its best round, so load on the machine hits all alike. ``same`` says whether the
 variants' measurements are equal bit for bit at every batch size.
@@ -13,6 +14,7 @@ and 64 cells a side (a finer grid is the other way to a tighter area), and the p
 per frame with the part of it that measures the shares of the cells taking part in a change.
 
     python -m benchmarks.analyzer_batch [--batches 1,4,16,32] [--rounds 3] [--threads 1]
+        [--analyzers flash,loudness,image_quality]
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from encoders.flash import (
 )
 from encoders.loudness import LoudnessAnalyzer, LoudnessSettings
 from encoders.media import VideoInfo
+from encoders.quality import ImageQualityAnalyzer, QualitySettings
 from ensemble import samples
 
 # per analyzer: variant -> (settings changed, traced)
@@ -55,13 +58,22 @@ VARIANTS: dict[str, dict[str, tuple[dict[str, Any], bool]]] = {
         "chunked": ({}, True),
         "eager, sized by batch": ({}, False),
     },
+    "image_quality": {
+        "whole batch (`working_set: 0`), eager": ({"working_set": 0}, False),
+        "whole batch, traced": ({}, True),
+        "eager, sized by batch": ({}, False),
+    },
+}
+ANALYZERS: dict[str, tuple[type[Encoder], Any]] = {
+    "flash": (FlashAnalyzer, FlashSettings()),
+    "loudness": (LoudnessAnalyzer, LoudnessSettings()),
+    "image_quality": (ImageQualityAnalyzer, QualitySettings()),
 }
 
 
 def build(name: str, overrides: dict[str, Any]) -> Encoder:
-    if name == "flash":
-        return FlashAnalyzer(dataclasses.replace(FlashSettings(), **overrides)).eval()
-    return LoudnessAnalyzer(dataclasses.replace(LoudnessSettings(), **overrides)).eval()
+    cls, settings = ANALYZERS[name]
+    return cls(dataclasses.replace(settings, **overrides)).eval()
 
 
 def timed(fn: Any, *inputs: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -147,6 +159,7 @@ def area_costs(rounds: int, sides: list[int]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", default="1,4,16,32")
+    parser.add_argument("--analyzers", default=",".join(VARIANTS), help="comma-separated")
     parser.add_argument("--rounds", type=int, default=3, help="timed calls per cell (best kept)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--grids", default="16,32,64", help="flash grid sides priced; '' skips")
@@ -157,7 +170,7 @@ def main() -> None:
     report = Report("analyzer_batch", args.json)
     records: dict[str, Any] = {}
     rows = []
-    for name in VARIANTS:
+    for name in args.analyzers.split(","):
         records[name] = sweep(name, batches, args.rounds)
         for variant, seconds in records[name]["seconds"].items():
             rate = [b / seconds[b] for b in batches]

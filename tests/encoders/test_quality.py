@@ -111,3 +111,17 @@ def test_upscaling_by_interpolation_reads_as_blur_but_pixelation_does_not(analyz
     variance = measure(analyzer, [bicubic, nearest])[:, 0]
     assert variance[0] < MIN_VARIANCE < variance[1]
     assert verdicts(analyzer, [bicubic, nearest]) == [True, False]
+
+
+def test_an_image_measures_the_same_alone_in_a_group_and_in_a_traced_batch(analyzer) -> None:
+    """Eager, a batch runs a few images at a time (``working_set``); traced, all at once: the
+    sums run in one order at any batch size, so every path measures the same bit for bit."""
+    preparer = QualityPreparer(SETTINGS)
+    items = [preparer.prepare(image) for image in IMAGES.values()]
+    batch = tuple(torch.stack([i[k] for i in items]) for k in items[0])
+    whole = ImageQualityAnalyzer(QualitySettings(working_set=0)).eval()
+    with torch.no_grad():
+        alone = torch.cat([analyzer(*(x[i : i + 1] for x in batch)) for i in range(len(items))])
+        traced = torch.jit.trace(whole, tuple(x[:2] for x in batch), check_trace=False)
+        for out in (analyzer(*batch), whole(*batch), traced(*batch)):
+            assert torch.equal(out, alone)
