@@ -137,6 +137,9 @@ class Preparer(Protocol):
 
     A preparer whose items vary in length also has ``buckets``: input name -> the lengths
     its first dimension is padded to in a batch (see :class:`InputSpec`); padding is zeros.
+    Items whose other dimensions vary (an audio clip's channels) are zero-padded to the
+    batch's widest. A preparer whose encoder measures an item otherwise than it was sent also
+    has ``warnings(media) -> tuple[str, ...]``, each naming the field, added to the ad's.
     """
 
     def prepare(self, media: Any) -> dict[str, Tensor]:

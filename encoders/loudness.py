@@ -16,7 +16,19 @@ The whole measurement is tensor arithmetic, so it traces with the ensemble:
    complete blocks only.
 3. Block loudness ``-0.691 + 10 log10(sum_i G_i z_ij)``, the absolute gate (-70 LKFS), the
    relative gate (-10 LU below the loudness of the absolutely gated blocks), and the integrated
-   loudness of the blocks that pass both.
+   loudness of the blocks that pass both. A clip shorter than one block (a sound logo, a beep)
+   has no complete block to gate: it is measured as one block over its own samples (the mean
+   square of its segments over its length; the filter's few-millisecond ring past the end of
+   its last segment included), the nearest the standard allows, and preparation warns of it.
+
+Channels follow BS.1770-4's weights G_i by position: 1.0 for left, right and centre (and any
+channel outside the surround arc), 1.41 for surround channels (azimuth 60 to 120 degrees at
+ear height: FFmpeg's SL/SR, SDL/SDR, WL/WR, and BL/BR in a layout without a side pair, as
+5.1's surrounds are named), LFE excluded (weight 0). The names come from the file (PyAV's
+layout, a WAV's channel mask), else from the standard order for the channel count (5.1 =
+L R C LFE Ls Rs, 7.1 = L R C LFE Lb Rb Ls Rs: :data:`encoders.media.STANDARD_LAYOUTS`).
+A clip's channels are zero-padded (weight 0) to a channel bucket, 2 or 8 by default, so a mono
+or stereo batch is the stereo input it always was and 3 to 8 channels share one wider input.
 
 Preparation resamples to 48 kHz, the rate of the standard's published coefficients, so every
 item shares one filter and one block layout. It resamples by FFT (ideal band-limited
@@ -44,6 +56,7 @@ from encoders.base import (
     Encoder,
     InputError,
     InputSpec,
+    bucket_of,
     group_size,
     in_row_groups,
     length_buckets,
@@ -61,6 +74,13 @@ SEGMENT = BLOCK // 4  # block hop, 100 ms (75 % overlap)
 ABSOLUTE_GATE = -70.0
 RELATIVE_GATE = -10.0
 OFFSET = -0.691
+# BS.1770-4 channel weights by FFmpeg channel name: surround channels (60 to 120 degrees from
+# the front) 1.41, low-frequency effects excluded, every other channel 1.0
+SURROUND = frozenset({"SL", "SR", "SDL", "SDR", "WL", "WR"})
+SIDES = frozenset({"SL", "SR"})
+BACK = frozenset({"BL", "BR"})  # surrounds of a layout without sides (5.1), else rear (7.1)
+LOW_FREQUENCY = frozenset({"LFE", "LFE2"})
+SURROUND_WEIGHT = 1.41
 
 
 @dataclass(frozen=True)
@@ -84,6 +104,10 @@ class LoudnessSettings:
             holds its longest clip; ``max_seconds`` is always the last, ``[]`` pads every clip
             to it. Only complete blocks before ``length`` count, so the measurements equal
             those of the clip padded to ``max_seconds``.
+        channel_buckets: Channels a clip is zero-padded to (channels of weight 0): the
+            smallest that holds it; a batch takes its widest clip's. Mono and stereo fill the
+            first (2: the stereo input they always had), 5.1 and 7.1 the last, which is the
+            most channels measured. Ads are batched by channel bucket as by length bucket.
     """
 
     max_seconds: float = 60.0
@@ -91,6 +115,7 @@ class LoudnessSettings:
     time_chunk: int = 10
     working_set: int = 2**19
     buckets: tuple[float, ...] = (5.0, 10.0, 20.0, 30.0, 60.0)
+    channel_buckets: tuple[int, ...] = (2, 8)
 
     @property
     def num_samples(self) -> int:
@@ -102,6 +127,27 @@ class LoudnessSettings:
         """The buckets in samples at 48 kHz (whole segments), ending at ``num_samples``."""
         samples = [math.ceil(b * 10) * SEGMENT for b in self.buckets]
         return length_buckets(samples, self.num_samples, "buckets")
+
+    @property
+    def channel_widths(self) -> tuple[int, ...]:
+        """The channel buckets, checked (increasing, positive, at least one)."""
+        if not self.channel_buckets:
+            raise ValueError("channel_buckets []: need at least one")
+        return length_buckets(self.channel_buckets, self.channel_buckets[-1], "channel_buckets")
+
+
+def channel_weights(names: tuple[str, ...]) -> tuple[float, ...]:
+    """BS.1770-4's weight G_i of each channel, by FFmpeg channel name (see the module's
+    docstring): 0 for LFE, 1.41 for a surround, 1.0 otherwise."""
+    sides = not SIDES.isdisjoint(names)
+    return tuple(
+        0.0
+        if name in LOW_FREQUENCY
+        else SURROUND_WEIGHT
+        if name in SURROUND or (name in BACK and not sides)
+        else 1.0
+        for name in names
+    )
 
 
 def _all_pole(a1: float, a2: float, chunk: int) -> tuple[np.ndarray, np.ndarray]:
@@ -243,17 +289,18 @@ class KWeighting(torch.nn.Module):
 
 @register_encoder("loudness", settings=LoudnessSettings)
 class LoudnessAnalyzer(Encoder):
-    """BS.1770-4 integrated loudness of a mono or stereo clip at 48 kHz.
+    """BS.1770-4 integrated loudness of a clip of up to 8 channels at 48 kHz.
 
-    Inputs: ``waveform`` [batch, samples, 2] (interleaved, as PCM stores it; mono in channel
-    0; samples after ``length`` are ignored: the filter is causal and only blocks ending by
-    ``length`` count; ``samples`` is any whole number of 100 ms segments up to the spec's),
-    ``weights`` [batch, 2] (the channel weights G_i: ``(1, 0)`` mono, ``(1, 1)`` stereo),
-    ``length`` [batch] int64 (true samples at 48 kHz).
+    Inputs: ``waveform`` [batch, samples, channels] (interleaved, as PCM stores it; mono in
+    channel 0; samples after ``length`` are ignored: the filter is causal and only blocks
+    ending by ``length`` count; ``samples`` is any whole number of 100 ms segments up to the
+    spec's, ``channels`` any width up to the spec's: a channel bucket in practice),
+    ``weights`` [batch, channels] (the channel weights G_i: ``(1, 0)`` mono, ``(1, 1)``
+    stereo, 0 for LFE and padding), ``length`` [batch] int64 (true samples at 48 kHz).
 
-    Output [batch, 3]: ``integrated_lufs`` (-70 when no block passes the gates: silence or
-    under 400 ms), ``max_momentary_lufs`` (loudest 400 ms block, floored at -70) and
-    ``seconds`` (audio analysed).
+    Output [batch, 3]: ``integrated_lufs`` (-70 when no block passes the gates: silence;
+    a clip under 400 ms is one block over its own samples), ``max_momentary_lufs`` (loudest
+    400 ms block, or that one block, floored at -70) and ``seconds`` (audio analysed).
     """
 
     modality = "audio"
@@ -272,12 +319,14 @@ class LoudnessAnalyzer(Encoder):
         if SEGMENT % settings.chunk:
             raise ValueError(f"chunk {settings.chunk} must divide {SEGMENT}")
         n = settings.num_samples
+        widths = settings.channel_widths
         self.output_dim = len(self.measurement_names)
         self.input_spec = (
-            InputSpec("waveform", (n, 2), torch.float32, settings.bucket_samples),
-            InputSpec("weights", (2,), torch.float32),
+            InputSpec("waveform", (n, widths[-1]), torch.float32, settings.bucket_samples),
+            InputSpec("weights", (widths[-1],), torch.float32),
             InputSpec("length", (), torch.int64),
         )
+        self.example_channels = widths[0]
         if any(b % SEGMENT for b in settings.bucket_samples):
             raise ValueError(f"buckets {settings.buckets}: whole 100 ms segments")
         max_chunks = n // settings.chunk
@@ -286,7 +335,7 @@ class LoudnessAnalyzer(Encoder):
         self.k_weighting = KWeighting(settings.chunk, max_chunks)
 
     def forward(self, waveform: Tensor, weights: Tensor, length: Tensor) -> Tensor:
-        """Args: waveform [B, N, 2], weights [B, 2], length [B]. Returns [B, 3]."""
+        """Args: waveform [B, N, C], weights [B, C], length [B]. Returns [B, 3]."""
         segments = self._segments(waveform)  # [B, C, S]
         s = segments.shape[-1]
         z = (
@@ -304,23 +353,30 @@ class LoudnessAnalyzer(Encoder):
         gated = gated * (loudness > relative.unsqueeze(1)).float()
         integrated = _loudness(_gated_mean(power, gated))
         momentary = (loudness * complete + ABSOLUTE_GATE * (1 - complete)).amax(1)
+        # under one block: the clip's own samples as its one block (where, not a branch)
+        heard = (torch.arange(s, device=waveform.device) * SEGMENT).unsqueeze(0) < length.unsqueeze(
+            1
+        )
+        own = (_weighted(segments, weights) * heard.float()).sum(1) / length.clamp(min=1).float()
+        short = length < BLOCK
+        integrated = torch.where(short, _loudness(own), integrated)
+        momentary = torch.where(short, _loudness(own), momentary.clamp(min=ABSOLUTE_GATE))
         # N as a Python int: traced, a shape is a CPU tensor that a CUDA clamp refuses
         seconds = length.clamp(max=int(waveform.shape[1])).float() / RATE
-        return torch.stack([integrated, momentary.clamp(min=ABSOLUTE_GATE), seconds], dim=1)
+        return torch.stack([integrated, momentary, seconds], dim=1)
 
     def per_second(self, waveform: Tensor, weights: Tensor, length: Tensor) -> Tensor:
         """Loudness of each second, measured as ``forward`` measures a block (K-weighting,
         channel weights, ``-0.691 + 10 log10`` of the mean square; floored at -70), without
         the gates: what a reviewer reads against the target.
 
-        Args: waveform [B, N, 2], weights [B, 2], length [B].
+        Args: waveform [B, N, C], weights [B, C], length [B].
 
         Returns:
             [B, ceil(N / 48000)] LUFS; a second partly past ``length`` is the mean over its
             samples before ``length``, one wholly past it reads -70.
         """
-        segments = self._segments(waveform)
-        power = (segments * weights.float().unsqueeze(-1)).sum(1)  # [B, S]
+        power = _weighted(self._segments(waveform), weights)  # [B, S]
         b, s = power.shape
         per = 10  # 100 ms segments in one second
         seconds = -(-s // per)
@@ -330,7 +386,7 @@ class LoudnessAnalyzer(Encoder):
         return _loudness(power.sum(-1) * (heard > 0).float() / heard.clamp(min=1.0))
 
     def _segments(self, waveform: Tensor) -> Tensor:
-        """K-weighted energy of each 100 ms segment per channel: [B, 2, N / 4800]; clips in
+        """K-weighted energy of each 100 ms segment per channel: [B, C, N / 4800]; clips in
         groups of rows when eager (:func:`in_row_groups`), so only a group's channels are laid
         out for the filter at a time."""
         per_row = int(waveform.shape[1]) * int(waveform.shape[2])
@@ -391,8 +447,13 @@ class LoudnessAnalyzer(Encoder):
     def example_inputs(self, batch_size: int) -> tuple[Tensor, ...]:
         n = self.input_spec[0].shape[0]
         length = torch.randint(BLOCK, n + 1, (batch_size,))
-        waveform = torch.randn(batch_size, n, 2) * 0.1
-        return waveform, torch.ones(batch_size, 2), length
+        waveform = torch.randn(batch_size, n, self.example_channels) * 0.1
+        return waveform, torch.ones(batch_size, self.example_channels), length
+
+
+def _weighted(segments: Tensor, weights: Tensor) -> Tensor:
+    """Channel-weighted energy ``sum_i G_i`` of segments [B, C, S] with weights [B, C]: [B, S]."""
+    return (segments * weights.float().unsqueeze(-1)).sum(1)
 
 
 def _gated_mean(power: Tensor, gate: Tensor) -> Tensor:
@@ -443,35 +504,53 @@ def resample(samples: np.ndarray, rate: int) -> np.ndarray:
 
 
 class LoudnessPreparer:
-    """Mono or stereo audio resampled to 48 kHz, cropped to ``max_seconds`` and zero-padded to
-    whole 100 ms segments, interleaved; collation pads a batch to its bucket."""
+    """Audio of up to the last channel bucket's channels resampled to 48 kHz, cropped to
+    ``max_seconds``, zero-padded to whole 100 ms segments and to its channel bucket,
+    interleaved, with each channel's BS.1770-4 weight (:func:`channel_weights`); collation
+    pads a batch to its length bucket and its widest clip's channel bucket."""
 
     def __init__(self, settings: LoudnessSettings) -> None:
         self.num_samples = settings.num_samples
+        self.widths = settings.channel_widths
         self.buckets = {"waveform": settings.bucket_samples}
 
     def prepare(self, media: AudioClip) -> dict[str, Tensor]:
         channels = media.samples.shape[0]
-        if channels > 2:
+        if channels > self.widths[-1]:
             raise InputError(
                 "audio",
-                f"{channels} channels: loudness analysis supports mono and stereo; "
-                "send a stereo downmix",
+                f"{channels} channels: loudness analysis measures up to {self.widths[-1]} "
+                f"here; send a downmix of at most {self.widths[-1]}",
             )
+        width = bucket_of(channels, self.widths)
         samples = torch.from_numpy(resample(media.samples, media.sample_rate))
         length = min(samples.shape[1], self.num_samples)
-        waveform = torch.zeros(max(1, -(-length // SEGMENT)) * SEGMENT, 2)
+        waveform = torch.zeros(max(1, -(-length // SEGMENT)) * SEGMENT, width)
         waveform[:length, :channels] = samples[:, :length].T
-        weights = torch.tensor([1.0, 1.0 if channels == 2 else 0.0])
+        weights = torch.zeros(width)
+        weights[:channels] = torch.tensor(channel_weights(media.channel_names))
         return {
             "waveform": waveform,
             "weights": weights,
             "length": torch.tensor(length, dtype=torch.int64),
         }
 
+    def warnings(self, media: AudioClip) -> tuple[str, ...]:
+        """A clip shorter than one 400 ms gating block is measured as one block over its own
+        samples: say so."""
+        samples = round(media.samples.shape[1] * RATE / media.sample_rate)
+        if samples >= BLOCK:
+            return ()
+        return (
+            f"audio: loudness measured over the clip's {1000 * samples / RATE:.0f} ms, fewer "
+            "than the 400 ms of a BS.1770 gating block (one block over its own samples)",
+        )
+
     def placeholder(self) -> dict[str, Tensor]:
+        weights = torch.zeros(self.widths[0])
+        weights[0] = 1.0
         return {
-            "waveform": torch.zeros(BLOCK, 2),  # one block: the least the gating reads
-            "weights": torch.tensor([1.0, 0.0]),
+            "waveform": torch.zeros(BLOCK, self.widths[0]),  # one block: the least the gating reads
+            "weights": weights,
             "length": torch.tensor(0, dtype=torch.int64),
         }

@@ -46,8 +46,7 @@ class MediaLimits:
         max_seconds: Longest audio or video accepted; longer media is refused, not cropped,
             so a violation late in a long ad can never be silently skipped.
         max_text_chars: Longest ad text accepted.
-        max_channels: Most audio channels accepted; more than two are downmixed (with a
-            warning), more than this are refused.
+        max_channels: Most audio channels accepted (7.1 is 8); more are refused.
         max_record_bytes: Longest record (one line of a JSONL or CSV file, one JSON document
             or request body), checked before it is parsed; sized for an ad with every medium
             at its limit, base64-encoded.
@@ -283,42 +282,71 @@ def decode_image(data: bytes, limits: MediaLimits) -> Image.Image:
     return rgb
 
 
+# FFmpeg's channel names in the order of the WAVE_FORMAT_EXTENSIBLE channel mask's bits (FFmpeg
+# numbers its first 18 channels the same way)
+MASK_CHANNELS = (
+    "FL", "FR", "FC", "LFE", "BL", "BR", "FLC", "FRC", "BC",
+    "SL", "SR", "TC", "TFL", "TFC", "TFR", "TBL", "TBC", "TBR",
+)  # fmt: skip
+# The order a file without a channel layout is read in, by channel count: the mask's bit order
+# (WAV, FLAC, SMPTE): 5.1 is L R C LFE Ls Rs, 7.1 adds the side pair after the back pair.
+STANDARD_LAYOUTS = {
+    1: ("FC",),
+    2: ("FL", "FR"),
+    3: ("FL", "FR", "FC"),
+    4: ("FL", "FR", "BL", "BR"),
+    5: ("FL", "FR", "FC", "BL", "BR"),
+    6: ("FL", "FR", "FC", "LFE", "BL", "BR"),
+    7: ("FL", "FR", "FC", "LFE", "BC", "SL", "SR"),
+    8: ("FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR"),
+}
+
+
+def standard_layout(channels: int) -> tuple[str, ...]:
+    """The channel names of a file of ``channels`` channels that names none
+    (:data:`STANDARD_LAYOUTS`; beyond 8, the first 8 then unnamed ``""`` channels)."""
+    named = STANDARD_LAYOUTS[min(channels, 8)]
+    return (*named, *[""] * (channels - len(named)))
+
+
 @dataclass(frozen=True)
 class AudioClip:
-    """Decoded audio at its source rate.
+    """Decoded audio at its source rate, every channel kept.
 
     Attributes:
-        samples: ``[channels, frames]`` float32 in [-1, 1], at most two channels.
+        samples: ``[channels, frames]`` float32 in [-1, 1].
         sample_rate: Samples per second.
-        warnings: What decoding changed or could not read (downmix, a partial decode).
+        warnings: What decoding changed or could not read (a partial decode).
+        layout: FFmpeg's name of each channel (``"FL"``, ``"FC"``, ``"LFE"``, ``"SL"``, ...),
+            from the file where it says (PyAV's layout, a WAV's channel mask); empty: the
+            standard order for the channel count (:func:`standard_layout`).
     """
 
     samples: np.ndarray
     sample_rate: int
     warnings: tuple[str, ...] = ()
+    layout: tuple[str, ...] = ()
 
     @property
     def duration(self) -> float:
         return self.samples.shape[1] / self.sample_rate
 
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """One name per channel: ``layout``, or the standard order where it is empty."""
+        return self.layout or standard_layout(self.samples.shape[0])
+
 
 def decode_audio(data: bytes, limits: MediaLimits) -> AudioClip:
-    """Decode WAV/FLAC/OGG with soundfile, anything else FFmpeg reads with PyAV; more than two
-    channels are averaged to mono (with a warning), more than ``max_channels`` refused."""
-    try:
-        clip = _decode_soundfile(data, limits)
-    except soundfile.LibsndfileError:
-        clip = _decode_pyav_audio(data, limits)
+    """Decode WAV/FLAC (and mono or stereo OGG) with soundfile, anything else FFmpeg reads
+    with PyAV, every channel kept with its name (:attr:`AudioClip.layout`); more than
+    ``max_channels`` refused."""
+    clip = _decode_soundfile(data, limits) or _decode_pyav_audio(data, limits)
     if clip.samples.shape[1] == 0:
         raise InputError("audio", "audio has no samples")
     if not np.isfinite(clip.samples).all():
         raise InputError("audio", "audio holds NaN or infinite samples")
     _check_duration("audio", clip.duration, limits)
-    channels = clip.samples.shape[0]
-    if channels > 2:
-        mono = clip.samples.mean(axis=0, keepdims=True)
-        note = f"audio: {channels} channels downmixed to mono"
-        clip = dataclasses.replace(clip, samples=mono, warnings=(*clip.warnings, note))
     return clip
 
 
@@ -345,30 +373,83 @@ def _check_duration(field: str, seconds: float, limits: MediaLimits) -> None:
         )
 
 
-def _decode_soundfile(data: bytes, limits: MediaLimits) -> AudioClip:
-    with soundfile.SoundFile(io.BytesIO(data)) as f:
-        if f.samplerate <= 0:
-            raise InputError("audio", "invalid sample rate")
-        _check_duration("audio", f.frames / f.samplerate, limits)
-        _check_channels(f.channels, limits)
-        samples = f.read(dtype="float32", always_2d=True)
-    declared = _wav_data_bytes(data)
-    warnings = _partial("audio", len(data), declared, "bytes") if declared else ()
-    return AudioClip(np.ascontiguousarray(samples.T), int(f.samplerate), warnings)
+def _decode_soundfile(data: bytes, limits: MediaLimits) -> AudioClip | None:
+    """A clip libsndfile decodes, or None: a format it cannot read, or more than two channels
+    outside a RIFF WAV (PyAV then reads the file's channel layout; libsndfile keeps, say,
+    Vorbis's own channel order without naming it)."""
+    header = _wav_header(data)
+    try:
+        with soundfile.SoundFile(io.BytesIO(data)) as f:
+            if f.channels > 2 and header is None:
+                return None
+            if f.samplerate <= 0:
+                raise InputError("audio", "invalid sample rate")
+            _check_duration("audio", f.frames / f.samplerate, limits)
+            _check_channels(f.channels, limits)
+            samples = np.ascontiguousarray(f.read(dtype="float32", always_2d=True).T)
+            rate = int(f.samplerate)
+    except soundfile.LibsndfileError:
+        return None
+    if header is None:
+        return AudioClip(samples, rate)
+    if header.data_size == 0:
+        after = len(data) - header.data_start
+        raise InputError(
+            "audio",
+            "the WAV header declares no samples (its data chunk size is 0)"
+            + (f"; {after} bytes follow it: rewrite the header with their size" if after else ""),
+        )
+    # a streaming writer leaves placeholder sizes (0xFFFFFFFF) that the file never reaches
+    declared = None if header.streamed else header.data_start + header.data_size
+    warnings = _partial("audio", len(data), declared, "bytes")
+    return AudioClip(samples, rate, warnings, _mask_layout(header.channel_mask, len(samples)))
 
 
-def _wav_data_bytes(data: bytes) -> int | None:
-    """The end of a WAV's samples as its header declares them (libsndfile silently reads
-    what is there), or None for another format."""
+@dataclass(frozen=True)
+class WavHeader:
+    """What a RIFF WAV's chunks declare (libsndfile reads what is there, whatever they say).
+
+    Attributes:
+        data_start: Offset of the first sample.
+        data_size: The data chunk's declared size in bytes.
+        streamed: The RIFF or data size is 0xFFFFFFFF: the placeholder a writer that cannot
+            seek back (ffmpeg to a pipe, a recorder) leaves, not a length.
+        channel_mask: The WAVE_FORMAT_EXTENSIBLE channel mask (0: none).
+    """
+
+    data_start: int
+    data_size: int
+    streamed: bool
+    channel_mask: int
+
+
+UNKNOWN_SIZE = 0xFFFFFFFF
+
+
+def _wav_header(data: bytes) -> WavHeader | None:
+    """The chunks of a RIFF WAV up to its data chunk, or None for another format or a WAV
+    without a data chunk."""
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return None
+    mask = 0
     offset = 12
     while offset + 8 <= len(data):
         size = int.from_bytes(data[offset + 4 : offset + 8], "little")
+        body = data[offset + 8 : offset + 8 + size]
+        if data[offset : offset + 4] == b"fmt " and body[:2] == b"\xfe\xff" and len(body) >= 24:
+            mask = int.from_bytes(body[20:24], "little")  # WAVE_FORMAT_EXTENSIBLE
         if data[offset : offset + 4] == b"data":
-            return offset + 8 + size
+            streamed = UNKNOWN_SIZE in (size, int.from_bytes(data[4:8], "little"))
+            return WavHeader(offset + 8, size, streamed, mask)
         offset += 8 + size + size % 2
     return None
+
+
+def _mask_layout(mask: int, channels: int) -> tuple[str, ...]:
+    """The channel names a WAVE_FORMAT_EXTENSIBLE mask gives, one per set bit from the lowest;
+    empty (the standard order) when it names no channel or not as many as the file has."""
+    names = tuple(name for bit, name in enumerate(MASK_CHANNELS) if mask >> bit & 1)
+    return names if len(names) == channels and mask < 1 << len(MASK_CHANNELS) else ()
 
 
 def _decode_pyav_audio(data: bytes, limits: MediaLimits) -> AudioClip:
@@ -381,6 +462,8 @@ def _decode_pyav_audio(data: bytes, limits: MediaLimits) -> AudioClip:
             if declared is not None:
                 _check_duration("audio", declared, limits)
             _check_channels(stream.channels, limits)
+            names = tuple(c.name for c in stream.layout.channels)
+            layout = names if len(names) == stream.channels and "NONE" not in names else ()
             rate = stream.rate
             resampler = av.AudioResampler(format="fltp", rate=rate)
             chunks: list[np.ndarray] = []
@@ -403,7 +486,7 @@ def _decode_pyav_audio(data: bytes, limits: MediaLimits) -> AudioClip:
     samples = np.concatenate(chunks, axis=1).astype(np.float32)
     seconds = round(samples.shape[1] / rate, 3)
     warnings = warnings or _partial("audio", seconds, declared, "seconds")
-    return AudioClip(samples, int(rate), warnings)
+    return AudioClip(samples, int(rate), warnings, layout)
 
 
 @dataclass(frozen=True)

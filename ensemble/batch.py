@@ -5,8 +5,9 @@ An ad is a mapping with an optional ``id`` and any of ``text``, ``image``, ``aud
 an absent one gets no row in that modality's packed inputs (or, in a dense batch, the
 encoders' placeholders) and a 0 in the ad's ``index.<modality>``. A bad field
 raises :class:`AdError` listing every problem, each naming its field; what was accepted but
-changed (transparency flattened, channels downmixed, media that decoded only in part, blank
-text beside other fields) is listed in the ad's ``warnings``.
+changed or measured otherwise (transparency flattened, media that decoded only in part, audio
+too short for a loudness block, blank text beside other fields) is listed in the ad's
+``warnings``: decoding's, and those of preparers that have a ``warnings(media)`` method.
 
 :meth:`AdPreparer.stream` is THE loop over ads that every caller uses (scoring, evaluation,
 training, calibration, the monitoring baseline): one rule for a bad ad (``on_error``), and no
@@ -376,7 +377,7 @@ class AdPreparer:
                 image_height=float(image.height),
                 image_brightness=float(ImageStat.Stat(image.convert("L")).mean[0]) / 255.0,
             )
-            return [p.prepare(image) for p in preparers]
+            return _prepared(preparers, image, warnings)
         if modality == "audio":
             clip = decode_audio(data, self.limits)
             warnings.extend(clip.warnings)
@@ -386,7 +387,7 @@ class AdPreparer:
                 audio_sample_rate=float(clip.sample_rate),
                 audio_rms_db=20 * np.log10(max(rms, 1e-10)),
             )
-            return [p.prepare(clip) for p in preparers]
+            return _prepared(preparers, clip, warnings)
         video_preparers: list[VideoPreparer] = preparers
         outputs, info = decode_video(data, video_preparers, self.limits)
         warnings.extend(info.warnings)
@@ -421,9 +422,7 @@ class AdPreparer:
             if not stacked:
                 stacked = [default] * self.min_rows[name]  # rows no ad's index points to
             if stacked:
-                if name in self.buckets:
-                    stacked = pad_to_bucket(stacked, self.buckets[name])
-                inputs.append(torch.stack(stacked))
+                inputs.append(torch.stack(pad_to_bucket(stacked, self.buckets.get(name, ()))))
             elif name in self.buckets:
                 # an empty pack takes a bucket's length too (a graph traced at one length wants
                 # it), without allocating the padded placeholder it has no row of
@@ -444,37 +443,64 @@ class AdPreparer:
         )
 
     def bucket_key(self, item: PreparedAd) -> tuple[int, ...]:
-        """The bucket of each of the ad's variable-length inputs (0 where it has none), the
-        costliest to pad first: ads with equal keys batch together without padding one to
-        another's length, and ads sorted by key are grouped by their longest media first."""
+        """The bucket of each of the ad's variable-length inputs and its other dimensions
+        (an audio clip's channel bucket; 0s where it has none), the costliest to pad first:
+        ads with equal keys batch together without padding one to another's length or width,
+        and ads sorted by key are grouped by their longest media first."""
         return tuple(
-            bucket_of(item.tensors[name].shape[0], lengths) if name in item.tensors else 0
+            size
             for name, lengths in self.buckets.items()
+            for size in (
+                (bucket_of(item.tensors[name].shape[0], lengths), *item.tensors[name].shape[1:])
+                if name in item.tensors
+                else (0,) * self.placeholders[name].dim()
+            )
         )
 
     def apart_load(self, item: PreparedAd) -> float:
         """The ad's largest input of an encoder whose rows run apart (``rows_apart``), as a
-        share of that input's longest bucket (1 where it has no buckets; 0 where the ad has no
-        such input): a pass of a graph holds rows whose loads sum to at most
+        share of that input at its longest bucket and its placeholder's width (1 where it has
+        no buckets; 0 where the ad has no such input; 5.1 audio padded to 8 channels weighs 4
+        stereo clips): a pass of a graph holds rows whose loads sum to at most
         :class:`~ensemble.scoring.Scorer`'s ``analyzer_rows``."""
         return max(
             (
-                bucket_of(item.tensors[name].shape[0], lengths) / lengths[-1]
+                bucket_of(len(tensor), lengths)
+                * tensor[0].numel()
+                / (lengths[-1] * self.placeholders[name][0].numel())
                 if (lengths := self.buckets.get(name))
                 else 1.0
                 for name in self.apart
-                if name in item.tensors
+                if (tensor := item.tensors.get(name)) is not None
             ),
             default=0.0,
         )
 
 
-def pad_to_bucket(items: Sequence[Tensor], buckets: Sequence[int]) -> list[Tensor]:
-    """Zero-pad each item's first dimension to the bucket of the longest item."""
-    length = bucket_of(max(t.shape[0] for t in items), buckets)
+def pad_to_bucket(items: Sequence[Tensor], buckets: Sequence[int] = ()) -> list[Tensor]:
+    """Zero-pad each item's first dimension to the bucket of the longest item (to the longest
+    where there are no buckets), its other dimensions to the widest item's (an audio clip's
+    channels, already a channel bucket); items already of that shape are kept as they are."""
+    widest = [max(t.shape[d] for t in items) for d in range(items[0].dim())]
+    if buckets and widest:
+        widest[0] = bucket_of(widest[0], buckets)
     return [
-        torch.constant_pad_nd(t, [0, 0] * (t.dim() - 1) + [0, length - t.shape[0]]) for t in items
+        t
+        if list(t.shape) == widest
+        else torch.constant_pad_nd(
+            t, [p for d in reversed(range(t.dim())) for p in (0, widest[d] - t.shape[d])]
+        )
+        for t in items
     ]
+
+
+def _prepared(preparers: Sequence[Any], media: Any, warnings: list[str]) -> list[dict[str, Tensor]]:
+    """Each preparer's tensors for a decoded image or clip; the warnings of those that have a
+    ``warnings(media)`` method (what their encoder measures otherwise) added to ``warnings``."""
+    for preparer in preparers:
+        if hasattr(preparer, "warnings"):
+            warnings.extend(preparer.warnings(media))
+    return [p.prepare(media) for p in preparers]
 
 
 def is_blank(text: str) -> bool:

@@ -76,21 +76,29 @@ def fixed_lengths(
     - An encoder whose forward sizes loops or scans from its input length
       (``traced_lengths_free`` false: the analyzers) is traced at one length: a single graph
       pads its inputs to the longest; one graph per bucket (``per_bucket``) keeps them.
+    - Neuron compiles the channel dimension too, at the example's width: the loudness
+      analyzer's channel buckets are cut to the first (mono and stereo; wider audio is refused
+      naming the field). A TorchScript trace keeps that dimension free.
 
     Returns:
-        Encoder key -> ``{"buckets": []}`` for each such bucketed encoder.
+        Encoder key -> ``{"buckets": []}`` for each such bucketed encoder, and
+        ``{"channel_buckets": [first]}`` for a Neuron target.
     """
     fixed: dict[str, dict[str, Any]] = {}
     for key, enc in config.encoders.items():
         entry = get_entry(enc.type)
-        if "buckets" not in {f.name for f in fields(entry.settings)}:
+        names = {f.name for f in fields(entry.settings)}
+        if "channel_buckets" in names and target in ("neuron", "neuronx"):
+            widths = entry.make_settings(**enc.settings).channel_widths
+            fixed[key] = {"channel_buckets": list(widths[:1])}
+        if "buckets" not in names:
             continue
         if target == "torch-export":
             pad = config.modality(key) != "text"
         else:
             pad = not per_bucket and not entry.cls.traced_lengths_free
         if pad:
-            fixed[key] = {"buckets": []}
+            fixed[key] = {**fixed.get(key, {}), "buckets": []}
     return fixed
 
 

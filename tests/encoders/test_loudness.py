@@ -22,11 +22,14 @@ from encoders.loudness import (
     LoudnessAnalyzer,
     LoudnessPreparer,
     LoudnessSettings,
+    channel_weights,
+    resample,
 )
-from encoders.media import AudioClip
+from encoders.media import AudioClip, MediaLimits, decode_audio
 from ensemble import samples
 from ensemble.batch import pad_to_bucket
 from tests.tracing import trace_save_load
+from tests.wavfile import wav_bytes
 
 SETTINGS = LoudnessSettings(max_seconds=8.0)
 RATES = (16_000, 22_050, 44_100, 48_000)
@@ -242,16 +245,57 @@ def test_silence_gaps_are_gated_out(analyzer) -> None:
     assert float(out[1]) == pytest.approx(reference(clips[1]), abs=0.15)
 
 
-def test_silence_and_clips_under_one_block_read_minus_70(analyzer) -> None:
+def test_silence_reads_minus_70(analyzer) -> None:
     clips = [
         AudioClip(np.zeros((2, 3 * RATE), np.float32), RATE),
-        AudioClip((0.5 * np.ones((1, RATE // 4))).astype(np.float32), RATE),  # 250 ms
+        AudioClip(np.zeros((1, RATE // 4), np.float32), RATE),  # 250 ms: one block of silence
         AudioClip((1e-5 * np.sin(np.arange(2 * RATE) / 10.0))[None].astype(np.float32), RATE),
     ]
     out = measure(analyzer, clips)
     assert out[:, 0].tolist() == [-70.0, -70.0, -70.0]
     assert out[:, 1].tolist() == [-70.0, -70.0, -70.0]
-    assert out[1, 2] == pytest.approx(0.25)
+
+
+def own_block(wave: np.ndarray, weights: tuple[float, ...]) -> float:
+    """A clip under 400 ms as one block over its own samples: ``-0.691 + 10 log10`` of the
+    weighted mean square of the K-weighted clip (float64, the standard's biquads)."""
+    filtered = wave.astype(np.float64)
+    for b0, b1, b2, a1, a2 in (SHELF, HIGH_PASS):
+        filtered = scipy.signal.lfilter([b0, b1, b2], [1.0, a1, a2], filtered, axis=1)
+    return float(-0.691 + 10 * np.log10((filtered**2).mean(1) @ np.asarray(weights)))
+
+
+def test_a_clip_under_one_block_is_measured_as_one_block_of_its_own_samples(analyzer) -> None:
+    """A 250 ms full-scale beep (a sound logo) reads about -3 LUFS, not -70 ("too quiet");
+    a 300 ms stereo one at 44.1 kHz and a 0.1 s one too; the preparer warns of each; a clip
+    of one whole block is gated as before and not warned of."""
+    t = np.arange(RATE) / RATE
+    beep = np.sin(2 * np.pi * 997 * t)
+    t44 = np.arange(44_100) / 44_100
+    clips = [
+        AudioClip(beep[None, : RATE // 4].astype(np.float32), RATE),
+        AudioClip(np.stack([0.3 * np.sin(2 * np.pi * 440 * t44[:13_230])] * 2).astype(np.float32), 44_100),
+        AudioClip((0.1 * beep[None, : RATE // 10]).astype(np.float32), RATE),
+        AudioClip(beep[None, : 2 * RATE // 5].astype(np.float32), RATE),  # exactly 400 ms
+    ]  # fmt: skip
+    out = measure(analyzer, clips)
+    at_48k = resample(clips[1].samples, 44_100)
+    expected = [
+        own_block(clips[0].samples, (1.0,)),
+        own_block(at_48k, (1.0, 1.0)),
+        own_block(clips[2].samples, (1.0,)),
+        standard(clips[3].samples, (1.0,)),
+    ]
+    assert out[:, 0].tolist() == pytest.approx(expected, abs=0.1)
+    assert out[:, 1].tolist() == pytest.approx(expected, abs=0.1)  # the one block is the loudest
+    assert out[0, 0] == pytest.approx(-3.0, abs=0.1)
+    assert out[:, 2].tolist() == pytest.approx([0.25, 0.3, 0.1, 0.4])
+    warnings = [LoudnessPreparer(SETTINGS).warnings(c) for c in clips]
+    assert warnings[0] == (
+        "audio: loudness measured over the clip's 250 ms, fewer than the 400 ms of a BS.1770 "
+        "gating block (one block over its own samples)",
+    )
+    assert [len(w) for w in warnings] == [1, 1, 1, 0]
 
 
 def test_samples_after_the_length_are_ignored(analyzer) -> None:
@@ -273,10 +317,127 @@ def test_longer_audio_is_cut_at_max_seconds(analyzer) -> None:
     assert float(out[0, 0]) == pytest.approx(reference(cut), abs=0.15)
 
 
-def test_more_than_two_channels_are_refused() -> None:
-    clip = AudioClip(np.zeros((6, RATE), np.float32), RATE)
-    with pytest.raises(InputError, match="6 channels"):
-        LoudnessPreparer(SETTINGS).prepare(clip)
+# BS.1770-4's G_i for 5.1 in the standard order L R C LFE Ls Rs: written out here, not taken
+# from the analyzer
+FIVE_ONE = (1.0, 1.0, 1.0, 0.0, 1.41, 1.41)
+
+
+def surround(content: dict[int, np.ndarray], channels: int, mask: int | None = None) -> AudioClip:
+    """A real WAV file's clip (16-bit, 48 kHz, 4 s) with ``content`` in the given channels
+    and silence elsewhere, decoded as an ad's audio is."""
+    frames = np.zeros((4 * RATE, channels))
+    for channel, wave in content.items():
+        frames[:, channel] = wave
+    return decode_audio(wav_bytes(frames, RATE, mask=mask), MediaLimits())
+
+
+def test_five_one_follows_the_standards_channel_weights(analyzer) -> None:
+    """5.1 with content in the centre only, the surrounds only, the LFE only (excluded: it
+    reads as silence) and every channel, against BS.1770-4 written out in float64 with G =
+    (1, 1, 1, 0, 1.41, 1.41): within 0.1 LU. Averaged to mono, the centre alone read 15.6 LU
+    low."""
+    speech = 0.3 * signal("speech", RATE, 4.0, 10)
+    noise = 0.05 * signal("white", RATE, 4.0, 11)
+    rumble = 0.5 * signal("tone_60", RATE, 4.0, 0)
+    clips = [
+        surround({2: speech}, 6),
+        surround({4: noise, 5: 0.5 * noise}, 6),
+        surround({3: rumble}, 6),
+        surround({0: noise, 1: noise, 2: speech, 3: rumble, 4: 0.5 * noise, 5: 0.5 * noise}, 6),
+    ]
+    out = measure(analyzer, clips)
+    for i in (0, 1, 3):
+        assert float(out[i, 0]) == pytest.approx(standard(clips[i].samples, FIVE_ONE), abs=0.1)
+    assert out[2, :2].tolist() == [-70.0, -70.0]
+    centre = standard(clips[0].samples, FIVE_ONE)
+    assert centre - standard(clips[0].samples.mean(0, keepdims=True), (1.0,)) > 15
+
+
+def test_the_layout_comes_from_the_files_channel_mask(analyzer) -> None:
+    """The same noise in channels 4 and 5: 5.1's surrounds (mask BL BR, 1.41), 5.1(side)'s
+    (SL SR, 1.41) and 7.1's back pair (mask with SL SR too: rear, 1.0); no mask, 8 channels:
+    the standard 7.1 order, the same back pair; a 4-channel file without a mask is quad,
+    its back pair the surrounds."""
+    noise = 0.1 * signal("white", RATE, 4.0, 12)
+    pair = {4: noise, 5: noise}
+    clips = [
+        surround(pair, 6, mask=0x3F),
+        surround(pair, 6, mask=0x60F),
+        surround(pair, 8, mask=0x63F),
+        surround(pair, 8),
+        surround({2: noise, 3: noise}, 4),
+    ]
+    assert [c.channel_names[4:6] for c in clips[:4]] == [("BL", "BR"), ("SL", "SR")] + [
+        ("BL", "BR")
+    ] * 2
+    assert clips[4].channel_names == ("FL", "FR", "BL", "BR")
+    out = measure(analyzer, clips)[:, 0]
+    front = standard(clips[0].samples[4:6], (1.0, 1.0))
+    assert out.tolist() == pytest.approx(
+        [front + 10 * math.log10(1.41)] * 2 + [front] * 2 + [front + 10 * math.log10(1.41)],
+        abs=0.02,
+    )
+
+
+def test_channel_weights_by_name() -> None:
+    assert channel_weights(("FC",)) == (1.0,)
+    assert channel_weights(("FL", "FR", "FC", "LFE", "BL", "BR")) == FIVE_ONE
+    assert channel_weights(("FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR")) == (
+        1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.41, 1.41,
+    )  # fmt: skip
+    assert channel_weights(("FL", "FR", "FC", "LFE", "BC", "SL", "SR")) == (
+        1.0, 1.0, 1.0, 0.0, 1.0, 1.41, 1.41,
+    )  # fmt: skip
+    assert channel_weights(("FL", "FR", "TFL", "TFR", "WL", "LFE2")) == (
+        1.0, 1.0, 1.0, 1.0, 1.41, 0.0,
+    )  # fmt: skip
+
+
+def test_channels_are_padded_to_their_bucket_and_mono_stereo_stay_stereo_wide() -> None:
+    """Mono and stereo fill 2 channels (the input they always had), 3 to 8 channels fill 8;
+    a batch takes its widest clip's bucket; more channels than the last bucket are refused."""
+    preparer = LoudnessPreparer(SETTINGS)
+    widths = [
+        preparer.prepare(AudioClip(np.zeros((c, RATE), np.float32), RATE))["waveform"].shape[1]
+        for c in (1, 2, 3, 6, 8)
+    ]
+    assert widths == [2, 2, 8, 8, 8]
+    assert preparer.prepare(AudioClip(np.zeros((1, RATE), np.float32), RATE))[
+        "weights"
+    ].tolist() == [1.0, 0.0]
+    narrow = LoudnessPreparer(LoudnessSettings(max_seconds=8.0, channel_buckets=(2, 6)))
+    clip = AudioClip(np.zeros((8, RATE), np.float32), RATE)
+    with pytest.raises(InputError, match="8 channels: loudness analysis measures up to 6"):
+        narrow.prepare(clip)
+    with pytest.raises(ValueError, match="channel_buckets"):
+        _ = LoudnessSettings(channel_buckets=(8, 2)).channel_widths
+
+
+def test_a_multichannel_batch_traced_at_stereo_measures_what_eager_does(analyzer) -> None:
+    """The trace (at its stereo example) keeps the channel dimension free: a batch of mono,
+    stereo, 5.1 and 7.1 clips, padded to 8 channels (and to the traced length), measures bit
+    for bit what the eager analyzer does, and each clip what it measures alone."""
+    noise = 0.1 * signal("white", RATE, 4.0, 13)
+    speech = 0.3 * signal("speech", RATE, 4.0, 14)
+    clips = [
+        AudioClip(speech[None].astype(np.float32), RATE),
+        AudioClip(np.stack([speech, noise]).astype(np.float32), RATE),
+        surround({2: speech, 4: noise, 5: noise}, 6),
+        surround({0: noise, 2: speech, 6: noise, 7: noise}, 8, mask=0x63F),
+    ]
+    items = [LoudnessPreparer(SETTINGS).prepare(c) for c in clips]
+    full = {"waveform": (SETTINGS.num_samples,)}  # the trace's length (the channels are free)
+    inputs = [
+        torch.stack(pad_to_bucket([i[k] for i in items], full.get(k, ())))
+        for k in ("waveform", "weights", "length")
+    ]
+    assert inputs[0].shape[1:] == (SETTINGS.num_samples, 8)
+    traced = trace_save_load(analyzer, analyzer.example_inputs(2))
+    with torch.no_grad():
+        eager = analyzer(*inputs)
+        assert torch.equal(traced(*inputs), eager)
+    alone = torch.cat([measure(analyzer, [c]) for c in clips])
+    torch.testing.assert_close(alone, eager, rtol=0, atol=1e-4)
 
 
 @pytest.mark.slow

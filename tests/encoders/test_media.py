@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import io
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 from PIL import Image
 
@@ -21,6 +23,7 @@ from encoders.media import (
 )
 from encoders.video import VideoModelEncoder, VideoPreparer, VideoSettings
 from ensemble import samples
+from tests.wavfile import wav_bytes
 
 LIMITS = MediaLimits()
 
@@ -219,9 +222,10 @@ def _wav(channels: int, frames: int = 8000) -> bytes:
 
 
 def test_audio_warnings_and_channel_limits() -> None:
-    surround = decode_audio(_wav(6), LIMITS)
-    assert surround.samples.shape == (1, 8000)
-    assert surround.warnings == ("audio: 6 channels downmixed to mono",)
+    surround = decode_audio(_wav(6), LIMITS)  # every channel kept, named in the standard order
+    assert surround.samples.shape == (6, 8000)
+    assert surround.warnings == ()
+    assert surround.channel_names == ("FL", "FR", "FC", "LFE", "BL", "BR")
     cut = _wav(2)
     assert "could be decoded" in decode_audio(cut[: len(cut) // 2], LIMITS).warnings[0]
     assert decode_audio(cut, LIMITS).warnings == ()
@@ -259,3 +263,47 @@ def test_object_store_uris_are_read_offline_and_refused_on_a_server(tmp_path) ->
     with pytest.raises(InputError, match="exceeds the limit of 10") as info:
         read_media(uri, "image", base_dir=None, allow_paths=True, limits=small, uris=True)
     assert info.value.status == 413
+
+
+def test_channel_layouts_come_from_the_file() -> None:
+    """A WAV's WAVE_FORMAT_EXTENSIBLE mask names its channels (a mask naming fewer channels
+    than the file has gives the standard order); FLAC and OGG are read by PyAV, which names
+    them in FFmpeg's order (OGG Vorbis stores 5.1 as L C R Ls Rs LFE: reordered)."""
+    frames = np.zeros((4800, 6))
+    frames[:, 1] = 0.5  # the file's second channel
+    assert decode_audio(wav_bytes(frames, 48_000, mask=0x60F), LIMITS).layout == (
+        "FL", "FR", "FC", "LFE", "SL", "SR",
+    )  # fmt: skip
+    assert decode_audio(wav_bytes(frames, 48_000, mask=0x3), LIMITS).layout == ()
+    for fmt, layout, loud in (
+        ("FLAC", ("FL", "FR", "FC", "LFE", "SL", "SR"), 1),
+        ("OGG", ("FL", "FR", "FC", "LFE", "BL", "BR"), 2),  # Vorbis's second channel is C
+    ):
+        out = io.BytesIO()
+        soundfile.write(out, frames, 48_000, format=fmt)
+        clip = decode_audio(out.getvalue(), LIMITS)
+        assert clip.layout == layout, fmt
+        assert int(np.abs(clip.samples).max(1).argmax()) == loud, fmt
+
+
+def test_wav_sizes_a_streaming_writer_leaves_are_read_as_what_is_there() -> None:
+    """0xFFFFFFFF (a writer that could not seek back) decodes every sample that is there,
+    without claiming a partial decode; a size past the end of an otherwise sized file is
+    reported for what it is; a data size of 0 says the header declares no samples."""
+    frames = np.full((4800, 2), 0.25)
+    whole = decode_audio(wav_bytes(frames, 48_000), LIMITS)
+    streamed = wav_bytes(frames, 48_000, data_size=0xFFFFFFFF, riff_size=0xFFFFFFFF)
+    for data in (streamed, wav_bytes(frames, 48_000, data_size=0x7FFFFFF0, riff_size=0xFFFFFFFF)):
+        clip = decode_audio(data, LIMITS)
+        assert clip.warnings == ()
+        np.testing.assert_array_equal(clip.samples, whole.samples)
+    cut = decode_audio(wav_bytes(frames, 48_000, data_size=10 * 19_200), LIMITS)
+    assert cut.warnings == ("audio: only 19244 of the 192044 bytes it declares could be decoded",)
+    with pytest.raises(InputError, match="the WAV header declares no samples") as info:
+        decode_audio(wav_bytes(frames, 48_000, data_size=0), LIMITS)
+    assert info.value.field == "audio"
+    assert "19200 bytes follow it" in info.value.problem
+    empty = wav_bytes(frames[:0], 48_000)
+    with pytest.raises(InputError) as info:
+        decode_audio(empty, LIMITS)
+    assert info.value.problem == "the WAV header declares no samples (its data chunk size is 0)"

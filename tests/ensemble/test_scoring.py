@@ -6,12 +6,15 @@ import base64
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from ensemble import Scorer, build_ensemble
 from ensemble.batch import AdPreparer, PreparedAd
+from ensemble.scoring import load
+from tests.wavfile import wav_bytes
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +213,79 @@ def test_a_long_text_takes_each_policys_maximum_over_its_windows(
     row = scorer.score([long_ad], base_dir=base)[0]
     assert row["status"] == "ok"
     assert row["policies"]["violence"]["score"] == pytest.approx(float(out.scores[1, 1]), abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def default_scorer() -> Scorer:
+    return load()
+
+
+def test_multichannel_and_short_audio_score_with_the_standards_measurement(
+    default_scorer, tmp_path
+) -> None:
+    """Through the default model's public scoring path: 5.1 with a 997 Hz sine in the centre
+    only reads what BS.1770-4 says a sine in one front channel reads (20 log10(A) - 3.01:
+    -24 LUFS, allowed; -9, blocked), where averaged to mono it read 15.6 LU low; a 300 ms
+    full-scale beep is measured (loud, not "too quiet") with a warning naming the field; a WAV
+    declaring no samples is refused naming the field; the other ads of the batch still score."""
+    t = np.arange(3 * 48_000) / 48_000
+    for name, amplitude in (("compliant", 0.0891), ("loud", 0.5)):
+        frames = np.zeros((t.size, 6))
+        frames[:, 2] = amplitude * np.sin(2 * np.pi * 997 * t)
+        (tmp_path / f"{name}.wav").write_bytes(wav_bytes(frames, 48_000))
+    beep = np.sin(2 * np.pi * 997 * t[: 48_000 * 3 // 10])[:, None]
+    (tmp_path / "beep.wav").write_bytes(wav_bytes(beep, 48_000))
+    (tmp_path / "empty.wav").write_bytes(wav_bytes(beep, 48_000, data_size=0))
+    ads = [
+        {"id": "compliant", "audio": "compliant.wav"},
+        {"id": "empty", "audio": "empty.wav"},
+        {"id": "loud", "audio": "loud.wav"},
+        {"id": "beep", "audio": "beep.wav"},
+        {"id": "text", "text": "Fresh coffee, delivered weekly."},
+    ]
+    rows = {r["id"]: r for r in default_scorer.score(ads, base_dir=tmp_path)}
+    lufs = {
+        k: rows[k]["measurements"]["audio_loudness.integrated_lufs"]
+        for k in ("compliant", "loud", "beep")
+    }
+    assert lufs["compliant"] == pytest.approx(20 * np.log10(0.0891) - 3.01, abs=0.1)
+    assert lufs["loud"] == pytest.approx(20 * np.log10(0.5) - 3.01, abs=0.1)
+    assert lufs["beep"] == pytest.approx(-3.01, abs=0.1)
+    decisions = {k: rows[k]["policies"]["loudness"]["decision"] for k in lufs}
+    assert decisions == {"compliant": "allow", "loud": "block", "beep": "block"}
+    assert rows["compliant"]["warnings"] == []
+    assert rows["beep"]["warnings"] == [
+        "audio: loudness measured over the clip's 300 ms, fewer than the 400 ms of a BS.1770 "
+        "gating block (one block over its own samples)"
+    ]
+    assert rows["empty"]["status"] == "error"
+    assert rows["empty"]["errors"][0]["field"] == "audio"
+    assert "declares no samples" in rows["empty"]["errors"][0]["error"]
+    assert rows["text"]["status"] == "ok"
+    assert rows["text"]["policies"]["offensive_language"]["status"] == "scored"
+
+
+def test_collation_pads_channels_to_the_widest_bucket_and_batches_by_it(default_scorer) -> None:
+    """Ads are keyed by their channel bucket as by their length bucket, so stereo ads never
+    share a pass with 5.1; a batch that does mix them pads to 8 channels of weight 0."""
+    preparer = default_scorer.preparer
+    clips = {"stereo": 2, "mono": 1, "surround": 6}
+    prepared = {}
+    for name, channels in clips.items():
+        data = wav_bytes(np.full((48_000, channels), 0.1), 48_000)
+        prepared[name] = preparer.prepare({"id": name, "audio": data})
+    keys = {name: preparer.bucket_key(p) for name, p in prepared.items()}
+    assert keys["stereo"] == keys["mono"] != keys["surround"]
+    assert preparer.apart_load(prepared["surround"]) == 4 * preparer.apart_load(prepared["mono"])
+    narrow = preparer.collate([prepared["stereo"], prepared["mono"]])
+    wide = preparer.collate(list(prepared.values()))
+    position = preparer.input_names.index("audio_loudness.waveform")
+    assert narrow.inputs[position].shape[2] == 2
+    assert wide.inputs[position].shape[2] == 8
+    weights = wide.inputs[preparer.input_names.index("audio_loudness.weights")]
+    torch.testing.assert_close(
+        weights,
+        torch.tensor(
+            [[1.0, 1, 0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 0, 1.41, 1.41, 0, 0]]
+        ),
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,9 +14,11 @@ from ensemble import ModelConfig, build_ensemble
 from ensemble.batch import AdPreparer
 from ensemble.config import load_config
 from ensemble.model import AdPolicyEnsemble
+from ensemble.rows import AdError
 from export.artifact import ArtifactError, fixed_lengths, load_artifact
 from export.buckets import BucketGraphs, bucket_file, bucket_lengths
 from export.exporter import ExportOptions, export_model
+from tests.wavfile import wav_bytes
 
 from ..ensemble.conftest import small_config_json
 
@@ -112,7 +115,19 @@ def test_analyzers_traced_at_one_length_are_padded_in_a_single_graph() -> None:
     single = fixed_lengths(config, "torchscript")
     assert single == {"video_flash": {"buckets": []}, "audio_loudness": {"buckets": []}}
     assert fixed_lengths(config, "torchscript", per_bucket=True) == {}
-    assert fixed_lengths(config, "neuron", per_bucket=True) == {}
+    # Neuron compiles the channel dimension too: mono and stereo only (wider audio refused)
+    assert fixed_lengths(config, "neuron", per_bucket=True) == {
+        "audio_loudness": {"channel_buckets": [2]}
+    }
+    assert fixed_lengths(config, "neuronx") == {
+        "video_flash": {"buckets": []},
+        "audio_loudness": {"channel_buckets": [2], "buckets": []},
+    }
+    neuron = AdPreparer(config, overrides=fixed_lengths(config, "neuron", per_bucket=True))
+    five_one = {"id": "5.1", "audio": wav_bytes(np.zeros((4800, 6)), 48_000)}
+    with pytest.raises(AdError, match="6 channels: loudness analysis measures up to 2 here"):
+        neuron.prepare(five_one)
+    assert AdPreparer(config).prepare(five_one).tensors["audio_loudness.weights"].shape == (8,)
     buckets = AdPreparer(config).buckets
     assert buckets["video_flash.grid"] == (300, 600, 1200, 1800, 3600)  # frames at 60 fps
     assert buckets["audio_loudness.waveform"][-1] == 60 * 48_000
