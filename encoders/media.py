@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import av
 import numpy as np
 import soundfile
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from encoders.base import InputError
@@ -275,11 +275,26 @@ def decode_image(data: bytes, limits: MediaLimits) -> Image.Image:
             rgb.info[WARNINGS] = warnings
     except InputError:
         raise
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as err:
+    # Pillow refuses an image of over twice its own bound (and warns, or with warnings as
+    # errors refuses, over its bound) before our check sees the size: the same refusal
+    except Image.DecompressionBombError:
+        raise _too_many_pixels(2 * (Image.MAX_IMAGE_PIXELS or 0), limits) from None
+    except Image.DecompressionBombWarning:
+        raise _too_many_pixels(Image.MAX_IMAGE_PIXELS or 0, limits) from None
+    except UnidentifiedImageError:
+        raise InputError("image", "cannot decode image: not a recognised image format") from None
+    except (OSError, ValueError, SyntaxError) as err:
         raise InputError("image", f"cannot decode image: {err}") from None
     if rgb.width < 1 or rgb.height < 1:
         raise InputError("image", "image has no pixels")
     return rgb
+
+
+def _too_many_pixels(bound: int, limits: MediaLimits) -> InputError:
+    """The refusal of an image Pillow found to have more than ``bound`` pixels (the limit is
+    ``max_pixels``, or Pillow's bound where that is lower)."""
+    limit = min(bound, limits.max_pixels)
+    return InputError("image", f"more than {bound} pixels exceeds the limit of {limit}", 413)
 
 
 # FFmpeg's channel names in the order of the WAVE_FORMAT_EXTENSIBLE channel mask's bits (FFmpeg
@@ -452,6 +467,15 @@ def _mask_layout(mask: int, channels: int) -> tuple[str, ...]:
     return names if len(names) == channels and mask < 1 << len(MASK_CHANNELS) else ()
 
 
+def _av_problem(err: Exception) -> str:
+    """An FFmpeg error in words (``[Errno 1094995529] Invalid data found when processing
+    input: '<none>'`` reads ``invalid data found when processing input``); other errors as
+    they are."""
+    if isinstance(err, av.FFmpegError) and err.strerror:
+        return str(err.strerror[:1].lower() + err.strerror[1:])
+    return str(err)
+
+
 def _decode_pyav_audio(data: bytes, limits: MediaLimits) -> AudioClip:
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
@@ -476,11 +500,11 @@ def _decode_pyav_audio(data: bytes, limits: MediaLimits) -> AudioClip:
             except (av.FFmpegError, ValueError, OSError, IndexError) as err:
                 if not chunks:
                     raise
-                warnings = (f"audio: decoding stopped early ({err})",)
+                warnings = (f"audio: decoding stopped early ({_av_problem(err)})",)
     except InputError:
         raise
     except (av.FFmpegError, ValueError, OSError, IndexError) as err:
-        raise InputError("audio", f"cannot decode audio: {err}") from None
+        raise InputError("audio", f"cannot decode audio: {_av_problem(err)}") from None
     if not chunks or not rate:
         raise InputError("audio", "cannot decode audio: no audio frames")
     samples = np.concatenate(chunks, axis=1).astype(np.float32)
@@ -554,11 +578,11 @@ def decode_video(
             except (av.FFmpegError, ValueError, OSError, IndexError, ZeroDivisionError) as err:
                 if count == 0:
                     raise
-                warnings = (f"video: decoding stopped after {count} frames ({err})",)
+                warnings = (f"video: decoding stopped after {count} frames ({_av_problem(err)})",)
     except InputError:
         raise
     except (av.FFmpegError, ValueError, OSError, IndexError, ZeroDivisionError) as err:
-        raise InputError("video", f"cannot decode video: {err}") from None
+        raise InputError("video", f"cannot decode video: {_av_problem(err)}") from None
     if count == 0:
         raise InputError("video", "cannot decode video: no frames")
     warnings = warnings or _partial("video", count, info.num_frames, "frames")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
+import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -307,3 +310,62 @@ def test_wav_sizes_a_streaming_writer_leaves_are_read_as_what_is_there() -> None
     with pytest.raises(InputError) as info:
         decode_audio(empty, LIMITS)
     assert info.value.problem == "the WAV header declares no samples (its data chunk size is 0)"
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` (1-bit grey) and holds one empty IDAT: what
+    a decompression bomb's header looks like, without its megabytes."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        ((10_000, 6_000), "10000x6000 pixels exceeds the limit of 50000000"),  # ours, first
+        ((10_000, 9_000), "10000x9000 pixels exceeds the limit of 50000000"),  # Pillow warns
+        ((20_000, 20_000), "more than 178956970 pixels exceeds the limit of 50000000"),
+    ],
+)
+def test_oversized_images_get_our_413_whatever_pillow_says(size, message) -> None:
+    """Over ``max_pixels`` but under Pillow's bound, ours; over its bound (a warning, or
+    with warnings as errors a refusal), still ours; over twice its bound (Pillow's error
+    before anything else is known), our words and status."""
+    for strict in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error" if strict else "ignore", Image.DecompressionBombWarning)
+            with pytest.raises(InputError) as info:
+                decode_image(_png_header(*size), LIMITS)
+        expected = (
+            message
+            if not strict or size[1] == 6_000
+            else message.replace("10000x9000 pixels", "more than 89478485 pixels")
+        )
+        assert info.value.problem == expected
+        assert (info.value.field, info.value.status) == ("image", 413)
+
+
+def test_unreadable_media_get_clean_messages() -> None:
+    """No object repr, no FFmpeg errno: what failed, in words."""
+    with pytest.raises(InputError) as info:
+        decode_image(b"GIF89a but not really", LIMITS)
+    assert info.value.problem == "cannot decode image: not a recognised image format"
+    cut = _wav(2)[:30]  # a header cut short: neither libsndfile nor FFmpeg can read it
+    with pytest.raises(InputError) as info:
+        decode_audio(cut, LIMITS)
+    assert info.value.problem == "cannot decode audio: invalid data found when processing input"
+    with pytest.raises(InputError) as info:
+        decode_video(b"\x00\x00\x00\x18ftypmp42" + bytes(40), [], LIMITS)
+    assert info.value.field == "video"
+    assert info.value.problem == "cannot decode video: invalid data found when processing input"
