@@ -9,11 +9,15 @@ the TorchServe handler alike) applies it before tokenizing, so no train/serve sk
 punctuation or emoji, apostrophes dropped (``don't`` -> ``dont``). Before punctuation is
 dropped, symbols written inside a word as letters are read as those letters
 (``b!tch`` -> ``bitch``, ``sh1t`` -> ``shit``), so common spelling variants survive the
-cleaning. ``social-v2`` (the default's) is ``social-v1`` followed by two more readings of
+cleaning. ``social-v2`` is ``social-v1`` followed by two more readings of
 spelling variants: letters spread out by spaces are joined (a run of three or more single
 letters: ``k i k e`` -> ``kike``, ``w o r t h l e s s`` -> ``worthless``), and an ``8`` after a
 letter reads as "ate" (``h8`` -> ``hate``, ``h8ful`` -> ``hateful``, ``gr8`` -> ``grate``).
-Every normaliser is idempotent: ``normalise(normalise(x)) == normalise(x)``.
+``social-v3`` (the default's) is ``social-v2`` that first reads look-alike letters as the Latin
+letters they imitate and drops accents, within Latin words (:func:`encoders.lookalikes.
+fold_lookalikes`: ``nіgger`` with a Cyrillic ``і``, ``Ηate`` with a Greek ``Η``, ``fück``);
+on ASCII text it is ``social-v2``. Every normaliser is idempotent:
+``normalise(normalise(x)) == normalise(x)``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import html
 import re
 import unicodedata
 from collections.abc import Callable
+
+from encoders.lookalikes import fold_lookalikes
 
 _URL = re.compile(r"(?:https?://|www\.)\S+|\b\S+\.(?:com|net|org|ly)/\S*", re.IGNORECASE)
 _MENTION = re.compile(r"(?<![\w@])@\w+")
@@ -43,7 +49,17 @@ _OTHER = re.compile(r"[^a-z0-9]+")
 
 def social_v1(text: str) -> str:
     """Raw post or ad copy -> HateXplain's normalised form (see the module docstring)."""
-    text = unicodedata.normalize("NFKC", html.unescape(text))
+    return _cleaned(decoded(text))
+
+
+def decoded(text: str) -> str:
+    """HTML entities decoded, then NFKC (fullwidth and mathematical letters read as Latin)."""
+    return unicodedata.normalize("NFKC", html.unescape(text))
+
+
+def _cleaned(text: str) -> str:
+    """``social-v1`` after decoding: no links or mentions, lower case, symbols read as letters,
+    then only ASCII letters and digits."""
     text = _URL.sub(" ", text)
     text = _MENTION.sub(" user ", text)
     text = _RETWEET.sub(" ", text)
@@ -56,8 +72,17 @@ def social_v1(text: str) -> str:
 
 def social_v2(text: str) -> str:
     """``social-v1``, then spread letters joined and ``8`` after a letter read as "ate"."""
-    text = _SPREAD.sub(lambda m: m.group(0).replace(" ", ""), social_v1(text))
+    return _spelling_read(social_v1(text))
+
+
+def _spelling_read(text: str) -> str:
+    text = _SPREAD.sub(lambda m: m.group(0).replace(" ", ""), text)
     return _EIGHT.sub("ate", text)
+
+
+def social_v3(text: str) -> str:
+    """``social-v2`` with look-alike letters in Latin words read as Latin, accents dropped."""
+    return _spelling_read(_cleaned(fold_lookalikes(decoded(text))))
 
 
 def identity(text: str) -> str:
@@ -66,7 +91,7 @@ def identity(text: str) -> str:
 
 
 NORMALIZERS: dict[str, Callable[[str], str]] = {
-    "none": identity, "social-v1": social_v1, "social-v2": social_v2
+    "none": identity, "social-v1": social_v1, "social-v2": social_v2, "social-v3": social_v3
 }  # fmt: skip
 
 

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from encoders.text import HFTextEncoder, TextPreparer, TextSettings
-from encoders.textnorm import get_normalizer, social_v1, social_v2
+from encoders.textnorm import get_normalizer, social_v1, social_v2, social_v3
+from ensemble.samples import SAMPLE_TEXTS
+from ensemble.training.textsets import behaviour, benign_ads, idiom_ads
 
 RAW = (
     "!!! RT @mayasolovely: As a woman you shouldn&#8217;t complain &amp; http://t.co/x #MAGA",
@@ -25,7 +27,7 @@ def test_social_v1_gives_hatexplains_form() -> None:
 
 
 @pytest.mark.parametrize("text", RAW)
-@pytest.mark.parametrize("normalise", [social_v1, social_v2])
+@pytest.mark.parametrize("normalise", [social_v1, social_v2, social_v3])
 def test_normalisers_are_idempotent(normalise, text: str) -> None:
     assert normalise(normalise(text)) == normalise(text)
 
@@ -38,6 +40,47 @@ def test_social_v2_joins_spread_letters_and_reads_8_as_ate() -> None:
     assert social_v2("h8ful posts in 2018 and 8 mile") == "hateful posts in 2018 and 8 mile"
     for text in RAW:  # v2 reads v1's output: training rows stored in v1 form need no re-cleaning
         assert social_v2(social_v1(text)) == social_v2(text)
+
+
+LOOKALIKE = (  # (look-alike spelling, Latin spelling)
+    ("I h\u0430t\u0435 \u0430ll mu\u0455l\u0456m\u0455", "I hate all muslims"),  # Cyrillic
+    ("\u0397\u0391\u03a4\u0395 all gays", "HATE all gays"),  # Greek capitals
+    ("get out you k\u0456k\u0435", "get out you kike"),
+    ("f\u00fcck y\u00f6u", "fuck you"),  # accents
+    ("you \u0430r\u0435 \u0430 \u0455\u0441um", "you are a scum"),  # whole look-alike words
+)
+
+
+@pytest.mark.parametrize(("spelled", "latin"), LOOKALIKE)
+def test_social_v3_reads_lookalikes_as_their_latin_spelling(spelled: str, latin: str) -> None:
+    assert social_v3(spelled) == social_v3(latin) == social_v2(latin)
+    assert social_v2(spelled) != social_v2(latin)  # what v2 made of them
+
+
+def test_fullwidth_and_mathematical_letters_read_as_latin_as_before() -> None:
+    for normalise in (social_v2, social_v3):  # NFKC's doing
+        assert normalise("\uff4e\uff49\uff47\uff47\uff45\uff52") == "nigger"
+        assert normalise("\U0001d41f\U0001d42e\U0001d41c\U0001d424 you") == "fuck you"
+
+
+def test_social_v3_is_social_v2_on_ascii_text() -> None:
+    texts = [
+        *RAW[2:],
+        *SAMPLE_TEXTS,
+        *(ad["text"] for ad in behaviour() + benign_ads() + idiom_ads()),
+    ]
+    ascii_texts = [t for t in texts if t.isascii()]
+    assert len(ascii_texts) > 1700
+    assert [social_v3(t) for t in ascii_texts] == [social_v2(t) for t in ascii_texts]
+    # an HTML entity is decoded first: an accented letter written as one reads as its letter
+    assert social_v2("Beyonc&#233; tickets") == "beyonc tickets"
+    assert social_v3("Beyonc&#233; tickets") == "beyonce tickets"
+
+
+def test_social_v3_leaves_other_scripts_to_be_dropped() -> None:
+    assert social_v3("Большая распродажа обуви") == ""  # not "o" and "pa" from look-alikes
+    assert social_v3("Купите новый iPhone сегодня") == "iphone"
+    assert social_v3("全新手机优惠 🎉") == ""
 
 
 def test_unknown_normaliser_is_refused() -> None:
