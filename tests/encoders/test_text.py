@@ -94,3 +94,27 @@ def test_a_long_text_is_windowed_over_its_whole_length(tiny_bert_dir) -> None:
         assert ids[1:-1] == content[start : start + 6]
         covered.update(range(start, start + len(ids) - 2))
     assert covered == set(range(len(content)))
+
+
+def test_text_the_model_cannot_read_is_named_in_a_warning(tiny_bert_dir) -> None:
+    """Nothing left after normalisation, no Latin letter or digit, or most letters outside
+    the Latin script: one warning naming ``text``; English (look-alikes included) none."""
+    social = TextPreparer(TextSettings(model_dir=str(tiny_bert_dir), normalizer="social-v3"))
+    raw = TextPreparer(TextSettings(model_dir=str(tiny_bert_dir)))
+    for text in ("\U0001f600\U0001f389", "全新手机优惠", "Большая распродажа", "www.example.com/x"):
+        (warning,) = social.warnings(text)
+        assert warning.startswith("text: nothing of it survives normalisation (social-v3")
+        assert warning.endswith("the text policies scored an empty text")
+    for text in ("\U0001f600\U0001f389", "Большая распродажа"):  # kept as they are, unread
+        assert raw.warnings(text) == [
+            "text: no Latin letter or digit in it, and the text model reads English only; "
+            "its text scores carry no reading of it"
+        ]
+    mostly = "Купите новый iPhone сегодня"
+    expected = (
+        "text: 18 of its 24 letters are not in the Latin script and the text model reads "
+        "English only; its text scores rest on the other 6"
+    )
+    assert social.warnings(mostly) == raw.warnings(mostly) == [expected]
+    for english in ("Summer sale on shoes, скидка", "I h\u0430t\u0435 \u0430ll of you", "50%"):
+        assert social.warnings(english) == raw.warnings(english) == []

@@ -161,6 +161,38 @@ def test_blank_text_and_empty_media_are_never_scored_silently(scorer, sample_med
     assert empty["errors"][0]["field"] == "image"
 
 
+def test_text_the_model_cannot_read_is_scored_with_a_warning(small_model) -> None:
+    """Emoji or CJK alone normalise to nothing: scored as the empty text, with a warning that
+    names the field; the English ads of the same batch are scored as they are alone."""
+    preparer = AdPreparer(small_model.config, overrides={"text": {"normalizer": "social-v3"}})
+    scorer = Scorer(small_model, batch_size=4, preparer=preparer)
+    ads = [
+        {"id": "emoji", "text": "\U0001f525\U0001f525\U0001f525"},
+        {"id": "english", "text": "Summer sale: 30% off all sandals."},
+        {"id": "cjk", "text": "全新手机优惠，今天下单立减"},
+        {"id": "mostly-russian", "text": "Купите новый iPhone сегодня"},
+        {"id": "lookalike", "text": "Summ\u0435r s\u0430l\u0435: 30% off \u0430ll s\u0430ndals."},
+    ]
+    emoji, english, cjk, russian, lookalike = scored = list(scorer.iter_scored(ads))
+    for item in (emoji, cjk):
+        (warning,) = item.row["warnings"]
+        assert warning.startswith("text: nothing of it survives normalisation")
+        assert item.row["status"] == "ok"
+        assert item.row["policies"]["offensive_language"]["status"] == "scored"
+    assert emoji.scores is not None
+    assert cjk.scores is not None
+    assert torch.equal(emoji.scores, cjk.scores)  # both the empty text
+    assert russian.row["warnings"][0].startswith("text: 18 of its 24 letters are not in")
+    assert english.row["warnings"] == lookalike.row["warnings"] == []
+    (alone,) = scorer.iter_scored([ads[1]])
+    assert english.scores is not None
+    assert alone.scores is not None
+    torch.testing.assert_close(english.scores, alone.scores)
+    assert lookalike.scores is not None
+    torch.testing.assert_close(lookalike.scores, english.scores)
+    assert [s.row["id"] for s in scored] == [ad["id"] for ad in ads]
+
+
 def test_an_unexpected_exception_costs_one_ad(scorer, monkeypatch) -> None:
     prepare = scorer.preparer.preparers["text"][0][1].prepare
 

@@ -211,6 +211,33 @@ def test_each_malformed_request_gets_its_own_error(
     assert good["status"] == "ok"
 
 
+def test_text_the_model_cannot_read_is_answered_with_a_warning(
+    handler: tuple[AdPolicyHandler, Context],
+    good_ads: list[dict[str, Any]],
+    offline: Scorer,
+) -> None:
+    """A text in another script is scored with the warning offline scoring gives it (naming
+    ``text``); the good ads and the bad request of its batch answer as they do alone."""
+    h, context = handler
+    russian = {"id": "russian", "text": "Большая распродажа обуви", "image": good_ads[0]["image"]}
+    mostly = {"id": "mostly", "text": "Купите новый iPhone сегодня"}
+    batch = [
+        {"body": russian},
+        {"body": good_ads[1]},
+        {"body": {"id": "bad", "text": 3}},
+        {"body": mostly},
+    ]
+    responses = run_batch(h, context, batch)
+    assert [status for status, _, _ in responses] == [200, 200, 400, 200]
+    (warning,) = responses[0][1]["warnings"]
+    assert warning.startswith("text: no Latin letter or digit in it")
+    assert responses[3][1]["warnings"][0].startswith("text: 18 of its 24 letters are not")
+    assert responses[1][1]["warnings"] == []
+    assert responses[2][1]["errors"][0]["field"] == "text"
+    for i, ad in ((0, russian), (1, good_ads[1]), (3, mostly)):
+        assert_results_close(responses[i][1], offline_result(offline, ad))
+
+
 def test_an_ad_without_id_is_named_after_its_request(
     handler: tuple[AdPolicyHandler, Context],
 ) -> None:
