@@ -10,13 +10,18 @@ recorded on the 30 % Davidson hold-out (RAW tweets) when they were built, on a f
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from ensemble import from_pretrained
-from ensemble.scoring import DEFAULT_DIR
+from ensemble.batch import AdPreparer
+from ensemble.model import AdPolicyEnsemble
+from ensemble.samples import SAMPLE_TEXTS
+from ensemble.scoring import DEFAULT_DIR, Scorer
 from ensemble.training.data import THREE_CLASS_RULE
 from ensemble.training.evaluate import measure, score_ads
 from ensemble.training.textdata import davidson_ads
@@ -33,7 +38,7 @@ def test_shipped_default_is_small_calibrated_and_recorded() -> None:
     config = json.loads((DEFAULT_DIR / "config.json").read_text())
     assert config["checkpoint"]["weights"] == "heads"
     text = config["encoders"]["text"]
-    assert text["normalizer"] == "social-v2"  # the training form, applied at scoring
+    assert text["normalizer"] == "social-v3"  # the training form, applied at scoring
     tuned = text["tuned_layers"]
     # heads + MiniLM's fine-tuned top layers (~7 MB each), never its embeddings or lower layers
     assert (DEFAULT_DIR / "model.safetensors").stat().st_size < 8_000_000 * tuned
@@ -154,3 +159,57 @@ def test_hate_anywhere_in_a_long_ad_is_found() -> None:
     texts = [copy + copy, hate + copy + copy, copy + hate + copy, copy + copy + hate]
     flags = _flags([{"id": str(i), "text": t} for i, t in enumerate(texts)])
     assert flags["hate_speech"].tolist() == [False, True, True, True]
+
+
+@pytest.fixture(scope="module")
+def default_model() -> AdPolicyEnsemble:
+    return from_pretrained(DEFAULT_DIR)
+
+
+def _raw_scores(model: AdPolicyEnsemble, texts: list[str], normalizer: str) -> torch.Tensor:
+    """The model's raw scores of ``texts`` with its text normalised by ``normalizer``: [N, P]."""
+    assert model.config is not None
+    preparer = AdPreparer(model.config, overrides={"text": {"normalizer": normalizer}})
+    scorer = Scorer(model, preparer=preparer, batch_size=16)
+    scored = scorer.iter_scored({"id": str(i), "text": t} for i, t in enumerate(texts))
+    return torch.stack([s.scores for s in scored if s.scores is not None])
+
+
+@pytest.mark.slow
+def test_the_lookalike_reading_leaves_the_scores_of_ascii_text_as_they_were(
+    default_model: AdPolicyEnsemble,
+) -> None:
+    """``social-v3`` replaced ``social-v2`` in the shipped config without retraining: every
+    ASCII text (the example ads, the sample copy, the idioms, a slice of the behavioural set)
+    scores exactly as under ``social-v2``."""
+    examples = Path(__file__).parents[2] / "examples" / "ads.jsonl"
+    ads = [json.loads(line) for line in examples.read_text().splitlines() if line.strip()]
+    texts = [ad["text"] for ad in ads if "text" in ad] + list(SAMPLE_TEXTS)
+    texts += [ad["text"] for ad in idiom_ads() + behaviour()[::20]]
+    assert all(t.isascii() for t in texts)
+    assert len(texts) > 100
+    v3, v2 = (_raw_scores(default_model, texts, n) for n in ("social-v3", "social-v2"))
+    assert torch.equal(v3, v2)
+
+
+LOOKALIKE = (  # (Latin spelling, the same with look-alike letters)
+    ("Muslims are disgusting vermin", "Mu\u0455l\u0456ms \u0430re d\u0456sgusting vermin"),
+    ("I hate all gays", "I h\u0430t\u0435 \u0430ll g\u0430ys"),
+    ("kill all the niggers", "k\u0456ll \u0430ll the n\u0456gg\u0435rs"),
+    ("Jews are a plague", "J\u0435ws \u0430re \u0430 pl\u0430gu\u0435"),
+    ("HATE TRANNIES", "\u0397\u0391\u03a4\u0395 \u03a4R\u0391NNI\u0395S"),  # Greek capitals
+    ("fuck you bitch", "f\u00fcck y\u043eu b\u0456tch"),
+)
+
+
+@pytest.mark.slow
+def test_a_lookalike_spelling_scores_as_its_latin_spelling(
+    default_model: AdPolicyEnsemble,
+) -> None:
+    latin, spelled = ([pair[i] for pair in LOOKALIKE] for i in (0, 1))
+    want = _raw_scores(default_model, latin, "social-v3")
+    assert torch.equal(_raw_scores(default_model, spelled, "social-v3"), want)
+    assert default_model.config is not None
+    hate = default_model.config.policy_names.index("hate_speech")
+    before = _raw_scores(default_model, spelled, "social-v2")  # what the look-alikes evaded
+    assert (before[:, hate] < want[:, hate]).all()

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from encoders.textnorm import social_v1, social_v2
+from encoders.textnorm import social_v1, social_v3
 from ensemble.training.augment import (
     GROUPS,
     OPINION_FRAMES,
@@ -117,11 +117,11 @@ def test_eval_sets_meet_their_sizes_and_are_apart_from_training() -> None:
     assert all(ad["meta"]["class"] == "normal" for ad in ads)
     tests = behaviour()
     assert len({ad["meta"]["functionality"] for ad in tests}) >= 10
-    training = {social_v2(ad["text"]) for ad in augmentations(_train_rows(), seed=42)}
+    training = {social_v3(ad["text"]) for ad in augmentations(_train_rows(), seed=42)}
     idioms = idiom_ads()
     assert len({ad["meta"]["kind"] for ad in idioms}) == 4
     assert all(ad["meta"]["class"] == "normal" for ad in idioms)
-    assert not training & {social_v2(ad["text"]) for ad in ads + tests + idioms}
+    assert not training & {social_v3(ad["text"]) for ad in ads + tests + idioms}
     assert len(GROUPS) >= 25
     assert len(AD_TEMPLATES) >= 15
 
