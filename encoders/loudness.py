@@ -353,14 +353,15 @@ class LoudnessAnalyzer(Encoder):
         gated = gated * (loudness > relative.unsqueeze(1)).float()
         integrated = _loudness(_gated_mean(power, gated))
         momentary = (loudness * complete + ABSOLUTE_GATE * (1 - complete)).amax(1)
-        # under one block: the clip's own samples as its one block (where, not a branch)
-        heard = (torch.arange(s, device=waveform.device) * SEGMENT).unsqueeze(0) < length.unsqueeze(
-            1
-        )
-        own = (_weighted(segments, weights) * heard.float()).sum(1) / length.clamp(min=1).float()
-        short = length < BLOCK
-        integrated = torch.where(short, _loudness(own), integrated)
-        momentary = torch.where(short, _loudness(own), momentary.clamp(min=ABSOLUTE_GATE))
+        # under one block: the clip's own samples as its one block, blended by a 0/1 mask (not a
+        # branch, nor aten::where, which Inf1 runs only in part); both sides are finite (floored
+        # at -70), so the blend is exactly one side
+        starts = torch.arange(s, device=waveform.device) * SEGMENT
+        heard = (starts.unsqueeze(0) < length.unsqueeze(1)).float()
+        own = _loudness((_weighted(segments, weights) * heard).sum(1) / length.clamp(min=1).float())
+        short = (length < BLOCK).float()
+        integrated = short * own + (1 - short) * integrated
+        momentary = short * own + (1 - short) * momentary.clamp(min=ABSOLUTE_GATE)
         # N as a Python int: traced, a shape is a CPU tensor that a CUDA clamp refuses
         seconds = length.clamp(max=int(waveform.shape[1])).float() / RATE
         return torch.stack([integrated, momentary, seconds], dim=1)

@@ -442,10 +442,12 @@ def test_a_multichannel_batch_traced_at_stereo_measures_what_eager_does(analyzer
 
 @pytest.mark.slow
 def test_a_full_minute_of_stereo_at_the_default_length() -> None:
-    """The default input holds 60 s of stereo at 48 kHz: 2 x 2.88 M samples, 23 MB per item."""
+    """The default input holds 60 s at 48 kHz of up to 8 channels; stereo fills the first
+    channel bucket: 2 x 2.88 M samples, 23 MB per item."""
     settings = LoudnessSettings()
     analyzer = LoudnessAnalyzer(settings).eval()
-    assert analyzer.input_spec[0].shape == (60 * RATE, 2)
+    assert analyzer.input_spec[0].shape == (60 * RATE, 8)
+    assert settings.channel_widths[0] == 2
     speech = signal("speech", 44_100, 59.5, 8)
     clip = AudioClip((0.2 * np.stack([speech, 0.8 * speech])).astype(np.float32), 44_100)
     out = measure(analyzer, [clip], settings)
