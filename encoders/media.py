@@ -489,12 +489,17 @@ def _decode_pyav_audio(data: bytes, limits: MediaLimits) -> AudioClip:
             names = tuple(c.name for c in stream.layout.channels)
             layout = names if len(names) == stream.channels and "NONE" not in names else ()
             rate = stream.rate
-            resampler = av.AudioResampler(format="fltp", rate=rate)
+            # packed float: PyAV 18 miscounts the planes of planar audio past 7 channels (an
+            # 8-channel planar frame's to_ndarray reads a 9th plane and crashes the process)
+            resampler = av.AudioResampler(format="flt", rate=rate)
+            channels = stream.channels
             chunks: list[np.ndarray] = []
             warnings: tuple[str, ...] = ()
             try:
                 for frame in container.decode(stream):
-                    chunks.extend(f.to_ndarray() for f in resampler.resample(frame))
+                    chunks.extend(
+                        f.to_ndarray().reshape(-1, channels).T for f in resampler.resample(frame)
+                    )
                     if sum(c.shape[1] for c in chunks) > (limits.max_seconds + 1) * rate:
                         _check_duration("audio", sum(c.shape[1] for c in chunks) / rate, limits)
             except (av.FFmpegError, ValueError, OSError, IndexError) as err:

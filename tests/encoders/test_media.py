@@ -289,6 +289,20 @@ def test_channel_layouts_come_from_the_file() -> None:
         assert int(np.abs(clip.samples).max(1).argmax()) == loud, fmt
 
 
+def test_eight_channels_through_pyav_decode_in_their_order() -> None:
+    """7.1 FLAC goes through PyAV, whose planar 8-channel frames crashed the process; each
+    channel keeps its own samples."""
+    frames = np.zeros((4800, 8))
+    for channel in range(8):
+        frames[:, channel] = (channel + 1) / 10
+    out = io.BytesIO()
+    soundfile.write(out, frames, 48_000, format="FLAC")
+    clip = decode_audio(out.getvalue(), LIMITS)
+    assert clip.samples.shape == (8, 4800)
+    assert len(clip.layout) == 8
+    np.testing.assert_allclose(clip.samples.mean(1), np.arange(1, 9) / 10, atol=1e-4)
+
+
 def test_wav_sizes_a_streaming_writer_leaves_are_read_as_what_is_there() -> None:
     """0xFFFFFFFF (a writer that could not seek back) decodes every sample that is there,
     without claiming a partial decode; a size past the end of an otherwise sized file is
