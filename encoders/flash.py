@@ -540,7 +540,10 @@ class _FlashGrid:
         self.lut = lut
         self.rows_cols = (settings.grid_rows, settings.grid_cols)
         self.limit = min(settings.max_frames, math.ceil(settings.max_seconds * info.fps))
-        self.grid = np.zeros((self.limit, PLANES, *self.rows_cols), np.float32)
+        # where the declared rate is wrong or variable, frames past ``limit`` may still fall
+        # within ``max_seconds``: their timestamps decide (:meth:`analysed`); the rows are
+        # only touched as frames arrive
+        self.grid = np.zeros((settings.max_frames, PLANES, *self.rows_cols), np.float32)
         floor = settings.part_floor
         self.floors = (floor * settings.luminance_threshold, floor * settings.red_threshold)
         self.previous: tuple[np.ndarray, np.ndarray] | None = None
@@ -550,8 +553,19 @@ class _FlashGrid:
         self.settings = settings
         self.times: list[float | None] = []
 
+    def analysed(self, time: float | None) -> bool:
+        """Whether a frame shown at ``time`` falls within ``max_seconds``: the first ``limit``
+        frames do; later ones (more frames than the declared rate gives) by their timestamp,
+        up to ``max_frames``."""
+        if self.count < self.limit:
+            return True
+        first = self.times[0] if self.times else None
+        if self.count >= self.grid.shape[0] or time is None or first is None:
+            return False
+        return time - first < self.settings.max_seconds - 0.5 / self.fps
+
     def add(self, frame: av.VideoFrame) -> None:
-        if self.count >= self.limit:
+        if not self.analysed(frame.time):
             return
         height = min(frame.height, self.max_height)
         width = max(1, round(frame.width * height / frame.height))

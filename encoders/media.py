@@ -31,6 +31,7 @@ from encoders.base import InputError
 WARNINGS = "adpolicy.warnings"  # key of a decoded image's ``info`` listing its warnings
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 STORE_URI = re.compile(r"^(s3|gs|gcs|hdfs|viewfs|abfs|abfss|file)://", re.IGNORECASE)
+MAX_FPS = 1000.0  # highest frame rate accepted; also bounds the frames a duration holds
 PARTIAL = 0.95  # media decoding to less than this share of its declared length is partial
 
 
@@ -528,6 +529,9 @@ class VideoInfo:
         width: Frame width in pixels.
         height: Frame height in pixels.
         warnings: What could not be decoded (a cut file).
+        counted: Whether the container states the frame count (else it is estimated, and a
+            cut file is told by its timestamps against ``seconds``).
+        seconds: Duration the container declares, if any.
     """
 
     fps: float
@@ -535,6 +539,8 @@ class VideoInfo:
     width: int
     height: int
     warnings: tuple[str, ...] = ()
+    counted: bool = True
+    seconds: float | None = None
 
 
 class FrameSink(Protocol):
@@ -572,12 +578,15 @@ def decode_video(
             sinks = [p.start(info) for p in preparers]
             max_frames = math.ceil(limits.max_seconds * info.fps) + 1
             count = 0
+            times = _Span()
             warnings: tuple[str, ...] = ()
             try:
                 for frame in container.decode(stream):
                     count += 1
-                    if count > max_frames:
-                        _check_duration("video", count / info.fps, limits)
+                    times.add(frame.time)
+                    if count > max_frames:  # past the declared rate: the timestamps decide
+                        seconds = times.seconds(info.fps) or count / info.fps
+                        _check_duration("video", max(seconds, count / MAX_FPS), limits)
                     for sink in sinks:
                         sink.add(frame)
             except (av.FFmpegError, ValueError, OSError, IndexError, ZeroDivisionError) as err:
@@ -590,7 +599,11 @@ def decode_video(
         raise InputError("video", f"cannot decode video: {_av_problem(err)}") from None
     if count == 0:
         raise InputError("video", "cannot decode video: no frames")
-    warnings = warnings or _partial("video", count, info.num_frames, "frames")
+    if not warnings and info.counted:
+        warnings = _partial("video", count, info.num_frames, "frames")
+    elif not warnings and info.seconds is not None:  # a count estimated at the declared rate
+        decoded = times.seconds(info.fps) or count / info.fps
+        warnings = _partial("video", round(decoded, 3), info.seconds, "seconds")
     return [sink.finish() for sink in sinks], dataclasses.replace(
         info, num_frames=count, warnings=warnings
     )
@@ -599,7 +612,7 @@ def decode_video(
 def _video_info(container: Any, stream: Any, limits: MediaLimits) -> VideoInfo:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
-    if not 0 < fps <= 1000:
+    if not 0 < fps <= MAX_FPS:
         raise InputError("video", f"cannot decode video: invalid frame rate {fps}")
     duration = None
     if stream.duration is not None and stream.time_base is not None:
@@ -614,4 +627,34 @@ def _video_info(container: Any, stream: Any, limits: MediaLimits) -> VideoInfo:
         raise InputError("video", "cannot decode video: no picture size")
     if width * height > limits.max_pixels:
         raise InputError("video", f"{width}x{height} frames exceed the pixel limit", status=413)
-    return VideoInfo(fps=fps, num_frames=max(int(frames), 1), width=width, height=height)
+    return VideoInfo(
+        fps=fps,
+        num_frames=max(int(frames), 1),
+        width=width,
+        height=height,
+        counted=bool(stream.frames),
+        seconds=duration,
+    )
+
+
+class _Span:
+    """The time from a video's first frame to the end of its last, from their timestamps."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.last: float | None = None
+        self.missing = False
+
+    def add(self, time: float | None) -> None:
+        if time is None:
+            self.missing = True
+        elif self.first is None:
+            self.first = self.last = time
+        else:
+            self.last = max(time, self.last or time)
+
+    def seconds(self, fps: float) -> float | None:
+        """Last minus first timestamp plus one frame at ``fps``; None without timestamps."""
+        if self.missing or self.first is None or self.last is None:
+            return None
+        return self.last - self.first + 1 / fps

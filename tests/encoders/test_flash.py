@@ -453,6 +453,42 @@ def test_a_variable_frame_rate_video_is_measured_on_its_timestamps(tmp_path) -> 
     assert float(out[SECONDS]) == pytest.approx(15.5, abs=1 / 60)
 
 
+def test_a_video_carrying_twice_its_declared_rate_is_analysed_to_its_end(tmp_path) -> None:
+    """A Matroska file declaring 30 fps that carries 60 fps frames for 32 s, with a 5 Hz strobe
+    in its last second: its timestamps, not the declared rate, say how long it is (the frame
+    count alone read 60 s at frame 1,801 and cut the strobe off)."""
+    strobe = samples.flashing_frames(W, H, fps=60, hz=5, dark=0, bright=255)
+    path = samples.write_video(
+        tmp_path / "misdeclared.mkv",
+        lambda i: solid(128) if i < 1860 else strobe(i),
+        frames=1920,
+        shown_at=lambda i: i / 60,
+    )
+    settings = FlashSettings()
+    (item,), info = decode_video(path.read_bytes(), [FlashPreparer(settings)], MediaLimits())
+    assert info.warnings == ()
+    assert info.num_frames == 1920
+    out = run(FlashAnalyzer(settings).eval(), [item], settings)[0]
+    assert float(out[SECONDS]) == pytest.approx(32.0, abs=0.05)
+    assert float(out[FLASHES]) == 5.0
+
+
+def test_a_variable_rate_file_without_a_frame_count_is_not_called_partial(tmp_path) -> None:
+    """Matroska states no frame count: the estimate at its peak rate is no reason to warn; a
+    cut file still says how much of its declared duration decoded."""
+    path = samples.write_video(
+        tmp_path / "vfr.mkv",
+        lambda i: solid(128 if i % 2 else 64),
+        frames=45,
+        shown_at=lambda i: i if i < 15 else 15 + (i - 15) / 60,
+    )
+    data = path.read_bytes()
+    _, info = decode_video(data, [FlashPreparer(SMALL)], MediaLimits())
+    assert info.warnings == ()
+    _, cut = decode_video(data[: len(data) // 3], [FlashPreparer(SMALL)], MediaLimits())
+    assert "seconds it declares could be decoded" in " ".join(cut.warnings)
+
+
 def test_constant_rate_timestamps_keep_one_slot_a_frame() -> None:
     ntsc = [round(i * 1001 / 30) / 1000 for i in range(300)]  # 29.97 fps on a 1 ms time base
     assert frame_slots(ntsc, 30000 / 1001, 60.0) is None
