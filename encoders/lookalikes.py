@@ -83,8 +83,9 @@ def fold_lookalikes(text: str) -> str:
     A word (a run of letters and combining marks) is folded when it has a Latin letter
     (``nіgger`` with a Cyrillic ``і``, ``fück``), or when all its letters are look-alikes and the
     text has more Latin letters than letters of other scripts without a look-alike (``аss``
-    all in Cyrillic, inside English copy). Other words stay as they are: Cyrillic or Greek
-    text is not turned into Latin nonsense (its words mix in letters without a look-alike).
+    all in Cyrillic, inside English copy), or none of the latter at all (``КІКЕ``, a text
+    written wholly in look-alikes: real Cyrillic or Greek text has letters without one).
+    Other words stay as they are: Cyrillic or Greek text is not turned into Latin nonsense.
     ASCII text comes back unchanged. Apply it after NFKC (which already reads fullwidth forms
     and mathematical letters as Latin) and before lower-casing (Greek ``Β`` is ``b``, its
     lower case ``β`` is no ``b``).
@@ -99,7 +100,7 @@ def fold_lookalikes(text: str) -> str:
     if text.isascii():
         return text
     latin, _, other = script_letters(text)
-    latin_text = latin > other
+    latin_text = latin > other or other == 0
 
     def fold(match: re.Match[str]) -> str:
         word = unicodedata.normalize("NFD", match.group(0))

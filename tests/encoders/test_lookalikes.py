@@ -40,12 +40,16 @@ def test_lookalikes_in_latin_words_read_as_latin(spelled: str, latin: str) -> No
     assert fold_lookalikes(spelled) == latin
 
 
-def test_a_word_all_of_lookalikes_folds_only_inside_latin_text() -> None:
+def test_a_word_all_of_lookalikes_folds_in_latin_text_or_a_text_of_lookalikes_alone() -> None:
     # the Cyrillic "а" and "ѕсum" are whole words of look-alikes, in English copy
     assert fold_lookalikes("you \u0430r\u0435 \u0430 \u0455\u0441um") == "you are a scum"
     assert fold_lookalikes("\u0430 \u0455\u0441\u0430m") == "a scam"
-    # a text of look-alikes alone is no evidence of English: left as it is
-    assert fold_lookalikes("\u0441\u043e\u0440") == "\u0441\u043e\u0440"
+    # a text wholly of look-alikes (no letter of its script without one) is an evasion far
+    # more often than Cyrillic that happens to use none of its own letters: read as Latin
+    assert fold_lookalikes("\u041a\u0406\u041a\u0415") == "kike"
+    assert fold_lookalikes("\u0441\u043e\u0440") == "cop"
+    # one letter without a look-alike (п) marks real Cyrillic: left as it is
+    assert fold_lookalikes("\u0441\u043e\u043f") == "\u0441\u043e\u043f"
 
 
 @pytest.mark.parametrize(
