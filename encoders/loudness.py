@@ -526,6 +526,12 @@ class LoudnessPreparer:
         width = bucket_of(channels, self.widths)
         samples = torch.from_numpy(resample(media.samples, media.sample_rate))
         length = min(samples.shape[1], self.num_samples)
+        if length == 0:
+            raise InputError(
+                "audio",
+                f"{media.samples.shape[1]} samples at {media.sample_rate} Hz are shorter than "
+                "one sample at 48 kHz: too short to measure its loudness",
+            )
         waveform = torch.zeros(max(1, -(-length // SEGMENT)) * SEGMENT, width)
         waveform[:length, :channels] = samples[:, :length].T
         weights = torch.zeros(width)
@@ -543,7 +549,7 @@ class LoudnessPreparer:
         if samples >= BLOCK:
             return ()
         return (
-            f"audio: loudness measured over the clip's {1000 * samples / RATE:.0f} ms, fewer "
+            f"audio: loudness measured over the clip's {1000 * samples / RATE:.3g} ms, fewer "
             "than the 400 ms of a BS.1770 gating block (one block over its own samples)",
         )
 

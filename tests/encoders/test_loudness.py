@@ -265,6 +265,14 @@ def own_block(wave: np.ndarray, weights: tuple[float, ...]) -> float:
     return float(-0.691 + 10 * np.log10((filtered**2).mean(1) @ np.asarray(weights)))
 
 
+def test_a_clip_shorter_than_one_sample_at_48_khz_is_refused_naming_the_field() -> None:
+    """Two samples at 192 kHz resample to none: refused, not read as -70 LUFS (too quiet)."""
+    clip = AudioClip(np.full((1, 2), 0.5, np.float32), 192_000)
+    with pytest.raises(InputError, match="too short to measure") as info:
+        LoudnessPreparer(SETTINGS).prepare(clip)
+    assert info.value.field == "audio"
+
+
 def test_a_clip_under_one_block_is_measured_as_one_block_of_its_own_samples(analyzer) -> None:
     """A 250 ms full-scale beep (a sound logo) reads about -3 LUFS, not -70 ("too quiet");
     a 300 ms stereo one at 44.1 kHz and a 0.1 s one too; the preparer warns of each; a clip
