@@ -585,7 +585,7 @@ def decode_video(
                     count += 1
                     times.add(frame.time)
                     if count > max_frames:  # past the declared rate: the timestamps decide
-                        seconds = times.seconds(info.fps) or count / info.fps
+                        seconds = times.seconds(info.fps, count)
                         _check_duration("video", max(seconds, count / MAX_FPS), limits)
                     for sink in sinks:
                         sink.add(frame)
@@ -602,7 +602,7 @@ def decode_video(
     if not warnings and info.counted:
         warnings = _partial("video", count, info.num_frames, "frames")
     elif not warnings and info.seconds is not None:  # a count estimated at the declared rate
-        decoded = times.seconds(info.fps) or count / info.fps
+        decoded = times.seconds(info.fps, count)
         warnings = _partial("video", round(decoded, 3), info.seconds, "seconds")
     return [sink.finish() for sink in sinks], dataclasses.replace(
         info, num_frames=count, warnings=warnings
@@ -653,8 +653,9 @@ class _Span:
         else:
             self.last = max(time, self.last or time)
 
-    def seconds(self, fps: float) -> float | None:
-        """Last minus first timestamp plus one frame at ``fps``; None without timestamps."""
+    def seconds(self, fps: float, frames: int) -> float:
+        """Last minus first timestamp plus one frame at ``fps``; without timestamps, the
+        ``frames`` decoded at ``fps``."""
         if self.missing or self.first is None or self.last is None:
-            return None
+            return frames / fps
         return self.last - self.first + 1 / fps
