@@ -2,14 +2,15 @@
 
 Preparation decodes every frame (at the video's own rate, up to ``max_seconds``; a
 variable-frame-rate video is laid on a constant-rate timeline by its timestamps, see
-:func:`frame_slots`) and reduces each to a grid of cells holding the cell's mean relative luminance and mean red saturation,
-both computed per pixel in linear light as EA's IRIS does (sRGB decoding by the IEC 61966-2-1
-curve; luminance ``0.2126 R + 0.7152 G + 0.0722 B``; red saturation ``(R - G - B) x 320`` where
-``R / (R + G + B) >= 0.8``, else 0). Frames taller than ``analysis_height`` are first scaled
-down by FFmpeg's area filter on the encoded values; only detail finer than that scale is
-averaged before linearisation. Per cell and frame, preparation also measures the share of the
-cell's pixels taking part in its change since the last frame (:func:`taking_part`), so the
-area rule counts the part of a cell that flashes, not the whole cell.
+:func:`frame_slots`) and reduces each to a grid of cells holding the cell's mean relative
+luminance and mean red saturation, both computed per pixel in linear light as EA's IRIS does
+(sRGB decoding by the IEC 61966-2-1 curve; luminance ``0.2126 R + 0.7152 G + 0.0722 B``; red
+saturation ``(R - G - B) x 320`` where ``R / (R + G + B) >= 0.8``, else 0). Frames taller than
+``analysis_height`` are first scaled down by FFmpeg's area filter on the encoded values; only
+detail finer than that scale is averaged before linearisation. Per cell and frame, preparation
+also measures the share of the cell's pixels taking part in its change since the last frame
+(:func:`taking_part`), so the area rule counts the part of a cell that flashes, not the whole
+cell.
 
 The graph follows each cell's signal the way IRIS follows the frame average:
 
