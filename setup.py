@@ -25,7 +25,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["ensemble*", "encoders*", "export*", "serve*"]),
     package_data={
-        "ensemble": ["configs/*.yaml", "default/*"],
+        "ensemble": ["configs/*.yaml", "default/*", "training/corpora/*"],
         "export": ["data/*"],
     },
     install_requires=_requirements("requirements.txt"),

@@ -49,12 +49,14 @@ def register(sub: Any) -> None:
     dav.add_argument("--no-check", action="store_true", help="accept a CSV of another sha256")
     dav.set_defaults(func=_davidson)
     tp = data_sub.add_parser(
-        "text-policies", help="Davidson (raw) + HateXplain (+ augmentation) -> text-policy JSONL"
+        "text-policies",
+        help="Davidson (raw) + HateXplain (+ augmentation) + TOXIGEN -> text-policy JSONL",
     )
     tp.add_argument("--davidson", required=True, help="Davidson's labeled_data.csv")
     tp.add_argument("--hatexplain", required=True, help="folder of hatexplain.csv and its split")
     tp.add_argument("--out", required=True, help="output directory")
     tp.add_argument("--no-augment", action="store_true", help="no augmented training rows")
+    tp.add_argument("--no-toxigen", action="store_true", help="no TOXIGEN sentences")
     tp.add_argument("--no-check", action="store_true", help="accept files of other sha256")
     tp.set_defaults(func=_text_policies)
     ts = data_sub.add_parser(
@@ -167,7 +169,7 @@ def _text_policies(args: argparse.Namespace) -> int:
 
     paths = convert_text_policies(
         args.davidson, args.hatexplain, args.out, augment=not args.no_augment,
-        check_sha256=not args.no_check,
+        toxigen=not args.no_toxigen, check_sha256=not args.no_check,
     )  # fmt: skip
     for name, path in paths.items():
         print(f"{name:<16} {path}")

@@ -2,7 +2,8 @@
 
 Per evaluation set, with the 3-class rule (hate if ``hate_speech`` is flagged, else offensive
 if ``offensive_language`` is, else normal): accuracy and macro-F1, per-policy P/R/F1 and
-ROC-AUC; where the ads name a group (``meta.group``): each policy's flag rate per group, and
+ROC-AUC (a binary set, HateCheck's, whose non-hateful lines expect any class but hate: its
+accuracy, no macro-F1); where the ads name a group (``meta.group``): each policy's flag rate per group, and
 on labelled sets the bias AUCs of Borkan et al. (2019) per group (subgroup AUC, BPSN: background
 positives with subgroup negatives, BNSP: background negatives with subgroup positives); where
 they name a functionality (``meta.functionality``): the accuracy of each.
@@ -22,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 from ensemble.model import AdPolicyEnsemble
 from ensemble.training.data import read_manifest
 from ensemble.training.evaluate import measure, score_ads
-from ensemble.training.textdata import HATEXPLAIN_RULE
+from ensemble.training.textdata import HATEXPLAIN_RULE, NOT_HATE
 
 SETS = {  # name -> manifest file name; data sets first, then the generated sets
     "hatexplain_test": "hatexplain_test.jsonl",
@@ -30,6 +31,8 @@ SETS = {  # name -> manifest file name; data sets first, then the generated sets
     "benign_ads": "benign_ads.jsonl",
     "idiom_ads": "idiom_ads.jsonl",
     "behaviour": "behaviour.jsonl",
+    "toxigen_test": "toxigen_test.jsonl",
+    "hatecheck": "hatecheck.jsonl",
 }
 
 
@@ -53,6 +56,12 @@ def bias_aucs(labels: np.ndarray, scores: np.ndarray, in_group: np.ndarray) -> d
     }
 
 
+def is_right(predicted: str, expected: str) -> bool:
+    """Whether a 3-class prediction meets an expected class: the same class, or, where
+    :data:`NOT_HATE` is expected (HateCheck's non-hateful cases), any class but hate."""
+    return predicted == expected or (expected == NOT_HATE and predicted != "hate")
+
+
 def check_set(
     model: AdPolicyEnsemble, ads: Sequence[Mapping[str, Any]], *, progress: bool = False
 ) -> dict[str, Any]:
@@ -62,13 +71,17 @@ def check_set(
     text = [j for j, p in enumerate(model.config.policies) if "text" in p.heads]
     scores, applicable = score_ads(model, ads, progress=progress)
     thresholds = [p.threshold for p in model.config.policies]
-    result = measure(policies, thresholds, scores, applicable, ads, HATEXPLAIN_RULE)
+    truth = [ad["meta"]["class"] for ad in ads]
+    binary = NOT_HATE in truth
+    result = measure(
+        policies, thresholds, scores, applicable, ads, None if binary else HATEXPLAIN_RULE
+    )
     flags = scores >= np.asarray(thresholds)[None, :]
     predicted = HATEXPLAIN_RULE.classify(torch.from_numpy(flags), policies)
-    truth = [ad["meta"]["class"] for ad in ads]
+    right = np.array([is_right(p, t) for p, t in zip(predicted, truth, strict=True)])
     out: dict[str, Any] = {
         "n": len(ads),
-        "accuracy": result.classes["accuracy"] if result.classes else None,
+        "accuracy": float(right.mean()),
         "macro_f1": result.classes["macro_f1"] if result.classes else None,
         "policies": {
             policies[j]: {
@@ -98,11 +111,10 @@ def check_set(
         table = {}
         for name in dict.fromkeys(f for f in functionalities if f):
             members = [i for i, f in enumerate(functionalities) if f == name]
-            right = sum(predicted[i] == truth[i] for i in members)
             table[name] = {
                 "expected": truth[members[0]],
                 "n": len(members),
-                "accuracy": right / len(members),
+                "accuracy": float(right[members].mean()),
             }
         out["functionalities"] = table
     return out

@@ -18,6 +18,10 @@
   in the sentence after the one that names it are hate; a slur's literal other sense ("a
   bundle of faggots for the fire") and complaints about things are normal.
 
+- ``hatecheck.jsonl``: not generated: HateCheck's own 3 728 cases
+  (:func:`ensemble.training.textdata.hatecheck_ads`), written beside the sets above so that
+  ``adpolicy text-check`` measures tests that nobody here wrote.
+
 The sentences, products and spelling changes here are written apart from the training
 augmentation (:mod:`ensemble.training.augment`): other templates, other wording. None of it is trained
 on. Reclaimed and in-group uses of slurs are left out: Davidson's and HateXplain's annotators
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ensemble.training.data import write_manifest
+from ensemble.training.textdata import hatecheck_ads
 
 # name -> (adjective as ads write it, people)
 AD_GROUPS = {
@@ -485,10 +490,12 @@ def behaviour() -> list[dict[str, Any]]:
 
 
 def write_text_sets(out_dir: str | Path) -> dict[str, Path]:
-    """Write ``benign_ads.jsonl``, ``idiom_ads.jsonl`` and ``behaviour.jsonl`` under ``out_dir``."""
+    """Write ``benign_ads.jsonl``, ``idiom_ads.jsonl``, ``behaviour.jsonl`` and
+    ``hatecheck.jsonl`` under ``out_dir``."""
     out = Path(out_dir)
     return {
         "benign_ads": write_manifest(benign_ads(), out / "benign_ads.jsonl"),
         "idiom_ads": write_manifest(idiom_ads(), out / "idiom_ads.jsonl"),
         "behaviour": write_manifest(behaviour(), out / "behaviour.jsonl"),
+        "hatecheck": write_manifest(hatecheck_ads(), out / "hatecheck.jsonl"),
     }

@@ -17,7 +17,16 @@ from ensemble.training.augment import (
     misspell,
 )
 from ensemble.training.data import THREE_CLASS_RULE, read_manifest
-from ensemble.training.textdata import CLASS_LABELS, convert_text_policies, hatexplain_ads
+from ensemble.training.textdata import (
+    CLASS_LABELS,
+    NOT_HATE,
+    TOXIGEN_REPEAT,
+    apart_from_evaluation,
+    convert_text_policies,
+    hatecheck_ads,
+    hatexplain_ads,
+    toxigen_ads,
+)
 from ensemble.training.textsets import AD_TEMPLATES, behaviour, benign_ads, idiom_ads
 
 
@@ -136,7 +145,45 @@ def test_hatexplain_split_and_raw_davidson(shared_dir, tmp_path) -> None:
     test = read_manifest(paths["davidson_test"])
     assert len(test) == 7435
     assert any("&amp;" in ad["text"] or "@" in ad["text"] for ad in test)  # raw tweets
-    train_ids = {ad["id"] for ad in read_manifest(paths["train"])}
-    for name in ("val", "davidson_test", "hatexplain_val", "hatexplain_test"):
+    train = read_manifest(paths["train"])
+    train_ids = {ad["id"] for ad in train}
+    assert len(train_ids) == len(train)
+    for name in ("val", "davidson_test", "hatexplain_val", "hatexplain_test", "toxigen_test"):
         assert not train_ids & {ad["id"] for ad in read_manifest(paths[name])}
+    tox = [ad for ad in train if ad["meta"]["source"] == "toxigen"]
+    assert len(tox) == TOXIGEN_REPEAT * len(toxigen_ads()["train"])
     assert json.loads((tmp_path / "split.json").read_text())["rows"]["davidson_test"] == 7435
+
+
+def test_toxigen_sentences_are_split_apart_by_their_text_and_labelled_by_the_table() -> None:
+    splits = toxigen_ads()
+    assert {k: len(v) for k, v in splits.items()} == {"train": 457, "test": 211}
+    texts = {k: {ad["text"] for ad in v} for k, v in splits.items()}
+    assert not texts["train"] & texts["test"]
+    assert not {social_v3(t) for t in texts["train"]} & {social_v3(t) for t in texts["test"]}
+    for ad in splits["train"] + splits["test"]:
+        assert ad["labels"] == CLASS_LABELS[ad["meta"]["class"]]
+    assert {ad["meta"]["class"] for ad in splits["test"]} == {"hate", "normal"}
+    assert toxigen_ads()["test"] == splits["test"]
+
+
+def test_toxigen_and_hatecheck_files_are_checked_against_their_hashes(tmp_path) -> None:
+    for read, name in ((toxigen_ads, "toxigen.jsonl"), (hatecheck_ads, "cases.csv")):
+        changed = tmp_path / name
+        changed.write_text("text,label_gold\n")
+        with pytest.raises(ValueError, match="sha256"):
+            read(changed)
+
+
+def test_hatecheck_is_binary_and_apart_from_training() -> None:
+    cases = hatecheck_ads()
+    assert len(cases) == 3728
+    assert len({ad["meta"]["functionality"] for ad in cases}) == 29
+    assert {ad["meta"]["class"] for ad in cases} == {"hate", NOT_HATE}
+    for ad in cases:
+        assert set(ad["labels"]) == {"hate_speech"}
+        assert ad["labels"]["hate_speech"] == (ad["meta"]["class"] == "hate")
+    rows = augmentations(_train_rows(), seed=42) + toxigen_ads()["train"]
+    kept, dropped = apart_from_evaluation(rows)
+    assert dropped == len(rows) - len(kept) > 0  # "I hate Muslims." is a case and a frame's line
+    assert not {social_v3(ad["text"]) for ad in kept} & {social_v3(ad["text"]) for ad in cases}
