@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ensemble.config import ModelConfig, load_config
+from ensemble.pretrained import DELTA_STEPS
 from ensemble.training.data import (
     CLASS_RULES,
     file_sha256,
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE = Path(os.environ.get("ADPOLICY_CACHE", Path.home() / ".cache" / "adpolicy"))
 EVALUATION_FILE = "evaluation.json"
 RECORD_SAMPLE = 256
-STORED_DTYPES = ("float32", "float16", "int8-delta")
+STORED_DTYPES = ("float32", "float16", *DELTA_STEPS)
 UNRECORDED = {"func", "cache_dir", "no_cache", "no_progress", "verbose"}  # no effect on weights
 
 
@@ -86,6 +87,7 @@ def register(sub: Any) -> None:
         "--weights-dtype", choices=STORED_DTYPES, default="float32",
         help="store the weights in this type (float16: half the file; int8-delta, with "
         "--heads-only: the fine-tuned matrices as int8 steps from the base weights, a quarter; "
+        "int7-delta: the same with half as many steps, smaller once compressed; "
         "the scores of the stored model are checked against the trained one's on the "
         "validation ads)",
     )  # fmt: skip
@@ -291,9 +293,9 @@ def _train(args: argparse.Namespace) -> int:
     from ensemble.pretrained import from_pretrained
     from ensemble.training.train import train
 
-    if args.weights_dtype == "int8-delta" and not args.heads_only:
+    if args.weights_dtype.endswith("-delta") and not args.heads_only:
         raise SystemExit(
-            "--weights-dtype int8-delta stores differences from the base weights: "
+            f"--weights-dtype {args.weights_dtype} stores differences from the base weights: "
             "it needs --heads-only"
         )
     device = init_distributed(args.device)

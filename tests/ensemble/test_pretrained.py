@@ -57,7 +57,10 @@ def test_not_a_checkpoint(tmp_path) -> None:
         from_pretrained(tmp_path)
 
 
-def test_int8_delta_stores_tuned_matrices_as_steps_from_the_base(tiny_bert_dir, tmp_path) -> None:
+@pytest.mark.parametrize(("dtype", "steps"), [("int8-delta", 127), ("int7-delta", 63)])
+def test_int8_delta_stores_tuned_matrices_as_steps_from_the_base(
+    tiny_bert_dir, tmp_path, dtype: str, steps: int
+) -> None:
     from tests.ensemble.conftest import small_config_json
 
     config = small_config_json(tiny_bert_dir)
@@ -72,12 +75,13 @@ def test_int8_delta_stores_tuned_matrices_as_steps_from_the_base(tiny_bert_dir, 
     with torch.no_grad():  # fine-tuning: small moves away from the base weights
         for p in tuned.values():
             p.add_(torch.randn_like(p) * 1e-3)
-    save_pretrained(model, tmp_path / "i8", weights="heads", dtype="int8-delta")
+    save_pretrained(model, tmp_path / "i8", weights="heads", dtype=dtype)
     save_pretrained(model, tmp_path / "f16", weights="heads", dtype=torch.float16)
     stored = load_file(str(tmp_path / "i8" / WEIGHTS_FILE))
     matrices = [n for n, p in tuned.items() if p.dim() == 2]
     assert matrices
     assert all(stored[n].dtype == torch.int8 for n in matrices)
+    assert max(int(stored[n].abs().max()) for n in matrices) == steps
     assert {t.dtype for n, t in stored.items() if n not in matrices} == {
         torch.float16,
         torch.float32,
@@ -88,7 +92,7 @@ def test_int8_delta_stores_tuned_matrices_as_steps_from_the_base(tiny_bert_dir, 
     base = dict(build_ensemble(ModelConfig.from_json(config)).named_parameters())
     for name in matrices:  # within half a step of each row's scale
         delta = (tuned[name] - base[name]).abs().amax(dim=1, keepdim=True)
-        assert ((loaded[name] - tuned[name]).abs() <= delta / 254 + 1e-7).all()
+        assert ((loaded[name] - tuned[name]).abs() <= delta / (2 * steps) + 1e-7).all()
         assert not torch.equal(loaded[name], base[name])
     inputs = model.example_inputs(2)
     want, got = model(*inputs)[0], from_pretrained(tmp_path / "i8")(*inputs)[0]
