@@ -24,7 +24,7 @@ from ensemble.samples import SAMPLE_TEXTS
 from ensemble.scoring import DEFAULT_DIR, Scorer
 from ensemble.training.data import THREE_CLASS_RULE
 from ensemble.training.evaluate import measure, score_ads
-from ensemble.training.textdata import davidson_ads
+from ensemble.training.textdata import davidson_ads, hatecheck_ads
 from ensemble.training.textsets import behaviour, benign_ads, idiom_ads
 
 TEXT_POLICIES = ("offensive_language", "hate_speech")
@@ -145,6 +145,37 @@ def test_shipped_default_passes_every_behavioural_functionality() -> None:
     accuracy = {name: sum(hits) / len(hits) for name, hits in by_function.items()}
     floors = {name: KNOWN_MISSES.get(name, 0.6) for name in accuracy}
     assert all(accuracy[name] >= floors[name] - 1e-9 for name in accuracy), accuracy
+
+
+# HateCheck (Röttger et al. 2021; README, "HateCheck"), measured 2026-12-06 on the shipped
+# default: its accuracy per functionality, `hate_speech` flagged <=> the case is hateful.
+HATECHECK_MEASURED = {
+    "derog_neg_emote_h": 0.793, "derog_neg_attrib_h": 0.707, "derog_dehum_h": 0.879,
+    "derog_impl_h": 0.786, "threat_dir_h": 0.872, "threat_norm_h": 0.943, "slur_h": 0.604,
+    "slur_homonym_nh": 0.933, "slur_reclaimed_nh": 0.926, "profanity_h": 0.786,
+    "profanity_nh": 1.0, "ref_subs_clause_h": 0.907, "ref_subs_sent_h": 0.677,
+    "negate_pos_h": 0.857, "negate_neg_nh": 0.451, "phrase_question_h": 0.671,
+    "phrase_opinion_h": 0.872, "ident_neutral_nh": 0.802, "ident_pos_nh": 0.952,
+    "counter_quote_nh": 0.775, "counter_ref_nh": 0.887, "target_obj_nh": 0.862,
+    "target_indiv_nh": 0.738, "target_group_nh": 0.694, "spell_char_swap_h": 0.677,
+    "spell_char_del_h": 0.671, "spell_space_del_h": 0.667, "spell_space_add_h": 0.723,
+    "spell_leet_h": 0.74,
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_shipped_default_holds_its_hatecheck_accuracy() -> None:
+    """HateCheck's 3 728 cases, written by others and never trained on: no functionality may
+    lose more than 2 points (2-3 cases) against what the README reports, nor the whole suite
+    more than 1."""
+    cases = hatecheck_ads()
+    hate = _flags(cases)["hate_speech"]
+    right = hate == np.array([ad["meta"]["class"] == "hate" for ad in cases])
+    names = np.array([ad["meta"]["functionality"] for ad in cases])
+    accuracy = {name: float(right[names == name].mean()) for name in HATECHECK_MEASURED}
+    assert right.mean() >= 0.782 - 0.01
+    low = {k: v for k, v in accuracy.items() if v < HATECHECK_MEASURED[k] - 0.02}
+    assert not low, low
 
 
 @pytest.mark.slow
