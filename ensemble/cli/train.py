@@ -293,7 +293,7 @@ def _train(args: argparse.Namespace) -> int:
     from ensemble.pretrained import from_pretrained
     from ensemble.training.train import train
 
-    if args.weights_dtype.endswith("-delta") and not args.heads_only:
+    if args.weights_dtype in DELTA_STEPS and not args.heads_only:
         raise SystemExit(
             f"--weights-dtype {args.weights_dtype} stores differences from the base weights: "
             "it needs --heads-only"

@@ -3,10 +3,10 @@
 Per evaluation set, with the 3-class rule (hate if ``hate_speech`` is flagged, else offensive
 if ``offensive_language`` is, else normal): accuracy and macro-F1, per-policy P/R/F1 and
 ROC-AUC (a binary set, HateCheck's, whose non-hateful lines expect any class but hate: its
-accuracy, no macro-F1); where the ads name a group (``meta.group``): each policy's flag rate per group, and
-on labelled sets the bias AUCs of Borkan et al. (2019) per group (subgroup AUC, BPSN: background
-positives with subgroup negatives, BNSP: background negatives with subgroup positives); where
-they name a functionality (``meta.functionality``): the accuracy of each.
+accuracy, no macro-F1); where the ads name a group (``meta.group``): each policy's flag rate
+per group, and on labelled sets the bias AUCs of Borkan et al. (2019) per group (subgroup AUC,
+BPSN: background positives with subgroup negatives, BNSP: background negatives with subgroup
+positives); where they name a functionality (``meta.functionality``): the accuracy of each.
 """
 
 from __future__ import annotations

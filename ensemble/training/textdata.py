@@ -206,9 +206,9 @@ def convert_text_policies(
     """Write the text-policy manifests: ``train``, ``val`` and the test sets.
 
     Files: ``train.jsonl`` (Davidson train + HateXplain train + augmentation + TOXIGEN
-    train, less any row that is a line of an evaluation set), ``val.jsonl`` (Davidson val + HateXplain val), ``davidson_test.jsonl`` (raw 30 %
-    hold-out), ``hatexplain_val.jsonl``, ``hatexplain_test.jsonl``, ``toxigen_test.jsonl``,
-    ``split.json``.
+    train, less any row that is a line of an evaluation set), ``val.jsonl`` (Davidson val +
+    HateXplain val), ``davidson_test.jsonl`` (raw 30 % hold-out), ``hatexplain_val.jsonl``,
+    ``hatexplain_test.jsonl``, ``toxigen_test.jsonl``, ``split.json``.
 
     Args:
         davidson_csv: Davidson's ``labeled_data.csv``.
