@@ -26,6 +26,7 @@ setup(
     packages=find_packages(include=["ensemble*", "encoders*", "export*", "serve*"]),
     package_data={
         "ensemble": ["configs/*.yaml", "default/*", "training/corpora/*"],
+        "encoders": ["data/*"],
         "export": ["data/*"],
     },
     install_requires=_requirements("requirements.txt"),

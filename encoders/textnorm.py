@@ -13,11 +13,16 @@ cleaning. ``social-v2`` is ``social-v1`` followed by two more readings of
 spelling variants: letters spread out by spaces are joined (a run of three or more single
 letters: ``k i k e`` -> ``kike``, ``w o r t h l e s s`` -> ``worthless``), and an ``8`` after a
 letter reads as "ate" (``h8`` -> ``hate``, ``h8ful`` -> ``hateful``, ``gr8`` -> ``grate``).
-``social-v3`` (the default's) is ``social-v2`` that first reads look-alike letters as the Latin
+``social-v3`` is ``social-v2`` that first reads look-alike letters as the Latin
 letters they imitate and drops accents, within Latin words (:func:`encoders.lookalikes.
 fold_lookalikes`: ``nіgger`` with a Cyrillic ``і``, ``Ηate`` with a Greek ``Η``, ``fück``);
-on ASCII text it is ``social-v2``. Every normaliser is idempotent:
-``normalise(normalise(x)) == normalise(x)``.
+on ASCII text it is ``social-v2``. ``social-v4`` (the default's) is ``social-v3`` with three
+more readings: a digit ending a word of three or more letters reads as the letter it imitates
+(``crippl3`` -> ``cripple``, ``hell0`` -> ``hello``), a run of spread letters keeps a leading
+``a`` or ``i`` apart where the joined run is no word (``a q u e e r`` -> ``a queer``, not
+``aqueer``), and words bent by one slip or run together are read back
+(:mod:`encoders.spelling`: ``haet`` -> ``hate``, ``todie`` -> ``to die``). Every normaliser is
+idempotent: ``normalise(normalise(x)) == normalise(x)``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import unicodedata
 from collections.abc import Callable
 
 from encoders.lookalikes import fold_lookalikes
+from encoders.spelling import speller, web_words
 
 _URL = re.compile(r"(?:https?://|www\.)\S+|\b\S+\.(?:com|net|org|ly)/\S*", re.IGNORECASE)
 _MENTION = re.compile(r"(?<![\w@])@\w+")
@@ -43,6 +49,11 @@ _LEET = (  # a symbol between letters reads as a letter
 )
 _SPREAD = re.compile(r"\b[a-z](?: [a-z]\b){2,}")  # three or more single letters in a row
 _EIGHT = re.compile(r"(?<=[a-z])8")
+_FINAL_DIGITS = (  # a digit ending a word of three or more letters reads as a letter
+    (re.compile(r"(?<=[a-z]{3})3\b"), "e"),
+    (re.compile(r"(?<=[a-z]{3})0\b"), "o"),
+    (re.compile(r"(?<=[a-z]{3})1\b"), "i"),
+)
 _APOSTROPHE = re.compile(r"(?<=[a-z])['\u2019](?=[a-z])")
 _OTHER = re.compile(r"[^a-z0-9]+")
 
@@ -85,14 +96,40 @@ def social_v3(text: str) -> str:
     return _spelling_read(_cleaned(fold_lookalikes(decoded(text))))
 
 
+def social_v4(text: str) -> str:
+    """``social-v3`` with word-final digits read, spread letters kept apart from a leading
+    article, and bent words read back (see the module docstring)."""
+    return speller().repair(social_v4_cleaned(text))
+
+
+def social_v4_cleaned(text: str) -> str:
+    """``social-v4`` before its spelling repair: the words :mod:`encoders.spelling` reads."""
+    text = _cleaned(fold_lookalikes(decoded(text)))
+    for pattern, letter in _FINAL_DIGITS:
+        text = pattern.sub(letter, text)
+    text = _SPREAD.sub(_joined_apart_from_article, text)
+    return _EIGHT.sub("ate", text)
+
+
+def _joined_apart_from_article(match: re.Match[str]) -> str:
+    joined = match.group(0).replace(" ", "")
+    if match.start() > 0 and joined[0] in "ai" and joined not in web_words()[0]:
+        return f"{joined[0]} {joined[1:]}"
+    return joined
+
+
 def identity(text: str) -> str:
     """No normalisation (the text as given)."""
     return text
 
 
 NORMALIZERS: dict[str, Callable[[str], str]] = {
-    "none": identity, "social-v1": social_v1, "social-v2": social_v2, "social-v3": social_v3
-}  # fmt: skip
+    "none": identity,
+    "social-v1": social_v1,
+    "social-v2": social_v2,
+    "social-v3": social_v3,
+    "social-v4": social_v4,
+}
 
 
 def get_normalizer(name: str) -> Callable[[str], str]:

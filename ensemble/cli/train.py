@@ -1,4 +1,4 @@
-"""``adpolicy data davidson|text-policies|text-sets``, ``adpolicy train``, ``adpolicy evaluate``,
+"""``adpolicy data davidson|text-policies|text-sets|social-words``, ``adpolicy train``, ``adpolicy evaluate``,
 ``adpolicy text-check``, ``adpolicy tune``."""
 
 from __future__ import annotations
@@ -65,6 +65,13 @@ def register(sub: Any) -> None:
     )
     ts.add_argument("--out", required=True, help="output directory")
     ts.set_defaults(func=_text_sets)
+    sw = data_sub.add_parser(
+        "social-words",
+        help="the words social-v4's spelling repair leaves as written, from a training manifest",
+    )
+    sw.add_argument("train", help="training manifest (text-policies' train.jsonl)")
+    sw.add_argument("--out", required=True, help="word list to write (encoders/data/...)")
+    sw.set_defaults(func=_social_words)
 
     tc = sub.add_parser(
         "text-check", help="3-class, per-group and behavioural measurements of the text policies"
@@ -183,6 +190,15 @@ def _text_sets(args: argparse.Namespace) -> int:
 
     for name, path in write_text_sets(args.out).items():
         print(f"{name:<11} {path}")
+    return 0
+
+
+def _social_words(args: argparse.Namespace) -> int:
+    from ensemble.training.textdata import social_words
+
+    words = social_words(args.train)
+    Path(args.out).write_text("".join(f"{w}\n" for w in words))
+    print(f"{len(words)} words written to {args.out}")
     return 0
 
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import pandas as pd
 
-from ensemble.training.data import ClassRule, file_sha256, write_manifest
+from ensemble.training.data import ClassRule, file_sha256, read_manifest, write_manifest
 from ensemble.training.davidson import SPLIT_SEED, davidson_ad, davidson_splits
 
 log = logging.getLogger(__name__)
@@ -255,10 +255,10 @@ def convert_text_policies(
 
 
 def apart_from_evaluation(ads: list[dict]) -> tuple[list[dict], int]:
-    """The training rows whose text, normalised as the default model reads it, is no line of
-    an evaluation set (the generated sets and HateCheck); and how many were dropped. Short
-    generic sentences ("I hate Muslims") can come out of the augmentation or a source as
-    they stand in a test."""
+    """The training rows whose text, normalised as the shipped default was trained to read it
+    (``social-v3``), is no line of an evaluation set (the generated sets and HateCheck); and
+    how many were dropped. Short generic sentences ("I hate Muslims") can come out of the
+    augmentation or a source as they stand in a test."""
     from encoders.textnorm import social_v3
     from ensemble.training.textsets import behaviour, benign_ads, idiom_ads
 
@@ -266,6 +266,17 @@ def apart_from_evaluation(ads: list[dict]) -> tuple[list[dict], int]:
     tests |= {social_v3(ad["text"]) for ad in hatecheck_ads()}
     kept = [ad for ad in ads if social_v3(ad["text"]) not in tests]
     return kept, len(ads) - len(kept)
+
+
+def social_words(manifest: str | Path) -> list[str]:
+    """The protected words of ``social-v4`` (:func:`encoders.spelling.protected_words`): those
+    of the training manifest's source rows (Davidson, HateXplain, TOXIGEN; not the augmented
+    ones, whose spelling variants are made on purpose), read as the spelling repair reads them."""
+    from encoders.spelling import protected_words
+    from encoders.textnorm import social_v4_cleaned
+
+    rows = read_manifest(manifest)
+    return protected_words(social_v4_cleaned(ad["text"]) for ad in rows if "source" in ad["meta"])
 
 
 def _repeated(ads: list[dict], times: int) -> list[dict]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from encoders.text import HFTextEncoder, TextPreparer, TextSettings
-from encoders.textnorm import get_normalizer, social_v1, social_v2, social_v3
+from encoders.textnorm import get_normalizer, social_v1, social_v2, social_v3, social_v4
 from ensemble.samples import SAMPLE_TEXTS
 from ensemble.training.textsets import behaviour, benign_ads, idiom_ads
 
@@ -27,7 +27,7 @@ def test_social_v1_gives_hatexplains_form() -> None:
 
 
 @pytest.mark.parametrize("text", RAW)
-@pytest.mark.parametrize("normalise", [social_v1, social_v2, social_v3])
+@pytest.mark.parametrize("normalise", [social_v1, social_v2, social_v3, social_v4])
 def test_normalisers_are_idempotent(normalise, text: str) -> None:
     assert normalise(normalise(text)) == normalise(text)
 
@@ -81,6 +81,26 @@ def test_social_v3_leaves_other_scripts_to_be_dropped() -> None:
     assert social_v3("Большая распродажа обуви") == ""  # not "o" and "pa" from look-alikes
     assert social_v3("Купите новый iPhone сегодня") == "iphone"
     assert social_v3("全新手机优惠 🎉") == ""
+
+
+def test_social_v4_reads_word_final_digits_and_keeps_an_article_apart() -> None:
+    assert social_v4("You are nothing but a crippl3.") == "you are nothing but a cripple"
+    assert social_v4("hell0 there, mp3 players for 2019") == "hello there mp3 players for 2019"
+    assert social_v3("You are nothing but a q u e e r.") == "you are nothing but aqueer"
+    assert social_v4("You are nothing but a q u e e r.") == "you are nothing but a queer"
+    assert social_v4("a s s") == "ass"  # a known word: the run is joined whole
+    assert social_v4("i s l a m is a religion") == "islam is a religion"
+
+
+def test_social_v4_is_social_v3_on_ordinary_copy() -> None:
+    """The spelling repair leaves correctly written ad copy and the idioms as ``social-v3``
+    reads them, but for words run together (``dropdead``, ``blackowned``)."""
+    texts = list(SAMPLE_TEXTS) + [ad["text"] for ad in benign_ads() + idiom_ads()]
+    changed = [(social_v3(t), social_v4(t)) for t in texts if social_v3(t) != social_v4(t)]
+    for before, after in changed:
+        assert before.split() != after.split()
+        assert "".join(before.split()) == "".join(after.split()), (before, after)  # spaces only
+    assert len(changed) < 0.15 * len(texts)
 
 
 def test_unknown_normaliser_is_refused() -> None:

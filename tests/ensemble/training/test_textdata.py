@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 import pytest
 
+from encoders.spelling import PROTECTED_FILE
 from encoders.textnorm import social_v1, social_v3
 from ensemble.training.augment import (
     GROUPS,
@@ -25,6 +26,7 @@ from ensemble.training.textdata import (
     convert_text_policies,
     hatecheck_ads,
     hatexplain_ads,
+    social_words,
     toxigen_ads,
 )
 from ensemble.training.textsets import AD_TEMPLATES, behaviour, benign_ads, idiom_ads
@@ -153,6 +155,8 @@ def test_hatexplain_split_and_raw_davidson(shared_dir, tmp_path) -> None:
     tox = [ad for ad in train if ad["meta"]["source"] == "toxigen"]
     assert len(tox) == TOXIGEN_REPEAT * len(toxigen_ads()["train"])
     assert json.loads((tmp_path / "split.json").read_text())["rows"]["davidson_test"] == 7435
+    # the shipped protected words of social-v4 are what `adpolicy data social-words` writes
+    assert social_words(paths["train"]) == PROTECTED_FILE.read_text().split()
 
 
 def test_toxigen_sentences_are_split_apart_by_their_text_and_labelled_by_the_table() -> None:
