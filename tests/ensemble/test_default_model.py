@@ -38,7 +38,7 @@ def test_shipped_default_is_small_calibrated_and_recorded() -> None:
     config = json.loads((DEFAULT_DIR / "config.json").read_text())
     assert config["checkpoint"]["weights"] == "heads"
     text = config["encoders"]["text"]
-    assert text["normalizer"] == "social-v3"  # the training form, applied at scoring
+    assert text["normalizer"] == "social-v4"  # social-v3, the training form, + spelling repair
     tuned = text["tuned_layers"]
     # heads + MiniLM's fine-tuned top layers (~7 MB each), never its embeddings or lower layers
     assert (DEFAULT_DIR / "model.safetensors").stat().st_size < 8_000_000 * tuned
@@ -148,7 +148,7 @@ def test_shipped_default_passes_every_behavioural_functionality() -> None:
 
 
 # HateCheck (Röttger et al. 2021; README, "HateCheck"), measured 2026-12-06 on the shipped
-# default: its accuracy per functionality, `hate_speech` flagged <=> the case is hateful.
+# default (social-v4): its accuracy per functionality, `hate_speech` flagged <=> hateful.
 HATECHECK_MEASURED = {
     "derog_neg_emote_h": 0.793, "derog_neg_attrib_h": 0.707, "derog_dehum_h": 0.879,
     "derog_impl_h": 0.786, "threat_dir_h": 0.872, "threat_norm_h": 0.943, "slur_h": 0.604,
@@ -157,8 +157,8 @@ HATECHECK_MEASURED = {
     "negate_pos_h": 0.857, "negate_neg_nh": 0.451, "phrase_question_h": 0.671,
     "phrase_opinion_h": 0.872, "ident_neutral_nh": 0.802, "ident_pos_nh": 0.952,
     "counter_quote_nh": 0.775, "counter_ref_nh": 0.887, "target_obj_nh": 0.862,
-    "target_indiv_nh": 0.738, "target_group_nh": 0.694, "spell_char_swap_h": 0.677,
-    "spell_char_del_h": 0.671, "spell_space_del_h": 0.667, "spell_space_add_h": 0.723,
+    "target_indiv_nh": 0.738, "target_group_nh": 0.694, "spell_char_swap_h": 0.887,
+    "spell_char_del_h": 0.671, "spell_space_del_h": 0.78, "spell_space_add_h": 0.751,
     "spell_leet_h": 0.74,
 }  # fmt: skip
 
@@ -173,7 +173,7 @@ def test_shipped_default_holds_its_hatecheck_accuracy() -> None:
     right = hate == np.array([ad["meta"]["class"] == "hate" for ad in cases])
     names = np.array([ad["meta"]["functionality"] for ad in cases])
     accuracy = {name: float(right[names == name].mean()) for name in HATECHECK_MEASURED}
-    assert right.mean() >= 0.782 - 0.01
+    assert right.mean() >= 0.795 - 0.01
     low = {k: v for k, v in accuracy.items() if v < HATECHECK_MEASURED[k] - 0.02}
     assert not low, low
 
@@ -221,6 +221,40 @@ def test_the_lookalike_reading_leaves_the_scores_of_ascii_text_as_they_were(
     assert len(texts) > 100
     v3, v2 = (_raw_scores(default_model, texts, n) for n in ("social-v3", "social-v2"))
     assert torch.equal(v3, v2)
+
+
+BENT = (  # (correct spelling, the same bent by one slip or a left-out space)
+    ("Gay people are disgusting", "Gay people are disgsuting"),
+    ("I hate women", "I haet women"),
+    ("Black people are worthless trash", "Black people are worthles trash"),
+    ("Disabled people deserve to suffer", "Disabled people deserve tosuffer"),
+    ("Jews are a plague on this country", "Jews are a plauge on this country"),
+    ("Kill all the immigrants", "Kill all the immigrnats"),
+    ("Typical Muslim behaviour", "Typical Muslimbehaviour"),
+)
+
+
+@pytest.mark.slow
+def test_social_v4_scores_a_bent_spelling_as_the_correct_one_and_copy_as_before(
+    default_model: AdPolicyEnsemble,
+) -> None:
+    """``social-v4`` replaced ``social-v3`` in the shipped config without retraining: a word
+    bent by one slip or run into the next scores as its correct spelling (under ``social-v3``
+    it scored otherwise), and the ordinary copy of the ``social-v3`` test keeps every flag."""
+    correct, bent = ([pair[i] for pair in BENT] for i in (0, 1))
+    want = _raw_scores(default_model, correct, "social-v4")
+    assert torch.equal(_raw_scores(default_model, bent, "social-v4"), want)
+    assert not torch.equal(_raw_scores(default_model, bent, "social-v3"), want)
+    examples = Path(__file__).parents[2] / "examples" / "ads.jsonl"
+    ads = [json.loads(line) for line in examples.read_text().splitlines() if line.strip()]
+    texts = [ad["text"] for ad in ads if "text" in ad] + list(SAMPLE_TEXTS)
+    texts += [ad["text"] for ad in idiom_ads() + behaviour()[::20]]
+    assert default_model.config is not None
+    thresholds = torch.tensor([p.threshold for p in default_model.config.policies])
+    v4, v3 = (
+        _raw_scores(default_model, texts, n) >= thresholds for n in ("social-v4", "social-v3")
+    )
+    assert torch.equal(v4, v3)
 
 
 LOOKALIKE = (  # (Latin spelling, the same with look-alike letters)
