@@ -613,6 +613,20 @@ class FlashPreparer:
     def start(self, info: VideoInfo) -> _FlashGrid:
         return _FlashGrid(info, self.settings, self.lut)
 
+    def warnings(self, media: VideoInfo) -> tuple[str, ...]:
+        """Flashes are measured over the first ``max_seconds`` and at most ``max_frames``
+        frames: a video above ``max_fps`` fills them sooner (120 fps: after 30 s), and its later
+        frames are not measured. Say so."""
+        s = self.settings
+        measured = min(s.max_frames, math.ceil(s.max_seconds * media.fps))
+        if media.num_frames <= measured:
+            return ()
+        return (
+            f"video: flashes measured over its first {measured / media.fps:.3g} s of "
+            f"{media.num_frames / media.fps:.3g} s (at most {s.max_seconds:g} s and "
+            f"{s.max_frames} frames: max_fps {s.max_fps:g}, the video {media.fps:.3g} fps)",
+        )
+
     def placeholder(self) -> dict[str, Tensor]:
         s = self.settings
         return {

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import av
 import numpy as np
@@ -89,10 +91,11 @@ def read_media(
     """The encoded bytes of a media field.
 
     Args:
-        value: ``bytes``; a path string (relative to ``base_dir``), or where paths are not
-            allowed a plain base64 string; ``{"path": ...}``; ``{"base64": ...}``; a
-            ``data:...;base64,`` URI; or, with ``uris``, an object-store URI (``s3://``,
-            ``gs://``, ``hdfs://``, ``file://``, ...: :func:`read_uri`).
+        value: ``bytes``; a path (string or ``os.PathLike``, relative to ``base_dir``), or
+            where paths are not allowed a plain base64 string; ``{"path": ...}``;
+            ``{"base64": ...}``; a ``data:...;base64,`` URI; or, with ``uris``, an
+            object-store URI (``s3://``, ``gs://``, ``hdfs://``, ``file://``, ...:
+            :func:`read_uri`).
         field: Field name, for errors.
         base_dir: Directory relative paths are resolved against.
         allow_paths: False on a server: a path would read the server's own files.
@@ -111,13 +114,15 @@ def read_media(
         if set(value) == {"base64"}:
             data = _b64decode(value["base64"], field, max_bytes)
         elif set(value) == {"path"} and uris and STORE_URI.match(str(value["path"])):
-            data = read_uri(value["path"], field, max_bytes)
+            data = _read_store(value["path"], field, base_dir, max_bytes, any_path)
         elif set(value) == {"path"}:
             data = _read_path(value["path"], field, base_dir, allow_paths, max_bytes, any_path)
         else:
             raise InputError(
                 field, f"expected {{'path': ...}} or {{'base64': ...}}, got keys {sorted(value)}"
             )
+    elif isinstance(value, os.PathLike):  # a pathlib.Path from Python callers
+        data = _read_path(value, field, base_dir, allow_paths, max_bytes, any_path)
     elif isinstance(value, str):
         if not value.strip():
             raise InputError(field, "empty; send the media or leave the field out")
@@ -127,7 +132,7 @@ def read_media(
                 raise InputError(field, "a data URI must be base64-encoded (';base64,')")
             data = _b64decode(payload, field, max_bytes)
         elif uris and STORE_URI.match(value):
-            data = read_uri(value, field, max_bytes)
+            data = _read_store(value, field, base_dir, max_bytes, any_path)
         elif not allow_paths:
             data = _b64decode(value, field, max_bytes, "file paths are not accepted here; ")
         else:
@@ -166,6 +171,16 @@ def read_uri(uri: str, field: str, max_bytes: int) -> bytes:
         raise
     except (OSError, ValueError) as err:  # pyarrow's errors derive from these
         raise InputError(field, f"cannot read {uri!r}: {err}") from None
+
+
+def _read_store(
+    uri: str, field: str, base_dir: Path | None, max_bytes: int, any_path: bool
+) -> bytes:
+    """:func:`read_uri`, a local ``file://`` URI held to ``base_dir`` as a path is: otherwise it
+    would read any file on the machine the paths of the ads file may not reach."""
+    if not any_path and base_dir is not None and uri.lower().startswith("file://"):
+        _confine(Path(url2pathname(urlsplit(uri).path)), uri, field, base_dir)
+    return read_uri(uri, field, max_bytes)
 
 
 def _b64decode(payload: Any, field: str, max_bytes: int, hint: str = "") -> bytes:
@@ -210,16 +225,7 @@ def read_file(
     if not full.is_absolute() and base_dir is not None:
         full = base_dir / full
     if confine and base_dir is not None:
-        try:
-            inside = full.resolve().is_relative_to(base_dir.resolve())
-        except (OSError, RuntimeError, ValueError) as err:
-            raise InputError(field, f"cannot resolve {str(path)!r}: {err}") from None
-        if not inside:
-            raise InputError(
-                field,
-                f"{str(path)!r} is outside the folder of the ads file "
-                "(allow it with --allow-any-path)",
-            )
+        _confine(full, path, field, base_dir)
     try:
         size = full.stat().st_size
         if size > max_bytes:
@@ -254,8 +260,8 @@ def _eight_bit(img: Image.Image) -> Image.Image:
 
 def decode_image(data: bytes, limits: MediaLimits) -> Image.Image:
     """Decode an image to RGB, applying its EXIF orientation, transparency flattened onto
-    white (listed in ``info[WARNINGS]``), deep single-channel images scaled to 8 bits
-    (:func:`_eight_bit`); refuses oversized images."""
+    white and an animation's first frame taken (each listed in ``info[WARNINGS]``), deep
+    single-channel images scaled to 8 bits (:func:`_eight_bit`); refuses oversized images."""
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > limits.max_pixels:
@@ -267,6 +273,8 @@ def decode_image(data: bytes, limits: MediaLimits) -> Image.Image:
             img.load()
             upright = _eight_bit(ImageOps.exif_transpose(img))
             warnings: list[str] = []
+            if (frames := getattr(img, "n_frames", 1)) > 1:
+                warnings.append(f"image: animated ({frames} frames); scored on its first")
             if upright.has_transparency_data:
                 rgba = upright.convert("RGBA")
                 if rgba.getchannel("A").getextrema() != (255, 255):
@@ -404,10 +412,12 @@ def _decode_soundfile(data: bytes, limits: MediaLimits) -> AudioClip | None:
             _check_channels(f.channels, limits)
             samples = np.ascontiguousarray(f.read(dtype="float32", always_2d=True).T)
             rate = int(f.samplerate)
+            declared = f.frames
     except soundfile.LibsndfileError:
         return None
-    if header is None:
-        return AudioClip(samples, rate)
+    if header is None:  # a cut MP3 still declares its whole length (Xing header)
+        seconds = round(samples.shape[1] / rate, 3)
+        return AudioClip(samples, rate, _partial("audio", seconds, declared / rate, "seconds"))
     if header.data_size == 0:
         after = len(data) - header.data_start
         raise InputError(
@@ -659,3 +669,16 @@ class _Span:
         if self.missing or self.first is None or self.last is None:
             return frames / fps
         return self.last - self.first + 1 / fps
+
+
+def _confine(full: Path, path: Any, field: str, base_dir: Path) -> None:
+    """Refuses ``full`` (as the ads named it: ``path``) resolving outside ``base_dir``."""
+    try:
+        inside = full.resolve().is_relative_to(base_dir.resolve())
+    except (OSError, RuntimeError, ValueError) as err:
+        raise InputError(field, f"cannot resolve {str(path)!r}: {err}") from None
+    if not inside:
+        raise InputError(
+            field,
+            f"{str(path)!r} is outside the folder of the ads file (allow it with --allow-any-path)",
+        )

@@ -394,6 +394,7 @@ class AdPreparer:
         video_preparers: list[VideoPreparer] = preparers
         outputs, info = decode_video(data, video_preparers, self.limits)
         warnings.extend(info.warnings)
+        add_warnings(video_preparers, info, warnings)
         stats.update(video_seconds=info.num_frames / info.fps, video_fps=info.fps)
         return outputs
 

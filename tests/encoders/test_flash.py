@@ -594,3 +594,20 @@ def test_a_batch_padded_to_its_bucket_measures_what_the_longest_input_does() -> 
     for item, row in zip(items, expected, strict=True):  # each alone, in its own bucket
         assert torch.equal(run(analyzer, [item], bucketed)[0], row)
     assert (expected[:, FLASHES] + expected[:, RED] > 0).all()  # every clip flashes: not 0 == 0
+
+
+def test_a_video_above_max_fps_says_how_much_of_it_was_measured(tmp_path) -> None:
+    """The grid holds ``max_seconds`` at ``max_fps``: a faster video fills it early, and the
+    frames after it are not measured; the warning says over how many seconds flashes were."""
+    settings = FlashSettings(max_seconds=2.0, max_fps=10.0)  # 20 frames
+    fast = samples.write_video(
+        tmp_path / "fast.mp4", samples.flashing_frames(W, H, fps=30, hz=3), frames=45
+    )
+    preparer = FlashPreparer(settings)
+    (item,), info = decode_video(fast.read_bytes(), [preparer], MediaLimits())
+    assert int(item["frames"]) == 20
+    (warning,) = preparer.warnings(info)
+    assert warning.startswith("video: flashes measured over its first 0.667 s of 1.5 s")
+    slow = dataclasses.replace(info, fps=10.0, num_frames=15)
+    assert preparer.warnings(slow) == ()
+    assert FlashPreparer(FlashSettings()).warnings(info) == ()  # 60 fps: all 45 frames

@@ -7,6 +7,7 @@ import io
 import struct
 import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -236,12 +237,36 @@ def test_audio_warnings_and_channel_limits() -> None:
         decode_audio(_wav(9), LIMITS)
 
 
+def test_a_cut_mp3_decodes_with_a_warning_of_how_much() -> None:
+    """An MP3 cut in half still declares its whole length (its Xing header): the half that
+    decodes is scored, and the row says only that much could be."""
+    out = io.BytesIO()
+    tone = np.sin(np.arange(48_000 * 10) * 2 * np.pi * 440 / 48_000).astype(np.float32)
+    soundfile.write(out, 0.3 * tone, 48_000, format="MP3")
+    whole = out.getvalue()
+    assert decode_audio(whole, LIMITS).warnings == ()
+    (warning,) = decode_audio(whole[: len(whole) // 2], LIMITS).warnings
+    assert warning.startswith("audio: only 4.")
+    assert warning.endswith("of the 10 seconds it declares could be decoded")
+
+
 def test_transparency_is_flattened_onto_white_with_a_warning() -> None:
     clear = samples.png_bytes(Image.new("RGBA", (8, 8), (255, 0, 0, 0)))
     image = decode_image(clear, LIMITS)
     assert image.getpixel((0, 0)) == (255, 255, 255)
     assert image.info[WARNINGS] == ["image: transparent pixels flattened onto white"]
     assert decode_image(_png(), LIMITS).info[WARNINGS] == []
+
+
+def test_an_animated_image_is_scored_on_its_first_frame_with_a_warning() -> None:
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ("red", "blue", "green")]
+    for fmt in ("GIF", "PNG", "WEBP"):
+        out = io.BytesIO()
+        frames[0].save(out, fmt, save_all=True, append_images=frames[1:], duration=100)
+        image = decode_image(out.getvalue(), LIMITS)
+        assert image.info[WARNINGS] == ["image: animated (3 frames); scored on its first"], fmt
+        red = np.abs(np.asarray(image, np.int64) - (255, 0, 0)).max()  # WebP is lossy
+        assert red <= 2, fmt  # the first frame
 
 
 def test_object_store_uris_are_read_offline_and_refused_on_a_server(tmp_path) -> None:
@@ -266,6 +291,30 @@ def test_object_store_uris_are_read_offline_and_refused_on_a_server(tmp_path) ->
     with pytest.raises(InputError, match="exceeds the limit of 10") as info:
         read_media(uri, "image", base_dir=None, allow_paths=True, limits=small, uris=True)
     assert info.value.status == 413
+
+
+def test_a_file_uri_is_held_to_the_ads_folder_as_a_path_is(tmp_path) -> None:
+    """``file://`` names a local file: outside the ads file's folder it is refused unless any
+    path is allowed, as the same file named by its path is."""
+    ads = tmp_path / "ads"
+    (ads / "media").mkdir(parents=True)
+    inside = ads / "media" / "banner.png"
+    outside = tmp_path / "secret.png"
+    for image in (inside, outside):
+        image.write_bytes(_png())
+
+    def read(value: object, **kwargs: bool) -> bytes:
+        return read_media(
+            value, "image", base_dir=ads, allow_paths=True, limits=LIMITS, uris=True, **kwargs
+        )
+
+    assert read(inside.as_uri()) == read({"path": inside.as_uri()}) == _png()
+    assert read(inside) == read(Path("media/banner.png")) == _png()  # pathlib, as Python passes
+    for value in (outside.as_uri(), {"path": outside.as_uri()}, str(outside), outside):
+        with pytest.raises(InputError, match="outside the folder of the ads file") as info:
+            read(value)
+        assert info.value.field == "image"
+    assert read(outside.as_uri(), any_path=True) == _png()
 
 
 def test_channel_layouts_come_from_the_file() -> None:
