@@ -5,11 +5,17 @@ tensors from safetensors. A "heads" checkpoint (the embedded default) holds only
 the encoders' ``head_trained`` parts, such as the text lexicon) and takes the encoders' other
 weights from where their settings point (e.g. the MiniLM package); a
 "full" checkpoint is self-contained, Hugging Face configs and tokenizers included.
+
+A heads checkpoint may carry an update (:func:`save_update`): another checkpoint's weights
+file, byte for byte, plus ``update.safetensors`` with what training changed since, each
+fine-tuned matrix's change as a rank-r product. Git then stores only the update: a model
+continued from the embedded default costs kilobytes of repository, not another weights file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -31,6 +37,8 @@ INT8_DELTA = "int8-delta"
 DELTA_STEPS = {INT8_DELTA: 127, "int7-delta": 63}
 _SCALE_SUFFIX = ".delta_scale"
 WEIGHTS_FILE = "model.safetensors"
+UPDATE_FILE = "update.safetensors"
+_UPDATE_A, _UPDATE_B = ".update_a", ".update_b"
 FORMAT_VERSION = 1
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ckpt"}
 
@@ -200,12 +208,99 @@ def read_checkpoint_config(directory: str | Path) -> tuple[ModelConfig, dict[str
     return resolve_encoder_paths(ModelConfig.from_json(data), root), meta
 
 
+def save_update(
+    model: AdPolicyEnsemble,
+    directory: str | Path,
+    base: str | Path,
+    *,
+    rank: int,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Store ``model`` as ``base``'s weights file, unchanged, plus a low-rank update.
+
+    Each fine-tuned matrix's difference from ``base`` (its weights file, without any update
+    of its own) is stored as two float16 factors of its best rank-``rank`` approximation
+    (truncated SVD); every other parameter of a heads checkpoint (the heads) in float16
+    whole. :func:`from_pretrained` adds them back.
+
+    Args:
+        model: An ensemble with ``base``'s architecture (e.g. trained from it with ``--init``).
+        directory: Output directory (created; may be ``base`` itself).
+        base: A "heads" checkpoint with fine-tuned matrices (e.g. the embedded default).
+        rank: Rank of each matrix's change.
+        extra: JSON-serialisable metadata stored under ``"checkpoint"``.
+
+    Returns:
+        The directory.
+    """
+    if rank < 1:
+        raise ValueError(f"rank {rank}: must be at least 1")
+    root, out = Path(base), Path(directory)
+    _, meta = read_checkpoint_config(root)
+    if meta.get("weights") != "heads":
+        raise ValueError(f"{root}: an update needs a heads checkpoint as its base")
+    start = _load(root, update=False).state_dict()
+    stored = stored_with_heads(model)
+    update = {}
+    for name, value in model.state_dict().items():
+        if not stored(name):
+            continue
+        if value.dim() >= 2 and _is_tuned(model, name):
+            delta = value.detach().float() - start[name].float()
+            u, s, vh = torch.linalg.svd(delta.reshape(len(delta), -1), full_matrices=False)
+            root_s = s[:rank].sqrt()
+            update[name + _UPDATE_A] = (u[:, :rank] * root_s).half().contiguous()
+            update[name + _UPDATE_B] = (root_s[:, None] * vh[:rank]).half().contiguous()
+        else:
+            floating = value.is_floating_point() and name in dict(model.named_parameters())
+            update[name] = (value.half() if floating else value).detach().contiguous()
+    out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() != root.resolve():
+        shutil.copyfile(root / WEIGHTS_FILE, out / WEIGHTS_FILE)
+    save_file(update, str(out / UPDATE_FILE))
+    payload = model.config.to_json()
+    payload["checkpoint"] = {
+        "format": FORMAT_VERSION, "weights": "heads", "dtype": meta.get("dtype", "float32"),
+        "update": {"file": UPDATE_FILE, "rank": rank, "base": _sha256(out / WEIGHTS_FILE)},
+        **(extra or {}),
+    }  # fmt: skip
+    (out / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+    return out
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _apply_update(state: dict[str, torch.Tensor], root: Path, update: dict[str, Any]) -> None:
+    """Add a :func:`save_update` update to ``state`` (in place)."""
+    if _sha256(root / WEIGHTS_FILE) != update["base"]:
+        raise ValueError(
+            f"{root / update['file']} was made for another {WEIGHTS_FILE} (the sha256 of "
+            f"{root / WEIGHTS_FILE} differs): an update applies to its own base only"
+        )
+    stored = load_file(str(root / update["file"]))
+    for key, value in stored.items():
+        if key.endswith(_UPDATE_A):
+            name = key.removesuffix(_UPDATE_A)
+            change = (value.float() @ stored[name + _UPDATE_B].float()).reshape(state[name].shape)
+            state[name] = (state[name].float() + change).to(state[name].dtype)
+        elif not key.endswith(_UPDATE_B):
+            state[key] = value
+
+
 def from_pretrained(directory: str | Path) -> AdPolicyEnsemble:
-    """Rebuild an ensemble written by :func:`save_pretrained`."""
+    """Rebuild an ensemble written by :func:`save_pretrained` or :func:`save_update`."""
+    return _load(Path(directory), update=True)
+
+
+def _load(directory: Path, *, update: bool) -> AdPolicyEnsemble:
     config, meta = read_checkpoint_config(directory)
     model = build_ensemble(config)
-    state = load_file(str(Path(directory) / WEIGHTS_FILE))
+    state = load_file(str(directory / WEIGHTS_FILE))
     _add_deltas(state, model.state_dict())
+    if update and "update" in meta:
+        _apply_update(state, directory, meta["update"])
     result = model.load_state_dict(state, strict=False)
     missing = list(result.missing_keys)
     if meta.get("weights") == "heads":

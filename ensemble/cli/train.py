@@ -91,6 +91,13 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     tr.add_argument("--heads-only", action="store_true", help="store only the heads' weights")
     tr.add_argument(
+        "--update-rank", type=int, metavar="R",
+        help="with --init of a heads checkpoint: train each fine-tuned matrix's change as a "
+        "rank-R product (LoRA) and store --init's weights file unchanged plus those products "
+        "and the heads (kilobytes, not another weights file; the stored model's validation "
+        "scores are checked as for --weights-dtype)",
+    )  # fmt: skip
+    tr.add_argument(
         "--weights-dtype", choices=STORED_DTYPES, default="float32",
         help="store the weights in this type (float16: half the file; int8-delta, with "
         "--heads-only: the fine-tuned matrices as int8 steps from the base weights, a quarter; "
@@ -245,24 +252,35 @@ def _save(
     *,
     dtype: str = "float32",
     val_ads: list[dict[str, Any]] | None = None,
+    update: tuple[str, int] | None = None,
 ) -> None:
     import torch
 
-    from ensemble.pretrained import INT8_DELTA, from_pretrained, save_pretrained
+    from ensemble.pretrained import from_pretrained, save_pretrained, save_update
 
     weights: Literal["full", "heads"] = "heads" if heads_only else "full"
     extra = {"training": {**result.summary(), **record}}
-    stored = None if dtype == "float32" else dtype if dtype == INT8_DELTA else getattr(torch, dtype)
-    save_pretrained(result.model, out, weights=weights, extra=extra, dtype=stored)
+    stored = (
+        None if dtype == "float32" else dtype if dtype in DELTA_STEPS else getattr(torch, dtype)
+    )
+
+    def write() -> None:
+        if update is not None:
+            save_update(result.model, out, update[0], rank=update[1], extra=extra)
+        else:
+            save_pretrained(result.model, out, weights=weights, extra=extra, dtype=stored)
+
+    write()
     stale = Path(out) / EVALUATION_FILE
     stale.unlink(missing_ok=True)  # measured on other weights
     print(_training_table(result))
-    if stored is not None and val_ads:
+    if (stored is not None or update is not None) and val_ads:
         parity = _storage_parity(result.model, from_pretrained(out), val_ads)
         extra["training"]["storage_parity"] = parity
-        save_pretrained(result.model, out, weights=weights, extra=extra, dtype=stored)
+        write()
+        kind = f"rank-{update[1]} update" if update is not None else dtype
         print(
-            f"{dtype} storage on {parity['n']} validation ads: max |score difference| "
+            f"{kind} storage on {parity['n']} validation ads: max |score difference| "
             f"{parity['max_abs_diff']:.2e}, {parity['decisions_changed']} flagged decisions changed"
         )
     print(f"checkpoint written to {out}")
@@ -314,6 +332,10 @@ def _train(args: argparse.Namespace) -> int:
             f"--weights-dtype {args.weights_dtype} stores differences from the base weights: "
             "it needs --heads-only"
         )
+    if args.update_rank is not None and not (args.init and args.heads_only):
+        raise SystemExit(
+            "--update-rank stores a change of --init's weights: it needs --init and --heads-only"
+        )
     device = init_distributed(args.device)
     settings = _settings(args, device)
     if args.init:
@@ -334,6 +356,7 @@ def _train(args: argparse.Namespace) -> int:
         _save(
             result, args.out, args.heads_only, _data_record(args),
             dtype=args.weights_dtype, val_ads=read_manifest(args.val),
+            update=None if args.update_rank is None else (args.init, args.update_rank),
         )  # fmt: skip
     if dist.is_initialized():
         dist.barrier()

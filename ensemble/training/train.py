@@ -13,6 +13,11 @@
   pools of ``BUCKET_BATCHES`` batches, each pool sorted by token count and cut into batches,
   and the batches shuffled: a batch pads to near its own length, several times faster on a
   CPU than random batches, with the same ads per epoch.
+- Low-rank updates (``update_rank``, after LoRA: Hu et al. 2021): each fine-tuned matrix
+  stays frozen and learns a change ``a @ b`` of rank ``update_rank`` (``a`` starts at zero,
+  so training starts from the model as given); the change is merged into the matrix at the
+  end, so the result is an ordinary model whose matrices moved by rank-r steps, stored
+  exactly by :func:`ensemble.pretrained.save_update` at the same rank.
 - Early stopping on the validation score: the mean average precision (PR-AUC) over the trained
   policies; the best epoch's weights are kept.
 - Thresholds: per trained policy, :func:`ensemble.training.evaluate.choose_threshold` (max F1) on the
@@ -43,8 +48,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.nn.utils import parametrize
 from torch.utils.data import DistributedSampler, TensorDataset
 from tqdm import tqdm
 
@@ -88,6 +94,9 @@ class TrainSettings:
         schedule: ``"constant"`` learning rates, or ``"linear"``: every group's rate falls
             linearly to zero over ``epochs`` epochs (the usual schedule for fine-tuning a
             transformer; early stopping may end the run before it reaches zero).
+        update_rank: Train each tuned matrix of the ``unfreeze`` encoders (their ``tuned``
+            parts) as a frozen matrix plus a rank-``update_rank`` change (module docstring);
+            None: the matrices themselves.
     """
 
     epochs: int = 100
@@ -105,6 +114,7 @@ class TrainSettings:
     progress: bool = True
     time_limit_s: float | None = None
     schedule: str = "constant"
+    update_rank: int | None = None
 
     def __post_init__(self) -> None:
         if self.class_weight not in CLASS_WEIGHT_POWER:
@@ -113,6 +123,46 @@ class TrainSettings:
             )
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule {self.schedule!r}: one of {list(SCHEDULES)}")
+        if self.update_rank is not None and self.update_rank < 1:
+            raise ValueError(f"update_rank {self.update_rank}: at least 1")
+
+
+class LowRankChange(nn.Module):
+    """A parametrization: the frozen ``weight`` plus ``a @ b``, a change of rank ``rank``."""
+
+    def __init__(self, weight: Tensor, rank: int) -> None:
+        super().__init__()
+        out_dim, in_dim = weight.shape
+        self.a = nn.Parameter(weight.new_zeros(out_dim, rank))
+        self.b = nn.Parameter(torch.randn(rank, in_dim, dtype=weight.dtype) / math.sqrt(in_dim))
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight + self.a @ self.b
+
+
+def _low_rank(live: nn.ModuleDict, rank: int) -> list[nn.Linear]:
+    """Give every linear layer of the live encoders' tuned parts a :class:`LowRankChange`."""
+    linears = []
+    for key, module in live.items():
+        tuned = tuple(f"{part}." for part in getattr(module, "tuned", ()))
+        if not tuned:
+            raise ValueError(f"update_rank: encoder {key!r} has no tuned parts (tuned_layers)")
+        linears += [
+            m for name, m in module.named_modules()
+            if isinstance(m, nn.Linear) and f"{name}.".startswith(tuned)
+        ]  # fmt: skip
+    for linear in linears:
+        parametrize.register_parametrization(linear, "weight", LowRankChange(linear.weight, rank))
+        original: Tensor = linear.parametrizations["weight"].original  # type: ignore[index,union-attr]
+        original.requires_grad_(False)
+    return linears
+
+
+def _merge(linears: Sequence[nn.Linear]) -> None:
+    """Fold each :class:`LowRankChange` into its matrix, trainable again."""
+    for linear in linears:
+        parametrize.remove_parametrizations(linear, "weight", leave_parametrized=True)
+        linear.weight.requires_grad_(True)
 
 
 @dataclass
@@ -478,6 +528,7 @@ def train(
         raise ValueError("no training label names a policy that a learned head scores")
     weights = class_weights(train_split.targets, train_split.mask, settings.class_weight)
     torch.manual_seed(settings.seed + rank)  # dropout; DDP broadcasts rank 0's weights
+    changed = [] if settings.update_rank is None else _low_rank(view.live, settings.update_rank)
     net: torch.nn.Module = view
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -486,7 +537,8 @@ def train(
                settings, device, world)  # fmt: skip
     groups = [{"params": [*view.heads.parameters(), *view.fusion.parameters()], "lr": settings.lr}]
     if view.live:
-        groups.append({"params": list(view.live.parameters()), "lr": settings.encoder_lr})
+        live = [p for p in view.live.parameters() if p.requires_grad]
+        groups.append({"params": live, "lr": settings.encoder_lr})
     if view.partial:
         branches = list(view.branches.parameters())
         groups.append({"params": branches, "lr": settings.branch_lr, "weight_decay": 0.0})
@@ -532,6 +584,7 @@ def train(
             if time.perf_counter() > deadline:
                 break
         view.load_state_dict(best_state)
+    _merge(changed)
     difference = _max_rank_difference(view, world)
     model.config, policies = _with_thresholds(model.config, probs, val_split, applicable, trainable)
     log.info(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from ensemble import ModelConfig, build_ensemble, from_pretrained, save_pretrained
-from ensemble.pretrained import WEIGHTS_FILE
+from ensemble.pretrained import UPDATE_FILE, WEIGHTS_FILE, save_update
 
 
 @pytest.mark.parametrize("weights", ["full", "heads"])
@@ -104,3 +105,66 @@ def test_int8_delta_needs_a_heads_checkpoint(small_model, tmp_path) -> None:
         save_pretrained(small_model, tmp_path, dtype="int8-delta")
     with pytest.raises(ValueError, match="int8-delta"):
         save_pretrained(small_model, tmp_path, weights="heads", dtype="int4")
+
+
+def _tuned_model(tiny_bert_dir) -> tuple[Any, dict[str, torch.Tensor]]:
+    from tests.ensemble.conftest import small_config_json
+
+    config = small_config_json(tiny_bert_dir)
+    config["encoders"]["text"]["tuned_layers"] = 1
+    model = build_ensemble(ModelConfig.from_json(config), seed=0)
+    with torch.no_grad():  # fine-tuned once: the base checkpoint
+        for name, p in model.named_parameters():
+            if ".layer.1." in name or name.startswith("heads."):
+                p.add_(torch.randn_like(p) * 1e-3)
+    matrices: dict[str, torch.Tensor] = {
+        n: p for n, p in model.named_parameters() if ".layer.1." in n and p.dim() == 2
+    }
+    return model, matrices
+
+
+def test_update_stores_base_file_unchanged_and_a_low_rank_change(tiny_bert_dir, tmp_path) -> None:
+    model, matrices = _tuned_model(tiny_bert_dir)
+    save_pretrained(model, tmp_path / "base", weights="heads", dtype="int7-delta")
+    continued = from_pretrained(tmp_path / "base")
+    params = dict(continued.named_parameters())
+    changes = {}
+    with torch.no_grad():  # continued training: a rank-2 change per matrix, new heads
+        for name in matrices:
+            out_dim, in_dim = params[name].shape
+            changes[name] = torch.randn(out_dim, 2) @ torch.randn(2, in_dim) * 1e-3
+            params[name].add_(changes[name])
+        for p in continued.heads.parameters():
+            p.add_(0.01)
+    save_update(continued, tmp_path / "next", tmp_path / "base", rank=2)
+    base_bytes = (tmp_path / "base" / WEIGHTS_FILE).read_bytes()
+    assert (tmp_path / "next" / WEIGHTS_FILE).read_bytes() == base_bytes
+    update = load_file(str(tmp_path / "next" / UPDATE_FILE))
+    assert {update[n + ".update_a"].shape[1] for n in matrices} == {2}
+    loaded = from_pretrained(tmp_path / "next")
+    got = dict(loaded.named_parameters())
+    for name in matrices:  # a rank-2 change is kept up to float16 rounding
+        assert torch.allclose(got[name], params[name], atol=1e-5)
+        assert not torch.allclose(got[name], params[name] - changes[name], atol=1e-5)
+    for name, p in continued.heads.named_parameters():
+        assert torch.equal(got["heads." + name], p.half().float())
+    inputs = continued.example_inputs(2)
+    assert torch.allclose(loaded(*inputs)[0], continued(*inputs)[0], atol=1e-3)
+
+
+def test_update_refuses_another_base_file(tiny_bert_dir, tmp_path) -> None:
+    model, _ = _tuned_model(tiny_bert_dir)
+    save_pretrained(model, tmp_path / "base", weights="heads", dtype="int7-delta")
+    save_update(from_pretrained(tmp_path / "base"), tmp_path / "next", tmp_path / "base", rank=1)
+    with torch.no_grad():
+        next(model.heads.parameters()).add_(1.0)
+    save_pretrained(model, tmp_path / "other", weights="heads", dtype="int7-delta")
+    (tmp_path / "next" / WEIGHTS_FILE).write_bytes((tmp_path / "other" / WEIGHTS_FILE).read_bytes())
+    with pytest.raises(ValueError, match=r"made for another model\.safetensors"):
+        from_pretrained(tmp_path / "next")
+
+
+def test_update_needs_a_heads_base(small_model, tmp_path) -> None:
+    save_pretrained(small_model, tmp_path / "full")
+    with pytest.raises(ValueError, match="needs a heads checkpoint"):
+        save_update(small_model, tmp_path / "next", tmp_path / "full", rank=1)

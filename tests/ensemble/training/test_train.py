@@ -406,3 +406,39 @@ def test_int8_delta_storage_is_refused_before_training_without_heads_only(tmp_pa
     with pytest.raises(SystemExit, match="needs --heads-only"):
         main([*args, "--out", str(tmp_path / "out"), "--weights-dtype", "int8-delta"])
     assert not (tmp_path / "out").exists()
+
+
+def test_update_rank_stores_a_continued_model_as_an_update_of_its_init(
+    tiny_bert_dir, train_ads, val_ads, tmp_path
+) -> None:
+    config = tmp_path / "config.json"
+    data = text_config(tiny_bert_dir).to_json()
+    data["encoders"]["text"]["tuned_layers"] = 1
+    config.write_text(json.dumps(data))
+    train_file = write_jsonl(train_ads, tmp_path / "train.jsonl")
+    val_file = write_jsonl(val_ads, tmp_path / "val.jsonl")
+    common = ["--data", str(train_file), "--val", str(val_file), "--heads-only", "--epochs", "1"]
+    common += ["--unfreeze", "text", "--encoder-lr", "1e-3", "--no-cache", "--no-progress"]
+    base, out = tmp_path / "base", tmp_path / "next"
+    args = ["train", "--config", str(config), "--out", str(base), "--weights-dtype", "int7-delta"]
+    assert main([*args, *common]) == 0
+    with pytest.raises(SystemExit, match="needs --init"):
+        main(["train", "--config", str(config), "--out", str(out), "--update-rank", "2", *common])
+    assert (
+        main(["train", "--init", str(base), "--out", str(out), "--update-rank", "2", *common]) == 0
+    )
+    assert (out / "model.safetensors").read_bytes() == (base / "model.safetensors").read_bytes()
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["checkpoint"]["update"]["rank"] == 2
+    assert saved["checkpoint"]["dtype"] == "int7-delta"
+    parity = saved["checkpoint"]["training"]["storage_parity"]
+    assert parity["n"] == len(val_ads)
+    continued = from_pretrained(out).state_dict()
+    started = from_pretrained(base).state_dict()
+    tuned = [
+        k.removesuffix(".update_a")
+        for k in load_file(str(out / "update.safetensors"))
+        if k.endswith(".update_a")
+    ]
+    assert tuned
+    assert all(not torch.equal(continued[k], started[k]) for k in tuned)
