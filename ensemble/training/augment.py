@@ -34,7 +34,12 @@ General methods, each producing labelled rows (``meta.augment`` names the method
   ("X bought the house across the street they make me sick": hate; "... they make me smile":
   normal).
   Complaints about things, insult words and all ("this laptop is garbage", "i hate this
-  weather"), are normal: an insult needs a person.
+  weather"), are normal: an insult needs a person. And a harm wished on a group ("X should
+  go hungry", "let X suffer": hate) against the same harm that nobody should suffer ("no X
+  should go hungry", "dont let X suffer alone": normal), with everyday people (children,
+  seniors, patients) as well as groups: the shape of charity and public-service copy, which
+  a model that reads "should not" + a harm as hate blocks ("Children should not go hungry"
+  scored 0.99 `hate_speech` before these rows).
 
 The templates, word lists and spelling operations here are written apart from the evaluation
 sets of :mod:`ensemble.training.textsets` (other sentences, other products); the group names overlap,
@@ -360,6 +365,34 @@ _DENIED_INSULT = (
     "{who} have given this town so much", "{who} are worth every penny",
     "you will never find {noun} who are {adj}",
 )  # fmt: skip
+# A harm wished on people (hate when they are a group) against the same harm kept from them
+# (normal, whoever they are): the negation decides nothing, what is wished on them does.
+_HARMS = (
+    "go hungry", "suffer alone", "sleep in the cold", "live in fear", "be left behind",
+    "die", "be beaten", "be attacked in the street", "lose their homes", "be thrown out",
+    "be bullied at school", "be turned away from hospitals", "be locked up", "starve",
+    "be hunted down", "freeze to death this winter", "be treated like dirt",
+)  # fmt: skip
+# Everyday people, (plural, one of them).
+_PEOPLE = (
+    ("children", "child"), ("kids", "kid"), ("seniors", "senior"), ("older people", "older person"),
+    ("families", "family"), ("veterans", "veteran"), ("students", "student"),
+    ("patients", "patient"), ("babies", "baby"), ("mothers", "mother"), ("workers", "worker"),
+    ("pets", "pet"), ("neighbours", "neighbour"), ("nurses", "nurse"), ("teenagers", "teenager"),
+)  # fmt: skip
+_HARM_WISHED = (
+    "{who} should {harm}", "let {noun} {harm}", "i would love to see {noun} {harm}", "{who} deserve to {harm}",
+    "make {noun} {harm}", "i want to see {noun} {harm}", "{who} must {harm}",
+    "it is time to make {noun} {harm}", "{who} should be made to {harm}", "leave {noun} to {harm}",
+)  # fmt: skip
+_HARM_KEPT = (
+    "no {one} should {harm}", "{who} should not {harm}", "dont let {noun} {harm}",
+    "{who} should never have to {harm}", "nobody should {harm}", "we will not let {noun} {harm}",
+    "together we can make sure no {one} has to {harm}", "help us stop {noun} having to {harm}",
+    "no {one} has to {harm} on our watch", "never leave {noun} to {harm}", "{who} must not {harm}",
+    "no one deserves to {harm}", "donate today so that no {one} has to {harm}",
+    "it is wrong to let {noun} {harm}", "{who} shouldnt have to {harm}",
+)  # fmt: skip
 # A group named in one sentence, judged in the next (the normaliser drops the full stop).
 _MENTION = (
     "{noun} opened a shop on my road", "{noun} bought the house across the street",
@@ -555,6 +588,15 @@ def _composed(rng: random.Random, per: int) -> list[dict]:
     def followed(judged: Sequence[str]) -> str:
         return fill(f"{rng.choice(_MENTION)} {rng.choice(judged)}")
 
+    def harm(templates: Sequence[str], protected: bool) -> str:
+        adj2, noun = rng.choice(groups)
+        one = f"{adj2} person"
+        if not protected:
+            noun, one = rng.choice(_PEOPLE)
+        return rng.choice(templates).format(
+            who=rng.choice(_WHO).format(noun=noun), noun=noun, one=one, harm=rng.choice(_HARMS)
+        )
+
     def opinion(templates: Sequence[str]) -> str:
         return f"{rng.choice(OPINION_FRAMES)} {fill(rng.choice(templates))}"
 
@@ -594,6 +636,9 @@ def _composed(rng: random.Random, per: int) -> list[dict]:
         *draw("denied_insult", "normal", lambda: fill(rng.choice(_DENIED_INSULT)), share=0.7),
         *draw("followed", "hate", lambda: followed(_JUDGED_BAD), share=0.7),
         *draw("followed_good", "normal", lambda: followed(_JUDGED_GOOD), share=0.7),
+        *draw("harm_wished", "hate", lambda: harm(_HARM_WISHED, protected=True), share=0.7),
+        *draw("harm_kept", "normal", lambda: harm(_HARM_KEPT, protected=True), share=0.7),
+        *draw("harm_kept_people", "normal", lambda: harm(_HARM_KEPT, protected=False), share=0.7),
     ]  # fmt: skip
 
 

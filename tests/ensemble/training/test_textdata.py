@@ -111,6 +111,23 @@ def test_stereotypes_denials_and_follow_ups_come_in_both_classes() -> None:
         assert classes["normal"] >= 5, opener
 
 
+def test_a_harm_wished_is_hate_and_the_same_harm_kept_from_anyone_normal() -> None:
+    """The negation decides nothing: the same harms are wished on groups (hate) and kept from
+    groups and everyday people (normal), so "should not" + a harm is no cue for hate."""
+    harms = [ad for ad in augmentations(_train_rows(), seed=7) if ad["id"].startswith("aug-harm_")]
+    wished = [ad for ad in harms if ad["id"].startswith("aug-harm_wished-")]
+    kept = [ad for ad in harms if ad["id"].startswith("aug-harm_kept")]
+    assert {ad["meta"]["class"] for ad in wished} == {"hate"}
+    assert {ad["meta"]["class"] for ad in kept} == {"normal"}
+    for harm in ("go hungry", "suffer alone", "die"):
+        assert any(harm in ad["text"] for ad in wished), harm
+        assert any(harm in ad["text"] for ad in kept), harm
+    people = [ad for ad in kept if ad["id"].startswith("aug-harm_kept_people-")]
+    assert any(ad["text"].startswith("no child ") for ad in people)
+    assert len(wished) >= 100
+    assert len(kept) >= 200
+
+
 @pytest.mark.parametrize("op", ["space", "drop", "swap", "double", "spread"])
 def test_misspell_keeps_the_first_letter(op: str) -> None:
     import random
