@@ -124,15 +124,10 @@ def test_shipped_default_rarely_flags_ad_copy_that_only_looks_offensive() -> Non
         assert len(texts) <= len(ads) / 20, (name, texts)
 
 
-# Functionalities the shipped default misses (README, "Behavioural set"): measured accuracy.
-KNOWN_MISSES = {"slur_homonym": 2 / 6}
-
-
 @pytest.mark.slow
 def test_shipped_default_passes_every_behavioural_functionality() -> None:
     """The generated HateCheck-style set (never trained on): the 3-class prediction is right
-    for at least 60 % of each functionality's tests, except the misses the README reports,
-    which are held to their measured accuracy so that they cannot get worse unnoticed."""
+    for at least 60 % of each functionality's tests."""
     tests = behaviour()
     flags = _flags(tests)
     hate, offensive = flags["hate_speech"], flags["offensive_language"]
@@ -143,23 +138,22 @@ def test_shipped_default_passes_every_behavioural_functionality() -> None:
             predicted == ad["meta"]["class"]
         )
     accuracy = {name: sum(hits) / len(hits) for name, hits in by_function.items()}
-    floors = {name: KNOWN_MISSES.get(name, 0.6) for name in accuracy}
-    assert all(accuracy[name] >= floors[name] - 1e-9 for name in accuracy), accuracy
+    assert all(value >= 0.6 for value in accuracy.values()), accuracy
 
 
 # HateCheck (Röttger et al. 2021; README, "HateCheck"), measured 2026-12-06 on the shipped
-# default (social-v4): its accuracy per functionality, `hate_speech` flagged <=> hateful.
+# default (run L, social-v4): its accuracy per functionality, `hate_speech` flagged <=> hateful.
 HATECHECK_MEASURED = {
-    "derog_neg_emote_h": 0.793, "derog_neg_attrib_h": 0.707, "derog_dehum_h": 0.879,
-    "derog_impl_h": 0.786, "threat_dir_h": 0.872, "threat_norm_h": 0.943, "slur_h": 0.604,
-    "slur_homonym_nh": 0.933, "slur_reclaimed_nh": 0.926, "profanity_h": 0.786,
-    "profanity_nh": 1.0, "ref_subs_clause_h": 0.907, "ref_subs_sent_h": 0.677,
-    "negate_pos_h": 0.857, "negate_neg_nh": 0.451, "phrase_question_h": 0.671,
-    "phrase_opinion_h": 0.872, "ident_neutral_nh": 0.802, "ident_pos_nh": 0.952,
-    "counter_quote_nh": 0.775, "counter_ref_nh": 0.887, "target_obj_nh": 0.862,
-    "target_indiv_nh": 0.738, "target_group_nh": 0.694, "spell_char_swap_h": 0.887,
-    "spell_char_del_h": 0.671, "spell_space_del_h": 0.78, "spell_space_add_h": 0.751,
-    "spell_leet_h": 0.74,
+    "derog_neg_emote_h": 0.829, "derog_neg_attrib_h": 0.721, "derog_dehum_h": 0.893,
+    "derog_impl_h": 0.807, "threat_dir_h": 0.895, "threat_norm_h": 0.979, "slur_h": 0.576,
+    "slur_homonym_nh": 0.933, "slur_reclaimed_nh": 0.926, "profanity_h": 0.793,
+    "profanity_nh": 1.0, "ref_subs_clause_h": 0.9, "ref_subs_sent_h": 0.639,
+    "negate_pos_h": 0.807, "negate_neg_nh": 0.774, "phrase_question_h": 0.636,
+    "phrase_opinion_h": 0.88, "ident_neutral_nh": 0.802, "ident_pos_nh": 0.899,
+    "counter_quote_nh": 0.751, "counter_ref_nh": 0.872, "target_obj_nh": 0.892,
+    "target_indiv_nh": 0.754, "target_group_nh": 0.726, "spell_char_swap_h": 0.902,
+    "spell_char_del_h": 0.714, "spell_space_del_h": 0.823, "spell_space_add_h": 0.803,
+    "spell_leet_h": 0.734,
 }  # fmt: skip
 
 
@@ -173,7 +167,7 @@ def test_shipped_default_holds_its_hatecheck_accuracy() -> None:
     right = hate == np.array([ad["meta"]["class"] == "hate" for ad in cases])
     names = np.array([ad["meta"]["functionality"] for ad in cases])
     accuracy = {name: float(right[names == name].mean()) for name in HATECHECK_MEASURED}
-    assert right.mean() >= 0.795 - 0.01
+    assert right.mean() >= 0.810 - 0.01
     low = {k: v for k, v in accuracy.items() if v < HATECHECK_MEASURED[k] - 0.02}
     assert not low, low
 
@@ -278,3 +272,31 @@ def test_a_lookalike_spelling_scores_as_its_latin_spelling(
     hate = default_model.config.policy_names.index("hate_speech")
     before = _raw_scores(default_model, spelled, "social-v2")  # what the look-alikes evaded
     assert (before[:, hate] < want[:, hate]).all()
+
+
+HARM_KEPT = (  # charity and public-service copy: a harm nobody should suffer
+    "No child should go to bed hungry. Donate to our food bank today.",
+    "No refugee family should have to sleep in the cold. Give now.",
+    "Children should not go hungry.",
+    "No one should die because they couldn't afford insulin.",
+    "Nobody should be left behind. Adult literacy classes start Monday.",
+    "No pet should be abandoned. Adopt, don't shop.",
+    "Immigrants should not live in fear. Free legal consultations every Friday.",
+)
+HARM_WISHED = (  # the same harms wished on a group
+    "Let the immigrants starve.",
+    "Black people should suffer.",
+    "Jews deserve to die.",
+    "Muslims should be sent back where they came from.",
+)
+
+
+@pytest.mark.slow
+def test_a_harm_kept_from_people_is_not_hate_and_the_same_harm_wished_on_them_is() -> None:
+    """Run T flagged "Children should not go hungry." at hate_speech 0.99: it read "should not"
+    + a harm as hate. The default since run L reads what is wished, not the negation."""
+    flags = _flags([{"id": str(i), "text": t} for i, t in enumerate(HARM_KEPT + HARM_WISHED)])
+    kept = len(HARM_KEPT)
+    assert not flags["hate_speech"][:kept].any()
+    assert not flags["offensive_language"][:kept].any()
+    assert flags["hate_speech"][kept:].all()
