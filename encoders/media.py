@@ -35,6 +35,9 @@ URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 STORE_URI = re.compile(r"^(s3|gs|gcs|hdfs|viewfs|abfs|abfss|file)://", re.IGNORECASE)
 MAX_FPS = 1000.0  # highest frame rate accepted; also bounds the frames a duration holds
 PARTIAL = 0.95  # media decoding to less than this share of its declared length is partial
+# AAC and MP3 encoders pad a clip to whole frames (1 024-2 048 samples, and the priming): a
+# 60.0 s ad decodes to about 60.05 s. Audio up to this much over the limit is cut to it.
+ENCODER_PADDING_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -371,7 +374,12 @@ def decode_audio(data: bytes, limits: MediaLimits) -> AudioClip:
     if not np.isfinite(clip.samples).all():
         raise InputError("audio", "audio holds NaN or infinite samples")
     _check_duration("audio", clip.duration, limits)
-    return clip
+    if clip.duration <= limits.max_seconds:
+        return clip
+    kept = math.floor(limits.max_seconds * clip.sample_rate)
+    over = 1000 * (clip.duration - limits.max_seconds)
+    cut = f"audio: its last {over:.0f} ms, past the {limits.max_seconds:g} s limit, not scored"
+    return dataclasses.replace(clip, samples=clip.samples[:, :kept], warnings=(*clip.warnings, cut))
 
 
 def _check_channels(channels: int, limits: MediaLimits) -> None:
@@ -389,7 +397,8 @@ def _partial(field: str, decoded: float, declared: float | None, unit: str) -> t
 
 
 def _check_duration(field: str, seconds: float, limits: MediaLimits) -> None:
-    if seconds > limits.max_seconds:
+    padding = ENCODER_PADDING_S if field == "audio" else 0.0
+    if seconds > limits.max_seconds + padding:
         raise InputError(
             field,
             f"duration {seconds:.1f} s exceeds the limit of {limits.max_seconds:g} s",

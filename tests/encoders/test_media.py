@@ -142,6 +142,24 @@ def test_decode_audio_refuses_corrupt_and_too_long(tmp_path) -> None:
         decode_audio(path.read_bytes(), MediaLimits(max_seconds=2))
 
 
+@pytest.mark.parametrize("suffix", [".m4a", ".aac"])
+def test_audio_of_exactly_the_limit_is_taken_whole_despite_encoder_padding(
+    tmp_path, suffix
+) -> None:
+    """An AAC encoder pads a 2.0 s clip to whole frames (it decodes longer than 2 s): it is no
+    longer refused as over a 2 s limit; the padding past it is cut, with a warning."""
+    limits = MediaLimits(max_seconds=2)
+    path = samples.write_audio(tmp_path / f"two{suffix}", samples.tone(2.0, rate=48_000), 48_000)
+    clip = decode_audio(path.read_bytes(), limits)
+    assert clip.samples.shape[1] == 96_000
+    (warning,) = clip.warnings
+    assert warning.startswith("audio: its last ")
+    assert warning.endswith(" ms, past the 2 s limit, not scored")
+    longer = samples.write_audio(tmp_path / f"x{suffix}", samples.tone(2.2, rate=48_000), 48_000)
+    with pytest.raises(InputError, match="exceeds the limit of 2 s"):
+        decode_audio(longer.read_bytes(), limits)
+
+
 def test_audio_preparer_crops_pads_and_records_length(tmp_path) -> None:
     settings = AudioSettings(clip_seconds=1.0)
     preparer = AudioPreparer(settings)
