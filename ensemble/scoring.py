@@ -9,6 +9,7 @@ pass fails is retried ad by ad, so such a failure costs only the ads that cause 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import groupby
@@ -277,7 +278,8 @@ class Scorer:
         Args:
             path: The ads (JSONL, JSON, CSV, Parquet; ``.gz`` / ``.zst``).
             output: The results (``.jsonl``, ``.json``, ``.csv`` or ``.parquet``).
-            resume: Leave out the ads whose ids the output already holds and append.
+            resume: Leave out the ads the output already holds rows of (of an id it holds n
+                rows of, the first n) and append.
 
         Returns:
             The run's :class:`~ensemble.summary.Summary`.
@@ -285,12 +287,15 @@ class Scorer:
         output_format(output)
         ad_format(Path(path))
         Path(path).stat()  # a missing file fails before the output is touched
-        done = written_ids(output) if resume else set()
+        done = written_ids(output) if resume else Counter()
         summary = Summary(self.policy_names, skipped=0)
 
-        def skip(ad_id: str) -> bool:
-            summary.skipped += ad_id in done
-            return ad_id in done
+        def skip(ad_id: str) -> bool:  # rows come in input order: the first ads of an id are done
+            if done[ad_id] == 0:
+                return False
+            done[ad_id] -= 1
+            summary.skipped += 1
+            return True
 
         columns = flat_columns(self.policy_names, self.formatter.measurement_names)
         with RowWriter(output, columns, append=resume) as writer:

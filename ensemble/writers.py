@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -128,14 +129,15 @@ def _arrow_type(name: str, pa: Any) -> Any:
     return pa.bool_() if name.endswith(".flag") else pa.float64()
 
 
-def written_ids(output: str | Path) -> set[str]:
-    """The ids already in a JSONL or CSV results file (empty when there is none), after
-    cutting off a last line left incomplete by a killed run."""
+def written_ids(output: str | Path) -> Counter[str]:
+    """How many rows of each id a JSONL or CSV results file already holds (none when there is
+    no file), after cutting off a last line left incomplete by a killed run. Counted, not a
+    set: an ads file may repeat an id, and only as many of its ads as were written are done."""
     path = Path(output)
     if output_format(path) not in RESUMABLE:
         raise ValueError(f"{path.suffix} results cannot be resumed; use .jsonl or .csv")
     if not path.exists():
-        return set()
+        return Counter()
     with path.open("rb+") as f:
         size = end = f.seek(0, os.SEEK_END)
         while end > 0:
@@ -150,5 +152,5 @@ def written_ids(output: str | Path) -> set[str]:
             f.truncate(end)
     with path.open(encoding="utf-8", newline="") as f:
         if path.suffix.lower() == ".csv":
-            return {row["id"] for row in csv.DictReader(f)}
-        return {json.loads(line)["id"] for line in f if line.strip()}
+            return Counter(row["id"] for row in csv.DictReader(f))
+        return Counter(json.loads(line)["id"] for line in f if line.strip())

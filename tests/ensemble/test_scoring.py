@@ -133,6 +133,18 @@ def test_output_formats(scorer, sample_media, tmp_path, suffix) -> None:
     assert [r["status"] for r in rows] == ["ok", "error"]
 
 
+def test_resume_scores_the_ads_of_a_repeated_id_not_yet_written(scorer, tmp_path) -> None:
+    """An ads file may repeat an id: a run cut after the first "a" resumes with the second."""
+    texts = ("hi", "yo", "hey", "ok")
+    lines = [json.dumps({"id": i, "text": t}) for i, t in zip("abac", texts, strict=True)]
+    out = tmp_path / "out.jsonl"
+    scorer.score_file_to(_write_jsonl(tmp_path / "cut.jsonl", lines[:2]), out, progress=False)
+    ads = _write_jsonl(tmp_path / "ads.jsonl", lines)
+    summary = scorer.score_file_to(ads, out, resume=True, progress=False)
+    assert summary.skipped == 2
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == list("abac")
+
+
 def test_unknown_output_format(scorer, tmp_path) -> None:
     ads = _write_jsonl(tmp_path / "ads.jsonl", [json.dumps({"text": "hi"})])
     with pytest.raises(ValueError, match="unsupported output format"):
