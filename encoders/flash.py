@@ -123,6 +123,11 @@ class FlashSettings:
     def max_frames(self) -> int:
         return math.ceil(self.max_seconds * self.max_fps)
 
+    def frames_measured(self, fps: float) -> int:
+        """How many frames of a video at ``fps`` are measured: ``max_seconds`` of them, at
+        most ``max_frames``."""
+        return min(self.max_frames, math.ceil(self.max_seconds * fps))
+
     @property
     def bucket_frames(self) -> tuple[int, ...]:
         """The buckets in frames at ``max_fps``, ending at ``max_frames``."""
@@ -540,7 +545,7 @@ class _FlashGrid:
         self.fps = info.fps
         self.lut = lut
         self.rows_cols = (settings.grid_rows, settings.grid_cols)
-        self.limit = min(settings.max_frames, math.ceil(settings.max_seconds * info.fps))
+        self.limit = settings.frames_measured(info.fps)
         # where the declared rate is wrong or variable, frames past ``limit`` may still fall
         # within ``max_seconds``: their timestamps decide (:meth:`analysed`); the rows are
         # only touched as frames arrive
@@ -592,8 +597,7 @@ class _FlashGrid:
         timeline = frame_slots(self.times, self.fps, self.settings.max_fps)
         if timeline is not None:
             slots, fps = timeline
-            limit = min(self.settings.max_frames, math.ceil(self.settings.max_seconds * fps))
-            grid = on_timeline(grid, slots, limit)
+            grid = on_timeline(grid, slots, self.settings.frames_measured(fps))
         return {
             "grid": torch.from_numpy(grid.copy()),
             "frames": torch.tensor(grid.shape[0] if self.count else 0, dtype=torch.int64),
@@ -618,7 +622,7 @@ class FlashPreparer:
         frames: a video above ``max_fps`` fills them sooner (120 fps: after 30 s), and its later
         frames are not measured. Say so."""
         s = self.settings
-        measured = min(s.max_frames, math.ceil(s.max_seconds * media.fps))
+        measured = s.frames_measured(media.fps)
         if media.num_frames <= measured:
             return ()
         return (

@@ -241,6 +241,7 @@ def save_update(
         raise ValueError(f"{root}: an update needs a heads checkpoint as its base")
     start = _load(root, update=False).state_dict()
     stored = stored_with_heads(model)
+    parameters = {name for name, _ in model.named_parameters()}  # buffers keep their type
     update = {}
     for name, value in model.state_dict().items():
         if not stored(name):
@@ -252,8 +253,7 @@ def save_update(
             update[name + _UPDATE_A] = (u[:, :rank] * root_s).half().contiguous()
             update[name + _UPDATE_B] = (root_s[:, None] * vh[:rank]).half().contiguous()
         else:
-            floating = value.is_floating_point() and name in dict(model.named_parameters())
-            update[name] = (value.half() if floating else value).detach().contiguous()
+            update[name] = (value.half() if name in parameters else value).detach().contiguous()
     out.mkdir(parents=True, exist_ok=True)
     if out.resolve() != root.resolve():
         shutil.copyfile(root / WEIGHTS_FILE, out / WEIGHTS_FILE)

@@ -381,9 +381,10 @@ _PEOPLE = (
     ("pets", "pet"), ("neighbours", "neighbour"), ("nurses", "nurse"), ("teenagers", "teenager"),
 )  # fmt: skip
 _HARM_WISHED = (
-    "{who} should {harm}", "let {noun} {harm}", "i would love to see {noun} {harm}", "{who} deserve to {harm}",
-    "make {noun} {harm}", "i want to see {noun} {harm}", "{who} must {harm}",
-    "it is time to make {noun} {harm}", "{who} should be made to {harm}", "leave {noun} to {harm}",
+    "{who} should {harm}", "let {noun} {harm}", "i would love to see {noun} {harm}",
+    "{who} deserve to {harm}", "make {noun} {harm}", "i want to see {noun} {harm}",
+    "{who} must {harm}", "it is time to make {noun} {harm}", "{who} should be made to {harm}",
+    "leave {noun} to {harm}",
 )  # fmt: skip
 _HARM_KEPT = (
     "no {one} should {harm}", "{who} should not {harm}", "dont let {noun} {harm}",
