@@ -6,10 +6,12 @@ the encoders' ``head_trained`` parts, such as the text lexicon) and takes the en
 weights from where their settings point (e.g. the MiniLM package); a
 "full" checkpoint is self-contained, Hugging Face configs and tokenizers included.
 
-A heads checkpoint may carry an update (:func:`save_update`): another checkpoint's weights
+A heads checkpoint may carry updates (:func:`save_update`): another checkpoint's weights
 file, byte for byte, plus ``update.safetensors`` with what training changed since, each
 fine-tuned matrix's change as a rank-r product. Git then stores only the update: a model
 continued from the embedded default costs kilobytes of repository, not another weights file.
+A model continued from a checkpoint that has updates keeps them, byte for byte, and adds its
+own (``update-2.safetensors``, ...): each applies to the model its predecessors made.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ _SCALE_SUFFIX = ".delta_scale"
 WEIGHTS_FILE = "model.safetensors"
 UPDATE_FILE = "update.safetensors"
 _UPDATE_A, _UPDATE_B = ".update_a", ".update_b"
-FORMAT_VERSION = 1
+# 2: a chain of updates (``"updates"``); format 1 held at most one (``"update"``).
+FORMAT_VERSION = 2
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ckpt"}
 
 
@@ -216,12 +219,13 @@ def save_update(
     rank: int,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Store ``model`` as ``base``'s weights file, unchanged, plus a low-rank update.
+    """Store ``model`` as ``base``'s weights file and updates, unchanged, plus a low-rank update.
 
-    Each fine-tuned matrix's difference from ``base`` (its weights file, without any update
-    of its own) is stored as two float16 factors of its best rank-``rank`` approximation
-    (truncated SVD); every other parameter of a heads checkpoint (the heads) in float16
-    whole. :func:`from_pretrained` adds them back.
+    Each fine-tuned matrix's difference from ``base`` (as :func:`from_pretrained` loads it,
+    its own updates applied) is stored as two float16 factors of its best rank-``rank``
+    approximation (truncated SVD); every other parameter of a heads checkpoint (the heads)
+    that differs from ``base``'s, in float16 whole. :func:`from_pretrained` applies the
+    updates in order, each checked against the sha256 of the file before it.
 
     Args:
         model: An ensemble with ``base``'s architecture (e.g. trained from it with ``--init``).
@@ -239,7 +243,7 @@ def save_update(
     _, meta = read_checkpoint_config(root)
     if meta.get("weights") != "heads":
         raise ValueError(f"{root}: an update needs a heads checkpoint as its base")
-    start = _load(root, update=False).state_dict()
+    start = _load(root, update=True).state_dict()
     stored = stored_with_heads(model)
     parameters = {name for name, _ in model.named_parameters()}  # buffers keep their type
     update = {}
@@ -253,16 +257,22 @@ def save_update(
             update[name + _UPDATE_A] = (u[:, :rank] * root_s).half().contiguous()
             update[name + _UPDATE_B] = (root_s[:, None] * vh[:rank]).half().contiguous()
         else:
-            update[name] = (value.half() if name in parameters else value).detach().contiguous()
+            kept = (value.half() if name in parameters else value).detach().contiguous()
+            if name not in start or not torch.equal(kept, start[name].to(kept.dtype)):
+                update[name] = kept
+    chain = _updates(meta)
+    files = [WEIGHTS_FILE, *(entry["file"] for entry in chain)]
     out.mkdir(parents=True, exist_ok=True)
     if out.resolve() != root.resolve():
-        shutil.copyfile(root / WEIGHTS_FILE, out / WEIGHTS_FILE)
-    save_file(update, str(out / UPDATE_FILE))
+        for file in files:
+            shutil.copyfile(root / file, out / file)
+    file = UPDATE_FILE if not chain else f"update-{len(chain) + 1}.safetensors"
+    save_file(update, str(out / file))
     payload = model.config.to_json()
+    entry = {"file": file, "rank": rank, "base": _sha256(out / files[-1])}
     payload["checkpoint"] = {
         "format": FORMAT_VERSION, "weights": "heads", "dtype": meta.get("dtype", "float32"),
-        "update": {"file": UPDATE_FILE, "rank": rank, "base": _sha256(out / WEIGHTS_FILE)},
-        **(extra or {}),
+        "updates": [*chain, entry], **(extra or {}),
     }  # fmt: skip
     (out / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")
     return out
@@ -272,12 +282,19 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _apply_update(state: dict[str, torch.Tensor], root: Path, update: dict[str, Any]) -> None:
-    """Add a :func:`save_update` update to ``state`` (in place)."""
-    if _sha256(root / WEIGHTS_FILE) != update["base"]:
+def _updates(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """A checkpoint's updates in order."""
+    return list(meta.get("updates", [meta["update"]] if "update" in meta else []))
+
+
+def _apply_update(
+    state: dict[str, torch.Tensor], root: Path, update: dict[str, Any], base: str
+) -> None:
+    """Add a :func:`save_update` update made on top of the file ``base`` to ``state`` (in place)."""
+    if _sha256(root / base) != update["base"]:
         raise ValueError(
-            f"{root / update['file']} was made for another {WEIGHTS_FILE} (the sha256 of "
-            f"{root / WEIGHTS_FILE} differs): an update applies to its own base only"
+            f"{root / update['file']} was made for another {base} (the sha256 of "
+            f"{root / base} differs): an update applies to its own base only"
         )
     stored = load_file(str(root / update["file"]))
     for key, value in stored.items():
@@ -299,8 +316,11 @@ def _load(directory: Path, *, update: bool) -> AdPolicyEnsemble:
     model = build_ensemble(config)
     state = load_file(str(directory / WEIGHTS_FILE))
     _add_deltas(state, model.state_dict())
-    if update and "update" in meta:
-        _apply_update(state, directory, meta["update"])
+    if update:
+        chain = _updates(meta)
+        bases = [WEIGHTS_FILE, *(entry["file"] for entry in chain)]
+        for entry, base in zip(chain, bases, strict=False):
+            _apply_update(state, directory, entry, base)
     result = model.load_state_dict(state, strict=False)
     missing = list(result.missing_keys)
     if meta.get("weights") == "heads":

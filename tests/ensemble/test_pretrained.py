@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -123,19 +125,27 @@ def _tuned_model(tiny_bert_dir) -> tuple[Any, dict[str, torch.Tensor]]:
     return model, matrices
 
 
+def _continued(
+    checkpoint: Path, matrices: Iterable[str], rank: int, heads: bool = True
+) -> tuple[Any, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``checkpoint`` trained on: a rank-``rank`` change per matrix, new heads if ``heads``."""
+    continued = from_pretrained(checkpoint)
+    params = dict(continued.named_parameters())
+    changes = {}
+    with torch.no_grad():
+        for name in matrices:
+            out_dim, in_dim = params[name].shape
+            changes[name] = torch.randn(out_dim, rank) @ torch.randn(rank, in_dim) * 1e-3
+            params[name].add_(changes[name])
+        for p in continued.heads.parameters() if heads else ():
+            p.add_(0.01)
+    return continued, params, changes
+
+
 def test_update_stores_base_file_unchanged_and_a_low_rank_change(tiny_bert_dir, tmp_path) -> None:
     model, matrices = _tuned_model(tiny_bert_dir)
     save_pretrained(model, tmp_path / "base", weights="heads", dtype="int7-delta")
-    continued = from_pretrained(tmp_path / "base")
-    params = dict(continued.named_parameters())
-    changes = {}
-    with torch.no_grad():  # continued training: a rank-2 change per matrix, new heads
-        for name in matrices:
-            out_dim, in_dim = params[name].shape
-            changes[name] = torch.randn(out_dim, 2) @ torch.randn(2, in_dim) * 1e-3
-            params[name].add_(changes[name])
-        for p in continued.heads.parameters():
-            p.add_(0.01)
+    continued, params, changes = _continued(tmp_path / "base", matrices, rank=2)
     save_update(continued, tmp_path / "next", tmp_path / "base", rank=2)
     base_bytes = (tmp_path / "base" / WEIGHTS_FILE).read_bytes()
     assert (tmp_path / "next" / WEIGHTS_FILE).read_bytes() == base_bytes
@@ -150,6 +160,33 @@ def test_update_stores_base_file_unchanged_and_a_low_rank_change(tiny_bert_dir, 
         assert torch.equal(got["heads." + name], p.half().float())
     inputs = continued.example_inputs(2)
     assert torch.allclose(loaded(*inputs)[0], continued(*inputs)[0], atol=1e-3)
+
+
+def test_an_update_of_an_updated_checkpoint_keeps_its_updates_and_adds_its_own(
+    tiny_bert_dir, tmp_path
+) -> None:
+    model, matrices = _tuned_model(tiny_bert_dir)
+    save_pretrained(model, tmp_path / "base", weights="heads", dtype="int7-delta")
+    first, _, _ = _continued(tmp_path / "base", matrices, rank=2)
+    save_update(first, tmp_path / "next", tmp_path / "base", rank=2)
+    second, params, changes = _continued(tmp_path / "next", matrices, rank=1, heads=False)
+    save_update(second, tmp_path / "third", tmp_path / "next", rank=1)
+    for file in (WEIGHTS_FILE, UPDATE_FILE):  # the chain so far, byte for byte
+        assert (tmp_path / "third" / file).read_bytes() == (tmp_path / "next" / file).read_bytes()
+    meta = json.loads((tmp_path / "third" / "config.json").read_text())["checkpoint"]
+    assert [(u["file"], u["rank"]) for u in meta["updates"]] == [
+        (UPDATE_FILE, 2),
+        ("update-2.safetensors", 1),
+    ]
+    added = load_file(str(tmp_path / "third" / "update-2.safetensors"))
+    assert not [key for key in added if key.startswith("heads.")]  # unchanged: not stored again
+    got = dict(from_pretrained(tmp_path / "third").named_parameters())
+    for name in matrices:
+        assert torch.allclose(got[name], params[name], atol=1e-5)
+        assert not torch.allclose(got[name], params[name] - changes[name], atol=1e-5)
+    save_file({"other": torch.zeros(1)}, str(tmp_path / "third" / UPDATE_FILE))
+    with pytest.raises(ValueError, match=r"update-2\.safetensors was made for another update\."):
+        from_pretrained(tmp_path / "third")
 
 
 def test_update_refuses_another_base_file(tiny_bert_dir, tmp_path) -> None:

@@ -429,7 +429,7 @@ def test_update_rank_stores_a_continued_model_as_an_update_of_its_init(
     )
     assert (out / "model.safetensors").read_bytes() == (base / "model.safetensors").read_bytes()
     saved = json.loads((out / "config.json").read_text())
-    assert saved["checkpoint"]["update"]["rank"] == 2
+    assert [u["rank"] for u in saved["checkpoint"]["updates"]] == [2]
     assert saved["checkpoint"]["dtype"] == "int7-delta"
     parity = saved["checkpoint"]["training"]["storage_parity"]
     assert parity["n"] == len(val_ads)
