@@ -3,9 +3,10 @@
 Each normaliser reads the same texts (the default's sets: raw Davidson hold-out tweets,
 HateXplain test posts, the generated benign ad copy, HateCheck's cases; the manifests given).
 Printed per set and normaliser: microseconds of CPU per text (``time.thread_time``, best of
-``--repeat`` passes, after a warm-up pass that loads what the normaliser needs) and the share of
-texts whose ``social-v4`` form differs from their ``social-v3`` form; then what loading the
-speller of ``social-v4`` costs once per process (seconds, resident memory).
+``--repeat`` passes, after a warm-up pass that loads what the normaliser needs), and for each
+normaliser after the first what it adds per text and the share of texts whose form differs
+from the one before's; then what loading the speller of ``social-v4`` costs once per process
+(seconds, resident memory).
 
     python -m benchmarks.textnorm runs/text/davidson_test.jsonl runs/text/hatexplain_test.jsonl \\
         runs/textsets/benign_ads.jsonl runs/textsets/hatecheck.jsonl
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import resource
 import time
 from collections.abc import Callable
@@ -25,7 +27,8 @@ from benchmarks.common import best, markdown_table, start
 from encoders.textnorm import get_normalizer
 from ensemble.training.data import read_manifest
 
-NORMALIZERS = ("social-v3", "social-v4")
+NORMALIZERS = ("social-v3", "social-v4", "social-v5")
+STEPS = tuple(itertools.pairwise(NORMALIZERS))
 
 
 def resident_mb() -> float:
@@ -58,13 +61,18 @@ def main() -> None:
             run = functools.partial(normalise_all, get_normalizer(normalizer), texts)
             seconds = best(run, args.repeat, time.thread_time)
             cost[normalizer] = 1e6 * seconds / len(texts)
-        v3, v4 = (get_normalizer(n) for n in NORMALIZERS)
-        changed = sum(v3(t) != v4(t) for t in texts) / len(texts)
+        changed = {}
+        for old, new in STEPS:
+            before_step, after_step = get_normalizer(old), get_normalizer(new)
+            changed[new] = sum(before_step(t) != after_step(t) for t in texts) / len(texts)
         payload["sets"][name] = {"texts": len(texts), "us_per_text": cost, "changed": changed}
-        rows.append([name, len(texts), *cost.values(), cost["social-v4"] - cost["social-v3"]])
-        rows[-1].append(f"{100 * changed:.1f} %")
-    header = ["set", "texts", *(f"{n} µs/text" for n in NORMALIZERS), "added µs/text"]
-    report.print(markdown_table([*header, "v4 form differs"], rows))
+        rows.append([name, len(texts), *cost.values()])
+        rows[-1] += [f"{cost[new] - cost[old]:+.1f}" for old, new in STEPS]
+        rows[-1] += [f"{100 * changed[new]:.1f} %" for _, new in STEPS]
+    header = ["set", "texts", *(f"{n} µs/text" for n in NORMALIZERS)]
+    header += [f"{new} added µs" for _, new in STEPS]
+    header += [f"{new} form differs" for _, new in STEPS]
+    report.print(markdown_table(header, rows))
     report.print(
         f"\nLoading the speller (once per process): {load['seconds']:.2f} s, "
         f"{load['resident_mb']:.0f} MB resident"

@@ -16,12 +16,18 @@ letter reads as "ate" (``h8`` -> ``hate``, ``h8ful`` -> ``hateful``, ``gr8`` -> 
 ``social-v3`` is ``social-v2`` that first reads look-alike letters as the Latin
 letters they imitate and drops accents, within Latin words (:func:`encoders.lookalikes.
 fold_lookalikes`: ``nіgger`` with a Cyrillic ``і``, ``Ηate`` with a Greek ``Η``, ``fück``);
-on ASCII text it is ``social-v2``. ``social-v4`` (the default's) is ``social-v3`` with three
+on ASCII text it is ``social-v2``. ``social-v4`` is ``social-v3`` with three
 more readings: a digit ending a word of three or more letters reads as the letter it imitates
 (``crippl3`` -> ``cripple``, ``hell0`` -> ``hello``), a run of spread letters keeps a leading
 ``a`` or ``i`` apart where the joined run is no word (``a q u e e r`` -> ``a queer``, not
 ``aqueer``), and words bent by one slip or run together are read back
-(:mod:`encoders.spelling`: ``haet`` -> ``hate``, ``todie`` -> ``to die``). Every normaliser is
+(:mod:`encoders.spelling`: ``haet`` -> ``hate``, ``todie`` -> ``to die``). ``social-v5`` (the
+default's) is ``social-v4`` that first reads masked profanity: a word with asterisks for
+letters (``f*cking``, ``sh*t``, ``a**hole``, ``F***``) reads as the profanity or slur of
+:data:`MASKED_WORDS` it matches, each asterisk one letter (a run of them any number of
+letters if no word matches letter for letter); a masked word that matches none keeps
+``social-v4``'s reading (the asterisks dropped). Advertisers mask the words they know are
+offensive, and the bare remains (``fcking``, ``sht``) read as nothing. Every normaliser is
 idempotent: ``normalise(normalise(x)) == normalise(x)``.
 """
 
@@ -54,6 +60,16 @@ _FINAL_DIGITS = (  # a digit ending a word of three or more letters reads as a l
     (re.compile(r"(?<=[a-z]{3})0\b"), "o"),
     (re.compile(r"(?<=[a-z]{3})1\b"), "i"),
 )
+# Words that are masked in writing because they offend, in the order a masked word is tried.
+MASKED_WORDS = (
+    "fuck", "fucking", "fucked", "fucker", "fuckers", "fuckin", "motherfucker", "shit", "shitty",
+    "bullshit", "bitch", "bitches", "ass", "asses", "asshole", "assholes", "damn", "hell", "dick",
+    "dickhead", "dickheads", "cunt", "cunts", "piss", "pissed", "bastard", "bastards", "crap",
+    "whore", "whores", "slut", "sluts", "cock", "pussy", "twat", "wanker", "nigger", "niggers",
+    "nigga", "niggas", "faggot", "faggots", "fag", "fags", "retard", "retards", "spic", "spics",
+    "kike", "kikes", "chink", "chinks", "tranny", "trannies", "dyke", "dykes",
+)  # fmt: skip
+_MASKED = re.compile(r"(?<![\w*])[a-z]*\*+[a-z*]*(?![\w*])", re.IGNORECASE)
 _APOSTROPHE = re.compile(r"(?<=[a-z])['\u2019](?=[a-z])")
 _OTHER = re.compile(r"[^a-z0-9]+")
 
@@ -111,6 +127,24 @@ def social_v4_cleaned(text: str) -> str:
     return _EIGHT.sub("ate", text)
 
 
+def social_v5(text: str) -> str:
+    """``social-v4`` with masked profanity read first (see the module docstring)."""
+    return social_v4(_MASKED.sub(_unmasked, text))
+
+
+def _unmasked(match: re.Match[str]) -> str:
+    masked = match.group(0).lower()
+    if not masked.strip("*"):
+        return masked
+    letter_for_letter = re.compile(masked.replace("*", "[a-z]"))
+    any_length = re.compile(re.sub(r"\*+", "[a-z]+", masked))
+    for pattern in (letter_for_letter, any_length):
+        for word in MASKED_WORDS:
+            if pattern.fullmatch(word):
+                return word
+    return masked
+
+
 def _joined_apart_from_article(match: re.Match[str]) -> str:
     joined = match.group(0).replace(" ", "")
     if match.start() > 0 and joined[0] in "ai" and joined not in web_words()[0]:
@@ -129,6 +163,7 @@ NORMALIZERS: dict[str, Callable[[str], str]] = {
     "social-v2": social_v2,
     "social-v3": social_v3,
     "social-v4": social_v4,
+    "social-v5": social_v5,
 }
 
 

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from encoders.text import HFTextEncoder, TextPreparer, TextSettings
-from encoders.textnorm import get_normalizer, social_v1, social_v2, social_v3, social_v4
+from encoders.textnorm import (
+    get_normalizer,
+    social_v1,
+    social_v2,
+    social_v3,
+    social_v4,
+    social_v5,
+)
 from ensemble.samples import SAMPLE_TEXTS
 from ensemble.training.textsets import behaviour, benign_ads, idiom_ads
 
@@ -27,7 +34,7 @@ def test_social_v1_gives_hatexplains_form() -> None:
 
 
 @pytest.mark.parametrize("text", RAW)
-@pytest.mark.parametrize("normalise", [social_v1, social_v2, social_v3, social_v4])
+@pytest.mark.parametrize("normalise", [social_v1, social_v2, social_v3, social_v4, social_v5])
 def test_normalisers_are_idempotent(normalise, text: str) -> None:
     assert normalise(normalise(text)) == normalise(text)
 
@@ -101,6 +108,29 @@ def test_social_v4_is_social_v3_on_ordinary_copy() -> None:
         assert before.split() != after.split()
         assert "".join(before.split()) == "".join(after.split()), (before, after)  # spaces only
     assert len(changed) < 0.15 * len(texts)
+
+
+@pytest.mark.parametrize(
+    ("masked", "read"),
+    [
+        ("This deal is f*cking insane!", "this deal is fucking insane"),
+        ("Tastes like SH*T", "tastes like shit"),
+        ("what a f***ing joke", "what a fucking joke"),  # a run: any number of letters
+        ("you a**hole", "you asshole"),
+        ("F***", "fuck"),
+        ("n*ggers out", "niggers out"),
+    ],
+)
+def test_social_v5_reads_masked_profanity(masked: str, read: str) -> None:
+    assert social_v4(masked) != read  # the bare remains: "fcking", "sht"
+    assert social_v5(masked) == read
+
+
+def test_social_v5_is_social_v4_where_no_masked_word_matches() -> None:
+    for text in ("**SALE** at our 5* hotel", "Ad*Vantage rewards card", "2*3 = 6", "Rated 4.5*"):
+        assert social_v5(text) == social_v4(text)
+    texts = list(SAMPLE_TEXTS) + [ad["text"] for ad in benign_ads() + idiom_ads()]
+    assert [social_v5(t) for t in texts] == [social_v4(t) for t in texts]
 
 
 def test_unknown_normaliser_is_refused() -> None:
