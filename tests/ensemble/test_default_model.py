@@ -38,7 +38,8 @@ def test_shipped_default_is_small_calibrated_and_recorded() -> None:
     config = json.loads((DEFAULT_DIR / "config.json").read_text())
     assert config["checkpoint"]["weights"] == "heads"
     text = config["encoders"]["text"]
-    assert text["normalizer"] == "social-v4"  # social-v3, the training form, + spelling repair
+    # social-v3, the training form, + spelling repair (v4) + masked profanity read (v5)
+    assert text["normalizer"] == "social-v5"
     tuned = text["tuned_layers"]
     # heads + MiniLM's fine-tuned top layers (~7 MB each), never its embeddings or lower layers
     assert (DEFAULT_DIR / "model.safetensors").stat().st_size < 8_000_000 * tuned
@@ -249,6 +250,34 @@ def test_social_v4_scores_a_bent_spelling_as_the_correct_one_and_copy_as_before(
         _raw_scores(default_model, texts, n) >= thresholds for n in ("social-v4", "social-v3")
     )
     assert torch.equal(v4, v3)
+
+
+MASKED = (  # written for this test: (masked, plain) profanity in ad copy
+    ("Our prices are so low it's f*cking ridiculous.", "Our prices are so low it's fucking ridiculous."),
+    ("Sh*t, that's cheap: 2 for 1 burgers", "Shit, that's cheap: 2 for 1 burgers"),
+    ("Stop being a lazy a**hole and book your gym induction.", "Stop being a lazy asshole and book your gym induction."),
+)  # fmt: skip
+STARRED = ("**NEW** 5* rated spa weekend for two", "Ad*Vantage points on every order")
+
+
+@pytest.mark.slow
+def test_social_v5_scores_masked_profanity_as_the_word_and_leaves_starred_copy(
+    default_model: AdPolicyEnsemble,
+) -> None:
+    """``social-v5`` replaced ``social-v4`` in the shipped config without retraining: masked
+    profanity scores as the word it hides, flagged offensive and not hate (under ``social-v4``
+    its bare remains, ``fcking``, ``sht``, were flagged for nothing); starred copy that hides
+    no word scores as before."""
+    assert default_model.config is not None
+    masked, plain = ([pair[i] for pair in MASKED] for i in (0, 1))
+    v5 = _raw_scores(default_model, masked, "social-v5")
+    assert torch.equal(v5, _raw_scores(default_model, plain, "social-v5"))
+    thresholds = torch.tensor([p.threshold for p in default_model.config.policies])
+    columns = [default_model.config.policy_names.index(n) for n in TEXT_POLICIES]
+    assert (v5 >= thresholds)[:, columns].tolist() == [[True, False]] * len(MASKED)
+    assert not (_raw_scores(default_model, masked, "social-v4") >= thresholds)[:, columns].any()
+    starred = [_raw_scores(default_model, list(STARRED), n) for n in ("social-v5", "social-v4")]
+    assert torch.equal(*starred)
 
 
 LOOKALIKE = (  # (Latin spelling, the same with look-alike letters)
