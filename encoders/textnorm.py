@@ -25,8 +25,9 @@ more readings: a digit ending a word of three or more letters reads as the lette
 default's) is ``social-v4`` that first reads masked profanity: a word with asterisks for
 letters (``f*cking``, ``sh*t``, ``a**hole``, ``F***``) reads as the profanity or slur of
 :data:`MASKED_WORDS` it matches, each asterisk one letter (a run of them any number of
-letters if no word matches letter for letter); a masked word that matches none keeps
-``social-v4``'s reading (the asterisks dropped). Advertisers mask the words they know are
+letters if no word matches letter for letter), and so does an ``@`` that starts such a word
+(``@ss``, which ``social-v4`` read as a mention); a masked word that matches none keeps
+``social-v4``'s reading (the asterisks dropped, an ``@word`` a mention). Advertisers mask the words they know are
 offensive, and the bare remains (``fcking``, ``sht``) read as nothing. Every normaliser is
 idempotent: ``normalise(normalise(x)) == normalise(x)``.
 """
@@ -70,6 +71,7 @@ MASKED_WORDS = (
     "kike", "kikes", "chink", "chinks", "tranny", "trannies", "dyke", "dykes",
 )  # fmt: skip
 _MASKED = re.compile(r"(?<![\w*])[a-z]*\*+[a-z*]*(?![\w*])", re.IGNORECASE)
+_AT_WORD = re.compile(r"(?<![\w@])@([a-z]+)(?![\w@]|\.\w)", re.IGNORECASE)  # a mention, or "@ss"
 _APOSTROPHE = re.compile(r"(?<=[a-z])['\u2019](?=[a-z])")
 _OTHER = re.compile(r"[^a-z0-9]+")
 
@@ -129,7 +131,13 @@ def social_v4_cleaned(text: str) -> str:
 
 def social_v5(text: str) -> str:
     """``social-v4`` with masked profanity read first (see the module docstring)."""
-    return social_v4(_MASKED.sub(_unmasked, text))
+    return social_v4(_AT_WORD.sub(_at_read, _MASKED.sub(_unmasked, text)))
+
+
+def _at_read(match: re.Match[str]) -> str:
+    """``@ss`` is "ass", not a mention: an ``@`` before letters that then spell a masked word."""
+    word = f"a{match.group(1).lower()}"
+    return word if word in MASKED_WORDS else match.group(0)
 
 
 def _unmasked(match: re.Match[str]) -> str:

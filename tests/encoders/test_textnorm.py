@@ -119,6 +119,7 @@ def test_social_v4_is_social_v3_on_ordinary_copy() -> None:
         ("you a**hole", "you asshole"),
         ("F***", "fuck"),
         ("n*ggers out", "niggers out"),
+        ("Kiss my @ss, competitors", "kiss my ass competitors"),  # social-v4: "kiss my user"
     ],
 )
 def test_social_v5_reads_masked_profanity(masked: str, read: str) -> None:
@@ -127,7 +128,9 @@ def test_social_v5_reads_masked_profanity(masked: str, read: str) -> None:
 
 
 def test_social_v5_is_social_v4_where_no_masked_word_matches() -> None:
-    for text in ("**SALE** at our 5* hotel", "Ad*Vantage rewards card", "2*3 = 6", "Rated 4.5*"):
+    starred = ("**SALE** at our 5* hotel", "Ad*Vantage rewards card", "2*3 = 6", "Rated 4.5*")
+    mentions = ("@alice loves it", "thanks @asshole_ceo", "write to @ss@example.com")
+    for text in starred + mentions:
         assert social_v5(text) == social_v4(text)
     texts = list(SAMPLE_TEXTS) + [ad["text"] for ad in benign_ads() + idiom_ads()]
     assert [social_v5(t) for t in texts] == [social_v4(t) for t in texts]
