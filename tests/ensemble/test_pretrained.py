@@ -127,7 +127,7 @@ def _tuned_model(tiny_bert_dir) -> tuple[Any, dict[str, torch.Tensor]]:
 
 def _continued(
     checkpoint: Path, matrices: Iterable[str], rank: int, heads: bool = True
-) -> tuple[Any, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+) -> tuple[Any, dict[str, torch.nn.Parameter], dict[str, torch.Tensor]]:
     """``checkpoint`` trained on: a rank-``rank`` change per matrix, new heads if ``heads``."""
     continued = from_pretrained(checkpoint)
     params = dict(continued.named_parameters())
