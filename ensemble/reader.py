@@ -12,8 +12,9 @@ Formats, chosen by the suffix once ``.gz`` / ``.zst`` is taken off:
 * Parquet (the same columns), read in row groups.
 
 Each ad comes out as a :class:`~ensemble.rows.Record`; one that cannot be read (not UTF-8, not
-JSON, not an object, nested too deep, too long, a lone surrogate) carries an error naming its
-line and the problem, and the reading goes on. A file cut short (a truncated ``.gz``) ends with
+JSON, a key given twice, not an object, nested too deep, too long, a lone surrogate) carries an
+error naming its line and the problem, and the reading goes on. A UTF-8 byte-order mark that
+starts a file is skipped. A file cut short (a truncated ``.gz``) ends with
 one such record. Only a file that cannot be opened at all raises.
 """
 
@@ -34,6 +35,26 @@ COMPRESSIONS = (".gz", ".zst")
 JSON_SUFFIXES = ("", ".jsonl", ".ndjson", ".json", ".txt")
 SUFFIXES = (*JSON_SUFFIXES, ".csv", ".parquet")
 JSON_CELLS = ("labels", "meta")
+_BOM = b"\xef\xbb\xbf"
+
+
+class _RefusedJSONError(ValueError):
+    """JSON that Python's decoder accepts and JSON (RFC 8259) does not mean as an ad."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in value:
+            raise _RefusedJSONError(
+                f"the key {key!r} is given twice: which one to score is ambiguous"
+            )
+        value[key] = item
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise _RefusedJSONError(f"not valid JSON: {name} is not a JSON number")
 
 
 def read_ads(path: str | Path, *, limits: MediaLimits | None = None) -> Iterator[Record]:
@@ -51,6 +72,8 @@ def read_ads(path: str | Path, *, limits: MediaLimits | None = None) -> Iterator
         yield from read_part(path, kind, limits=limits)
         return
     with _open(path) as stream:
+        if stream.peek(len(_BOM))[: len(_BOM)] == _BOM:  # Windows tools start UTF-8 with one
+            stream.read(len(_BOM))
         try:
             if kind == ".csv":
                 yield from _csv(stream, limits)
@@ -174,8 +197,9 @@ def parse_json(
     data: bytes | str, where: str, limits: MediaLimits, *, field: str = "ad"
 ) -> tuple[Any, AdError | None]:
     """Decode one JSON record: ``(value, None)``, or ``(None, error)`` naming ``where`` and the
-    problem (too long, not UTF-8, not JSON, too big a number, nested too deep, a lone
-    surrogate). Shared by the files and the server's request bodies."""
+    problem (too long, not UTF-8, not JSON, a key given twice in one object, ``NaN`` or
+    ``Infinity``, too big a number, nested too deep, a lone surrogate). Shared by the files
+    and the server's request bodies."""
     if len(data) > limits.max_record_bytes:
         return None, _too_long(where, limits, field)
     try:
@@ -183,7 +207,9 @@ def parse_json(
     except UnicodeDecodeError as err:
         return None, AdError.of(field, f"{where}: not UTF-8 (byte {err.start}: {err.reason})")
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except _RefusedJSONError as err:
+        return None, AdError.of(field, f"{where}: {err}")
     except json.JSONDecodeError as err:
         return None, AdError.of(
             field, f"{where}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"

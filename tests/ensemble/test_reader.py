@@ -70,13 +70,15 @@ def test_every_bad_line_is_its_own_error_and_reading_goes_on(tmp_path) -> None:
         b'{"meta": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
         b'{"n": ' + b"9" * 5000 + b"}",
         b'{"text": "\\ud800"}',
+        b'{"id": "twice", "text": "fine", "text": "vermin"}',  # Python keeps the last one
+        b'{"text": "fine", "meta": NaN}',  # Python reads NaN; JSON has no such number
         b"x" * 300,
         b"   ",
         b'{"id": "last", "text": "fine"}\r',
     ]
     path.write_bytes(b"\n".join(lines))
     rows = _read(path, max_record_bytes=250)
-    assert [i for i, _, _ in rows] == ["ok", *(f"line-{n}" for n in range(2, 10)), "last"]
+    assert [i for i, _, _ in rows] == ["ok", *(f"line-{n}" for n in range(2, 12)), "last"]
     problems = [e for _, _, e in rows]
     assert problems[0] is None
     assert problems[-1] is None
@@ -88,9 +90,31 @@ def test_every_bad_line_is_its_own_error_and_reading_goes_on(tmp_path) -> None:
         (6, "longer than 250 bytes"),
         (7, "longer than 250 bytes"),
         (8, "holds a lone surrogate"),
-        (9, "longer than 250 bytes"),
+        (9, "the key 'text' is given twice"),
+        (10, "not valid JSON: NaN is not a JSON number"),
+        (11, "longer than 250 bytes"),
     ]:
         assert f"line {number}: {fragment}" in str(problems[number - 1])
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("ads.jsonl", _jsonl(ADS)),
+        ("ads.json", json.dumps(ADS).encode()),
+        ("ads.csv", b"id,text\na,one\n"),
+        ("ads.jsonl.gz", gzip.compress(_jsonl(ADS))),
+    ],
+)
+def test_a_byte_order_mark_that_starts_a_file_is_skipped(tmp_path, name, data) -> None:
+    path = tmp_path / name
+    bom = b"\xef\xbb\xbf"
+    path.write_bytes(
+        gzip.compress(bom + gzip.decompress(data)) if name.endswith(".gz") else bom + data
+    )
+    rows = _read(path)
+    assert rows[0][:2] == ("a", {"id": "a", "text": "one"})
+    assert all(error is None for _, _, error in rows)
 
 
 def test_a_cut_compressed_file_ends_with_one_error(tmp_path) -> None:
