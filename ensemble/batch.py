@@ -199,11 +199,9 @@ class AdPreparer:
         warnings: list[str] = []
         if "id" in ad and (problem := id_problem(ad["id"])) is not None:
             errors.append(InputError("id", problem))
-        unknown = set(ad) - set(AD_FIELDS) - set(PASSTHROUGH_FIELDS)
-        if unknown:
-            errors.append(
-                InputError(sorted(unknown)[0], f"unknown field; accepted: {', '.join(AD_FIELDS)}")
-            )
+        accepted = ", ".join((*AD_FIELDS, *PASSTHROUGH_FIELDS))
+        for name in sorted(set(ad) - set(AD_FIELDS) - set(PASSTHROUGH_FIELDS)):
+            errors.append(InputError(name, f"unknown field; accepted: {accepted}"))
         tensors: dict[str, Tensor] = {}
         windows: list[dict[str, Tensor]] = []
         stats: dict[str, float] = {}
@@ -297,6 +295,7 @@ class AdPreparer:
             raise InputError(
                 "text",
                 f"{len(value)} characters exceeds the limit of {self.limits.max_text_chars}",
+                413,
             )
         per_key = [
             (key, preparer.prepare_windows(value))

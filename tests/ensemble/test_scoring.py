@@ -106,6 +106,11 @@ def test_every_problem_of_an_ad_is_listed(small_config) -> None:
     with pytest.raises(AdError) as info:
         AdPreparer(small_config).prepare({"id": [1], "text": 5, "image": 7})
     assert [e["field"] for e in info.value.to_json()] == ["id", "text", "image"]
+    with pytest.raises(AdError) as info:
+        AdPreparer(small_config).prepare({"txt": "hi", "colour": "red", "meta": {}})
+    errors = info.value.to_json()
+    assert [e["field"] for e in errors] == ["colour", "txt"]
+    assert "accepted: id, text, image, audio, video, labels, meta" in errors[0]["error"]
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])

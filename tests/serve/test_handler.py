@@ -181,7 +181,7 @@ def test_rows_and_the_model_info_say_how_each_policy_decides(
         ({"body": [{"text": "a"}]}, 400, "body", "expected one ad as a JSON object, got an array"),
         ({"body": {"text": "hi", "colour": "red"}}, 400, "colour", "unknown field"),
         ({"body": {"image": "/etc/passwd"}}, 400, "image", "file paths are not accepted"),
-        ({"body": {"text": "a" * 20_001}}, 400, "text", "exceeds the limit of 20000"),
+        ({"body": {"text": "a" * 20_001}}, 413, "text", "exceeds the limit of 20000"),
         ({"body": {"id": "x"}}, 400, "ad", "no text, image, audio or video field"),
         ({"body": {"id": True, "text": "a"}}, 400, "id", "expected a string or integer"),
         ({"text": b"\xff\xfe"}, 400, "text", "not valid UTF-8"),
