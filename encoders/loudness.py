@@ -543,15 +543,21 @@ class LoudnessPreparer:
         }
 
     def warnings(self, media: AudioClip) -> tuple[str, ...]:
-        """A clip shorter than one 400 ms gating block is measured as one block over its own
-        samples: say so."""
+        """Say so when a clip is shorter than one 400 ms gating block (it is measured as one
+        block over its own samples) or silent (no block can pass the absolute gate)."""
+        notes = []
         samples = round(media.samples.shape[1] * RATE / media.sample_rate)
-        if samples >= BLOCK:
-            return ()
-        return (
-            f"audio: loudness measured over the clip's {1000 * samples / RATE:.3g} ms, fewer "
-            "than the 400 ms of a BS.1770 gating block (one block over its own samples)",
-        )
+        if samples < BLOCK:
+            notes.append(
+                f"audio: loudness measured over the clip's {1000 * samples / RATE:.3g} ms, fewer "
+                "than the 400 ms of a BS.1770 gating block (one block over its own samples)"
+            )
+        if media.samples.size and np.abs(media.samples).max() < 10 ** (ABSOLUTE_GATE / 20):
+            notes.append(
+                f"audio: silent (peak below {ABSOLUTE_GATE:.0f} dBFS): no block passes BS.1770's "
+                "absolute gate, so it reads -70 LUFS, too quiet for the loudness window"
+            )
+        return tuple(notes)
 
     def placeholder(self) -> dict[str, Tensor]:
         weights = torch.zeros(self.widths[0])

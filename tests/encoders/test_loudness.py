@@ -245,7 +245,7 @@ def test_silence_gaps_are_gated_out(analyzer) -> None:
     assert float(out[1]) == pytest.approx(reference(clips[1]), abs=0.15)
 
 
-def test_silence_reads_minus_70(analyzer) -> None:
+def test_silence_reads_minus_70_with_a_warning(analyzer) -> None:
     clips = [
         AudioClip(np.zeros((2, 3 * RATE), np.float32), RATE),
         AudioClip(np.zeros((1, RATE // 4), np.float32), RATE),  # 250 ms: one block of silence
@@ -254,6 +254,13 @@ def test_silence_reads_minus_70(analyzer) -> None:
     out = measure(analyzer, clips)
     assert out[:, 0].tolist() == [-70.0, -70.0, -70.0]
     assert out[:, 1].tolist() == [-70.0, -70.0, -70.0]
+    preparer = LoudnessPreparer(SETTINGS)
+    for clip in clips:
+        assert any(
+            w.startswith("audio: silent (peak below -70 dBFS)") for w in preparer.warnings(clip)
+        )
+    quiet = AudioClip((1e-3 * np.sin(np.arange(2 * RATE) / 10.0))[None].astype(np.float32), RATE)
+    assert preparer.warnings(quiet) == ()  # -60 dBFS: measured, not silent
 
 
 def own_block(wave: np.ndarray, weights: tuple[float, ...]) -> float:
