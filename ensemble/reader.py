@@ -161,6 +161,8 @@ def _too_long(where: str, limits: MediaLimits, field: str = "ad") -> AdError:
 def _jsonl(stream: IO[bytes], limits: MediaLimits, first: int = 1) -> Iterator[Record]:
     for number, line in enumerate(_lines(stream, limits.max_record_bytes), first):
         fallback = f"line-{number}"
+        if number == 1 and line is not None:  # a distributed run's first part holds the BOM
+            line = line.removeprefix(_BOM)
         if line is None:
             yield Record(None, fallback, _too_long(f"line {number}", limits))
         elif line.strip():

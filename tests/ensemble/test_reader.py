@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import zstandard
 
 from encoders.media import MediaLimits
-from ensemble.reader import read_ads
+from ensemble.reader import read_ads, read_part
 
 ADS = [{"id": "a", "text": "one"}, {"text": "two\u2028still two"}]
 
@@ -115,6 +116,12 @@ def test_a_byte_order_mark_that_starts_a_file_is_skipped(tmp_path, name, data) -
     rows = _read(path)
     assert rows[0][:2] == ("a", {"id": "a", "text": "one"})
     assert all(error is None for _, _, error in rows)
+
+
+def test_the_first_part_of_a_distributed_run_skips_the_byte_order_mark() -> None:
+    part = io.BufferedReader(io.BytesIO(b"\xef\xbb\xbf" + _jsonl(ADS)))
+    records = list(read_part(part, ".jsonl", first=1))
+    assert [(r.id, r.error) for r in records] == [("a", None), ("line-2", None)]
 
 
 def test_a_cut_compressed_file_ends_with_one_error(tmp_path) -> None:
