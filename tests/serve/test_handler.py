@@ -178,6 +178,8 @@ def test_rows_and_the_model_info_say_how_each_policy_decides(
     ("request_", "status", "field", "fragment"),
     [
         ({"body": b"{not json"}, 400, "body", "not valid JSON: Expecting property name"),
+        ({"body": b'{"text": "hi", "text": "vermin"}'}, 400, "body", "'text' is given twice"),
+        ({"body": b'{"text": "hi", "meta": NaN}'}, 400, "body", "NaN is not a JSON number"),
         ({"body": [{"text": "a"}]}, 400, "body", "expected one ad as a JSON object, got an array"),
         ({"body": {"text": "hi", "colour": "red"}}, 400, "colour", "unknown field"),
         ({"body": {"image": "/etc/passwd"}}, 400, "image", "file paths are not accepted"),
