@@ -23,12 +23,15 @@ more readings: a digit ending a word of three or more letters reads as the lette
 ``aqueer``), and words bent by one slip or run together are read back
 (:mod:`encoders.spelling`: ``haet`` -> ``hate``, ``todie`` -> ``to die``). ``social-v5`` (the
 default's) is ``social-v4`` that first reads masked profanity: a word with asterisks for
-letters (``f*cking``, ``sh*t``, ``a**hole``, ``F***``) reads as the profanity or slur of
+letters (``f*cking``, ``sh*t``, ``a**hole``, ``sh**``) reads as the profanity or slur of
 :data:`MASKED_WORDS` it matches, each asterisk one letter (a run of them any number of
-letters if no word matches letter for letter), and so does an ``@`` that starts such a word
-(``@ss``, which ``social-v4`` read as a mention); a masked word that matches none keeps
-``social-v4``'s reading (the asterisks dropped, an ``@word`` a mention). Advertisers mask the words they know are
-offensive, and the bare remains (``fcking``, ``sht``) read as nothing. Every normaliser is
+letters if no word matches letter for letter). Asterisks that start or end a word are
+footnotes or markup (``*T&Cs``, ``Mother*``, ``Grade A*``, ``**NEW**``) and hide nothing, but
+for two or more after two letters or more (``sh**``); a masked word of fewer than four
+characters (``A*s``) is not read. An ``@`` that starts such a word is its ``a`` (``@ss``,
+which ``social-v4`` read as a mention). A masked word that matches none keeps ``social-v4``'s
+reading (the asterisks dropped, an ``@word`` a mention). Advertisers mask the words they know
+are offensive, and the bare remains (``fcking``, ``sht``) read as nothing. Every normaliser is
 idempotent: ``normalise(normalise(x)) == normalise(x)``.
 """
 
@@ -70,6 +73,7 @@ MASKED_WORDS = (
     "nigga", "niggas", "faggot", "faggots", "fag", "fags", "retard", "retards", "spic", "spics",
     "kike", "kikes", "chink", "chinks", "tranny", "trannies", "dyke", "dykes",
 )  # fmt: skip
+MIN_MASKED = 4  # characters of a masked word, asterisks included, for it to be read
 _MASKED = re.compile(r"(?<![\w*])[a-z]*\*+[a-z*]*(?![\w*])", re.IGNORECASE)
 _AT_WORD = re.compile(r"(?<![\w@])@([a-z]+)(?![\w@]|\.\w)", re.IGNORECASE)  # a mention, or "@ss"
 _APOSTROPHE = re.compile(r"(?<=[a-z])['\u2019](?=[a-z])")
@@ -141,14 +145,24 @@ def _at_read(match: re.Match[str]) -> str:
 
 
 def _unmasked(match: re.Match[str]) -> str:
+    """A masked word read (module docstring). Asterisks inside a word hide letters; one that
+    starts or ends it is a footnote or markup (``*T&Cs``, ``Mother*``, ``A*``, ``**NEW**``),
+    except two or more after at least two letters (``sh**``), read letter for letter."""
     masked = match.group(0).lower()
-    if not masked.strip("*"):
+    core = masked.strip("*")
+    trailing = len(masked) - len(masked.rstrip("*"))
+    if "*" in core:
+        patterns = [core.replace("*", "[a-z]"), re.sub(r"\*+", "[a-z]+", core)]
+    elif trailing >= 2 and len(core) >= 2 and not masked.startswith("*"):
+        patterns = [core + "[a-z]" * trailing]
+        core += "*" * trailing
+    else:
         return masked
-    letter_for_letter = re.compile(masked.replace("*", "[a-z]"))
-    any_length = re.compile(re.sub(r"\*+", "[a-z]+", masked))
-    for pattern in (letter_for_letter, any_length):
+    if len(core) < MIN_MASKED or sum(c.isalpha() for c in core) < 2:
+        return masked  # too little left to tell the word (A*s, f*g)
+    for pattern in patterns:
         for word in MASKED_WORDS:
-            if pattern.fullmatch(word):
+            if re.fullmatch(pattern, word):
                 return word
     return masked
 
