@@ -24,6 +24,7 @@ import csv
 import gzip
 import io
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -57,6 +58,15 @@ def _no_constant(name: str) -> Any:
     raise _RefusedJSONError(f"not valid JSON: {name} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: Python reads it as inf
+        raise _RefusedJSONError(
+            f"not usable JSON: the number {text[:40]} is beyond a float's range"
+        )
+    return value
+
+
 def read_ads(path: str | Path, *, limits: MediaLimits | None = None) -> Iterator[Record]:
     """Stream the ads of a file, one :class:`Record` per line (JSONL, CSV), element (JSON
     array) or row (Parquet), in order.
@@ -72,9 +82,9 @@ def read_ads(path: str | Path, *, limits: MediaLimits | None = None) -> Iterator
         yield from read_part(path, kind, limits=limits)
         return
     with _open(path) as stream:
-        if stream.peek(len(_BOM))[: len(_BOM)] == _BOM:  # Windows tools start UTF-8 with one
-            stream.read(len(_BOM))
         try:
+            if stream.peek(len(_BOM))[: len(_BOM)] == _BOM:  # Windows tools start UTF-8 with one
+                stream.read(len(_BOM))
             if kind == ".csv":
                 yield from _csv(stream, limits)
             elif kind == ".json" and stream.peek(1 << 16).lstrip()[:1] == b"[":
@@ -200,7 +210,8 @@ def parse_json(
 ) -> tuple[Any, AdError | None]:
     """Decode one JSON record: ``(value, None)``, or ``(None, error)`` naming ``where`` and the
     problem (too long, not UTF-8, not JSON, a key given twice in one object, ``NaN`` or
-    ``Infinity``, too big a number, nested too deep, a lone surrogate). Shared by the files
+    ``Infinity``, a number too big for an integer or a float, nested too deep, a lone
+    surrogate). Shared by the files
     and the server's request bodies."""
     if len(data) > limits.max_record_bytes:
         return None, _too_long(where, limits, field)
@@ -209,7 +220,9 @@ def parse_json(
     except UnicodeDecodeError as err:
         return None, AdError.of(field, f"{where}: not UTF-8 (byte {err.start}: {err.reason})")
     try:
-        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+        value = json.loads(
+            text, object_pairs_hook=_unique_keys, parse_constant=_no_constant, parse_float=_finite
+        )
     except _RefusedJSONError as err:
         return None, AdError.of(field, f"{where}: {err}")
     except json.JSONDecodeError as err:

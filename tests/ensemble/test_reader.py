@@ -73,13 +73,14 @@ def test_every_bad_line_is_its_own_error_and_reading_goes_on(tmp_path) -> None:
         b'{"text": "\\ud800"}',
         b'{"id": "twice", "text": "fine", "text": "vermin"}',  # Python keeps the last one
         b'{"text": "fine", "meta": NaN}',  # Python reads NaN; JSON has no such number
+        b'{"text": "fine", "meta": 1e400}',  # Python reads inf
         b"x" * 300,
         b"   ",
         b'{"id": "last", "text": "fine"}\r',
     ]
     path.write_bytes(b"\n".join(lines))
     rows = _read(path, max_record_bytes=250)
-    assert [i for i, _, _ in rows] == ["ok", *(f"line-{n}" for n in range(2, 12)), "last"]
+    assert [i for i, _, _ in rows] == ["ok", *(f"line-{n}" for n in range(2, 13)), "last"]
     problems = [e for _, _, e in rows]
     assert problems[0] is None
     assert problems[-1] is None
@@ -93,7 +94,8 @@ def test_every_bad_line_is_its_own_error_and_reading_goes_on(tmp_path) -> None:
         (8, "holds a lone surrogate"),
         (9, "the key 'text' is given twice"),
         (10, "not valid JSON: NaN is not a JSON number"),
-        (11, "longer than 250 bytes"),
+        (11, "not usable JSON: the number 1e400 is beyond a float's range"),
+        (12, "longer than 250 bytes"),
     ]:
         assert f"line {number}: {fragment}" in str(problems[number - 1])
 
@@ -124,12 +126,21 @@ def test_the_first_part_of_a_distributed_run_skips_the_byte_order_mark() -> None
     assert [(r.id, r.error) for r in records] == [("a", None), ("line-2", None)]
 
 
-def test_a_cut_compressed_file_ends_with_one_error(tmp_path) -> None:
+@pytest.mark.parametrize("copies", [1, 2000])
+def test_a_cut_compressed_file_ends_with_one_error(tmp_path, copies) -> None:
     path = tmp_path / "ads.jsonl.gz"
-    path.write_bytes(gzip.compress(_jsonl(ADS * 2000))[:-40])
+    path.write_bytes(gzip.compress(_jsonl(ADS * copies))[:-40])
     rows = _read(path)
     assert all(e is None for _, _, e in rows[:-1])
     assert "cannot be read past this point" in str(rows[-1][2])
+
+
+def test_a_file_that_is_not_what_its_suffix_says_is_one_error(tmp_path) -> None:
+    path = tmp_path / "ads.jsonl.gz"
+    path.write_bytes(_jsonl(ADS))  # not gzip: the first read fails
+    rows = _read(path)
+    assert len(rows) == 1
+    assert "cannot be read past this point" in str(rows[0][2])
 
 
 def test_unknown_format_is_refused(tmp_path) -> None:
