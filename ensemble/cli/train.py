@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ensemble.config import ModelConfig, load_config
-from ensemble.pretrained import DELTA_STEPS
+from ensemble.pretrained import CONFIG_FILE, DELTA_STEPS
 from ensemble.training.data import (
     CLASS_RULES,
     file_sha256,
@@ -264,20 +264,19 @@ def _save(
         None if dtype == "float32" else dtype if dtype in DELTA_STEPS else getattr(torch, dtype)
     )
 
-    def write() -> None:
-        if update is not None:
-            save_update(result.model, out, update[0], rank=update[1], extra=extra)
-        else:
-            save_pretrained(result.model, out, weights=weights, extra=extra, dtype=stored)
-
-    write()
+    if update is not None:
+        save_update(result.model, out, update[0], rank=update[1], extra=extra)
+    else:
+        save_pretrained(result.model, out, weights=weights, extra=extra, dtype=stored)
     stale = Path(out) / EVALUATION_FILE
     stale.unlink(missing_ok=True)  # measured on other weights
     print(_training_table(result))
     if (stored is not None or update is not None) and val_ads:
         parity = _storage_parity(result.model, from_pretrained(out), val_ads)
-        extra["training"]["storage_parity"] = parity
-        write()
+        config_file = Path(out) / CONFIG_FILE  # recorded beside the weights, not saved again:
+        payload = json.loads(config_file.read_text())  # a second update would chain on the first
+        payload["checkpoint"]["training"]["storage_parity"] = parity
+        config_file.write_text(json.dumps(payload, indent=2) + "\n")
         kind = f"rank-{update[1]} update" if update is not None else dtype
         print(
             f"{kind} storage on {parity['n']} validation ads: max |score difference| "

@@ -442,3 +442,12 @@ def test_update_rank_stores_a_continued_model_as_an_update_of_its_init(
     ]
     assert tuned
     assert all(not torch.equal(continued[k], started[k]) for k in tuned)
+    # continued in place: one more update on the chain, however often the CLI writes
+    assert (
+        main(["train", "--init", str(out), "--out", str(out), "--update-rank", "1", *common]) == 0
+    )
+    again = json.loads((out / "config.json").read_text())["checkpoint"]
+    assert [u["rank"] for u in again["updates"]] == [2, 1]
+    assert again["training"]["storage_parity"]["n"] == len(val_ads)
+    assert (out / "update-2.safetensors").is_file()
+    assert not (out / "update-3.safetensors").exists()
