@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import sys
 import warnings
 from collections.abc import Sequence
@@ -58,10 +59,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
         sys.stdout.flush()
-    except BrokenPipeError:  # stdout closed early (`| head`): what was written stays written
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a socket or a child's pipe: a real error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
-        return SIGPIPE_EXIT
+        return SIGPIPE_EXIT  # stdout closed early (`| head`): what was written stays written
     return code
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader is gone (poll reports an error on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+    except (OSError, ValueError):  # no descriptor to poll: not a closed pipe
+        return False
 
 
 if __name__ == "__main__":
