@@ -544,7 +544,8 @@ class LoudnessPreparer:
 
     def warnings(self, media: AudioClip) -> tuple[str, ...]:
         """Say so when a clip is shorter than one 400 ms gating block (it is measured as one
-        block over its own samples) or silent (no block can pass the absolute gate)."""
+        block over its own samples) or silent (a sample peak below the absolute gate: a
+        heuristic, since the gate applies to K-weighted block loudness)."""
         notes = []
         samples = round(media.samples.shape[1] * RATE / media.sample_rate)
         if samples < BLOCK:
@@ -554,8 +555,9 @@ class LoudnessPreparer:
             )
         if media.samples.size and np.abs(media.samples).max() < 10 ** (ABSOLUTE_GATE / 20):
             notes.append(
-                f"audio: silent (peak below {ABSOLUTE_GATE:.0f} dBFS): no block passes BS.1770's "
-                "absolute gate, so it reads -70 LUFS, too quiet for the loudness window"
+                f"audio: silent (peak below {ABSOLUTE_GATE:.0f} dBFS): its loudness is at or near "
+                "BS.1770's -70 LKFS floor, where the standard leaves it undefined: too quiet "
+                "for the loudness window"
             )
         return tuple(notes)
 

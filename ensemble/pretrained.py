@@ -41,8 +41,10 @@ _SCALE_SUFFIX = ".delta_scale"
 WEIGHTS_FILE = "model.safetensors"
 UPDATE_FILE = "update.safetensors"
 _UPDATE_A, _UPDATE_B = ".update_a", ".update_b"
-# 2: a chain of updates (``"updates"``); format 1 held at most one (``"update"``).
+# The newest format read. 2: a chain of updates (``"updates"``), written by save_update;
+# format 1 (save_pretrained, and the first updates) held at most one (``"update"``).
 FORMAT_VERSION = 2
+_PLAIN_FORMAT = 1  # a checkpoint without updates: readable by format-1 code as well
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ckpt"}
 
 
@@ -100,7 +102,7 @@ def save_pretrained(
     stored_dtype = dtype if isinstance(dtype, str) else str(dtype or torch.float32)
     stored_dtype = stored_dtype.removeprefix("torch.")
     payload["checkpoint"] = {
-        "format": FORMAT_VERSION, "weights": weights, "dtype": stored_dtype, **(extra or {})
+        "format": _PLAIN_FORMAT, "weights": weights, "dtype": stored_dtype, **(extra or {})
     }  # fmt: skip
     (out / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")
     return out
