@@ -263,7 +263,7 @@ def save_update(
             if name not in start or not torch.equal(kept, start[name].to(kept.dtype)):
                 update[name] = kept
     chain = _updates(meta)
-    files = [WEIGHTS_FILE, *(entry["file"] for entry in chain)]
+    files = _chain_files(chain)
     out.mkdir(parents=True, exist_ok=True)
     if out.resolve() != root.resolve():
         for file in files:
@@ -287,6 +287,12 @@ def _sha256(path: Path) -> str:
 def _updates(meta: dict[str, Any]) -> list[dict[str, Any]]:
     """A checkpoint's updates in order."""
     return list(meta.get("updates", [meta["update"]] if "update" in meta else []))
+
+
+def _chain_files(chain: list[dict[str, Any]]) -> list[str]:
+    """The weights file and the updates' files, in order: each update's base is the one
+    before it."""
+    return [WEIGHTS_FILE, *(entry["file"] for entry in chain)]
 
 
 def _apply_update(
@@ -320,8 +326,7 @@ def _load(directory: Path, *, update: bool) -> AdPolicyEnsemble:
     _add_deltas(state, model.state_dict())
     if update:
         chain = _updates(meta)
-        bases = [WEIGHTS_FILE, *(entry["file"] for entry in chain)]
-        for entry, base in zip(chain, bases, strict=False):
+        for entry, base in zip(chain, _chain_files(chain), strict=False):
             _apply_update(state, directory, entry, base)
     result = model.load_state_dict(state, strict=False)
     missing = list(result.missing_keys)

@@ -211,8 +211,7 @@ def parse_json(
     """Decode one JSON record: ``(value, None)``, or ``(None, error)`` naming ``where`` and the
     problem (too long, not UTF-8, not JSON, a key given twice in one object, ``NaN`` or
     ``Infinity``, a number too big for an integer or a float, nested too deep, a lone
-    surrogate). Shared by the files
-    and the server's request bodies."""
+    surrogate). Shared by the files and the server's request bodies."""
     if len(data) > limits.max_record_bytes:
         return None, _too_long(where, limits, field)
     try:
