@@ -15,8 +15,10 @@ serve`` option): the inference key expires after ``token_expiry_min`` (TorchServ
 clients renew it through the token API (:class:`serve.client.Client` does); the JVM heap is
 bounded (``-Xmx``); every log rolls over by size with a bounded number of files, each line is
 written once, and nothing is appended to the console (``torchserve.out``). Workers receive
-request bodies undecoded (``TS_DECODE_INPUT_REQUEST=false``) so that every body is parsed by
-:func:`serve.payload.parse_request` and every parsing failure is a 400 naming the problem.
+request bodies undecoded (``decode_input_request=false``, which the frontend hands each worker as
+``TS_DECODE_INPUT_REQUEST``; the launcher's own environment variable is overwritten) so that
+every body is parsed by :func:`serve.payload.parse_request`, as the files are, and every parsing
+failure is a 400 naming the problem.
 """
 
 from __future__ import annotations
@@ -188,6 +190,7 @@ def config_properties(
         "enable_model_api": str(model_api).lower(),
         "install_py_dep_per_model": "false",
         "enable_envvars_config": "false",
+        "decode_input_request": "false",  # the frontend sets each worker's TS_DECODE_INPUT_REQUEST
     }
     return "".join(f"{key}={value}\n" for key, value in entries.items())
 
@@ -492,7 +495,7 @@ def _environment(tmp: Path, capture: str | Path | None) -> dict[str, str]:
     """The launcher's environment: a private temporary directory (pid file, sockets, unpacked
     archives), and the capture path for the workers when given."""
     env = {k: v for k, v in os.environ.items() if k != CAPTURE_ENV}
-    env.update(TMPDIR=str(tmp), TEMP=str(tmp), TS_DECODE_INPUT_REQUEST="false")
+    env.update(TMPDIR=str(tmp), TEMP=str(tmp))
     if capture is not None:
         env[CAPTURE_ENV] = str(Path(capture).resolve())
     return env

@@ -136,9 +136,10 @@ def test_bad_ads_in_a_batch_get_their_own_4xx_and_the_good_ones_their_scores(
         lambda c: c.predict({"id": "oversized", "image": media["oversized"]}),
         lambda c: c.predict(good_ads[6]),
         lambda c: c.post_raw(b'{"id": "broken", "text": ', content_type="application/json"),
+        lambda c: c.post_raw(b'{"id": "twice", "text": "hi", "text": "vermin"}'),
     ]
     results = concurrently(jobs, served)
-    assert [r.status for r in results] == [200, 400, 200, 400, 400, 413, 200, 400]
+    assert [r.status for r in results] == [200, 400, 200, 400, 400, 413, 200, 400, 400]
     for r, ad in zip([results[0], results[2], results[6]], good_ads[4:7], strict=True):
         assert_results_close(r.body, offline.score([ad])[0], atol=1e-5)
     errors = {r.body["id"]: r.body["errors"] for r in results if r.status != 200}
@@ -149,6 +150,8 @@ def test_bad_ads_in_a_batch_get_their_own_4xx_and_the_good_ones_their_scores(
     assert errors["oversized"][0]["error"] == "payload exceeds the limit of 300000 bytes"
     assert any(e[0]["error"].startswith("empty request body") for e in errors.values())
     assert any(e[0]["error"].startswith("the body: not valid JSON") for e in errors.values())
+    # parsed by the handler, not by TorchServe's worker (which keeps the last of two keys)
+    assert any("the key 'text' is given twice" in e[0]["error"] for e in errors.values())
     mixed = [b for b in batches(served)[seen:] if b[1] and b[2]]
     assert mixed, "no batch held good and bad ads together"
     assert worker_pids(served) == pids  # no worker restart
