@@ -33,6 +33,9 @@ from encoders.base import InputError
 WARNINGS = "adpolicy.warnings"  # key of a decoded image's ``info`` listing its warnings
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 STORE_URI = re.compile(r"^(s3|gs|gcs|hdfs|viewfs|abfs|abfss|file)://", re.IGNORECASE)
+DATA_URI = re.compile(r"data:[^,]*?;base64,", re.IGNORECASE)
+MATROSKA_DURATION = re.compile(r"(\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
+SHOWN_PATH = 200  # characters of a path an error message quotes
 MAX_FPS = 1000.0  # highest frame rate accepted; also bounds the frames a duration holds
 PARTIAL = 0.95  # media decoding to less than this share of its declared length is partial
 # AAC and MP3 encoders pad a clip to whole frames (1 024-2 048 samples, and the priming): a
@@ -129,11 +132,10 @@ def read_media(
     elif isinstance(value, str):
         if not value.strip():
             raise InputError(field, "empty; send the media or leave the field out")
-        if value.startswith("data:"):
-            _, sep, payload = value.partition(";base64,")
-            if not sep:
+        if value[:5].lower() == "data:":  # a URI's scheme is case-insensitive (RFC 3986)
+            if not (uri := DATA_URI.match(value)):
                 raise InputError(field, "a data URI must be base64-encoded (';base64,')")
-            data = _b64decode(payload, field, max_bytes)
+            data = _b64decode(value[uri.end() :], field, max_bytes)
         elif uris and STORE_URI.match(value):
             data = _read_store(value, field, base_dir, max_bytes, any_path)
         elif not allow_paths:
@@ -235,7 +237,7 @@ def read_file(
             raise InputError(field, f"{size} bytes exceeds the limit of {max_bytes}", status=413)
         return full.read_bytes()
     except OSError as err:
-        raise InputError(field, f"cannot read {str(path)!r}: {err.strerror or err}") from None
+        raise InputError(field, f"cannot read {_shown(path)}: {err.strerror or err}") from None
 
 
 def _eight_bit(img: Image.Image) -> Image.Image:
@@ -277,7 +279,8 @@ def decode_image(data: bytes, limits: MediaLimits) -> Image.Image:
             upright = _eight_bit(ImageOps.exif_transpose(img))
             warnings: list[str] = []
             if (frames := getattr(img, "n_frames", 1)) > 1:
-                warnings.append(f"image: animated ({frames} frames); scored on its first")
+                held = f"{frames} pages" if img.format == "TIFF" else f"animated ({frames} frames)"
+                warnings.append(f"image: {held}; scored on its first")
             if upright.has_transparency_data:
                 rgba = upright.convert("RGBA")
                 if rgba.getchannel("A").getextrema() != (255, 255):
@@ -378,7 +381,7 @@ def decode_audio(data: bytes, limits: MediaLimits) -> AudioClip:
         return clip
     kept = math.floor(limits.max_seconds * clip.sample_rate)
     over = 1000 * (clip.duration - limits.max_seconds)
-    cut = f"audio: its last {over:.0f} ms, past the {limits.max_seconds:g} s limit, not scored"
+    cut = f"audio: its last {over:.3g} ms, past the {limits.max_seconds:g} s limit, not scored"
     return dataclasses.replace(clip, samples=clip.samples[:, :kept], warnings=(*clip.warnings, cut))
 
 
@@ -591,7 +594,7 @@ def decode_video(
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.video:
                 raise InputError("video", "cannot decode video: no video stream found")
-            stream = container.streams.video[0]
+            stream = _main_stream(container)
             stream.thread_type = "AUTO"
             info = _video_info(container, stream, limits)
             sinks = [p.start(info) for p in preparers]
@@ -628,16 +631,35 @@ def decode_video(
     )
 
 
+def _main_stream(container: Any) -> Any:
+    """The video stream analysed: of those that are not a cover picture (``attached_pic``),
+    the longest by its own declared duration, the first where none declares one."""
+    streams = [
+        s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic
+    ] or list(container.streams.video)
+    return max(streams, key=lambda s: _own_seconds(s) or 0.0)
+
+
+def _own_seconds(stream: Any) -> float | None:
+    """A stream's duration from its own header, or from Matroska's per-track ``DURATION``
+    tag (``HH:MM:SS.nnnnnnnnn``; WebM and MKV state no duration in the track header)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    tag = MATROSKA_DURATION.fullmatch(str(stream.metadata.get("DURATION", "")))
+    if tag is None:
+        return None
+    hours, minutes, seconds = tag.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
 def _video_info(container: Any, stream: Any, limits: MediaLimits) -> VideoInfo:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
     if not 0 < fps <= MAX_FPS:
         raise InputError("video", f"cannot decode video: invalid frame rate {fps}")
-    duration = None
-    if stream.duration is not None and stream.time_base is not None:
-        duration = float(stream.duration * stream.time_base)
-    elif container.duration is not None:
-        duration = container.duration / 1_000_000
+    duration = _own_seconds(stream)
+    if duration is None and container.duration is not None and len(container.streams) == 1:
+        duration = container.duration / 1_000_000  # else the longest track's, maybe the audio
     if duration is not None:
         _check_duration("video", duration, limits)
     frames = stream.frames or (round(duration * fps) if duration else 0)
@@ -680,14 +702,24 @@ class _Span:
         return self.last - self.first + 1 / fps
 
 
+def _shown(path: Any) -> str:
+    """``path`` quoted for an error message, its middle left out past :data:`SHOWN_PATH`
+    characters (a base64 payload taken for a path would fill the message)."""
+    text = str(path)
+    if len(text) <= SHOWN_PATH:
+        return repr(text)
+    half = SHOWN_PATH // 2
+    return f"{text[:half] + '...' + text[-half:]!r} ({len(text)} characters)"
+
+
 def _confine(full: Path, path: Any, field: str, base_dir: Path) -> None:
     """Refuses ``full`` (as the ads named it: ``path``) resolving outside ``base_dir``."""
     try:
         inside = full.resolve().is_relative_to(base_dir.resolve())
     except (OSError, RuntimeError, ValueError) as err:
-        raise InputError(field, f"cannot resolve {str(path)!r}: {err}") from None
+        raise InputError(field, f"cannot resolve {_shown(path)}: {err}") from None
     if not inside:
         raise InputError(
             field,
-            f"{str(path)!r} is outside the folder of the ads file (allow it with --allow-any-path)",
+            f"{_shown(path)} is outside the folder of the ads file (allow it with --allow-any-path)",
         )

@@ -7,8 +7,11 @@ import io
 import struct
 import warnings
 import zlib
+from collections.abc import Callable, Sequence
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import soundfile
@@ -207,6 +210,62 @@ def test_decode_video_refuses_corrupt_and_too_long(tmp_path) -> None:
     assert info.value.status == 413
 
 
+def _matroska(
+    path: Path, videos: Sequence[tuple[int, Callable[[int], np.ndarray]]], audio_s: float = 0.0
+) -> bytes:
+    """A Matroska file: a 10 fps 32x32 video track per (frames, frame_at) of ``videos``, then
+    a silent AAC track of ``audio_s`` (Matroska's track headers state no duration)."""
+    with av.open(str(path), "w", format="matroska") as out:
+        tracks = []
+        for frames, frame_at in videos:
+            stream = out.add_stream("mpeg4", rate=10)
+            stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+            tracks.append((stream, frames, frame_at))
+        audio = out.add_stream("aac", rate=8000, layout="mono") if audio_s else None
+        for stream, frames, frame_at in tracks:
+            for i in range(frames):
+                frame = av.VideoFrame.from_ndarray(frame_at(i), format="rgb24")
+                frame.pts, frame.time_base = i, Fraction(1, 10)
+                out.mux(stream.encode(frame))
+            out.mux(stream.encode(None))
+        if audio is not None:
+            size = audio.codec_context.frame_size or 1024
+            for start in range(0, int(audio_s * 8000), size):
+                block = av.AudioFrame.from_ndarray(np.zeros((1, size), np.float32), "fltp", "mono")
+                block.sample_rate, block.pts = 8000, start
+                out.mux(audio.encode(block))
+            out.mux(audio.encode(None))
+    return path.read_bytes()
+
+
+def test_a_matroska_video_is_as_long_as_its_own_track_not_its_longer_audio(tmp_path) -> None:
+    grey = lambda i: np.full((32, 32, 3), 8 * i, np.uint8)  # noqa: E731
+    data = _matroska(tmp_path / "v.webm", [(10, grey)], audio_s=3.0)
+    preparer = VideoPreparer(VideoSettings(num_frames=4, frame_size=32), ((0.0,) * 3, (1.0,) * 3))
+    _, info = decode_video(data, [preparer], MediaLimits(max_seconds=2))
+    assert (info.num_frames, info.seconds, info.warnings) == (10, pytest.approx(1.0), ())
+
+
+def test_the_longest_video_track_is_analysed_not_a_still_before_it(tmp_path) -> None:
+    still = lambda i: np.zeros((32, 32, 3), np.uint8)  # noqa: E731
+    strobe = lambda i: np.full((32, 32, 3), 255 * (i % 2), np.uint8)  # noqa: E731
+    data = _matroska(tmp_path / "v.mkv", [(1, still), (20, strobe)])
+    preparer = VideoPreparer(VideoSettings(num_frames=4, frame_size=32), ((0.0,) * 3, (1.0,) * 3))
+    (out,), info = decode_video(data, [preparer], LIMITS)
+    assert info.num_frames == 20
+    assert out["frames"].amax() > 0.5  # the strobe's white frames, not the black still
+
+
+def test_a_data_uri_scheme_is_case_insensitive_and_a_long_path_is_shortened(tmp_path) -> None:
+    data = _png()
+    payload = base64.b64encode(data).decode()
+    for scheme in ("DATA:", "Data:"):
+        uri = f"{scheme}image/png;BASE64,{payload}"
+        assert read_media(uri, "image", base_dir=tmp_path, allow_paths=True, limits=LIMITS) == data
+    with pytest.raises(InputError, match=r"cannot read 'x{100}\.\.\.x{100}' \(5000 characters\)"):
+        read_media("x" * 5000, "image", base_dir=tmp_path, allow_paths=True, limits=LIMITS)
+
+
 def test_a_plain_base64_string_is_media_where_paths_are_not_accepted() -> None:
     data = _png()
     value = base64.b64encode(data).decode()
@@ -285,6 +344,11 @@ def test_an_animated_image_is_scored_on_its_first_frame_with_a_warning() -> None
         assert image.info[WARNINGS] == ["image: animated (3 frames); scored on its first"], fmt
         red = np.abs(np.asarray(image, np.int64) - (255, 0, 0)).max()  # WebP is lossy
         assert red <= 2, fmt  # the first frame
+    out = io.BytesIO()
+    frames[0].save(out, "TIFF", save_all=True, append_images=frames[1:])
+    assert decode_image(out.getvalue(), LIMITS).info[WARNINGS] == [
+        "image: 3 pages; scored on its first"
+    ]
 
 
 def test_object_store_uris_are_read_offline_and_refused_on_a_server(tmp_path) -> None:
