@@ -86,7 +86,8 @@ class FlashSettings:
         extended_max_flashes: Most flashes in a second that count towards it (more is a
             flash failure of its own).
         part_floor: A pixel changing by this fraction of a transition's threshold (or by half
-            its cell's mean change, if less) takes part in its cell's change.
+            its cell's mean change, if less) may take part in its cell's change
+            (:func:`taking_part`).
         chunk: Cells analysed together in a traced or exported graph (0: all at once). The
             graph follows the cells in ``ceil(cells / chunk)`` groups, then compares them
             across the frame in as many stretches of frames, so its intermediates stay nearer
@@ -474,17 +475,22 @@ def luminance_and_red(rgb: np.ndarray, lut: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def taking_part(change: np.ndarray, cell_change: np.ndarray, floor: float) -> np.ndarray:
-    """Share of each cell's pixels that take part in the cell's change since the last frame.
+    """Share of each cell's pixels that make the cell's change since the last frame.
 
-    A pixel takes part when it changed in its cell's direction by at least ``floor`` or half
-    the cell's mean change, whichever is less: a patch changing by D over a share f of a cell
-    changes the cell's mean by f D, so its pixels take part and the still ones around it do
-    not; a change spread over the whole cell (a fade, a full-cell flash) is shared by all.
+    A pixel is a candidate when it changed in its cell's direction by at least ``floor`` or
+    half the cell's mean change, whichever is less (a slow fade's small steps still count);
+    of the candidates, those that changed by at least half their change-weighted mean
+    (``sum(d^2) / sum(d)``) make the change. A patch changing by D over a share f of a cell
+    moves the cell's mean by f D: its pixels make the change and the still ones around it do
+    not, so the share is f to the pixel; a change spread over the cell (a fade, a full-cell
+    flash) is shared by all of it. Faint changes beside a strong one (film grain, a shimmer
+    under the threshold) weigh in by their square, so they do not make the change and do not
+    dilute the change the graph reads (the cell's change over its share).
 
     Args:
         change: [height, width] per-pixel change (luminance or red saturation).
         cell_change: [rows, cols] change of the cell means (the mean of ``change`` per cell).
-        floor: The most change a pixel needs to take part.
+        floor: The most change a pixel needs to be a candidate.
 
     Returns:
         [rows, cols] float32 in [0, 1], rounded to ``PART_STEP``; 0 where the cell did not
@@ -494,10 +500,27 @@ def taking_part(change: np.ndarray, cell_change: np.ndarray, floor: float) -> np
     height, width = change.shape
     row_of = ((np.arange(height) + 0.5) * rows / height).astype(np.int64)  # cell of the centre
     col_of = ((np.arange(width) + 0.5) * cols / width).astype(np.int64)
-    need = (np.minimum(floor, 0.5 * np.abs(cell_change)) * np.sign(cell_change))[row_of][:, col_of]
-    moved = (change * np.sign(need) >= np.abs(need)) & (need != 0)
-    share = cell_means(moved.astype(np.float32), rows, cols)
+    moved = change * np.sign(cell_change)[row_of][:, col_of]  # > 0: in the cell's direction
+    need = np.minimum(floor, 0.5 * np.abs(cell_change))[row_of][:, col_of]
+    candidate = np.where((moved >= need) & (need > 0), moved, 0).astype(np.float32)
+    squares, sums = (_centred_sums(c, row_of, col_of) for c in (candidate * candidate, candidate))
+    weighted = np.divide(squares, sums, out=np.zeros_like(sums), where=sums > 0)
+    making = (candidate >= 0.5 * weighted[row_of][:, col_of]) & (candidate > 0)
+    share = cell_means(making.astype(np.float32), rows, cols)
     return (np.round(share / PART_STEP) * PART_STEP).astype(np.float32)
+
+
+def _centred_sums(plane: np.ndarray, row_of: np.ndarray, col_of: np.ndarray) -> np.ndarray:
+    """Sums of ``plane`` per cell, each pixel in the cell of its centre (``row_of``,
+    ``col_of``: non-decreasing cell indices); [row_of.max() + 1, col_of.max() + 1], 0 in
+    cells holding no centre."""
+    rows = np.flatnonzero(np.diff(row_of, prepend=-1))  # first pixel of each cell with one
+    cols = np.flatnonzero(np.diff(col_of, prepend=-1))
+    sums = np.zeros((int(row_of[-1]) + 1, int(col_of[-1]) + 1), plane.dtype)
+    sums[np.ix_(row_of[rows], col_of[cols])] = np.add.reduceat(
+        np.add.reduceat(plane, rows, axis=0), cols, axis=1
+    )
+    return sums
 
 
 def frame_slots(

@@ -372,6 +372,21 @@ def test_halves_flashing_in_opposite_phase_are_two_flashing_areas(analyzer) -> N
     assert float(row[AREA]) == 1.0
 
 
+def test_a_faint_shimmer_beside_a_flash_neither_hides_it_nor_adds_to_its_area(analyzer) -> None:
+    """Scattered pixels over 28 % of the frame flash at 10 Hz (relative luminance 0.10 to
+    0.35) while the rest shimmers in phase by 0.012, far under the 0.1 threshold. Counted as
+    taking part in each cell's change, the shimmer diluted the change to 0.09: no flash."""
+    dots = np.random.default_rng(0).random((H, W)) < 0.28
+    levels = {on: (code_for(0.35 if on else 0.10), code_for(0.512 if on else 0.5)) for on in (0, 1)}
+    frames = [
+        np.repeat(np.where(dots, *levels[int(on)])[..., None], 3, axis=2).astype(np.uint8)
+        for on in square_wave(10, 30, 2.0)
+    ]
+    (row,) = analyse(analyzer, [(frames, 30)])
+    assert float(row[FLASHES]) == 10.0
+    assert float(row[AREA]) == pytest.approx(dots.mean(), abs=0.01)
+
+
 def test_padding_never_creates_transitions(analyzer) -> None:
     item = prepare(flicker(square_wave(2, 30, 2.0), WHITE, BLACK), 30)
     noisy = dict(item, grid=item["grid"].clone())
