@@ -27,7 +27,13 @@ from ensemble.postprocess import ResultFormatter
 from ensemble.reader import ad_format, read_ads, records_of
 from ensemble.rows import AdError, Row, error_row
 from ensemble.summary import Summary
-from ensemble.writers import RowWriter, flat_columns, output_format, written_ids
+from ensemble.writers import (
+    RowWriter,
+    check_not_input,
+    flat_columns,
+    output_format,
+    written_ids,
+)
 
 log = logging.getLogger(__name__)
 DEFAULT_DIR = Path(__file__).parent / "default"
@@ -89,7 +95,9 @@ class Scorer:
         preparer: AdPreparer | None = None,
         analyzer_rows: int | None = None,
     ) -> None:
-        self.device = torch.device(device)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.device = _device(device)
         if isinstance(model, AdPolicyEnsemble):
             config, measurement_names = model.config, model.measurement_names
             model = model.eval().to(self.device)
@@ -287,6 +295,7 @@ class Scorer:
         output_format(output)
         ad_format(Path(path))
         Path(path).stat()  # a missing file fails before the output is touched
+        check_not_input(path, output)
         done = written_ids(output) if resume else Counter()
         summary = Summary(self.policy_names, skipped=0)
 
@@ -325,3 +334,18 @@ def _max_over_windows(ads: Sequence[PreparedAd], out: EnsembleOutput) -> Ensembl
             breakdown[i] = torch.maximum(breakdown[i], out.modality_scores[row])
             row += 1
     return EnsembleOutput(scores, breakdown, out.measurements[:n])
+
+
+def _device(name: str | torch.device) -> torch.device:
+    """``name`` as a device this machine has.
+
+    Raises:
+        ValueError: Not a device name, or a CUDA device where CUDA is not available.
+    """
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"device {str(name)!r}: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(name)!r}: CUDA is not available on this machine")
+    return device

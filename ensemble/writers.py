@@ -40,6 +40,17 @@ def output_format(output: str | Path) -> str:
     return suffix
 
 
+def check_not_input(ads: str | Path, output: str | Path) -> None:
+    """Refuses an ``output`` that is the ads file itself (a link to it too): opening it for
+    writing would empty it before a line is read.
+
+    Raises:
+        ValueError: Naming the output.
+    """
+    if Path(output).exists() and os.path.samefile(ads, output):
+        raise ValueError(f"the output {str(output)!r} is the ads file: it would be emptied")
+
+
 class RowWriter:
     """Writes rows to a results file as they are produced (a context manager).
 

@@ -25,6 +25,7 @@ from ensemble.explain import Explained, Explainer, ExplainSettings
 from ensemble.explain_report import render_report
 from ensemble.reader import ad_format, read_ads
 from ensemble.scoring import Scorer, load
+from ensemble.writers import check_not_input
 from export.artifact import MANIFEST_FILE, load_artifact
 
 
@@ -67,6 +68,10 @@ def _explain(args: argparse.Namespace) -> int:
     try:
         ad_format(Path(args.ads))
         Path(args.ads).stat()
+        for path in (args.output, args.html):
+            if path is not None:
+                check_not_input(args.ads, path)
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
         scorer = scorer_for(
             args.model,
             device=args.device,

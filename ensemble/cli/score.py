@@ -48,13 +48,21 @@ def register(sub: Any) -> None:
     )
     group.add_argument("--engine", choices=("local", "ray"), default="local")
     group.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else local)")
-    group.add_argument("--actors", type=int, default=1, help="actors, each holding the model")
-    group.add_argument("--threads-per-actor", type=int, default=1, help="CPUs of each actor")
+    group.add_argument("--actors", type=positive, default=1, help="actors, each holding the model")
+    group.add_argument("--threads-per-actor", type=positive, default=1, help="CPUs of each actor")
     group.add_argument("--num-gpus-per-actor", type=float, default=0, help="GPUs of each actor")
     group.add_argument(
-        "--ads-per-block", type=int, default=512, help="ads per block (unit of work)"
+        "--ads-per-block", type=positive, default=512, help="ads per block (unit of work)"
     )
     p.set_defaults(func=_score)
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_ads_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,7 +71,7 @@ def add_ads_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "ads", help="JSONL, JSON, CSV or Parquet file (.gz/.zst too); media paths relative to it"
     )
-    p.add_argument("--batch-size", type=int, default=8, help="ads per forward pass")
+    p.add_argument("--batch-size", type=positive, default=8, help="ads per forward pass")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument(
         "--allow-any-path",

@@ -338,3 +338,8 @@ def test_collation_pads_channels_to_the_widest_bucket_and_batches_by_it(default_
             [[1.0, 1, 0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 0, 1.41, 1.41, 0, 0]]
         ),
     )
+
+
+def test_a_scorer_refuses_a_batch_size_under_1() -> None:
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        load(batch_size=0)

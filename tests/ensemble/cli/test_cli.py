@@ -64,3 +64,35 @@ def test_help_lists_the_commands(capsys) -> None:
         main(["--help"])
     assert info.value.code == 0
     assert "score" in capsys.readouterr().out
+
+
+def test_an_output_that_is_the_ads_file_is_refused_before_it_is_emptied(tmp_path, capsys) -> None:
+    ads = tmp_path / "ads.jsonl"
+    ads.write_text('{"id": "a", "text": "fresh coffee"}\n')
+    (tmp_path / "link.jsonl").symlink_to(ads)
+    for command in (["score", str(ads), "-o"], ["explain", str(ads), "-o"]):
+        for output in (ads, tmp_path / "link.jsonl"):
+            assert main([*command, str(output)]) == 4
+            assert "is the ads file" in capsys.readouterr().err
+    assert ads.read_text() == '{"id": "a", "text": "fresh coffee"}\n'
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+        (["--device", "bogus"], "device 'bogus'"),
+    ],
+)
+def test_a_batch_size_under_1_or_an_unknown_device_is_refused_plainly(
+    tmp_path, capsys, option, message
+) -> None:
+    ads = tmp_path / "ads.jsonl"
+    ads.write_text('{"id": "a", "text": "fresh coffee"}\n')
+    try:
+        code = main(["score", str(ads), "-o", str(tmp_path / "out.jsonl"), *option])
+    except SystemExit as usage:  # argparse
+        code = int(usage.code or 0)
+    assert code in (2, 4)
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out.jsonl").exists()
