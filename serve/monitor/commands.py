@@ -17,7 +17,7 @@ from serve.monitor.drift import DEFAULT_BINS, DEFAULT_SAMPLE_SIZE
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_VIOLATION, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_UNJUDGED = 0, 1, 2, 3
 
 
 def register(sub: Any) -> None:
@@ -128,4 +128,6 @@ def _report(args: argparse.Namespace) -> int:
     for violation in report["violations"]:
         print(f"VIOLATION {violation['message']}")
     print(f"{len(report['violations'])} violation(s); report in {out / 'report.html'}")
-    return EXIT_VIOLATION if report["violations"] else EXIT_OK
+    if report["violations"]:
+        return EXIT_VIOLATION
+    return EXIT_OK if report["judged"] else EXIT_UNJUDGED

@@ -125,13 +125,18 @@ def _rate(hits_a: int, total_a: int, hits_b: int, total_b: int, min_samples: int
     }
 
 
-def _tested(report: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every entry of the report that holds a p-value, in a fixed order."""
+def _checks(report: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every check of the report (distributions and rates), in a fixed order."""
     for policy in report["policies"].values():
-        yield from (e for e in (policy, policy["flag_rate"]) if "p" in e)
-    yield from (e for e in report["inputs"].values() if "p" in e)
+        yield from (policy, policy["flag_rate"])
+    yield from report["inputs"].values()
     yield from report["presence"].values()
     yield report["errors"]
+
+
+def _tested(report: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every check of the report that holds a p-value, in a fixed order."""
+    return (e for e in _checks(report) if "p" in e)
 
 
 def _violation(
@@ -285,7 +290,8 @@ def compare(
         A JSON-serialisable report: ``policies`` / ``inputs`` (PSI, JS, KS, bins; policies
         also ``flag_rate``), ``presence``, ``errors``, ``labelled``, ``notes``,
         ``violations`` (each with ``check``, ``scope``, ``name``, ``value``, ``threshold``,
-        ``message``) and ``ok`` (no violation).
+        ``message``), ``judged`` (whether any check had enough values to be judged) and
+        ``ok`` (some check judged, no violation).
     """
     t = thresholds or Thresholds()
     report: dict[str, Any] = {
@@ -316,5 +322,12 @@ def compare(
         violations += found
         if not baseline.get("labelled"):
             notes.append("the baseline has no labelled metrics: build it from labelled data")
-    report.update(notes=notes, violations=violations, ok=not violations)
+    judged = any(e["judged"] for e in _checks(report))
+    if not judged:
+        notes.append(
+            f"no check could be judged: each needs {t.min_samples} values on both sides "
+            f"(baseline {baseline['records']} records, production {obs.records}); the numbers "
+            "are shown, but no verdict"
+        )
+    report.update(notes=notes, violations=violations, judged=judged, ok=judged and not violations)
     return report

@@ -194,7 +194,9 @@ def test_too_few_values_are_reported_not_judged(baseline: dict[str, Any]) -> Non
     entry = report["policies"]["offensive_language"]
     assert entry["psi"] > 0.5
     assert not entry["judged"]
-    assert report["ok"]
+    assert not report["violations"]
+    assert (report["judged"], report["ok"]) == (False, False)  # no verdict is not a pass
+    assert any(note.startswith("no check could be judged") for note in report["notes"])
     lowered = report_of(
         baseline, Traffic(offensive_shift=0.4), n=60, thresholds=Thresholds(min_samples=40)
     )
