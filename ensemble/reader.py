@@ -353,6 +353,12 @@ def _parquet(source: str | Path | IO[bytes], rows: range | None = None) -> Itera
 
 
 def records_of(ads: Iterable[Any]) -> Iterator[Record]:
-    """Ads already in memory as records (``"#N"`` the id of the N-th, from 0, without one)."""
+    """Ads already in memory as records (``"#N"`` the id of the N-th, from 0, without one).
+
+    Raises:
+        TypeError: ``ads`` is one ad (a mapping), a string or bytes, not a collection of ads.
+    """
+    if isinstance(ads, Mapping | str | bytes | bytearray) or not isinstance(ads, Iterable):
+        raise TypeError(f"expected a list (or any iterable) of ads, got {type(ads).__name__}")
     for index, ad in enumerate(ads):
         yield ad if isinstance(ad, Record) else Record(ad, f"#{index}")

@@ -343,3 +343,10 @@ def test_collation_pads_channels_to_the_widest_bucket_and_batches_by_it(default_
 def test_a_scorer_refuses_a_batch_size_under_1() -> None:
     with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
         load(batch_size=0)
+
+
+@pytest.mark.parametrize("wrong", [{"id": "a", "text": "buy now"}, "hello", None])
+def test_one_ad_instead_of_a_list_of_ads_is_a_type_error(wrong) -> None:
+    # a dict was scored as its keys, a string as its characters: one error row each
+    with pytest.raises(TypeError, match="expected a list \\(or any iterable\\) of ads"):
+        load().score(wrong)
