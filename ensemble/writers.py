@@ -1,9 +1,11 @@
-"""Writing result rows as they come: JSONL, CSV or Parquet (chosen by the file suffix).
+"""Writing result rows as they come: JSONL, JSON, CSV or Parquet (chosen by the file suffix).
 
-JSONL keeps the nested rows, one a line, flushed as written; CSV one flat row per ad
-(:func:`ensemble.postprocess.flatten`) under a fixed header, flushed as written; Parquet the
-flat rows in row groups, into ``<name>.partial`` renamed when complete. Memory holds at most
-one row group. A run killed halfway leaves a JSONL or CSV file that ``resume=True`` continues:
+JSONL keeps the nested rows, one a line, flushed as written; JSON the same rows as one array
+(what the reader takes from a ``.json`` file), into ``<name>.partial`` renamed when complete;
+CSV one flat row per ad (:func:`ensemble.postprocess.flatten`) under a fixed header, flushed as
+written; Parquet the flat rows in row groups, into ``<name>.partial`` renamed when complete.
+Memory holds at most one row group. A run killed halfway leaves a JSONL or CSV file that
+``resume=True`` continues:
 :func:`written_ids` reads the ids already there (dropping a last line cut by the kill) and the
 writer appends. Parquet cannot be appended to, so it cannot be resumed.
 """
@@ -23,7 +25,7 @@ from ensemble.postprocess import flatten
 from ensemble.rows import Row
 
 FORMATS = (".jsonl", ".json", ".csv", ".parquet")
-RESUMABLE = (".jsonl", ".json", ".csv")
+RESUMABLE = (".jsonl", ".csv")
 LEADING = ("id", "status", "model", "warnings", "error", "decision", "flags")
 
 
@@ -79,8 +81,13 @@ class RowWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.file: IO[str] | None = None
         self.parquet: Any = None
+        self.partial = self.path.with_name(self.path.name + ".partial")
         if self.format == ".parquet":
-            self.partial = self.path.with_name(self.path.name + ".partial")
+            return
+        if self.format == ".json":
+            self.file = self.partial.open("w", encoding="utf-8")
+            self.file.write("[")
+            self.rows = 0
             return
         fresh = not append or not self.path.exists() or self.path.stat().st_size == 0
         self.file = self.path.open("w" if fresh else "a", encoding="utf-8", newline="")
@@ -98,6 +105,9 @@ class RowWriter:
         assert self.file is not None
         if self.format == ".csv":
             self.csv.writerow(flatten(row))
+        elif self.format == ".json":
+            self.file.write(("," if self.rows else "") + "\n" + json.dumps(row))
+            self.rows += 1
         else:
             self.file.write(json.dumps(row) + "\n")
         self.file.flush()
@@ -115,7 +125,11 @@ class RowWriter:
 
     def close(self) -> None:
         if self.file is not None:
+            if self.format == ".json":
+                self.file.write("\n]\n")
             self.file.close()
+            if self.format == ".json":
+                os.replace(self.partial, self.path)
             return
         if self.pending or self.parquet is None:
             self._flush_group()

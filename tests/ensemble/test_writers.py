@@ -71,3 +71,21 @@ def test_parquet_is_written_in_row_groups_and_renamed_when_complete(tmp_path) ->
     assert frame["p.score"].tolist()[1] == 0.25
     with pytest.raises(ValueError, match="cannot be resumed"):
         written_ids(out)
+
+
+def test_json_results_are_one_array_that_the_reader_reads_back(tmp_path) -> None:
+    from ensemble.reader import read_ads
+
+    out = tmp_path / "results.json"
+    with RowWriter(out, COLUMNS) as writer:
+        writer.write(ok("a"))
+        assert not out.exists()  # a .partial until complete, as for Parquet
+        writer.write(bad("b"))
+    rows = json.loads(out.read_text())
+    assert [r["id"] for r in rows] == ["a", "b"]
+    assert [r.ad["id"] for r in read_ads(out)] == ["a", "b"]
+    with RowWriter(tmp_path / "empty.json", COLUMNS):
+        pass
+    assert json.loads((tmp_path / "empty.json").read_text()) == []
+    with pytest.raises(ValueError, match="cannot be resumed"):
+        RowWriter(out, COLUMNS, append=True)

@@ -62,4 +62,6 @@ def test_kill_9_then_resume_writes_every_id_once(small_model, tmp_path) -> None:
     resumed, expected = _scores(cut), _scores(whole)
     assert sorted(resumed) == sorted(expected)
     for ad_id, scores in expected.items():
-        assert resumed[ad_id] == pytest.approx(scores, abs=1e-6), ad_id
+        # rows round scores to 6 decimals: a pass of other ads (the resumed run's batches
+        # differ) moves a raw score by ~1e-9, which can round one step (1e-6) the other way
+        assert resumed[ad_id] == pytest.approx(scores, abs=1.5e-6), ad_id
