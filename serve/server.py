@@ -13,7 +13,8 @@ there records the ports and the Java process for ``adpolicy serve --stop``.
 Where TorchServe's defaults fall short, :class:`ServerSettings` decides (each an ``adpolicy
 serve`` option): the inference key expires after ``token_expiry_min`` (TorchServe: 60) and
 clients renew it through the token API (:class:`serve.client.Client` does); the JVM heap is
-bounded (``-Xmx``); every log rolls over by size with a bounded number of files, each line is
+bounded (``-Xmx``), and a body that does not fit gets TorchServe's 507 while the frontend lives
+on (it does not exit on an out-of-memory error); every log rolls over by size with a bounded number of files, each line is
 written once, and nothing is appended to the console (``torchserve.out``). Workers receive
 request bodies undecoded (``decode_input_request=false``, which the frontend hands each worker as
 ``TS_DECODE_INPUT_REQUEST``; the launcher's own environment variable is overwritten) so that
@@ -186,7 +187,7 @@ def config_properties(
         "max_request_size": max_request_bytes,
         "disable_token_authorization": str(not auth).lower(),
         "token_expiration_min": settings.token_expiry_min,
-        "vmargs": f"-Xmx{settings.heap_mb}m -XX:+ExitOnOutOfMemoryError",
+        "vmargs": f"-Xmx{settings.heap_mb}m",
         "enable_model_api": str(model_api).lower(),
         "install_py_dep_per_model": "false",
         "enable_envvars_config": "false",

@@ -54,7 +54,9 @@ def test_config_binds_loopback_with_auth_on_and_the_model_api_off(tmp_path: Path
     )
     props = dict(line.split("=", 1) for line in text.splitlines())
     assert props["token_expiration_min"] == "5"
-    assert props["vmargs"].split()[0] == "-Xmx512m"
+    # bounded, and no -XX:+ExitOnOutOfMemoryError: too many large bodies at once get 507s,
+    # never the end of the endpoint (benchmarks/big_bodies.py)
+    assert props["vmargs"] == "-Xmx512m"
     assert props["inference_address"] == f"http://{HOST}:8080"
     assert props["management_address"] == f"http://{HOST}:8081"
     assert props["metrics_address"] == f"http://{HOST}:8082"
