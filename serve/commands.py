@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ensemble.cli.score import EXIT_AD_ERRORS, EXIT_FATAL
 from serve.archive import ModelSettings, build_archive
 from serve.server import ServerSettings
 
@@ -161,21 +162,28 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     if not args.archives:
         raise SystemExit("adpolicy serve: give MODEL.mar, or --stop")
-    server = TorchServe.start(
-        args.archives,
-        run_dir=run_dir,
-        port=args.port,
-        auth=not args.no_auth,
-        capture=args.capture,
-        python=args.python or sys.executable,
-        timeout_s=args.timeout,
-        settings=ServerSettings(
-            token_expiry_min=args.token_expiry_min,
-            heap_mb=args.heap_mb,
-            log_mb=args.log_mb,
-            log_files=args.log_files,
-        ),
-    )
+    missing = [a for a in args.archives if not Path(a).is_file()]
+    try:
+        if missing:
+            raise FileNotFoundError(f"no archive at {', '.join(missing)}")
+        server = TorchServe.start(
+            args.archives,
+            run_dir=run_dir,
+            port=args.port,
+            auth=not args.no_auth,
+            capture=args.capture,
+            python=args.python or sys.executable,
+            timeout_s=args.timeout,
+            settings=ServerSettings(
+                token_expiry_min=args.token_expiry_min,
+                heap_mb=args.heap_mb,
+                log_mb=args.log_mb,
+                log_files=args.log_files,
+            ),
+        )
+    except (OSError, RuntimeError, ValueError) as err:  # already running, ports taken, no .mar
+        print(f"adpolicy serve: {err}", file=sys.stderr)
+        return EXIT_FATAL
     print(how_to_call(server))
     return 0
 
@@ -209,7 +217,9 @@ def how_to_call(server: TorchServe) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ensemble.reader import read_ads
+    import requests
+
+    from ensemble.reader import ad_format, read_ads
     from ensemble.rows import error_row
     from serve.client import Client
     from serve.server import DEFAULT_RUN_DIR, KEY_FILE
@@ -217,18 +227,24 @@ def _predict(args: argparse.Namespace) -> int:
     key_file = args.key_file
     if key_file is None and args.token is None and (DEFAULT_RUN_DIR / KEY_FILE).is_file():
         key_file = DEFAULT_RUN_DIR / KEY_FILE
-    client = Client(args.url, token=args.token, key_file=key_file)
     path = Path(args.ads)
     failed = 0
-    for record in read_ads(path):
-        if record.error is not None:
-            failed += 1
-            print(json.dumps(error_row(record.id, record.error, client.model)))
-            continue
-        prediction = client.predict(record.ad, base_dir=path.parent, multipart=args.multipart)
-        failed += prediction.status != 200
-        print(json.dumps({"http_status": prediction.status, **_as_dict(prediction.body)}))
-    return 1 if failed else 0
+    try:
+        ad_format(path)
+        path.stat()  # a missing file fails before anything is sent
+        client = Client(args.url, token=args.token, key_file=key_file)
+        for record in read_ads(path):
+            if record.error is not None:
+                failed += 1
+                print(json.dumps(error_row(record.id, record.error, client.model)))
+                continue
+            prediction = client.predict(record.ad, base_dir=path.parent, multipart=args.multipart)
+            failed += prediction.status != 200
+            print(json.dumps({"http_status": prediction.status, **_as_dict(prediction.body)}))
+    except (OSError, RuntimeError, ValueError, requests.RequestException) as err:
+        print(f"adpolicy predict: {err}", file=sys.stderr)  # no server, no key, no ads file
+        return EXIT_FATAL
+    return EXIT_AD_ERRORS if failed else 0
 
 
 def _as_dict(body: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from serve.capture import read_capture
 from serve.client import Client, Prediction
 from serve.commands import TOKEN_COMMAND, how_to_call
 from serve.metrics import METRICS
-from serve.server import TorchServe, read_token
+from serve.server import TorchServe, free_port, read_token
 
 from .conftest import b64
 from .helpers import (
@@ -310,9 +310,21 @@ def test_predict_cli_reads_media_paths_on_the_client(
         capsys.readouterr()
         code = main(["predict", "--url", url, "--key-file", str(served.key_file), str(ads), *extra])
         lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-        assert code == 1  # one ad failed
+        assert code == 3  # one ad failed: EXIT_AD_ERRORS, as score's
         assert [(r["id"], r["http_status"]) for r in lines] == [("cli-1", 200), ("cli-2", 400)]
         assert set(lines[0]["modalities"]) == {"text", "image"}
+
+
+def test_predict_and_serve_say_what_is_wrong_without_a_traceback(tmp_path, capsys) -> None:
+    ads = tmp_path / "ads.jsonl"
+    ads.write_text('{"id": "a", "text": "fresh coffee"}\n')
+    closed = f"http://127.0.0.1:{free_port()}/predictions/m"  # nothing listens there
+    assert main(["predict", "--url", closed, "--token", "t", str(tmp_path / "none.jsonl")]) == 4
+    assert "none.jsonl" in capsys.readouterr().err
+    assert main(["predict", "--url", closed, "--token", "t", str(ads)]) == 4
+    assert "adpolicy predict:" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path / "none.mar"), "--run-dir", str(tmp_path / "run")]) == 4
+    assert "no archive at" in capsys.readouterr().err
 
 
 def test_serve_prints_how_to_call_it(served: TorchServe) -> None:
