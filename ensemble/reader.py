@@ -37,6 +37,7 @@ JSON_SUFFIXES = ("", ".jsonl", ".ndjson", ".json", ".txt")
 SUFFIXES = (*JSON_SUFFIXES, ".csv", ".parquet")
 JSON_CELLS = ("labels", "meta")
 _BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 class _RefusedJSONError(ValueError):
@@ -83,8 +84,13 @@ def read_ads(path: str | Path, *, limits: MediaLimits | None = None) -> Iterator
         return
     with _open(path) as stream:
         try:
-            if stream.peek(len(_BOM))[: len(_BOM)] == _BOM:  # Windows tools start UTF-8 with one
+            start = stream.peek(4)[:4]
+            if start[:3] == _BOM:  # Windows tools start UTF-8 with one
                 stream.read(len(_BOM))
+            elif start[:2] in _UTF16_BOMS:  # a UTF-32 mark starts as UTF-16's
+                raise ValueError(
+                    "the file is UTF-16 or UTF-32 (its byte-order mark); save it as UTF-8"
+                )
             if kind == ".csv":
                 yield from _csv(stream, limits)
             elif kind == ".json" and stream.peek(1 << 16).lstrip()[:1] == b"[":
@@ -171,8 +177,6 @@ def _too_long(where: str, limits: MediaLimits, field: str = "ad") -> AdError:
 def _jsonl(stream: IO[bytes], limits: MediaLimits, first: int = 1) -> Iterator[Record]:
     for number, line in enumerate(_lines(stream, limits.max_record_bytes), first):
         fallback = f"line-{number}"
-        if number == 1 and line is not None:  # a distributed run's first part holds the BOM
-            line = line.removeprefix(_BOM)
         if line is None:
             yield Record(None, fallback, _too_long(f"line {number}", limits))
         elif line.strip():
@@ -211,11 +215,13 @@ def parse_json(
     """Decode one JSON record: ``(value, None)``, or ``(None, error)`` naming ``where`` and the
     problem (too long, not UTF-8, not JSON, a key given twice in one object, ``NaN`` or
     ``Infinity``, a number too big for an integer or a float, nested too deep, a lone
-    surrogate). Shared by the files and the server's request bodies."""
+    surrogate). Shared by the files and the server's request bodies; a UTF-8 byte-order mark
+    before it is skipped (RFC 8259 lets a reader ignore one; Windows tools write one)."""
     if len(data) > limits.max_record_bytes:
         return None, _too_long(where, limits, field)
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
+        text = text.removeprefix("\ufeff")
     except UnicodeDecodeError as err:
         return None, AdError.of(field, f"{where}: not UTF-8 (byte {err.start}: {err.reason})")
     try:
@@ -226,12 +232,15 @@ def parse_json(
         return None, AdError.of(field, f"{where}: {err}")
     except json.JSONDecodeError as err:
         return None, AdError.of(
-            field, f"{where}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+            field,
+            f"{where}: not valid JSON: {err.msg.removesuffix(' at')} at line {err.lineno} "
+            f"column {err.colno}",
         )
     except RecursionError:
         return None, _too_deep(where, limits, field)
     except ValueError as err:  # an integer of more digits than Python converts
-        return None, AdError.of(field, f"{where}: not usable JSON: {err}")
+        problem = str(err).split(";")[0]  # not Python's advice to raise its own limit
+        return None, AdError.of(field, f"{where}: not usable JSON: {problem}")
     error = structure_error(value, where, limits, field=field)
     return (None, error) if error is not None else (value, None)
 

@@ -72,19 +72,26 @@ def _baseline(args: argparse.Namespace) -> int:
     if not args.output and not args.attach:
         log.error("give -o FILE, --attach, or both")
         return EXIT_BAD_INPUT
-    baseline = build_baseline(
-        args.model,
-        args.data,
-        batch_size=args.batch_size,
-        bins=args.bins,
-        sample_size=args.sample_size,
-    )
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(baseline, indent=1) + "\n")
-        print(f"baseline written to {args.output}")
-    if args.attach:
-        print(f"baseline stored in {attach_baseline(args.model, baseline)}")
+    if args.attach and not args.model:
+        log.error("--attach stores the baseline in an export artifact: give it with --model")
+        return EXIT_BAD_INPUT
+    try:
+        baseline = build_baseline(
+            args.model,
+            args.data,
+            batch_size=args.batch_size,
+            bins=args.bins,
+            sample_size=args.sample_size,
+        )
+        if args.output:
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(json.dumps(baseline, indent=1) + "\n")
+            print(f"baseline written to {args.output}")
+        if args.attach:
+            print(f"baseline stored in {attach_baseline(args.model, baseline)}")
+    except (OSError, ValueError) as err:  # an unreadable data file, model or output
+        log.error("%s", err)
+        return EXIT_BAD_INPUT
     print(
         f"{baseline['scored']} ads scored ({baseline['errors']} errors); policies: "
         f"{', '.join(baseline['policies']) or 'none scored'}; inputs: {', '.join(baseline['inputs'])}"

@@ -12,7 +12,7 @@ import pytest
 import zstandard
 
 from encoders.media import MediaLimits
-from ensemble.reader import read_ads, read_part
+from ensemble.reader import parse_json, read_ads, read_part
 
 ADS = [{"id": "a", "text": "one"}, {"text": "two\u2028still two"}]
 
@@ -124,6 +124,29 @@ def test_the_first_part_of_a_distributed_run_skips_the_byte_order_mark() -> None
     part = io.BufferedReader(io.BytesIO(b"\xef\xbb\xbf" + _jsonl(ADS)))
     records = list(read_part(part, ".jsonl", first=1))
     assert [(r.id, r.error) for r in records] == [("a", None), ("line-2", None)]
+
+
+def test_a_request_body_may_start_with_a_byte_order_mark_too() -> None:
+    value, error = parse_json('\ufeff{"id": "a"}'.encode(), "the body", MediaLimits())
+    assert (value, error) == ({"id": "a"}, None)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_a_utf_16_or_32_file_is_one_error_saying_so(tmp_path, encoding) -> None:
+    path = tmp_path / "ads.csv"
+    path.write_bytes("id,text\na,one\n".encode(encoding))  # Python writes the mark
+    ((_, ad, error),) = _read(path)
+    assert ad is None
+    assert "UTF-16 or UTF-32 (its byte-order mark); save it as UTF-8" in str(error)
+
+
+def test_json_errors_read_plainly() -> None:
+    limits = MediaLimits()
+    _, cut = parse_json(b'{"text": "x', "line 1", limits)
+    assert "Unterminated string starting at line 1 column 10" in str(cut)
+    _, huge = parse_json(b'{"n": ' + b"9" * 5000 + b"}", "line 1", limits)
+    assert "value has 5000 digits" in str(huge)
+    assert "sys.set_int_max_str_digits" not in str(huge)
 
 
 @pytest.mark.parametrize("copies", [1, 2000])
