@@ -154,12 +154,13 @@ class LoudnessRule(PolicyHead):
 
 class QualityRule(PolicyHead):
     """Low quality: Laplacian variance below ``min_laplacian_var`` or a short side below
-    ``min_short_side`` pixels.
+    ``min_short_side`` pixels (unless the image is a standard display size).
 
     Logit = max(2 ln(min_laplacian_var / laplacian_var), 10 ln((min_short_side - 0.5) /
     short_side)): half the minimum variance scores 0.80; a 399 px side fails and 400 passes
     (the boundary sits half a pixel below the minimum); 300 px scores 0.95. A minimum of 0
-    turns its check off.
+    turns its check off; a ``standard_size`` of 1 (a 300x250 banner, say: as large as its
+    placement) turns the size check off for that image.
 
     Rule parameters: ``min_laplacian_var`` (100), ``min_short_side`` (400).
     """
@@ -189,12 +190,14 @@ class QualityRule(PolicyHead):
         self.register_buffer("log_side", _row(side), persistent=False)
         self.variance = _column(encoder, "laplacian_var")
         self.side = _column(encoder, "short_side")
+        self.standard = _column(encoder, "standard_size")
 
     def forward(self, features: Tensor) -> Tensor:
         """Args: the quality analyzer's measurements [B, K]. Returns logits [B, policies]."""
         variance = features[:, self.variance : self.variance + 1].clamp(min=1e-12)
         side = features[:, self.side : self.side + 1].clamp(min=1.0)
+        standard = features[:, self.standard : self.standard + 1]
         return torch.max(
             self.BLUR_GAIN * (self.log_variance - variance.log()),
-            self.SIZE_GAIN * (self.log_side - side.log()),
+            self.SIZE_GAIN * (self.log_side - side.log()) - OFF * standard,
         )

@@ -322,7 +322,7 @@ def write_demo_media(folder: Path, *, force: bool = False) -> list[Path]:
         banner(1200, 628, seed=2, blur=6.0).save(p, quality=90)
         made.append(p)
     if p := wanted("tiny_banner.png"):
-        banner(300, 250, seed=4).save(p)
+        banner(150, 125, seed=4).save(p)  # a thumbnail: half a 300 x 250 medium rectangle
         made.append(p)
     if p := wanted("calm_voiceover.wav"):  # about -24 LUFS: the ATSC A/85 target
         made.append(write_audio(p, speech_like(8, amplitude=0.2, seed=7), 48_000))

@@ -29,7 +29,7 @@ def analyzer() -> ImageQualityAnalyzer:
 
 
 def measure(analyzer: ImageQualityAnalyzer, images: list[Image.Image]) -> torch.Tensor:
-    """[len(images), 2]: laplacian_var, short_side."""
+    """[len(images), 3]: laplacian_var, short_side, standard_size."""
     preparer = QualityPreparer(SETTINGS)
     items = [preparer.prepare(image) for image in images]
     with torch.no_grad():
@@ -70,11 +70,12 @@ IMAGES = {
 def test_laplacian_variance_is_opencv_on_the_same_grey_input(analyzer) -> None:
     """Within 1 % of ``cv2.Laplacian(ksize=1).var()`` (BORDER_REFLECT_101), every shape."""
     out = measure(analyzer, list(IMAGES.values()))
-    for (name, image), (variance, side) in zip(IMAGES.items(), out.tolist(), strict=True):
+    for (name, image), (variance, side, standard) in zip(IMAGES.items(), out.tolist(), strict=True):
         expected = opencv(image)
         assert variance == pytest.approx(expected, rel=0.01, abs=1e-6), name
         assert variance == pytest.approx(expected, rel=1e-5, abs=1e-4), name  # in fact exact
         assert side == min(image.size), name
+        assert standard == float(name == "small"), name  # 300 x 250, a medium rectangle
 
 
 def test_analysis_scale_never_enlarges(analyzer) -> None:
@@ -99,6 +100,18 @@ def test_sharp_banners_pass_and_blurred_ones_fail(analyzer) -> None:
 def test_short_side_below_400_fails(analyzer) -> None:
     images = [samples.banner(600, 399, seed=14), samples.banner(600, 400, seed=14)]
     assert verdicts(analyzer, images) == [True, False]
+
+
+def test_standard_display_sizes_are_not_too_small_but_are_still_judged_for_blur(analyzer) -> None:
+    """A 300x250 medium rectangle, a 728x90 leaderboard at 2x and a 320x50 mobile banner fill
+    their placements; half a medium rectangle (150x125), 301x250 and 728x91 do not."""
+    standard = [samples.banner(w, h, seed=16) for w, h in ((300, 250), (1456, 180), (320, 50))]
+    other = [samples.banner(w, h, seed=16) for w, h in ((150, 125), (301, 250), (728, 91))]
+    blurred = samples.banner(300, 250, seed=16, blur=6.0)
+    assert measure(analyzer, standard + other)[:, 2].tolist() == [1.0] * 3 + [0.0] * 3
+    assert verdicts(analyzer, [*standard, *other, blurred]) == [False] * 3 + [True] * 4
+    held = QualitySettings(standard_sizes=False)
+    assert float(QualityPreparer(held).prepare(standard[0])["standard"]) == 0.0
 
 
 def test_upscaling_by_interpolation_reads_as_blur_but_pixelation_does_not(analyzer) -> None:

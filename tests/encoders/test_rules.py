@@ -70,11 +70,13 @@ def test_quality_rule_flags_blur_or_a_short_side() -> None:
         {"laplacian_var": 150.0, "short_side": 399.0},
         {"laplacian_var": 99.0, "short_side": 1000.0},
         {"laplacian_var": 0.0, "short_side": 1000.0},
+        {"laplacian_var": 150.0, "short_side": 250.0, "standard_size": 1.0},
+        {"laplacian_var": 99.0, "short_side": 250.0, "standard_size": 1.0},
     ]
     rule = {"min_laplacian_var": 100, "min_short_side": 400}
-    assert flagged("image_quality", rows, rule) == [False, True, True, True]
+    assert flagged("image_quality", rows, rule) == [False, True, True, True, False, True]
     size_only = {"min_laplacian_var": 0, "min_short_side": 400}
-    assert flagged("image_quality", rows, size_only) == [False, True, False, False]
+    assert flagged("image_quality", rows, size_only) == [False, True, False, False, False, False]
 
 
 def test_one_analyzer_can_score_several_policies() -> None:
