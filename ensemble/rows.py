@@ -63,11 +63,13 @@ class Row(TypedDict):
 
 
 class AdError(ValueError):
-    """Every problem of one ad; ``errors`` holds one :class:`InputError` per bad field."""
+    """Every problem of one ad; ``errors`` holds one :class:`InputError` per bad field, and
+    ``ad`` what of the ad could be read (its ``id``, for the error row), if anything."""
 
-    def __init__(self, errors: Sequence[InputError]) -> None:
+    def __init__(self, errors: Sequence[InputError], ad: Mapping[str, Any] | None = None) -> None:
         super().__init__("; ".join(str(e) for e in errors))
         self.errors = list(errors)
+        self.ad = ad
 
     @classmethod
     def of(cls, field: str, problem: str, status: int = 400) -> AdError:

@@ -122,7 +122,7 @@ class AdPolicyHandler(BaseHandler):
         try:
             return Record(parse_request(request, self.preparer.limits), request_id)
         except AdError as err:
-            return Record(None, request_id, err)
+            return Record(err.ad, request_id, err)
         except Exception:  # a bug must cost one request, not its batch
             log.exception("request %s: reading the body failed unexpectedly", request_id)
             problem = "internal error while reading the request; see the server log"

@@ -83,12 +83,15 @@ def _parse_form(fields: Mapping[str, Any]) -> dict[str, Any]:
             "body", "the body looks like JSON sent as a form: set Content-Type: application/json"
         )
     ad: dict[str, Any] = {}
+    errors = []
     for name, value in fields.items():
         if name in TEXT_FIELDS and isinstance(value, bytes | bytearray):
             try:
                 ad[name] = bytes(value).decode("utf-8")
             except UnicodeDecodeError:
-                raise _fail(name, "not valid UTF-8 text") from None
+                errors.append(InputError(name, "not valid UTF-8 text"))
         else:
             ad[name] = value
+    if errors:  # the id, when it reads, still names the ad's error row
+        raise AdError(errors, {k: v for k, v in ad.items() if k == "id"})
     return ad

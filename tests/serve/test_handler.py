@@ -240,6 +240,18 @@ def test_text_the_model_cannot_read_is_answered_with_a_warning(
         assert_results_close(responses[i][1], offline_result(offline, ad))
 
 
+def test_a_form_whose_text_is_not_utf_8_keeps_its_id_and_names_each_bad_field(
+    handler: tuple[AdPolicyHandler, Context],
+) -> None:
+    h, context = handler
+    [(status, body, _)] = run_batch(h, context, [{"id": b"m15", "text": b"caf\xe9"}])  # Latin-1
+    assert (status, body["id"]) == (400, "m15")
+    assert body["errors"] == [{"field": "text", "error": "not valid UTF-8 text"}]
+    [(_, both, _)] = run_batch(h, context, [{"id": b"\xff", "text": b"\xfe"}])
+    assert both["id"] == "req-0"  # no readable id: the request's
+    assert [e["field"] for e in both["errors"]] == ["id", "text"]
+
+
 def test_an_ad_without_id_is_named_after_its_request(
     handler: tuple[AdPolicyHandler, Context],
 ) -> None:
