@@ -15,7 +15,9 @@ decoding is the same work in both). What buckets change is the batch: collation 
 timed in CPU seconds of this process with one torch thread (``time.process_time``), so other
 jobs on a shared machine change them little. Items/s is per CPU-second. Then the same per
 modality (ads cut down to their text, image, audio or video alone), the knee of each, and parity
-of every score and measurement between the modes.
+of every score and measurement between the modes. A last row, derived from the modality rows,
+is the mixed set run one modality at a time (each ad's modalities in passes of their own): the
+ads over the modality rows' summed seconds.
 
     python -m benchmarks.traffic_set runs/traffic --ads 240
     python -m benchmarks.mixed runs/traffic [--ads 240] [--batches 1,4,8,16,32] [--window 8]
@@ -155,6 +157,31 @@ def knee(rates: dict[int, float]) -> tuple[int, bool]:
     return best, all(rates[b] >= 0.95 * rates[a] for a, b in steps)
 
 
+def one_modality_at_a_time(
+    results: dict[str, dict[str, Any]], n: int
+) -> dict[str, dict[int, float]]:
+    """Items/s per mode and batch of ``n`` mixed ads whose modalities each ran in passes of
+    their own: ``n`` over the summed seconds of the modality sets (the same ads, cut down)."""
+    parts = [results[m] for m in MODALITIES if m in results]
+    return {
+        mode: {
+            b: n / sum(p["n"] / p["rates"][mode][b] for p in parts) for b in parts[0]["rates"][mode]
+        }
+        for mode in MODES
+    }
+
+
+def rate_row(
+    name: str, n: int, rates: dict[str, dict[int, float]], batches: Sequence[int], prep: Any
+) -> list[Any]:
+    """A row of the items/s table: padded / bucketed per batch, best ratio, knee."""
+    padded, bucketed = rates["padded"], rates["bucketed"]
+    at, rising = knee(bucketed)
+    return [name, n, *(f"{padded[b]:.1f} / {bucketed[b]:.1f}" for b in batches),
+            max(bucketed.values()) / max(padded.values()), at, rising,
+            bucketed[at] / bucketed[batches[0]], prep]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("traffic", type=Path, help="folder written by benchmarks.traffic_set")
@@ -181,16 +208,17 @@ def main() -> None:
         padded, bucketed = r["rates"]["padded"], r["rates"]["bucketed"]
         best_padded, best_ours = max(padded.values()), max(bucketed.values())
         at, rising = knee(bucketed)
-        rows.append(
-            [name, r["n"], *(f"{padded[b]:.1f} / {bucketed[b]:.1f}" for b in batches),
-             best_ours / best_padded, at, rising, bucketed[at] / bucketed[batches[0]],
-             r["prepare_s"]["bucketed"] / r["n"] * 1000]
-        )  # fmt: skip
+        prep_ms = r["prepare_s"]["bucketed"] / r["n"] * 1000
+        rows.append(rate_row(name, r["n"], r["rates"], batches, prep_ms))
         payload[name] = {
             "n": r["n"], "padded": padded, "bucketed": bucketed, "prepare_s": r["prepare_s"],
             "best_ratio": best_ours / best_padded, "knee": at, "rising_to_knee": rising,
             **parity(r["outs"], model),
         }  # fmt: skip
+    apart = {}
+    if "mixed" in results and len(results) > 2:
+        apart = one_modality_at_a_time(results, results["mixed"]["n"])
+        rows.append(rate_row("mixed, one modality a pass", len(ads), apart, batches, "-"))
     report.print("## Collate + forward items per CPU-second (padded / bucketed)\n")
     header = ["set", "ads", *(f"batch {b}" for b in batches), "best ratio", "knee"]
     header += ["rising to knee", "knee / batch 1", "prepare ms/ad"]
@@ -213,7 +241,8 @@ def main() -> None:
     report.print(markdown_table(GOALS_HEADER, goals))
     falling = [k for k, v in payload.items() if not v["rising_to_knee"]]
     report.print(f"\nThroughput falling before the knee: {falling or 'none'}")
-    report.save({"args": vars(args) | {"traffic": str(args.traffic)}, "sets": payload})
+    args_out = vars(args) | {"traffic": str(args.traffic)}
+    report.save({"args": args_out, "sets": payload, "one_modality_a_pass": apart})
 
 
 if __name__ == "__main__":
