@@ -317,7 +317,9 @@ class FlashAnalyzer(Encoder):
         """:meth:`_windows` of the rows at hand, all at once."""
         b, t = grid.shape[0], int(grid.shape[1])  # the length is baked when traced
         planes = grid.float().flatten(3).permute(0, 2, 3, 1)  # [B, 4, cells, T]
-        v, part = planes[:, :2], planes[:, 2:]  # [B, 2, cells, T] each
+        v, signed = planes[:, :2], planes[:, 2:]  # [B, 2, cells, T] each
+        dark_part = (signed < 0).float()  # the pixels making the change end below 0.8
+        part = signed.abs()
         part = part + (part <= 0).float()  # unknown (no change): the whole cell
         # never finer than the traced plan: smaller groups measured slower (a sort across the
         # cells per group and stretch), larger ones only pay while the batch is small
@@ -325,7 +327,10 @@ class FlashAnalyzer(Encoder):
         groups = _parts(self.cells, math.ceil(self.cells / size))
         counts, areas = [], []  # [B, 2, cells, T] each: per cell, in each window
         for start, end in groups:
-            count, area = self._per_cell(v[:, :, start:end], part[:, :, start:end], valid, second)
+            cells = slice(start, end)
+            count, area = self._per_cell(
+                v[:, :, cells], part[:, :, cells], dark_part[:, :, cells], valid, second
+            )
             counts.append(count)
             areas.append(area)
         per_cell, per_cell_area = torch.cat(counts, dim=2), torch.cat(areas, dim=2)
@@ -340,7 +345,7 @@ class FlashAnalyzer(Encoder):
         return per_window, torch.cat(area_parts, dim=-1) * valid.view(b, t)  # [B, T]
 
     def _per_cell(
-        self, v: Tensor, part: Tensor, valid: Tensor, second: Tensor
+        self, v: Tensor, part: Tensor, dark_part: Tensor, valid: Tensor, second: Tensor
     ) -> tuple[Tensor, Tensor]:
         """Transitions of each cell in the one-second window ending at each frame, and the
         share of the cell they flash.
@@ -348,6 +353,8 @@ class FlashAnalyzer(Encoder):
         Args:
             v: [B, 2, cells, T] luminance and red saturation of some of the cells.
             part: [B, 2, cells, T] share of each cell taking part in its change at each frame.
+            dark_part: [B, 2, cells, T] 1 where the pixels making a frame's change end below
+                the darker-end threshold (luminance; red has no such rule).
             valid: [B, 1, 1, T] 1 for frames holding video.
             second: [B, 1, 1, 1] frames in one second.
 
@@ -356,7 +363,7 @@ class FlashAnalyzer(Encoder):
             them [B, 2, cells, T] (1 where there were none).
         """
         t = int(v.shape[-1])
-        transitions = self._transitions(v, part, valid, second)
+        transitions = self._transitions(v, part, dark_part, valid, second)
         count = _windowed(_blocked_scan(transitions, t, torch.add), second)
         shares = _windowed(_blocked_scan(transitions * part, t, torch.add), second)
         return count, (shares + (count <= 0).float()) / count.clamp(min=1.0)
@@ -382,13 +389,16 @@ class FlashAnalyzer(Encoder):
         area = flashing.transpose(1, 2).contiguous().mean(-1)
         return reached_by_area, area
 
-    def _transitions(self, v: Tensor, part: Tensor, valid: Tensor, second: Tensor) -> Tensor:
+    def _transitions(
+        self, v: Tensor, part: Tensor, dark_part: Tensor, valid: Tensor, second: Tensor
+    ) -> Tensor:
         """Where each cell's transitions happen, judged by the change of the part of the cell
         that changes.
 
         Args:
             v: [B, 2, cells, T] luminance and red saturation per cell and frame.
             part: [B, 2, cells, T] share of the cell taking part in each frame's change.
+            dark_part: [B, 2, cells, T] 1 where the part making a frame's change ends dark.
             valid: [B, 1, 1, T] 1 for frames holding video.
             second: [B, 1, 1, 1] frames in one second.
 
@@ -410,7 +420,9 @@ class FlashAnalyzer(Encoder):
         # IRIS accumulates at most one second of a run: the base is at most a second back.
         base_frame = torch.max(run_base, (steps - second).float()).clamp(min=0).long()
         reached = (level - _take(level, base_frame)).abs() * direction.abs() >= self.thresholds
-        dark = (torch.min(v, _take(v, base_frame)) < self.dark).float()
+        # the darker end below 0.8: of the cell's mean, or of the pixels making the change
+        # (dots blinking on a white page leave the mean above it)
+        dark = torch.max((torch.min(v, _take(v, base_frame)) < self.dark).float(), dark_part)
         qualifies = reached.float() * dark * valid
         # A run counts once, at the first frame that qualifies. IRIS tests the darker end only
         # where the change first reaches the threshold, so a smooth fall from white would never
@@ -474,7 +486,12 @@ def luminance_and_red(rgb: np.ndarray, lut: np.ndarray) -> tuple[np.ndarray, np.
     return luminance, np.maximum(red - rest, 0) * RED_SCALE * saturated
 
 
-def taking_part(change: np.ndarray, cell_change: np.ndarray, floor: float) -> np.ndarray:
+def taking_part(
+    change: np.ndarray,
+    cell_change: np.ndarray,
+    floor: float,
+    darker: tuple[np.ndarray, float] | None = None,
+) -> np.ndarray:
     """Share of each cell's pixels that make the cell's change since the last frame.
 
     A pixel is a candidate when it changed in its cell's direction by at least ``floor`` or
@@ -491,10 +508,14 @@ def taking_part(change: np.ndarray, cell_change: np.ndarray, floor: float) -> np
         change: [height, width] per-pixel change (luminance or red saturation).
         cell_change: [rows, cols] change of the cell means (the mean of ``change`` per cell).
         floor: The most change a pixel needs to be a candidate.
+        darker: Luminance only: each pixel's darker end of its change ([height, width], the
+            lower of this frame and the last) and the darker-end threshold (0.8).
 
     Returns:
         [rows, cols] float32 in [0, 1], rounded to ``PART_STEP``; 0 where the cell did not
-        change.
+        change. With ``darker``, a share is negative where the pixels making the change end,
+        on average, below the threshold: dots toggling 0.6 to 1.0 on a white page are dark
+        there while their cell's mean stays above 0.8.
     """
     rows, cols = cell_change.shape
     height, width = change.shape
@@ -503,20 +524,31 @@ def taking_part(change: np.ndarray, cell_change: np.ndarray, floor: float) -> np
     moved = change * np.sign(cell_change)[row_of][:, col_of]  # > 0: in the cell's direction
     need = np.minimum(floor, 0.5 * np.abs(cell_change))[row_of][:, col_of]
     candidate = np.where((moved >= need) & (need > 0), moved, 0).astype(np.float32)
-    squares, sums = (_centred_sums(c, row_of, col_of) for c in (candidate * candidate, candidate))
+    squares, sums = (
+        _centred_sums(c, row_of, col_of, (rows, cols)) for c in (candidate * candidate, candidate)
+    )
     weighted = np.divide(squares, sums, out=np.zeros_like(sums), where=sums > 0)
     making = (candidate >= 0.5 * weighted[row_of][:, col_of]) & (candidate > 0)
     share = cell_means(making.astype(np.float32), rows, cols)
+    if darker is not None:
+        levels, threshold = darker
+        dark_sum, count = (
+            _centred_sums(c.astype(np.float32), row_of, col_of, (rows, cols))
+            for c in (np.where(making, levels, 0), making)
+        )
+        share = np.where((count > 0) & (dark_sum < threshold * count), -share, share)
     return (np.round(share / PART_STEP) * PART_STEP).astype(np.float32)
 
 
-def _centred_sums(plane: np.ndarray, row_of: np.ndarray, col_of: np.ndarray) -> np.ndarray:
-    """Sums of ``plane`` per cell, each pixel in the cell of its centre (``row_of``,
-    ``col_of``: non-decreasing cell indices); [row_of.max() + 1, col_of.max() + 1], 0 in
-    cells holding no centre."""
+def _centred_sums(
+    plane: np.ndarray, row_of: np.ndarray, col_of: np.ndarray, shape: tuple[int, int]
+) -> np.ndarray:
+    """Sums of ``plane`` per cell of a ``shape`` grid, each pixel in the cell of its centre
+    (``row_of``, ``col_of``: non-decreasing cell indices); 0 in cells holding no centre (a
+    frame smaller than the grid)."""
     rows = np.flatnonzero(np.diff(row_of, prepend=-1))  # first pixel of each cell with one
     cols = np.flatnonzero(np.diff(col_of, prepend=-1))
-    sums = np.zeros((int(row_of[-1]) + 1, int(col_of[-1]) + 1), plane.dtype)
+    sums = np.zeros(shape, plane.dtype)
     sums[np.ix_(row_of[rows], col_of[cols])] = np.add.reduceat(
         np.add.reduceat(plane, rows, axis=0), cols, axis=1
     )
@@ -548,15 +580,18 @@ def frame_slots(
 def on_timeline(grid: np.ndarray, slots: np.ndarray, limit: int) -> np.ndarray:
     """Each frame's grid held over its slots (a held frame changes nothing, so its shares
     are 0); frames sharing a slot (intervals under ``1 / max_fps``) keep the last one's
-    levels and the largest share of each cell; slots past ``limit`` are dropped."""
+    levels and the largest share of each cell (dark, negative, if any of them was); slots
+    past ``limit`` are dropped."""
     frames = min(int(slots[-1]) + 1, limit)
     shown = slots < frames
     held = np.zeros(frames, np.int64)
     np.maximum.at(held, slots[shown], np.flatnonzero(shown))
     held = np.maximum.accumulate(held)
     out = grid[held]
-    out[:, 2:] = 0
-    np.maximum.at(out[:, 2:], slots[shown], grid[shown, 2:])
+    shares, dark = np.zeros_like(out[:, 2:]), np.zeros(out[:, 2:].shape, bool)
+    np.maximum.at(shares, slots[shown], np.abs(grid[shown, 2:]))
+    np.logical_or.at(dark, slots[shown], grid[shown, 2:] < 0)
+    out[:, 2:] = np.where(dark, -shares, shares)
     return out
 
 
@@ -575,6 +610,7 @@ class _FlashGrid:
         self.grid = np.zeros((settings.max_frames, PLANES, *self.rows_cols), np.float32)
         floor = settings.part_floor
         self.floors = (floor * settings.luminance_threshold, floor * settings.red_threshold)
+        self.dark = settings.dark_threshold
         self.previous: tuple[np.ndarray, np.ndarray] | None = None
         self.max_height = settings.analysis_height
         self.reformatter = VideoReformatter()  # one scaler for every frame (6x faster at 720p)
@@ -610,7 +646,10 @@ class _FlashGrid:
             cell_change = self.grid[self.count, i] - self.grid[self.count - 1, i]
             if cell_change.any():
                 change = plane - self.previous[i]
-                self.grid[self.count, 2 + i] = taking_part(change, cell_change, self.floors[i])
+                darker = (np.minimum(plane, self.previous[i]), self.dark) if i == 0 else None
+                self.grid[self.count, 2 + i] = taking_part(
+                    change, cell_change, self.floors[i], darker
+                )
         self.previous = planes
         self.times.append(frame.time)
         self.count += 1

@@ -387,6 +387,32 @@ def test_a_faint_shimmer_beside_a_flash_neither_hides_it_nor_adds_to_its_area(an
     assert float(row[AREA]) == pytest.approx(dots.mean(), abs=0.01)
 
 
+def test_dots_blinking_on_a_white_page_flash_though_their_cells_stay_bright(analyzer) -> None:
+    """Scattered pixels over 30 % of a white frame toggle between 0.6 and 1.0 at 10 Hz: each
+    pixel's darker end is under 0.8, so WCAG counts its flashes, but each cell's mean stays
+    between 0.88 and 1.0 and read as never dark."""
+    dots = np.random.default_rng(1).random((H, W)) < 0.3
+    white, grey = code_for(1.0), code_for(0.6)
+    frames = [
+        np.repeat(np.where(dots, grey if on else white, white)[..., None], 3, axis=2).astype(
+            np.uint8
+        )
+        for on in square_wave(10, 30, 2.0)
+    ]
+    (row,) = analyse(analyzer, [(frames, 30)])
+    assert float(row[FLASHES]) == 10.0
+    assert float(row[AREA]) == pytest.approx(dots.mean(), abs=0.01)
+    light = code_for(0.82)  # a change of 0.18 whose darker end stays above 0.8: no flash
+    bright = [
+        np.repeat(np.where(dots, light if on else white, white)[..., None], 3, axis=2).astype(
+            np.uint8
+        )
+        for on in square_wave(10, 30, 2.0)
+    ]
+    (row,) = analyse(analyzer, [(bright, 30)])
+    assert float(row[FLASHES]) == 0.0
+
+
 def test_padding_never_creates_transitions(analyzer) -> None:
     item = prepare(flicker(square_wave(2, 30, 2.0), WHITE, BLACK), 30)
     noisy = dict(item, grid=item["grid"].clone())
