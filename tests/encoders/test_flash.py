@@ -372,17 +372,20 @@ def test_halves_flashing_in_opposite_phase_are_two_flashing_areas(analyzer) -> N
     assert float(row[AREA]) == 1.0
 
 
+def blinking_dots(dots: np.ndarray, on: tuple[float, float], off: tuple[float, float]) -> list:
+    """2 s at 30 fps of a 10 Hz square wave: grey frames whose ``dots`` [H, W] are at the
+    relative luminance ``on[0]`` and the rest at ``on[1]`` while on, ``off`` while off."""
+    levels = [np.where(dots, *(code_for(level) for level in state)) for state in (off, on)]
+    grey = [np.repeat(level[..., None], 3, axis=2).astype(np.uint8) for level in levels]
+    return [grey[int(state)] for state in square_wave(10, 30, 2.0)]
+
+
 def test_a_faint_shimmer_beside_a_flash_neither_hides_it_nor_adds_to_its_area(analyzer) -> None:
     """Scattered pixels over 28 % of the frame flash at 10 Hz (relative luminance 0.10 to
     0.35) while the rest shimmers in phase by 0.012, far under the 0.1 threshold. Counted as
     taking part in each cell's change, the shimmer diluted the change to 0.09: no flash."""
     dots = np.random.default_rng(0).random((H, W)) < 0.28
-    levels = {on: (code_for(0.35 if on else 0.10), code_for(0.512 if on else 0.5)) for on in (0, 1)}
-    frames = [
-        np.repeat(np.where(dots, *levels[int(on)])[..., None], 3, axis=2).astype(np.uint8)
-        for on in square_wave(10, 30, 2.0)
-    ]
-    (row,) = analyse(analyzer, [(frames, 30)])
+    (row,) = analyse(analyzer, [(blinking_dots(dots, (0.35, 0.512), (0.10, 0.5)), 30)])
     assert float(row[FLASHES]) == 10.0
     assert float(row[AREA]) == pytest.approx(dots.mean(), abs=0.01)
 
@@ -390,26 +393,13 @@ def test_a_faint_shimmer_beside_a_flash_neither_hides_it_nor_adds_to_its_area(an
 def test_dots_blinking_on_a_white_page_flash_though_their_cells_stay_bright(analyzer) -> None:
     """Scattered pixels over 30 % of a white frame toggle between 0.6 and 1.0 at 10 Hz: each
     pixel's darker end is under 0.8, so WCAG counts its flashes, but each cell's mean stays
-    between 0.88 and 1.0 and read as never dark."""
+    between 0.88 and 1.0 and read as never dark. Between 0.82 and 1.0 (a change of 0.18 whose
+    darker end stays above 0.8) they do not flash."""
     dots = np.random.default_rng(1).random((H, W)) < 0.3
-    white, grey = code_for(1.0), code_for(0.6)
-    frames = [
-        np.repeat(np.where(dots, grey if on else white, white)[..., None], 3, axis=2).astype(
-            np.uint8
-        )
-        for on in square_wave(10, 30, 2.0)
-    ]
-    (row,) = analyse(analyzer, [(frames, 30)])
+    (row,) = analyse(analyzer, [(blinking_dots(dots, (0.6, 1.0), (1.0, 1.0)), 30)])
     assert float(row[FLASHES]) == 10.0
     assert float(row[AREA]) == pytest.approx(dots.mean(), abs=0.01)
-    light = code_for(0.82)  # a change of 0.18 whose darker end stays above 0.8: no flash
-    bright = [
-        np.repeat(np.where(dots, light if on else white, white)[..., None], 3, axis=2).astype(
-            np.uint8
-        )
-        for on in square_wave(10, 30, 2.0)
-    ]
-    (row,) = analyse(analyzer, [(bright, 30)])
+    (row,) = analyse(analyzer, [(blinking_dots(dots, (0.82, 1.0), (1.0, 1.0)), 30)])
     assert float(row[FLASHES]) == 0.0
 
 
