@@ -128,6 +128,13 @@ def read_part(
     yield from _jsonl(source, limits, first)
 
 
+def check_ads_file(path: str | Path) -> None:
+    """Refuses an ads file before anything else is touched (a model loaded, an output opened,
+    a request sent): a format no reader takes (``ValueError``) or no file there (``OSError``)."""
+    ad_format(Path(path))
+    Path(path).stat()
+
+
 def ad_format(path: Path) -> str:
     """The format suffix of an ads file (``.jsonl``, ``.csv``, ...), compression aside."""
     name = path.name.lower()

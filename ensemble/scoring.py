@@ -24,7 +24,7 @@ from ensemble.batch import AdBatch, AdPreparer, OnError, PreparedAd
 from ensemble.config import ModelConfig
 from ensemble.model import AdPolicyEnsemble, EnsembleOutput
 from ensemble.postprocess import ResultFormatter
-from ensemble.reader import ad_format, read_ads, records_of
+from ensemble.reader import check_ads_file, read_ads, records_of
 from ensemble.rows import AdError, Row, error_row
 from ensemble.summary import Summary
 from ensemble.writers import (
@@ -293,8 +293,7 @@ class Scorer:
             The run's :class:`~ensemble.summary.Summary`.
         """
         output_format(output)
-        ad_format(Path(path))
-        Path(path).stat()  # a missing file fails before the output is touched
+        check_ads_file(path)
         check_not_input(path, output)
         done = written_ids(output) if resume else Counter()
         summary = Summary(self.policy_names, skipped=0)

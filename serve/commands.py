@@ -219,7 +219,7 @@ def how_to_call(server: TorchServe) -> str:
 def _predict(args: argparse.Namespace) -> int:
     import requests
 
-    from ensemble.reader import ad_format, read_ads
+    from ensemble.reader import check_ads_file, read_ads
     from ensemble.rows import error_row
     from serve.client import Client
     from serve.server import DEFAULT_RUN_DIR, KEY_FILE
@@ -230,8 +230,7 @@ def _predict(args: argparse.Namespace) -> int:
     path = Path(args.ads)
     failed = 0
     try:
-        ad_format(path)
-        path.stat()  # a missing file fails before anything is sent
+        check_ads_file(path)
         client = Client(args.url, token=args.token, key_file=key_file)
         for record in read_ads(path):
             if record.error is not None:

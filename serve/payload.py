@@ -93,5 +93,5 @@ def _parse_form(fields: Mapping[str, Any]) -> dict[str, Any]:
         else:
             ad[name] = value
     if errors:  # the id, when it reads, still names the ad's error row
-        raise AdError(errors, {k: v for k, v in ad.items() if k == "id"})
+        raise AdError(errors, {"id": ad["id"]} if "id" in ad else None)
     return ad

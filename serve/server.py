@@ -14,8 +14,9 @@ Where TorchServe's defaults fall short, :class:`ServerSettings` decides (each an
 serve`` option): the inference key expires after ``token_expiry_min`` (TorchServe: 60) and
 clients renew it through the token API (:class:`serve.client.Client` does); the JVM heap is
 bounded (``-Xmx``), and a body that does not fit gets TorchServe's 507 while the frontend lives
-on (it does not exit on an out-of-memory error); every log rolls over by size with a bounded number of files, each line is
-written once, and nothing is appended to the console (``torchserve.out``). Workers receive
+on (it does not exit on an out-of-memory error); every log rolls over by size with a bounded
+number of files, each line is written once, and nothing is appended to the console
+(``torchserve.out``). Workers receive
 request bodies undecoded (``decode_input_request=false``, which the frontend hands each worker as
 ``TS_DECODE_INPUT_REQUEST``; the launcher's own environment variable is overwritten) so that
 every body is parsed by :func:`serve.payload.parse_request`, as the files are, and every parsing

@@ -23,7 +23,7 @@ from typing import IO, Any
 from ensemble.cli.score import EXIT_AD_ERRORS, EXIT_FATAL, add_ads_arguments
 from ensemble.explain import Explained, Explainer, ExplainSettings
 from ensemble.explain_report import render_report
-from ensemble.reader import ad_format, read_ads
+from ensemble.reader import check_ads_file, read_ads
 from ensemble.scoring import Scorer, load
 from ensemble.writers import check_not_input
 from export.artifact import MANIFEST_FILE, load_artifact
@@ -66,8 +66,7 @@ def _explain(args: argparse.Namespace) -> int:
         )
         return EXIT_FATAL
     try:
-        ad_format(Path(args.ads))
-        Path(args.ads).stat()
+        check_ads_file(args.ads)
         for path in (args.output, args.html):
             if path is not None:
                 check_not_input(args.ads, path)
