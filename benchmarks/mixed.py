@@ -171,15 +171,23 @@ def one_modality_at_a_time(
     }
 
 
+def summary(rates: dict[str, dict[int, float]], batches: Sequence[int]) -> dict[str, Any]:
+    """Best bucketed / best padded, the bucketed knee, whether it rose to it, knee / batch 1."""
+    padded, bucketed = rates["padded"], rates["bucketed"]
+    at, rising = knee(bucketed)
+    return {
+        "best_ratio": max(bucketed.values()) / max(padded.values()), "knee": at,
+        "rising_to_knee": rising, "knee_ratio": bucketed[at] / bucketed[batches[0]],
+    }  # fmt: skip
+
+
 def rate_row(
     name: str, n: int, rates: dict[str, dict[int, float]], batches: Sequence[int], prep: Any
 ) -> list[Any]:
-    """A row of the items/s table: padded / bucketed per batch, best ratio, knee."""
+    """A row of the items/s table: padded / bucketed per batch, then :func:`summary`."""
     padded, bucketed = rates["padded"], rates["bucketed"]
-    at, rising = knee(bucketed)
-    return [name, n, *(f"{padded[b]:.1f} / {bucketed[b]:.1f}" for b in batches),
-            max(bucketed.values()) / max(padded.values()), at, rising,
-            bucketed[at] / bucketed[batches[0]], prep]  # fmt: skip
+    cells = (f"{padded[b]:.1f} / {bucketed[b]:.1f}" for b in batches)
+    return [name, n, *cells, *summary(rates, batches).values(), prep]
 
 
 def main() -> None:
@@ -205,15 +213,11 @@ def main() -> None:
 
     rows, goals, payload = [], [], {}
     for name, r in results.items():
-        padded, bucketed = r["rates"]["padded"], r["rates"]["bucketed"]
-        best_padded, best_ours = max(padded.values()), max(bucketed.values())
-        at, rising = knee(bucketed)
         prep_ms = r["prepare_s"]["bucketed"] / r["n"] * 1000
         rows.append(rate_row(name, r["n"], r["rates"], batches, prep_ms))
         payload[name] = {
-            "n": r["n"], "padded": padded, "bucketed": bucketed, "prepare_s": r["prepare_s"],
-            "best_ratio": best_ours / best_padded, "knee": at, "rising_to_knee": rising,
-            **parity(r["outs"], model),
+            "n": r["n"], **r["rates"], "prepare_s": r["prepare_s"],
+            **summary(r["rates"], batches), **parity(r["outs"], model),
         }  # fmt: skip
     apart = {}
     if "mixed" in results and len(results) > 2:
@@ -233,10 +237,7 @@ def main() -> None:
     if "mixed" in payload:
         mixed = payload["mixed"]
         goals.append(goal_row("mixed traffic, best batch vs padded", mixed["best_ratio"], 3.0))
-        first = mixed["bucketed"][batches[0]]
-        goals.append(
-            goal_row("mixed knee vs batch 1", mixed["bucketed"][mixed["knee"]] / first, 2.0)
-        )
+        goals.append(goal_row("mixed knee vs batch 1", mixed["knee_ratio"], 2.0))
     report.print("\n## Goals\n")
     report.print(markdown_table(GOALS_HEADER, goals))
     falling = [k for k, v in payload.items() if not v["rising_to_knee"]]
