@@ -120,13 +120,23 @@ class AdPolicyHandler(BaseHandler):
     def _read(self, index: int, request: Mapping[str, Any]) -> Record:
         request_id = str(self.context.get_request_id(index))
         try:
-            return Record(parse_request(request, self.preparer.limits), request_id)
+            ad = parse_request(request, self.preparer.limits, self._content_type(index))
+            return Record(ad, request_id)
         except AdError as err:
             return Record(err.ad, request_id, err)
         except Exception:  # a bug must cost one request, not its batch
             log.exception("request %s: reading the body failed unexpectedly", request_id)
             problem = "internal error while reading the request; see the server log"
             return Record(None, request_id, AdError.of("body", problem, 500))
+
+    def _content_type(self, index: int) -> str:
+        """Request ``index``'s Content-Type: TorchServe's worker keeps it with the body, and
+        the HTTP headers under the names the client wrote."""
+        headers = self.context.get_all_request_header(index)
+        body = headers.get("body")
+        if isinstance(body, dict) and "content-type" in body:
+            return str(body["content-type"])
+        return next((str(v) for k, v in headers.items() if k.lower() == "content-type"), "")
 
     def inference(self, data: list[Item], *args: Any, **kwargs: Any) -> Inferred:
         """Run the graph on the prepared ads of the batch, once per length bucket, shortest

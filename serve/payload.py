@@ -24,19 +24,24 @@ from ensemble.rows import AdError
 
 TEXT_FIELDS = ("id", "text")
 MEDIA_FIELDS = tuple(m for m in MODALITIES if m != "text")
+HOW_TO_SEND = "send one ad as JSON (Content-Type: application/json) or as multipart/form-data"
 
 
 def _fail(field: str, problem: str) -> AdError:
     return AdError([InputError(field, problem)])
 
 
-def parse_request(request: Mapping[str, Any], limits: MediaLimits | None = None) -> dict[str, Any]:
+def parse_request(
+    request: Mapping[str, Any], limits: MediaLimits | None = None, content_type: str = ""
+) -> dict[str, Any]:
     """The raw ad of one request.
 
     Args:
         request: TorchServe's mapping for the request (``"body"`` or form fields; query
             parameters arrive as fields too).
         limits: The record limits (size, nesting depth) of the body.
+        content_type: The request's ``Content-Type`` header, if known: it only words the
+            error of a body that is neither JSON nor a form TorchServe could split.
 
     Returns:
         The ad as a dict (not yet validated).
@@ -47,14 +52,15 @@ def parse_request(request: Mapping[str, Any], limits: MediaLimits | None = None)
             text, or query parameters beside a body.
     """
     limits = limits or MediaLimits()
+    media_type = content_type.partition(";")[0].strip().lower()
     if "body" not in request:
-        return _parse_form(request)
+        return _parse_form(request, media_type)
     extra = sorted(set(request) - {"body"})
     if extra:
         raise _fail(extra[0], "query parameters are not accepted; put every field in the body")
     body = request["body"]
     if isinstance(body, bytes | bytearray | str):
-        body = _parse_json(body, limits)
+        body = _parse_json(body, limits, media_type)
     elif (error := structure_error(body, "the body", limits, field="body")) is not None:
         raise error  # decoded by TorchServe: still checked as the files are
     if not isinstance(body, dict):
@@ -62,22 +68,35 @@ def parse_request(request: Mapping[str, Any], limits: MediaLimits | None = None)
     return body
 
 
-def _parse_json(body: bytes | bytearray | str, limits: MediaLimits) -> Any:
+def _parse_json(body: bytes | bytearray | str, limits: MediaLimits, media_type: str) -> Any:
     if not body or not body.strip():
+        raise _fail("body", f"empty request body; {HOW_TO_SEND}")
+    if media_type.startswith("multipart/"):
         raise _fail(
             "body",
-            "empty request body; send one ad as JSON (Content-Type: application/json) "
-            "or as multipart/form-data",
+            f"a {media_type} body that could not be split into fields: its Content-Type "
+            "has no boundary; let the HTTP client write the header (curl -F, requests' files=)",
         )
     value, error = parse_json(
         bytes(body) if isinstance(body, bytearray) else body, "the body", limits, field="body"
     )
     if error is not None:
+        if media_type and media_type != "application/json":
+            hint = f" (sent as {media_type}; {HOW_TO_SEND})"
+            raise AdError([InputError(e.field, e.problem + hint, e.status) for e in error.errors])
         raise error
     return value
 
 
-def _parse_form(fields: Mapping[str, Any]) -> dict[str, Any]:
+def _parse_form(fields: Mapping[str, Any], media_type: str) -> dict[str, Any]:
+    if not fields:
+        raise _fail(
+            "body",
+            f"a {media_type} body with no field: its parts do not match the boundary of its "
+            "Content-Type"
+            if media_type.startswith("multipart/")
+            else f"no body; {HOW_TO_SEND}",
+        )
     if len(fields) == 1 and next(iter(fields)).lstrip().startswith("{"):
         raise _fail(
             "body", "the body looks like JSON sent as a form: set Content-Type: application/json"

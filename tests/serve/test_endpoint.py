@@ -204,6 +204,27 @@ def test_the_metrics_endpoint_shows_the_custom_metrics(
     assert metric_value(samples, "adpolicy_ads_scored_total", ModelName="small") >= 1
 
 
+@pytest.mark.parametrize(
+    ("content_type", "fragment"),
+    [
+        ("multipart/form-data", "multipart/form-data body that could not be split into fields"),
+        ("multipart/form-data; boundary=other", "its parts do not match the boundary"),
+        ("text/plain", "not valid JSON: Expecting value at line 1 column 1 (sent as text/plain;"),
+    ],
+)
+def test_a_form_the_server_cannot_split_is_named_as_a_form(
+    served: TorchServe, content_type: str, fragment: str
+) -> None:
+    """A hand-written multipart body whose Content-Type lacks its boundary, or names another,
+    is answered as a form that could not be read, not as broken JSON."""
+    form = b'--xyz\r\nContent-Disposition: form-data; name="text"\r\n\r\nhello\r\n--xyz--\r\n'
+    answer = client(served).post_raw(form, content_type=content_type)
+    assert answer.status == 400
+    [error] = answer.body["errors"]
+    assert error["field"] == "body"
+    assert fragment in error["error"]
+
+
 def test_multipart_scores_as_json_does(
     served: TorchServe, media: dict[str, bytes], offline: Scorer
 ) -> None:
