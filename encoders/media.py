@@ -715,11 +715,19 @@ def _shown(path: Any) -> str:
 def _confine(full: Path, path: Any, field: str, base_dir: Path) -> None:
     """Refuses ``full`` (as the ads named it: ``path``) resolving outside ``base_dir``."""
     try:
-        inside = full.resolve().is_relative_to(base_dir.resolve())
+        resolved = full.resolve()
+        inside = resolved.is_relative_to(base_dir.resolve())
     except (OSError, RuntimeError, ValueError) as err:
         raise InputError(field, f"cannot resolve {_shown(path)}: {err}") from None
     if not inside:
+        written = Path(os.path.normpath(base_dir.absolute() / full))
+        where = (
+            f"leads through a symbolic link to {_shown(resolved)}, which is"
+            if written.is_relative_to(os.path.normpath(base_dir.absolute()))
+            else "is"
+        )
         raise InputError(
             field,
-            f"{_shown(path)} is outside the folder of the ads file (allow it with --allow-any-path)",
+            f"{_shown(path)} {where} outside the folder of the ads file "
+            "(allow it with --allow-any-path)",
         )

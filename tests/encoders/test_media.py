@@ -292,6 +292,29 @@ def test_offline_paths_stay_in_the_folder_of_the_file(tmp_path, path, problem) -
         read_media(path, "image", base_dir=folder, allow_paths=True, limits=LIMITS, any_path=True)
 
 
+def test_a_media_folder_behind_a_symbolic_link_is_refused_naming_where_it_leads(tmp_path) -> None:
+    """A path written inside the ads folder that a symbolic link takes outside it is refused
+    as any path outside is, and the error shows where the link leads (the user sees a path
+    inside their folder and must learn why it is "outside")."""
+    shared = tmp_path / "shared-media"
+    shared.mkdir()
+    (shared / "banner.png").write_bytes(_png())
+    folder = tmp_path / "ads"
+    folder.mkdir()
+    (folder / "media").symlink_to(shared, target_is_directory=True)
+    with pytest.raises(InputError) as info:
+        read_media("media/banner.png", "image", base_dir=folder, allow_paths=True, limits=LIMITS)
+    assert info.value.problem == (
+        f"'media/banner.png' leads through a symbolic link to "
+        f"{str(shared.resolve() / 'banner.png')!r}, which is outside the folder of the ads file (allow it with --allow-any-path)"
+    )
+    with pytest.raises(InputError, match=r"^image: '\.\./x\.png' is outside the folder"):
+        read_media("../x.png", "image", base_dir=folder, allow_paths=True, limits=LIMITS)
+    read_media(
+        "media/banner.png", "image", base_dir=folder, allow_paths=True, limits=LIMITS, any_path=True
+    )
+
+
 def _wav(channels: int, frames: int = 8000) -> bytes:
     import io
 
