@@ -166,7 +166,16 @@ class Client:
                 if data is not None
             }
             response = self._post(json={**ad, **encoded})
-        return _prediction(response)
+        prediction = _prediction(response)
+        if prediction.status == 200 or (
+            isinstance(prediction.body, dict) and "status" in prediction.body
+        ):
+            return prediction
+        problem = _not_a_row(prediction)  # TorchServe's own answer: no handler saw the ad
+        failed = error_row(
+            ad_id(ad, ""), AdError.of("body", problem, prediction.status), self.model
+        )
+        return Prediction(prediction.status, failed, prediction.model_version)
 
     def post_raw(self, body: bytes, content_type: str | None = "application/json") -> Prediction:
         """Post an already encoded body as it is (a JSON document from a file, ...)."""
@@ -223,6 +232,19 @@ class Client:
 
 def _auth_failed(response: requests.Response) -> bool:
     return response.status_code in (400, 401) and AUTH_FAILED in response.text
+
+
+def _not_a_row(prediction: Prediction) -> str:
+    """The error of a response that is not a row: TorchServe's own JSON error (a model not
+    found) or its frontend's empty 413 for a body over ``max_request_size``."""
+    body = prediction.body
+    said = str(body.get("message", body) if isinstance(body, dict) else body).strip()
+    if prediction.status == 413 and not said:
+        return (
+            "the server refused the request unread (413, no body): it is larger than the "
+            "server's max_request_size, which the archive's media limits set"
+        )
+    return f"the server answered {prediction.status} without a result: {said[:300] or 'no body'}"
 
 
 def _prediction(response: requests.Response) -> Prediction:

@@ -90,3 +90,20 @@ def test_an_expired_key_is_renewed_through_the_token_api_once(tmp_path: Path) ->
     session.statuses = [expired] * 4  # a key that never works: answered after 3 renewals
     assert client.predict({"text": "hi"}).status == 400
     assert len(session.gets) == 1 + MAX_RENEWALS
+
+
+def test_a_body_over_max_request_size_is_the_ads_error_row() -> None:
+    """TorchServe's frontend refuses a body over ``max_request_size`` before any handler:
+    413 with an empty body (measured on the real server with a 300 MB body; the test
+    servers' limit is 239 MB, too big to send in a test). The client names the ad and why."""
+    session = FakeSession([(413, "")])
+    client = Client(NOWHERE, token="t", session=session)  # type: ignore[arg-type]
+    got = client.predict({"id": "huge", "text": "hi"})
+    assert (got.status, got.body["id"], got.body["http_status"]) == (413, "huge", 413)
+    assert got.body["errors"] == [
+        {
+            "field": "body",
+            "error": "the server refused the request unread (413, no body): it is larger than "
+            "the server's max_request_size, which the archive's media limits set",
+        }
+    ]

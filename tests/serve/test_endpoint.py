@@ -225,6 +225,19 @@ def test_a_form_the_server_cannot_split_is_named_as_a_form(
     assert fragment in error["error"]
 
 
+def test_torchserves_own_error_becomes_the_ads_error_row(served: TorchServe) -> None:
+    """A model TorchServe does not serve is answered with TorchServe's own JSON, not a row:
+    the client answers it as the ad's error row, so `adpolicy predict` still says which ad
+    failed and why."""
+    unknown = client(served, model="no-such-model").predict({"id": "lost", "text": "hi"})
+    assert (unknown.status, unknown.body["id"], unknown.body["status"]) == (404, "lost", "error")
+    [error] = unknown.body["errors"]
+    assert error["field"] == "body"
+    assert (
+        error["error"] == "the server answered 404 without a result: Model not found: no-such-model"
+    )
+
+
 def test_multipart_scores_as_json_does(
     served: TorchServe, media: dict[str, bytes], offline: Scorer
 ) -> None:
