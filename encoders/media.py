@@ -402,10 +402,11 @@ def _partial(field: str, decoded: float, declared: float | None, unit: str) -> t
 def _check_duration(field: str, seconds: float, limits: MediaLimits) -> None:
     padding = ENCODER_PADDING_S if field == "audio" else 0.0
     if seconds > limits.max_seconds + padding:
+        shown = f"{seconds:.1f}"
+        if float(shown) <= limits.max_seconds:  # 60.04 s must not read "60.0 s exceeds 60 s"
+            shown = f"{seconds:.3f}"
         raise InputError(
-            field,
-            f"duration {seconds:.1f} s exceeds the limit of {limits.max_seconds:g} s",
-            status=413,
+            field, f"duration {shown} s exceeds the limit of {limits.max_seconds:g} s", status=413
         )
 
 
@@ -611,6 +612,8 @@ def decode_video(
                         _check_duration("video", max(seconds, count / MAX_FPS), limits)
                     for sink in sinks:
                         sink.add(frame)
+            except InputError:  # over the duration limit: refused, never cut
+                raise
             except (av.FFmpegError, ValueError, OSError, IndexError, ZeroDivisionError) as err:
                 if count == 0:
                     raise
@@ -652,8 +655,18 @@ def _own_seconds(stream: Any) -> float | None:
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
+def _frame_rate(stream: Any) -> Any:
+    """The container's average rate; for a stream whose container states neither a frame
+    count nor a duration (a raw H.264, HEVC or MPEG-2 elementary stream, whose demuxer then
+    reports its 25 fps default) the rate its own sequence header declares, where it does."""
+    own = stream.codec_context.framerate
+    if not stream.frames and stream.duration is None and own:
+        return own
+    return stream.average_rate or stream.guessed_rate or stream.base_rate
+
+
 def _video_info(container: Any, stream: Any, limits: MediaLimits) -> VideoInfo:
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    rate = _frame_rate(stream)
     fps = float(rate) if rate else 0.0
     if not 0 < fps <= MAX_FPS:
         raise InputError("video", f"cannot decode video: invalid frame rate {fps}")

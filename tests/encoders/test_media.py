@@ -210,6 +210,32 @@ def test_decode_video_refuses_corrupt_and_too_long(tmp_path) -> None:
     assert info.value.status == 413
 
 
+@pytest.mark.parametrize(
+    ("name", "codec", "fps"), [("s.h264", "libx264", 60), ("s.m2v", "mpeg2video", 30)]
+)
+def test_a_raw_elementary_stream_runs_at_its_own_declared_rate(tmp_path, name, codec, fps) -> None:
+    """A raw H.264 or MPEG-2 stream states no duration or frame count, and its demuxer
+    reports 25 fps whatever the stream is: its sequence header's rate is the one to count a
+    strobe's flashes per second with."""
+    strobe = lambda i: np.full((32, 32, 3), 255 * (i % 2), np.uint8)  # noqa: E731
+    path = samples.write_video(tmp_path / name, strobe, frames=fps, fps=fps, codec=codec)
+    preparer = VideoPreparer(VideoSettings(num_frames=4, frame_size=32), ((0.0,) * 3, (1.0,) * 3))
+    _, info = decode_video(path.read_bytes(), [preparer], LIMITS)
+    assert (info.fps, info.num_frames, info.seconds) == (pytest.approx(fps), fps, None)
+
+
+def test_a_video_stating_no_duration_is_refused_past_the_limit_not_cut(tmp_path) -> None:
+    """Without a stated duration the limit is found while decoding; such a video is refused
+    as any longer video is (413), not scored on its first seconds with a warning: a strobe
+    after the cut would go unseen."""
+    grey = lambda i: np.full((32, 32, 3), 128, np.uint8)  # noqa: E731
+    path = samples.write_video(tmp_path / "long.h264", grey, frames=60, fps=60)
+    preparer = VideoPreparer(VideoSettings(num_frames=4, frame_size=32), ((0.0,) * 3, (1.0,) * 3))
+    with pytest.raises(InputError, match=r"duration 0\.533 s exceeds the limit of 0\.5 s") as info:
+        decode_video(path.read_bytes(), [preparer], MediaLimits(max_seconds=0.5))
+    assert (info.value.field, info.value.status) == ("video", 413)
+
+
 def _matroska(
     path: Path, videos: Sequence[tuple[int, Callable[[int], np.ndarray]]], audio_s: float = 0.0
 ) -> bytes:
