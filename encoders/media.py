@@ -423,7 +423,7 @@ def _decode_soundfile(data: bytes, limits: MediaLimits) -> AudioClip | None:
                 raise InputError("audio", "invalid sample rate")
             _check_duration("audio", f.frames / f.samplerate, limits)
             _check_channels(f.channels, limits)
-            samples = np.ascontiguousarray(f.read(dtype="float32", always_2d=True).T)
+            samples = np.ascontiguousarray(_read_all(f).T)
             rate = int(f.samplerate)
             declared = f.frames
     except soundfile.LibsndfileError:
@@ -442,6 +442,18 @@ def _decode_soundfile(data: bytes, limits: MediaLimits) -> AudioClip | None:
     declared = None if header.streamed else header.data_start + header.data_size
     warnings = _partial("audio", len(data), declared, "bytes")
     return AudioClip(samples, rate, warnings, _mask_layout(header.channel_mask, len(samples)))
+
+
+def _read_all(f: soundfile.SoundFile) -> np.ndarray:
+    """Every frame of ``f`` as float32 (frames, channels). A file libsndfile cannot seek in
+    (GSM 6.10, G.721 or NMS ADPCM in a WAV) is read block by block: it refuses to read such
+    a file to its end in one call."""
+    if f.seekable():
+        return f.read(dtype="float32", always_2d=True)
+    blocks = [f.read(1 << 16, dtype="float32", always_2d=True)]
+    while len(blocks[-1]):
+        blocks.append(f.read(1 << 16, dtype="float32", always_2d=True))
+    return np.concatenate(blocks)
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,20 @@ def test_decode_audio_formats(tmp_path, suffix) -> None:
     assert rms == pytest.approx(0.5 / np.sqrt(2), rel=0.1)
 
 
+@pytest.mark.parametrize(("container", "subtype"), [("WAV", "GSM610"), ("WAV", "G721_32")])
+def test_telephony_codecs_libsndfile_cannot_seek_in_are_decoded_whole(container, subtype) -> None:
+    """GSM 6.10 and G.721 in a WAV (voicemail, telephony exports) are files libsndfile
+    cannot seek in: read in one call they raised a ValueError, an internal error."""
+    out = io.BytesIO()
+    wave = samples.tone(3.0, rate=8000, freqs=(440.0,), amplitude=0.5)
+    soundfile.write(out, wave, 8000, format=container, subtype=subtype)
+    clip = decode_audio(out.getvalue(), LIMITS)
+    assert clip.sample_rate == 8000
+    assert clip.duration == pytest.approx(3.0, abs=0.05)
+    rms = float(np.sqrt(np.mean(clip.samples**2)))
+    assert rms == pytest.approx(0.5 / np.sqrt(2), rel=0.1)
+
+
 def test_decode_audio_refuses_corrupt_and_too_long(tmp_path) -> None:
     with pytest.raises(InputError, match="cannot decode audio") as info:
         decode_audio(b"RIFF\x00\x00\x00\x00WAVEgarbage", LIMITS)
