@@ -241,7 +241,8 @@ def read_file(
 
 
 def _eight_bit(img: Image.Image) -> Image.Image:
-    """A 16-bit, 32-bit integer or float single-channel image scaled to 8 bits ("L").
+    """A 16-bit, 32-bit integer or float single-channel image scaled to 8 bits ("L"; "LA"
+    where a transparency key, PNG's tRNS, makes the pixels of one grey value transparent).
 
     Pillow's own conversion of these modes to RGB clips every value above 255, so a 16-bit
     PNG of any real content turns almost white. Scaled: 16-bit integers by 1/257 (65535 ->
@@ -260,7 +261,11 @@ def _eight_bit(img: Image.Image) -> Image.Image:
             values = values * 255.0
     else:
         return img
-    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+    grey = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+    key = img.info.get("transparency")  # a PNG tRNS grey value: those pixels are transparent
+    if isinstance(key, int | float):
+        grey.putalpha(Image.fromarray(np.where(np.asarray(img) == key, 0, 255).astype(np.uint8)))
+    return grey
 
 
 def decode_image(data: bytes, limits: MediaLimits) -> Image.Image:

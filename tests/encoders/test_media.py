@@ -398,6 +398,20 @@ def test_transparency_is_flattened_onto_white_with_a_warning() -> None:
     assert decode_image(_png(), LIMITS).info[WARNINGS] == []
 
 
+def test_a_16_bit_grey_png_with_a_transparency_key_is_flattened_onto_white() -> None:
+    """PNG's tRNS can name one 16-bit grey value transparent. Scaling to 8 bits rebuilt the
+    image without it: its transparent pixels were scored as the black they store, unsaid."""
+    values = np.zeros((20, 30), np.uint16)
+    values[:, 15:] = 40_000
+    out = io.BytesIO()
+    Image.fromarray(values).save(out, "PNG", transparency=0)  # mode I;16
+    img = decode_image(out.getvalue(), LIMITS)
+    assert img.info[WARNINGS] == ["image: transparent pixels flattened onto white"]
+    pixels = np.asarray(img)
+    assert (pixels[:, :15] == 255).all()  # the keyed black is white
+    assert (pixels[:, 15:] == round(40_000 / 257)).all()
+
+
 def test_an_animated_image_is_scored_on_its_first_frame_with_a_warning() -> None:
     frames = [Image.new("RGB", (8, 8), colour) for colour in ("red", "blue", "green")]
     for fmt in ("GIF", "PNG", "WEBP"):
