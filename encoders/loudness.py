@@ -504,6 +504,21 @@ def resample(samples: np.ndarray, rate: int) -> np.ndarray:
     return out[:, : round(frames * RATE / rate)].astype(np.float32)
 
 
+def _loudest_block_db(media: AudioClip) -> float:
+    """The loudest 400 ms block of ``media`` (100 ms apart; a shorter clip is one block), in
+    dB of its channel-weighted mean square (:func:`channel_weights`), before K-weighting."""
+    frames = media.samples.shape[1]
+    block = max(1, min(frames, round(media.sample_rate * 0.4)))
+    hop = max(1, round(media.sample_rate * 0.1))
+    power = np.zeros(frames)
+    for weight, channel in zip(channel_weights(media.channel_names), media.samples, strict=True):
+        power += weight * channel.astype(np.float64) ** 2
+    sums = np.concatenate([[0.0], np.cumsum(power)])
+    starts = np.arange(0, frames - block + 1, hop)
+    loudest = float(((sums[starts + block] - sums[starts]) / block).max())
+    return 10 * math.log10(loudest) if loudest > 0 else -math.inf
+
+
 class LoudnessPreparer:
     """Audio of up to the last channel bucket's channels resampled to 48 kHz, cropped to
     ``max_seconds``, zero-padded to whole 100 ms segments and to its channel bucket,
@@ -544,8 +559,9 @@ class LoudnessPreparer:
 
     def warnings(self, media: AudioClip) -> tuple[str, ...]:
         """Say so when a clip is shorter than one 400 ms gating block (it is measured as one
-        block over its own samples) or silent (a sample peak below the absolute gate: a
-        heuristic, since the gate applies to K-weighted block loudness)."""
+        block over its own samples) or silent: no 400 ms block, its channels weighted as
+        BS.1770 weighs them (the LFE not at all), above the absolute gate (a heuristic: the
+        gate applies to the K-weighted blocks, which this skips)."""
         notes = []
         samples = round(media.samples.shape[1] * RATE / media.sample_rate)
         if samples < BLOCK:
@@ -553,11 +569,11 @@ class LoudnessPreparer:
                 f"audio: loudness measured over the clip's {1000 * samples / RATE:.3g} ms, fewer "
                 "than the 400 ms of a BS.1770 gating block (one block over its own samples)"
             )
-        if media.samples.size and np.abs(media.samples).max() < 10 ** (ABSOLUTE_GATE / 20):
+        if media.samples.size and _loudest_block_db(media) < ABSOLUTE_GATE:
             notes.append(
-                f"audio: silent (peak below {ABSOLUTE_GATE:.0f} dBFS): its loudness is at or near "
-                "BS.1770's -70 LKFS floor, where the standard leaves it undefined: too quiet "
-                "for the loudness window"
+                f"audio: silent (no 400 ms block above {ABSOLUTE_GATE:.0f} dB, the LFE channel "
+                "not counted): its loudness is at or near BS.1770's -70 LKFS floor, where the "
+                "standard leaves it undefined: too quiet for the loudness window"
             )
         return tuple(notes)
 

@@ -257,10 +257,32 @@ def test_silence_reads_minus_70_with_a_warning(analyzer) -> None:
     preparer = LoudnessPreparer(SETTINGS)
     for clip in clips:
         assert any(
-            w.startswith("audio: silent (peak below -70 dBFS)") for w in preparer.warnings(clip)
+            w.startswith("audio: silent (no 400 ms block above -70 dB")
+            for w in preparer.warnings(clip)
         )
     quiet = AudioClip((1e-3 * np.sin(np.arange(2 * RATE) / 10.0))[None].astype(np.float32), RATE)
     assert preparer.warnings(quiet) == ()  # -60 dBFS: measured, not silent
+
+
+def test_audio_no_block_of_which_passes_the_gate_is_said_to_be_silent(analyzer) -> None:
+    """Sound only in the LFE channel (weight 0) and noise at -80 dBFS whose peaks pass -70
+    dBFS both read -70 LUFS: the row says why, as it does for digital silence."""
+    rng = np.random.default_rng(0)
+    lfe_only = np.zeros((6, 2 * RATE), np.float32)
+    lfe_only[3] = 0.5 * np.sin(2 * np.pi * 60 * np.arange(2 * RATE) / RATE)
+    noise = (10 ** (-80 / 20) * rng.standard_normal((1, 2 * RATE))).astype(np.float32)
+    assert np.abs(noise).max() > 10 ** (-70 / 20)
+    clips = [
+        AudioClip(lfe_only, RATE, layout=("FL", "FR", "FC", "LFE", "BL", "BR")),
+        AudioClip(noise, RATE),
+    ]
+    assert [measure(analyzer, [clip])[0, 0].item() for clip in clips] == [-70.0, -70.0]
+    preparer = LoudnessPreparer(SETTINGS)
+    for clip in clips:
+        [warning] = preparer.warnings(clip)
+        assert warning.startswith("audio: silent (no 400 ms block above -70 dB")
+    audible = AudioClip(lfe_only, RATE, layout=("FL", "FR", "FC", "BL", "BR", "LFE"))
+    assert preparer.warnings(audible) == ()  # the same tone in the left surround is measured
 
 
 def own_block(wave: np.ndarray, weights: tuple[float, ...]) -> float:
