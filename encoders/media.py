@@ -15,8 +15,9 @@ import io
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -284,8 +285,12 @@ def decode_image(data: bytes, limits: MediaLimits) -> Image.Image:
             upright = _eight_bit(ImageOps.exif_transpose(img))
             warnings: list[str] = []
             if (frames := getattr(img, "n_frames", 1)) > 1:
-                held = f"{frames} pages" if img.format == "TIFF" else f"animated ({frames} frames)"
-                warnings.append(f"image: {held}; scored on its first")
+                warnings.append(
+                    f"image: {frames} pages; scored on its first"
+                    if img.format == "TIFF"
+                    else f"image: animated ({frames} frames); scored on its first (send it as "
+                    "video to have every frame checked, for flashing too)"
+                )
             if upright.has_transparency_data:
                 rgba = upright.convert("RGBA")
                 if rgba.getchannel("A").getextrema() != (255, 255):
@@ -604,41 +609,59 @@ def decode_video(
 ) -> tuple[list[dict[str, Tensor]], VideoInfo]:
     """Decode a video once, streaming every frame into each preparer's sink.
 
+    An animated WebP, which FFmpeg's WebP decoder cannot animate, is read by Pillow
+    (:func:`_webp_frames`); every other format by FFmpeg.
+
     Returns:
         One tensor dict per preparer, in order, and the video's info with the frame count
         actually decoded.
     """
     try:
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            with Image.open(io.BytesIO(data)) as img:
+                info, frames = _webp_frames(img, limits)
+                return _stream(info, frames, preparers, limits)
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.video:
                 raise InputError("video", "cannot decode video: no video stream found")
             stream = _main_stream(container)
             stream.thread_type = "AUTO"
             info = _video_info(container, stream, limits)
-            sinks = [p.start(info) for p in preparers]
-            max_frames = math.ceil(limits.max_seconds * info.fps) + 1
-            count = 0
-            times = _Span()
-            warnings: tuple[str, ...] = ()
-            try:
-                for frame in container.decode(stream):
-                    count += 1
-                    times.add(frame.time)
-                    if count > max_frames:  # past the declared rate: the timestamps decide
-                        seconds = times.seconds(info.fps, count)
-                        _check_duration("video", max(seconds, count / MAX_FPS), limits)
-                    for sink in sinks:
-                        sink.add(frame)
-            except InputError:  # over the duration limit: refused, never cut
-                raise
-            except (av.FFmpegError, ValueError, OSError, IndexError, ZeroDivisionError) as err:
-                if count == 0:
-                    raise
-                warnings = (f"video: decoding stopped after {count} frames ({_av_problem(err)})",)
+            return _stream(info, container.decode(stream), preparers, limits)
     except InputError:
         raise
     except (av.FFmpegError, ValueError, OSError, IndexError, ZeroDivisionError) as err:
         raise InputError("video", f"cannot decode video: {_av_problem(err)}") from None
+
+
+def _stream(
+    info: VideoInfo,
+    frames: Iterable[av.VideoFrame],
+    preparers: Sequence[VideoPreparer],
+    limits: MediaLimits,
+) -> tuple[list[dict[str, Tensor]], VideoInfo]:
+    """:func:`decode_video`'s pass over the frames: each into every preparer's sink, the
+    duration limit held as they come, a decoding failure after the first a warning."""
+    sinks = [p.start(info) for p in preparers]
+    max_frames = math.ceil(limits.max_seconds * info.fps) + 1
+    count = 0
+    times = _Span()
+    warnings: tuple[str, ...] = ()
+    try:
+        for frame in frames:
+            count += 1
+            times.add(frame.time)
+            if count > max_frames:  # past the declared rate: the timestamps decide
+                seconds = times.seconds(info.fps, count)
+                _check_duration("video", max(seconds, count / MAX_FPS), limits)
+            for sink in sinks:
+                sink.add(frame)
+    except InputError:  # over the duration limit: refused, never cut
+        raise
+    except (av.FFmpegError, ValueError, OSError, IndexError, ZeroDivisionError) as err:
+        if count == 0:
+            raise
+        warnings = (f"video: decoding stopped after {count} frames ({_av_problem(err)})",)
     if count == 0:
         raise InputError("video", "cannot decode video: no frames")
     if not warnings and info.counted:
@@ -649,6 +672,58 @@ def decode_video(
     return [sink.finish() for sink in sinks], dataclasses.replace(
         info, num_frames=count, warnings=warnings
     )
+
+
+# Browsers show an animation frame of 10 ms or less for 100 ms (Chromium, Firefox, Safari).
+SHORTEST_FRAME_MS, SHOWN_INSTEAD_MS = 10, 100
+# A looping animation is shown as long as the ad is: its passes are analysed up to this long
+# (enough for the flash windows and the extended-flashing span), at least one pass, never
+# past the duration limit.
+LOOPED_S = 5.0
+
+
+def _webp_frames(
+    img: Image.Image, limits: MediaLimits
+) -> tuple[VideoInfo, Iterator[av.VideoFrame]]:
+    """An (animated) WebP's info and frames, composed by Pillow, each at the time it is shown.
+
+    A looping animation (``loop`` 0: for ever, or N passes) is played pass after pass up to
+    :data:`LOOPED_S`: a two-frame blink of 0.2 s is a 5 Hz flash on screen, one flash in one
+    pass. Frames of 10 ms or less last 100 ms, as in browsers.
+    """
+    if img.width * img.height > limits.max_pixels:
+        raise InputError("video", f"{img.width}x{img.height} frames exceed the pixel limit", 413)
+    durations = []
+    for index in range(getattr(img, "n_frames", 1)):
+        img.seek(index)
+        img.load()
+        shown = int(img.info.get("duration") or 0)
+        durations.append(SHOWN_INSTEAD_MS if shown <= SHORTEST_FRAME_MS else shown)
+    one_pass = sum(durations) / 1000
+    _check_duration("video", one_pass, limits)
+    loops = int(img.info.get("loop", 1))
+    wanted = min(LOOPED_S, limits.max_seconds)
+    most = math.floor(wanted / one_pass)
+    passes = max(1, min(loops, most) if loops else most)
+    info = VideoInfo(
+        fps=len(durations) / one_pass,
+        num_frames=len(durations) * passes,
+        width=img.width,
+        height=img.height,
+        seconds=one_pass * passes,
+    )
+
+    def frames() -> Iterator[av.VideoFrame]:
+        start = 0
+        for _ in range(passes):
+            for index, duration in enumerate(durations):
+                img.seek(index)
+                frame = av.VideoFrame.from_ndarray(np.asarray(img.convert("RGB")), format="rgb24")
+                frame.pts, frame.time_base = start, Fraction(1, 1000)
+                start += duration
+                yield frame
+
+    return info, frames()
 
 
 def _main_stream(container: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from encoders.flash import (
     FlashAnalyzer,
@@ -482,6 +484,29 @@ def test_a_variable_frame_rate_video_is_measured_on_its_timestamps(tmp_path) -> 
     out = run(FlashAnalyzer(settings).eval(), [item], settings)[0]
     assert float(out[FLASHES]) == 15.0
     assert float(out[SECONDS]) == pytest.approx(15.5, abs=1 / 60)
+
+
+@pytest.mark.parametrize(
+    ("loop", "frames", "flashes"),
+    [(0, 50, 5.0), (3, 6, 2.5), (1, 2, 0.5)],
+)
+def test_an_animated_webp_is_a_video_played_as_it_loops(loop, frames, flashes) -> None:
+    """FFmpeg cannot animate a WebP ("no picture size"); Pillow reads its frames and times.
+    A black/white blink of two 100 ms frames that loops for ever flashes 5 times a second on
+    screen, yet once per pass: it is played pass after pass over 5 s, or as often as its
+    ``loop`` says (1: once)."""
+    blink = [Image.new("RGB", (32, 24), colour) for colour in ("black", "white")]
+    out = io.BytesIO()
+    blink[0].save(
+        out, "WEBP", save_all=True, append_images=blink[1:], duration=100, loop=loop, lossless=True
+    )
+    settings = FlashSettings()
+    (item,), info = decode_video(out.getvalue(), [FlashPreparer(settings)], MediaLimits())
+    assert (info.num_frames, info.fps, info.warnings) == (frames, 10.0, ())
+    assert info.seconds == pytest.approx(frames / 10)
+    measured = run(FlashAnalyzer(settings).eval(), [item], settings)[0]
+    assert float(measured[FLASHES]) == flashes
+    assert float(measured[SECONDS]) == pytest.approx(frames / 10)
 
 
 def test_a_video_carrying_twice_its_declared_rate_is_analysed_to_its_end(tmp_path) -> None:
