@@ -37,6 +37,7 @@ STORE_URI = re.compile(r"^(s3|gs|gcs|hdfs|viewfs|abfs|abfss|file)://", re.IGNORE
 DATA_URI = re.compile(r"data:[^,]*?;base64,", re.IGNORECASE)
 MATROSKA_DURATION = re.compile(r"(\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
 SHOWN_PATH = 200  # characters of a path an error message quotes
+PNG = b"\x89PNG\r\n\x1a\n"  # the signature of a PNG (and an APNG)
 MAX_FPS = 1000.0  # highest frame rate accepted; also bounds the frames a duration holds
 PARTIAL = 0.95  # media decoding to less than this share of its declared length is partial
 # AAC and MP3 encoders pad a clip to whole frames (1 024-2 048 samples, and the priming): a
@@ -291,12 +292,9 @@ def decode_image(data: bytes, limits: MediaLimits) -> Image.Image:
                     else f"image: animated ({frames} frames); scored on its first (send it as "
                     "video to have every frame checked, for flashing too)"
                 )
-            if upright.has_transparency_data:
-                rgba = upright.convert("RGBA")
-                if rgba.getchannel("A").getextrema() != (255, 255):
-                    warnings.append("image: transparent pixels flattened onto white")
-                upright = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-            rgb = upright.convert("RGB")
+            rgb, flattened = _on_white(upright)
+            if flattened:
+                warnings.append("image: transparent pixels flattened onto white")
             rgb.info[WARNINGS] = warnings
     except InputError:
         raise
@@ -313,6 +311,17 @@ def decode_image(data: bytes, limits: MediaLimits) -> Image.Image:
     if rgb.width < 1 or rgb.height < 1:
         raise InputError("image", "image has no pixels")
     return rgb
+
+
+def _on_white(img: Image.Image) -> tuple[Image.Image, bool]:
+    """``img`` in RGB, any transparency flattened onto white, and whether any pixel was
+    transparent (scoring the colours under a transparent alpha would judge unseen pixels)."""
+    if not img.has_transparency_data:
+        return img.convert("RGB"), False
+    rgba = img.convert("RGBA")
+    transparent = rgba.getchannel("A").getextrema() != (255, 255)
+    flat = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    return flat, transparent
 
 
 def _too_many_pixels(bound: int, limits: MediaLimits) -> InputError:
@@ -610,16 +619,16 @@ def decode_video(
     """Decode a video once, streaming every frame into each preparer's sink.
 
     An animated WebP, which FFmpeg's WebP decoder cannot animate, is read by Pillow
-    (:func:`_webp_frames`); every other format by FFmpeg.
+    (:func:`_animation_frames`); every other format by FFmpeg.
 
     Returns:
         One tensor dict per preparer, in order, and the video's info with the frame count
         actually decoded.
     """
     try:
-        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        if data[:6] in (b"GIF87a", b"GIF89a") or data[:8] == PNG or data[8:12] == b"WEBP":
             with Image.open(io.BytesIO(data)) as img:
-                info, frames = _webp_frames(img, limits)
+                info, frames = _animation_frames(img, limits)
                 return _stream(info, frames, preparers, limits)
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.video:
@@ -682,14 +691,16 @@ SHORTEST_FRAME_MS, SHOWN_INSTEAD_MS = 10, 100
 LOOPED_S = 5.0
 
 
-def _webp_frames(
+def _animation_frames(
     img: Image.Image, limits: MediaLimits
 ) -> tuple[VideoInfo, Iterator[av.VideoFrame]]:
-    """An (animated) WebP's info and frames, composed by Pillow, each at the time it is shown.
+    """A GIF's, (A)PNG's or WebP's info and frames, composed by Pillow, each at the time it
+    is shown, transparency flattened onto white as an image's is.
 
-    A looping animation (``loop`` 0: for ever, or N passes) is played pass after pass up to
-    :data:`LOOPED_S`: a two-frame blink of 0.2 s is a 5 Hz flash on screen, one flash in one
-    pass. Frames of 10 ms or less last 100 ms, as in browsers.
+    A looping animation (``loop`` 0: for ever; else N plays, a GIF's N repeats after the
+    first) is played pass after pass up to :data:`LOOPED_S`: a two-frame blink of 0.2 s is a
+    5 Hz flash on screen, one flash in one pass. Frames of 10 ms or less last 100 ms, as in
+    browsers.
     """
     if img.width * img.height > limits.max_pixels:
         raise InputError("video", f"{img.width}x{img.height} frames exceed the pixel limit", 413)
@@ -701,7 +712,8 @@ def _webp_frames(
         durations.append(SHOWN_INSTEAD_MS if shown <= SHORTEST_FRAME_MS else shown)
     one_pass = sum(durations) / 1000
     _check_duration("video", one_pass, limits)
-    loops = int(img.info.get("loop", 1))
+    loop = img.info.get("loop")  # None: played once
+    loops = 1 if loop is None else int(loop) + (img.format == "GIF" and int(loop) > 0)
     wanted = min(LOOPED_S, limits.max_seconds)
     most = math.floor(wanted / one_pass)
     passes = max(1, min(loops, most) if loops else most)
@@ -718,7 +730,8 @@ def _webp_frames(
         for _ in range(passes):
             for index, duration in enumerate(durations):
                 img.seek(index)
-                frame = av.VideoFrame.from_ndarray(np.asarray(img.convert("RGB")), format="rgb24")
+                shown = np.asarray(_on_white(img)[0])
+                frame = av.VideoFrame.from_ndarray(shown, format="rgb24")
                 frame.pts, frame.time_base = start, Fraction(1, 1000)
                 start += duration
                 yield frame

@@ -487,19 +487,29 @@ def test_a_variable_frame_rate_video_is_measured_on_its_timestamps(tmp_path) -> 
 
 
 @pytest.mark.parametrize(
-    ("loop", "frames", "flashes"),
-    [(0, 50, 5.0), (3, 6, 2.5), (1, 2, 0.5)],
+    ("fmt", "loop", "frames", "flashes"),
+    [
+        ("WEBP", 0, 50, 5.0),
+        ("WEBP", 3, 6, 2.5),
+        ("WEBP", 1, 2, 0.5),
+        ("GIF", 0, 50, 5.0),
+        ("GIF", 2, 6, 2.5),  # a GIF's loop counts repeats after the first play
+        ("GIF", None, 2, 0.5),
+        ("PNG", 0, 50, 5.0),
+        ("PNG", 3, 6, 2.5),
+    ],
 )
-def test_an_animated_webp_is_a_video_played_as_it_loops(loop, frames, flashes) -> None:
-    """FFmpeg cannot animate a WebP ("no picture size"); Pillow reads its frames and times.
-    A black/white blink of two 100 ms frames that loops for ever flashes 5 times a second on
-    screen, yet once per pass: it is played pass after pass over 5 s, or as often as its
-    ``loop`` says (1: once)."""
+def test_an_animation_is_a_video_played_as_it_loops(fmt, loop, frames, flashes) -> None:
+    """Animated WebP (which FFmpeg cannot animate: "no picture size"), GIF and APNG are read
+    by Pillow at their frames' own times. A black/white blink of two 100 ms frames that
+    loops for ever flashes 5 times a second on screen, yet once per pass: it is played pass
+    after pass over 5 s, or as often as its ``loop`` says."""
     blink = [Image.new("RGB", (32, 24), colour) for colour in ("black", "white")]
     out = io.BytesIO()
-    blink[0].save(
-        out, "WEBP", save_all=True, append_images=blink[1:], duration=100, loop=loop, lossless=True
-    )
+    options = {"lossless": True} if fmt == "WEBP" else {}
+    if loop is not None:
+        options["loop"] = loop
+    blink[0].save(out, fmt, save_all=True, append_images=blink[1:], duration=100, **options)
     settings = FlashSettings()
     (item,), info = decode_video(out.getvalue(), [FlashPreparer(settings)], MediaLimits())
     assert (info.num_frames, info.fps, info.warnings) == (frames, 10.0, ())
