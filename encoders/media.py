@@ -639,6 +639,10 @@ def decode_video(
             return _stream(info, container.decode(stream), preparers, limits)
     except InputError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(
+            "video", "frames of more pixels than Pillow reads exceed the limit", 413
+        ) from None
     except (av.FFmpegError, ValueError, OSError, IndexError, ZeroDivisionError) as err:
         raise InputError("video", f"cannot decode video: {_av_problem(err)}") from None
 

@@ -250,6 +250,17 @@ def test_a_video_stating_no_duration_is_refused_past_the_limit_not_cut(tmp_path)
     assert (info.value.field, info.value.status) == ("video", 413)
 
 
+def test_an_animation_too_big_for_pillow_is_refused_as_video_too() -> None:
+    """A GIF whose header claims 30000 x 30000 frames, sent as video, is refused (413) as it
+    is as an image, not failed as an internal error."""
+    gif = b"GIF89a" + struct.pack("<HH", 30_000, 30_000) + b"\x00\x00\x00,"
+    gif += struct.pack("<HHHH", 0, 0, 30_000, 30_000) + b"\x00\x02\x02D\x01\x00;"
+    preparer = VideoPreparer(VideoSettings(num_frames=4, frame_size=32), ((0.0,) * 3, (1.0,) * 3))
+    with pytest.raises(InputError, match="exceed the limit") as info:
+        decode_video(gif, [preparer], LIMITS)
+    assert (info.value.field, info.value.status) == ("video", 413)
+
+
 def _matroska(
     path: Path, videos: Sequence[tuple[int, Callable[[int], np.ndarray]]], audio_s: float = 0.0
 ) -> bytes:
