@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -95,6 +96,7 @@ def save_pretrained(
     if weights == "heads":
         stored = stored_with_heads(model)
         state = {k: v for k, v in state.items() if stored(k)}
+        config = _relative_to(config, out)
     else:
         config = bundle_encoder_files(config, out)
     save_file(state, str(out / WEIGHTS_FILE))
@@ -185,19 +187,35 @@ def bundle_encoder_files(config: ModelConfig, out: str | Path) -> ModelConfig:
     return config
 
 
-def resolve_encoder_paths(config: ModelConfig, root: str | Path) -> ModelConfig:
-    """Make the encoders' relative ``model_dir`` / ``weights`` settings absolute under ``root``.
-
-    ``package:NAME`` values and absolute paths are kept as they are.
-    """
+def _with_paths(config: ModelConfig, change: Callable[[str], str]) -> ModelConfig:
+    """``config`` with each encoder's ``model_dir`` / ``weights`` path passed through
+    ``change`` (``package:NAME`` values kept as they are)."""
     for key, enc in config.encoders.items():
         settings = dict(enc.settings)
         for name in ("model_dir", "weights"):
             value = settings.get(name)
             if isinstance(value, str) and not value.startswith("package:"):
-                settings[name] = str((Path(root) / value).resolve())
+                settings[name] = change(value)
         config = config.with_encoder(key, dataclasses.replace(enc, settings=settings))
     return config
+
+
+def _relative_to(config: ModelConfig, out: Path) -> ModelConfig:
+    """``config`` with each relative encoder path (read, as the model was built, from the
+    working directory) rewritten relative to the checkpoint ``out``, where
+    :func:`resolve_encoder_paths` will look for it; absolute paths kept."""
+    return _with_paths(
+        config,
+        lambda v: v if Path(v).is_absolute() else os.path.relpath(Path(v).resolve(), out.resolve()),
+    )
+
+
+def resolve_encoder_paths(config: ModelConfig, root: str | Path) -> ModelConfig:
+    """Make the encoders' relative ``model_dir`` / ``weights`` settings absolute under ``root``.
+
+    ``package:NAME`` values and absolute paths are kept as they are.
+    """
+    return _with_paths(config, lambda v: str((Path(root) / v).resolve()))
 
 
 def read_checkpoint_config(directory: str | Path) -> tuple[ModelConfig, dict[str, Any]]:

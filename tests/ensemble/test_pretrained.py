@@ -125,6 +125,29 @@ def _tuned_model(tiny_bert_dir) -> tuple[Any, dict[str, torch.Tensor]]:
     return model, matrices
 
 
+def test_a_heads_checkpoint_finds_an_encoder_path_given_relative_to_the_working_directory(
+    tiny_bert_dir, tmp_path, monkeypatch
+) -> None:
+    """A config naming its text model relative to where training ran (``model_dir:
+    tiny-bert``) was saved as written, and the checkpoint then looked for it inside itself:
+    it could never be loaded. The path is stored relative to the checkpoint."""
+    from tests.ensemble.conftest import small_config_json
+
+    monkeypatch.chdir(tiny_bert_dir.parent)
+    config = small_config_json(tiny_bert_dir.name)
+    model = build_ensemble(ModelConfig.from_json(config), seed=0)
+    save_pretrained(model, tmp_path / "runs" / "heads", weights="heads")
+    stored = json.loads((tmp_path / "runs" / "heads" / "config.json").read_text())
+    monkeypatch.chdir(tmp_path)  # loaded from elsewhere
+    reloaded = from_pretrained(Path("runs") / "heads")
+    assert (tmp_path / "runs" / "heads" / stored["encoders"]["text"]["model_dir"]).resolve() == (
+        tiny_bert_dir.resolve()
+    )
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            assert torch.equal(value, reloaded.state_dict()[name]), name
+
+
 def _continued(
     checkpoint: Path, matrices: Iterable[str], rank: int, heads: bool = True
 ) -> tuple[Any, dict[str, torch.nn.Parameter], dict[str, torch.Tensor]]:
