@@ -74,6 +74,22 @@ class Policy:
         except (TypeError, ValueError) as err:
             raise ValueError(f"policy {data.get('name')!r}: {err}") from None
 
+    def __post_init__(self) -> None:
+        """Refuse fields of the wrong type: ``calibrated: "false"`` read as true and showed an
+        untrained head's scores; a threshold ``"0.5"`` failed only at scoring time."""
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name {self.name!r}: a non-empty string")
+        if not all(isinstance(h, str) for h in self.heads):
+            raise ValueError(f"heads {list(self.heads)!r}: encoder keys (strings)")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int | float):
+            raise ValueError(f"threshold {self.threshold!r}: a number in [0, 1]")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold {self.threshold!r}: a score in [0, 1]")
+        if not isinstance(self.calibrated, bool):
+            raise ValueError(f"calibrated {self.calibrated!r}: true or false (not a string)")
+        if not isinstance(self.description, str):
+            raise ValueError(f"description {self.description!r}: a string")
+
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["heads"] = list(self.heads)

@@ -8,6 +8,7 @@ import argparse
 import json
 from typing import Any
 
+from ensemble.cli.score import positive
 from ensemble.training.calibrate import TargetError, Targets
 
 
@@ -43,7 +44,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("-o", "--out", help="write a calibrated copy here (default: in place)")
     p.add_argument("--json", help="also write the per-policy report here")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive, default=64)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_calibrate)

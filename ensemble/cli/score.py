@@ -65,6 +65,15 @@ def positive(text: str) -> int:
     return value
 
 
+def rate(text: str) -> float:
+    """An argparse type: a learning rate, a finite number of at least 0 (a negative one
+    would climb the loss)."""
+    value = float(text)
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
+    return value
+
+
 def add_ads_arguments(p: argparse.ArgumentParser) -> None:
     """The options of every command that scores a file of ads: the file, batch size, device
     and where media paths may point."""

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+from ensemble.cli.score import positive, rate
 from ensemble.config import ModelConfig, load_config
 from ensemble.pretrained import CONFIG_FILE, DELTA_STEPS
 from ensemble.training.data import (
@@ -108,14 +109,14 @@ def register(sub: Any) -> None:
     tr.add_argument(
         "--unfreeze", nargs="+", default=[], metavar="KEY", help="encoders to fine-tune"
     )
-    tr.add_argument("--encoder-lr", type=float, default=TrainSettings.encoder_lr)
+    tr.add_argument("--encoder-lr", type=rate, default=TrainSettings.encoder_lr)
     tr.add_argument(
         "--branch-lr", type=float, default=TrainSettings.branch_lr,
         help="learning rate of the frozen encoders' head-trained parts (the text lexicon)",
     )  # fmt: skip
-    tr.add_argument("--lr", type=float, default=TrainSettings.lr)
+    tr.add_argument("--lr", type=rate, default=TrainSettings.lr)
     tr.add_argument("--weight-decay", type=float, default=TrainSettings.weight_decay)
-    tr.add_argument("--batch-size", type=int, default=TrainSettings.batch_size, help="global")
+    tr.add_argument("--batch-size", type=positive, default=TrainSettings.batch_size, help="global")
     tr.add_argument("--class-weight", choices=list(CLASS_WEIGHT_POWER), default="none")
     tr.add_argument(
         "--schedule", choices=list(SCHEDULES), default=TrainSettings.schedule,
@@ -142,7 +143,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help=f"write {EVALUATION_FILE} into the checkpoint (metrics + a fixed sample's metrics)",
     )
-    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--batch-size", type=positive, default=64)
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_evaluate)
@@ -161,7 +162,7 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="default", help="config name or YAML/JSON path")
     p.add_argument("--data", required=True, help="labelled training manifest (JSONL)")
     p.add_argument("--val", required=True, help="labelled validation manifest (JSONL)")
-    p.add_argument("--epochs", type=int, default=TrainSettings.epochs)
+    p.add_argument("--epochs", type=positive, default=TrainSettings.epochs)
     p.add_argument("--patience", type=int, default=TrainSettings.patience)
     p.add_argument("--seed", type=int, default=TrainSettings.seed)
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="embedding cache")

@@ -99,6 +99,18 @@ def test_preparer_and_model_agree_on_input_order(small_model, small_config) -> N
             "duplicate",
         ),
         ({"policies": [{"name": "x", "heads": ["text"], "colour": 1}]}, "unknown keys"),
+        (
+            {"policies": [{"name": "x", "heads": ["text"], "calibrated": "false"}]},
+            r"policy 'x': calibrated 'false': true or false",
+        ),
+        (
+            {"policies": [{"name": "x", "heads": ["text"], "threshold": "0.5"}]},
+            r"policy 'x': threshold '0.5': a number",
+        ),
+        (
+            {"policies": [{"name": "x", "heads": ["text"], "threshold": 5}]},
+            r"policy 'x': threshold 5: a score in \[0, 1\]",
+        ),
     ],
 )
 def test_config_validation(tiny_bert_dir, change, message) -> None:

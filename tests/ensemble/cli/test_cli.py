@@ -96,3 +96,24 @@ def test_a_batch_size_under_1_or_an_unknown_device_is_refused_plainly(
     assert code in (2, 4)
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--epochs", "0"], "--epochs: must be at least 1, got 0"),
+        (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+        (["--lr", "-1"], "--lr: must be a finite number of at least 0, got -1"),
+        (["--encoder-lr", "nan"], "--encoder-lr: must be a finite number of at least 0"),
+    ],
+)
+def test_training_options_that_cannot_train_are_usage_errors(tmp_path, capsys, option, message):
+    """--epochs 0 ended in an UnboundLocalError after reading the data, --batch-size 0 in a
+    ZeroDivisionError, and --lr -1 trained, climbing the loss: each is refused up front."""
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"id": "a", "text": "fresh coffee", "labels": {"offensive_language": 0}}\n')
+    with pytest.raises(SystemExit) as usage:
+        main(["train", "--data", str(data), "--out", str(tmp_path / "run"), *option])
+    assert usage.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
