@@ -81,11 +81,24 @@ class EncoderEntry:
         known = {f.name for f in dataclasses.fields(self.settings)}
         unknown = set(overrides) - known
         if unknown:
-            raise TypeError(
+            raise UnknownSettingsError(
                 f"encoder {self.name!r}: unknown settings {sorted(unknown)}; "
                 f"accepted: {sorted(known)}"
             )
         return self.settings(**{**self.defaults, **overrides})
+
+
+class UnknownEncoderError(KeyError, ValueError):
+    """A name no encoder is registered under: a KeyError (a lookup) and a ValueError (a bad
+    config value, which the CLI reports in one line)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # KeyError's own would quote the message
+
+
+class UnknownSettingsError(TypeError, ValueError):
+    """Settings an encoder does not take: a TypeError (unexpected arguments) and a
+    ValueError (a bad config value)."""
 
 
 _REGISTRY: dict[str, EncoderEntry] = {}
@@ -125,12 +138,15 @@ def register_encoder(
 
 
 def get_entry(name: str) -> EncoderEntry:
-    """The entry of a registered name, or a KeyError listing the registered ones."""
+    """The entry of a registered name, or an :class:`UnknownEncoderError` listing the registered
+    ones."""
     _load_builtins()
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"no encoder named {name!r}; registered: {list_encoders()}") from None
+        raise UnknownEncoderError(
+            f"no encoder named {name!r}; registered: {list_encoders()}"
+        ) from None
 
 
 def get_encoder(name: str, **settings: Any) -> Encoder:

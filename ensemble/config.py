@@ -178,14 +178,34 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """Read a config; a missing, unknown (a typo: ``head_hiden`` was ignored and the
+        heads came out linear) or ill-typed key is a ValueError naming it."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"config: expected a mapping of keys, got {type(data).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if unknown := sorted(set(data) - fields):
+            raise ValueError(f"config: unknown keys {unknown}; accepted: {sorted(fields)}")
+        if missing := [k for k in ("name", "version", "encoders", "policies") if k not in data]:
+            raise ValueError(f"config: missing {missing}")
+        limits = data.get("limits", {})
+        known = {f.name for f in dataclasses.fields(MediaLimits)}
+        if unknown := sorted(set(limits) - known):
+            raise ValueError(f"config: limits: unknown keys {unknown}; accepted: {sorted(known)}")
+        hidden, dropout = data.get("head_hidden", 0), data.get("head_dropout", 0.1)
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 0:
+            raise ValueError(f"config: head_hidden {hidden!r}: a whole number of at least 0")
+        if isinstance(dropout, bool) or not isinstance(dropout, int | float):
+            raise ValueError(f"config: head_dropout {dropout!r}: a number in [0, 1)")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"config: head_dropout {dropout!r}: a number in [0, 1)")
         return cls(
             name=data["name"],
             version=str(data["version"]),
             encoders={k: EncoderConfig.from_json(v) for k, v in sorted(data["encoders"].items())},
             policies=tuple(Policy.from_json(p) for p in data["policies"]),
-            limits=MediaLimits(**data.get("limits", {})),
-            head_hidden=int(data.get("head_hidden", 0)),
-            head_dropout=float(data.get("head_dropout", 0.1)),
+            limits=MediaLimits(**limits),
+            head_hidden=hidden,
+            head_dropout=float(dropout),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -208,9 +228,15 @@ class ModelConfig:
 
 def load_config(path: str | Path) -> ModelConfig:
     """Read a model config from YAML or JSON; a bare name reads ``ensemble/configs/NAME.yaml``."""
-    path = Path(path)
+    given = Path(path)
+    path = given
     if not path.suffix and not path.exists():
         path = CONFIG_DIR / f"{path}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise FileNotFoundError(
+            f"{given}: no such checkpoint directory, config file or config name ({names})"
+        )
     text = path.read_text()
     data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     return ModelConfig.from_json(data)

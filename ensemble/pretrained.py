@@ -346,7 +346,13 @@ def _load(directory: Path, *, update: bool) -> AdPolicyEnsemble:
         chain = _updates(meta)
         for entry, base in zip(chain, _chain_files(chain), strict=False):
             _apply_update(state, directory, entry, base)
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a tensor of another shape than the config builds
+        mismatch = next(
+            (line.strip() for line in str(err).splitlines() if "size mismatch" in line), err
+        )
+        raise ValueError(f"{directory}: weights do not match the config ({mismatch})") from None
     missing = list(result.missing_keys)
     if meta.get("weights") == "heads":
         stored = stored_with_heads(model)

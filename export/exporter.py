@@ -321,8 +321,9 @@ def load_model(source: str | Path) -> AdPolicyEnsemble:
     or the name of one in ``ensemble/configs``) built with untrained heads."""
     if (Path(source) / CONFIG_FILE).is_file():
         return from_pretrained(source)
+    config = load_config(source)
     log.warning("%s is a config, not a checkpoint: its learned heads are untrained", source)
-    return build_ensemble(load_config(source))
+    return build_ensemble(config)
 
 
 def export_checkpoint(

@@ -64,6 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # a socket or a child's pipe: a real error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
         return SIGPIPE_EXIT  # stdout closed early (`| head`): what was written stays written
+    except (OSError, ValueError) as err:
+        if args.verbose:
+            raise
+        # a missing file, a config naming an unknown encoder or setting, a checkpoint whose
+        # weights do not fit it: one line, not a traceback (`adpolicy -v` shows it)
+        print(f"adpolicy {args.command}: {err}", file=sys.stderr)
+        return score.EXIT_FATAL
     return code
 
 

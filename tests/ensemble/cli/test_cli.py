@@ -6,9 +6,11 @@ import json
 import re
 
 import pytest
+import yaml
 
 from ensemble.cli import main
 from ensemble.cli.score import EXIT_AD_ERRORS
+from ensemble.config import CONFIG_DIR
 from ensemble.scoring import DEFAULT_DIR
 
 
@@ -117,3 +119,46 @@ def test_training_options_that_cannot_train_are_usage_errors(tmp_path, capsys, o
     assert usage.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("encoders: {text: {type: bert_base}}", "no encoder named 'bert_base'; registered: ["),
+        (
+            "encoders: {text: {type: minilm, max_lenght: 64}}",
+            "encoder 'minilm': unknown settings ['max_lenght']",
+        ),
+        ("head_hiden: 32", "config: unknown keys ['head_hiden']; accepted: ["),
+        ("limits: {max_image_pixel: 5}", "config: limits: unknown keys ['max_image_pixel']"),
+        ("head_hidden: -5", "config: head_hidden -5: a whole number of at least 0"),
+    ],
+)
+def test_a_config_mistake_is_one_line_naming_it_not_a_traceback(
+    tmp_path, capsys, config, message
+) -> None:
+    """A typo in a config (an encoder, a setting, a top-level key) ended `adpolicy train` in
+    a KeyError or TypeError traceback, or was ignored (``head_hiden``: linear heads)."""
+    base = yaml.safe_load((CONFIG_DIR / "default.yaml").read_text())
+    base.update(yaml.safe_load(config))
+    if "encoders" in yaml.safe_load(config):
+        base["policies"] = [{"name": "offensive_language", "heads": ["text"]}]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(base))
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"id": "a", "text": "fresh coffee", "labels": {"offensive_language": 0}}\n')
+    run = ["train", "--config", str(path), "--data", str(data), "--val", str(data)]
+    assert main([*run, "--out", str(tmp_path / "run")]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith(f"adpolicy train: {message}")
+    assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_checkpoint_or_config_is_named_as_such(tmp_path, capsys) -> None:
+    """`adpolicy export runs/nope` warned that runs/nope was a config, then looked for
+    ensemble/configs/runs/nope.yaml and failed with a traceback."""
+    assert main(["export", str(tmp_path / "nope"), "-o", str(tmp_path / "art")]) == 4
+    err = capsys.readouterr().err
+    assert "no such checkpoint directory, config file or config name (['default', 'full'])" in err
+    assert "is a config" not in err
