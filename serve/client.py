@@ -47,6 +47,11 @@ MEDIA_FIELDS = tuple(m for m in MODALITIES if m != "text")
 BINARY = "application/octet-stream"  # a text/* part would reach the handler decoded
 
 
+class AuthError(RuntimeError):
+    """The server refused the key (none given, or one renewal after another failed): no ad
+    can be scored, so it is not an ad's error row."""
+
+
 @dataclass(frozen=True)
 class Prediction:
     """One response.
@@ -186,7 +191,11 @@ class Client:
         self, *, extra_headers: Mapping[str, str] | None = None, **body: Any
     ) -> requests.Response:
         """POST with the current key, renewed on an authorization failure; 502/503/504/507
-        retried with backoff (see the module docstring)."""
+        retried with backoff (see the module docstring).
+
+        Raises:
+            AuthError: The key is refused, and renewing it (with a key file) did not help.
+        """
         renewals = attempt = 0
         while True:
             headers = {**self.headers(), **(extra_headers or {})}
@@ -197,6 +206,12 @@ class Client:
                     if self.headers()["Authorization"] == headers["Authorization"]:
                         self.renew_key()
                 continue
+            if _auth_failed(response):
+                raise AuthError(
+                    f"{self.url} refused the key ({_not_a_row(_prediction(response))}): give "
+                    "the server's --key-file or --token"
+                    + (f" (renewed {renewals} times through the token API)" if renewals else "")
+                )
             if response.status_code not in RETRIED or attempt >= self.retries:
                 return response
             wait = self.backoff_s * 2**attempt

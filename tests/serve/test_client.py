@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import requests
 
-from serve.client import MAX_RENEWALS, Client
+from serve.client import MAX_RENEWALS, AuthError, Client
 
 # Nothing listens on the discard port: a request that was sent would raise ConnectionError.
 NOWHERE = "http://127.0.0.1:9/predictions/none"
@@ -87,8 +88,9 @@ def test_an_expired_key_is_renewed_through_the_token_api_once(tmp_path: Path) ->
     assert client.predict({"text": "hi"}).status == 200
     assert session.gets == ["http://m/token?type=inference Bearer api"]
     assert [h["Authorization"] for h in session.posts] == ["Bearer old", "Bearer renewed"]
-    session.statuses = [expired] * 4  # a key that never works: answered after 3 renewals
-    assert client.predict({"text": "hi"}).status == 400
+    session.statuses = [expired] * 4  # a key that never works: refused after 3 renewals
+    with pytest.raises(AuthError, match=r"refused the key .*Token expired.*renewed 3 times"):
+        client.predict({"text": "hi"})
     assert len(session.gets) == 1 + MAX_RENEWALS
 
 

@@ -349,6 +349,21 @@ def test_predict_cli_reads_media_paths_on_the_client(
         assert set(lines[0]["modalities"]) == {"text", "image"}
 
 
+def test_predict_with_a_refused_key_is_fatal_not_an_error_row_per_ad(
+    served: TorchServe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wrong token fails every ad alike: `adpolicy predict` stops with exit 4 and says the
+    key was refused (it wrote a 400 row per ad and exited 3, as if the ads were bad)."""
+    ads = tmp_path / "ads.jsonl"
+    ads.write_text('{"id": "a", "text": "fresh coffee"}\n{"id": "b", "text": "tea"}\n')
+    url = served.predictions_url()
+    assert main(["predict", "--url", url, "--token", "not-the-key", str(ads)]) == 4
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"adpolicy predict: {url} refused the key (" in err
+    assert "Token Authorization failed" in err
+
+
 def test_predict_and_serve_say_what_is_wrong_without_a_traceback(tmp_path, capsys) -> None:
     ads = tmp_path / "ads.jsonl"
     ads.write_text('{"id": "a", "text": "fresh coffee"}\n')
