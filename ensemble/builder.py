@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 import torch
 
@@ -74,3 +75,32 @@ def modality_ensemble(model: AdPolicyEnsemble, modality: str) -> AdPolicyEnsembl
     state = model.state_dict()
     part.load_state_dict({k: state[k] for k in part.state_dict()}, strict=True)
     return part.eval()
+
+
+def check_matches_config(model: AdPolicyEnsemble) -> None:
+    """Refuse a model whose modules are not what ``model.config`` builds: an encoder of
+    another class than its config type's, or a head of other shapes (a submodule swapped in
+    Python after building). Saved, its config would rebuild another model that its weights
+    do not fit, or fit and score differently.
+
+    Raises:
+        ValueError: Naming the encoder key and what differs.
+    """
+    config = model.config
+    how = "swap it in the config (config.with_encoder, then build_ensemble) and load the weights"
+    for key, enc in config.encoders.items():
+        expected, found = get_entry(enc.type).cls, type(model.encoders[key])
+        if found is not expected:
+            raise ValueError(
+                f"encoder {key!r} is a {found.__name__}, but the config builds {enc.type!r} "
+                f"({expected.__name__}): {how}"
+            )
+    encoders = cast(dict[str, Encoder], dict(model.encoders.items()))
+    for key, head in build_heads(config, encoders).items():
+        want = {n: tuple(t.shape) for n, t in head.state_dict().items()}
+        have = {n: tuple(t.shape) for n, t in model.heads[key].state_dict().items()}
+        if want != have or type(head) is not type(model.heads[key]):
+            raise ValueError(
+                f"the head of encoder {key!r} is not the one the config builds (head_hidden "
+                f"{config.head_hidden}, {type(head).__name__}): {how}"
+            )

@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from encoders.base import Encoder, resolve_model_dir
-from ensemble.builder import build_ensemble
+from ensemble.builder import build_ensemble, check_matches_config
 from ensemble.config import EncoderConfig, ModelConfig
 from ensemble.model import AdPolicyEnsemble
 
@@ -80,6 +80,9 @@ def save_pretrained(
     """
     if isinstance(dtype, str) and dtype not in DELTA_STEPS:
         raise ValueError(f"dtype {dtype!r}: a torch dtype or one of {sorted(DELTA_STEPS)}")
+    if weights not in ("full", "heads"):
+        raise ValueError(f"weights {weights!r}: 'full' or 'heads'")
+    check_matches_config(model)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     config = model.config

@@ -148,6 +148,35 @@ def test_a_heads_checkpoint_finds_an_encoder_path_given_relative_to_the_working_
             assert torch.equal(value, reloaded.state_dict()[name]), name
 
 
+def test_a_submodule_swapped_in_python_is_refused_at_saving_naming_it(
+    small_model, tmp_path
+) -> None:
+    """A head or an encoder replaced on a built model leaves ``model.config`` describing the
+    old one: saved, the checkpoint's weights would not fit what its config rebuilds (a raw
+    size-mismatch error at loading). Saving refuses it, naming the encoder key and the way."""
+    import copy
+
+    from encoders.registry import get_encoder
+    from ensemble.heads import LinearHead
+
+    wider = copy.deepcopy(small_model)
+    index = [i for i, p in enumerate(wider.config.policies) if "text" in p.heads]
+    wider.heads["text"] = LinearHead(wider.encoders["text"].output_dim, index, hidden=64)
+    with pytest.raises(
+        ValueError, match=r"^the head of encoder 'text' is not the one the config builds"
+    ):
+        save_pretrained(wider, tmp_path / "a", weights="heads")
+    other = copy.deepcopy(small_model)
+    other.encoders["image"] = get_encoder("image_quality")
+    with pytest.raises(
+        ValueError, match=r"^encoder 'image' is a \w+, but the config builds 'mobilenet_v3_small'"
+    ):
+        save_pretrained(other, tmp_path / "b")
+    with pytest.raises(ValueError, match="weights 'head': 'full' or 'heads'"):
+        save_pretrained(small_model, tmp_path / "c", weights="head")  # type: ignore[arg-type]
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
 def _continued(
     checkpoint: Path, matrices: Iterable[str], rank: int, heads: bool = True
 ) -> tuple[Any, dict[str, torch.nn.Parameter], dict[str, torch.Tensor]]:
