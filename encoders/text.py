@@ -185,6 +185,11 @@ class HFTextEncoder(Encoder):
         if settings.tuned_layers:
             self._tune_top_layers(settings.tuned_layers)
         length = settings.max_length
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        if not 1 <= length <= (positions or length):
+            raise ValueError(
+                f"max_length {length}: between 1 and the model's {positions} positions"
+            )
         buckets = length_buckets(settings.buckets, length, "buckets")
         self.input_spec = (
             InputSpec("input_ids", (length,), torch.int64, buckets),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from encoders.text import HFTextEncoder, Lexicon, TextPreparer, TextSettings
@@ -118,3 +119,12 @@ def test_text_the_model_cannot_read_is_named_in_a_warning(tiny_bert_dir) -> None
     assert social.warnings(mostly) == raw.warnings(mostly) == [expected]
     for english in ("Summer sale on shoes, скидка", "I h\u0430t\u0435 \u0430ll of you", "50%"):
         assert social.warnings(english) == raw.warnings(english) == []
+
+
+@pytest.mark.parametrize("length", [0, 513])
+def test_max_length_must_fit_the_models_positions(tiny_bert_dir, length) -> None:
+    """A max_length past the model's position embeddings trained and exported, then failed
+    every long ad with an internal error (a tensor of 513 positions against 512)."""
+    settings = TextSettings(model_dir=str(tiny_bert_dir), max_length=length, buckets=(16,))
+    with pytest.raises(ValueError, match=rf"^max_length {length}: between 1 and the model's 512"):
+        HFTextEncoder(settings)
