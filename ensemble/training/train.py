@@ -526,6 +526,7 @@ def train(
     trainable = view.policy_columns.cpu() & (train_split.mask.sum(0) > 0)
     if not trainable.any():
         raise ValueError("no training label names a policy that a learned head scores")
+    _warn_one_sided(model.config.policy_names, train_split, trainable)
     weights = class_weights(train_split.targets, train_split.mask, settings.class_weight)
     torch.manual_seed(settings.seed + rank)  # dropout; DDP broadcasts rank 0's weights
     changed = [] if settings.update_rank is None else _low_rank(view.live, settings.update_rank)
@@ -594,6 +595,17 @@ def train(
         model.eval(), best_score, best_epoch, history, policies, world, difference,
         time.perf_counter() - start, settings,
     )  # fmt: skip
+
+
+def _warn_one_sided(names: list[str], split: _Split, trainable: Tensor) -> None:
+    """Warn of a policy whose training labels are all of one class: its head can only learn
+    to give every ad that class, however its validation threshold is then set."""
+    for j in torch.nonzero(trainable).flatten().tolist():
+        labels = split.targets[split.mask[:, j].bool(), j] >= 0.5
+        positives, total = int(labels.sum()), len(labels)
+        if positives in (0, total):
+            side = "positive" if positives == 0 else "negative"
+            log.warning("%s: no %s among its %d training labels", names[j], side, total)
 
 
 def _with_thresholds(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from typing import Any
 
 import numpy as np
@@ -198,6 +199,19 @@ def test_training_masks_unlabelled_policies_and_sets_thresholds(
         assert policies[name].calibrated
         assert policies[name].threshold == pytest.approx(threshold, abs=1e-5)
         assert result.policies[name]["val_f1"] == pytest.approx(f1, abs=1e-6)
+
+
+def test_a_policy_whose_training_labels_are_all_one_class_is_warned_of(
+    tiny_bert_dir, train_ads, val_ads, tmp_path, caplog
+) -> None:
+    """Labels with no positive teach a head nothing but "no"; training went on silently and
+    the policy was shown as trained. The run still trains, and says so."""
+    no_hate = [{**ad, "labels": {**ad["labels"], "hate_speech": 0}} for ad in train_ads]
+    model = build_ensemble(text_config(tiny_bert_dir), seed=0)
+    with caplog.at_level(logging.WARNING, logger="ensemble.training.train"):
+        train(model, no_hate, val_ads, FAST, cache_dir=tmp_path)
+    warned = [r.getMessage() for r in caplog.records if "training labels" in r.getMessage()]
+    assert warned == [f"hate_speech: no positive among its {len(train_ads)} training labels"]
 
 
 def test_early_stopping_keeps_the_best_epoch(tiny_bert_dir, train_ads, val_ads, tmp_path) -> None:
