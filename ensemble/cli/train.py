@@ -22,6 +22,7 @@ from ensemble.training.data import (
     sample_positions,
 )
 from ensemble.training.davidson import convert_davidson
+from ensemble.training.textcheck import SETS
 from ensemble.training.train import (
     CLASS_WEIGHT_POWER,
     SCHEDULES,
@@ -78,7 +79,12 @@ def register(sub: Any) -> None:
         "text-check", help="3-class, per-group and behavioural measurements of the text policies"
     )
     tc.add_argument("checkpoint", help="checkpoint directory")
-    tc.add_argument("--sets", nargs="+", required=True, help="folders holding the set manifests")
+    tc.add_argument(
+        "--sets",
+        nargs="+",
+        required=True,
+        help="folders holding the set manifests: " + ", ".join(SETS.values()),
+    )
     tc.add_argument("--json", help="also write the report here")
     tc.set_defaults(func=_text_check)
 

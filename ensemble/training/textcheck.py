@@ -68,9 +68,14 @@ def check_set(
     """All measurements of one set (see the module docstring)."""
     assert model.config is not None
     policies = model.config.policy_names
-    text = [j for j, p in enumerate(model.config.policies) if "text" in p.heads]
+    config = model.config
+    readers = {k for k in config.encoders if config.modality(k) == "text"}
+    text = [j for j, p in enumerate(config.policies) if readers & set(p.heads)]
+    missing = next((i for i, ad in enumerate(ads) if "class" not in ad.get("meta", {})), None)
+    if missing is not None:
+        raise ValueError(f"line {missing + 1}: no meta.class (the class the line should get)")
     scores, applicable = score_ads(model, ads, progress=progress)
-    thresholds = [p.threshold for p in model.config.policies]
+    thresholds = [p.threshold for p in config.policies]
     truth = [ad["meta"]["class"] for ad in ads]
     binary = NOT_HATE in truth
     result = measure(
@@ -129,8 +134,16 @@ def text_check(
         for directory in directories:
             path = Path(directory) / file
             if path.is_file():
-                report[name] = check_set(model, read_manifest(path), progress=progress)
+                try:
+                    report[name] = check_set(model, read_manifest(path), progress=progress)
+                except ValueError as err:
+                    raise ValueError(f"{path}: {err}") from None
                 break
+    if not report:
+        raise ValueError(
+            f"none of {sorted(SETS.values())} in {[str(d) for d in directories]}: "
+            "write them with `adpolicy data text-policies` and `adpolicy data text-sets`"
+        )
     return report
 
 
