@@ -288,7 +288,15 @@ def evaluate(
     progress: bool = True,
 ) -> Evaluation:
     """Score ``ads`` with ``model`` and measure every policy at its configured threshold, its
-    calibration and its band (:func:`add_decisions`)."""
+    calibration and its band (:func:`add_decisions`).
+
+    Raises:
+        ValueError: No ad labels any of the model's policies (there is nothing to measure),
+            checked before scoring.
+    """
+    names = set(model.config.policy_names)
+    if not any(names & set(ad.get("labels") or {}) for ad in ads):
+        raise ValueError(f"no ad labels any of the model's policies {sorted(names)}")
     scores, applicable = score_ads(
         model, ads, base_dir=base_dir, batch_size=batch_size, device=device, progress=progress
     )
