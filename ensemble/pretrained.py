@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from encoders.base import Encoder, resolve_model_dir
@@ -102,7 +103,7 @@ def save_pretrained(
         config = _relative_to(config, out)
     else:
         config = bundle_encoder_files(config, out)
-    save_file(state, str(out / WEIGHTS_FILE))
+    save_file(state, str(out / WEIGHTS_FILE), metadata=_column_order(model))
     payload = config.to_json()
     stored_dtype = dtype if isinstance(dtype, str) else str(dtype or torch.float32)
     stored_dtype = stored_dtype.removeprefix("torch.")
@@ -290,7 +291,7 @@ def save_update(
         for file in files:
             shutil.copyfile(root / file, out / file)
     file = UPDATE_FILE if not chain else f"update-{len(chain) + 1}.safetensors"
-    save_file(update, str(out / file))
+    save_file(update, str(out / file), metadata=_column_order(model))
     payload = model.config.to_json()
     entry = {"file": file, "rank": rank, "base": _sha256(out / files[-1])}
     payload["checkpoint"] = {
@@ -299,6 +300,28 @@ def save_update(
     }  # fmt: skip
     (out / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")
     return out
+
+
+POLICIES_KEY = "policies"  # safetensors metadata: the policies, in the heads' column order
+
+
+def _column_order(model: AdPolicyEnsemble) -> dict[str, str]:
+    """The weights file's metadata: the policies its heads' columns score, in order."""
+    return {POLICIES_KEY: json.dumps(model.config.policy_names)}
+
+
+def _check_column_order(directory: Path, file: str, config: ModelConfig) -> None:
+    """Refuse a config listing its policies in another order than the weights were saved
+    with (each head's output columns follow that order: reordered, the policies would
+    silently take each other's scores). Files saved before the order was recorded pass."""
+    with safe_open(str(directory / file), framework="pt") as f:
+        stored = (f.metadata() or {}).get(POLICIES_KEY)
+    if stored is not None and json.loads(stored) != config.policy_names:
+        raise ValueError(
+            f"{directory}: the weights score the policies {json.loads(stored)} in that order, "
+            f"but config.json lists {config.policy_names}: restore its order (the heads' "
+            "columns follow it) or retrain"
+        )
 
 
 def _sha256(path: Path) -> str:
@@ -343,6 +366,7 @@ def from_pretrained(directory: str | Path) -> AdPolicyEnsemble:
 def _load(directory: Path, *, update: bool) -> AdPolicyEnsemble:
     config, meta = read_checkpoint_config(directory)
     model = build_ensemble(config)
+    _check_column_order(directory, WEIGHTS_FILE, config)
     state = load_file(str(directory / WEIGHTS_FILE))
     _add_deltas(state, model.state_dict())
     if update:

@@ -177,6 +177,23 @@ def test_a_submodule_swapped_in_python_is_refused_at_saving_naming_it(
     assert not any(tmp_path.iterdir())  # nothing written
 
 
+def test_a_config_listing_the_policies_in_another_order_than_the_weights_is_refused(
+    small_model, tmp_path
+) -> None:
+    """A head's output columns follow the policies' order when it was saved; reordered in
+    config.json, the policies silently took each other's scores."""
+    save_pretrained(small_model, tmp_path, weights="heads")
+    path = tmp_path / "config.json"
+    data = json.loads(path.read_text())
+    data["policies"] = data["policies"][::-1]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"the weights score the policies \['offensive_language'"):
+        from_pretrained(tmp_path)
+    data["policies"] = data["policies"][::-1]  # restored: loads again
+    path.write_text(json.dumps(data))
+    assert from_pretrained(tmp_path).config.policy_names == small_model.config.policy_names
+
+
 def _continued(
     checkpoint: Path, matrices: Iterable[str], rank: int, heads: bool = True
 ) -> tuple[Any, dict[str, torch.nn.Parameter], dict[str, torch.Tensor]]:

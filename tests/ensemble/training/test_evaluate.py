@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -150,6 +152,9 @@ def test_absent_modalities_are_skipped_without_changing_scores(small_model) -> N
 
 def test_a_manifest_labelling_none_of_the_models_policies_is_refused(tiny_model) -> None:
     """Empty tables and exit 0 read as "measured, nothing to report": say what is missing."""
-    ads = [{"id": "a", "text": "hi", "labels": {"spam": 1}}, {"id": "b", "text": "tea"}]
+    ads: list[dict[str, Any]] = [
+        {"id": "a", "text": "hi", "labels": {"spam": 1}},
+        {"id": "b", "text": "tea"},
+    ]
     with pytest.raises(ValueError, match=r"^no ad labels any of the model's policies \['"):
         evaluate(tiny_model, ads, progress=False)
