@@ -45,13 +45,16 @@ class EncoderEntry:
         name: Registry name, e.g. ``"minilm"`` or ``"resnet18"``.
         cls: The encoder class; ``cls(settings)`` builds it.
         settings: Dataclass type of the encoder's settings (JSON-serialisable fields).
-        defaults: Settings this name fixes (e.g. the backbone of ``"resnet18"``).
+        defaults: Settings this name starts from (e.g. the backbone of ``"resnet18"``).
+        fixed: Those of ``defaults`` the name itself says (``"resnet18"``'s backbone): a
+            config may not give another.
     """
 
     name: str
     cls: type[Encoder]
     settings: type
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    fixed: frozenset[str] = frozenset()
 
     @property
     def modality(self) -> Modality:
@@ -85,6 +88,12 @@ class EncoderEntry:
                 f"encoder {self.name!r}: unknown settings {sorted(unknown)}; "
                 f"accepted: {sorted(known)}"
             )
+        for key in self.fixed & set(overrides):
+            if overrides[key] != self.defaults[key]:
+                raise UnknownSettingsError(
+                    f"encoder {self.name!r} is {key} {self.defaults[key]!r} (given "
+                    f"{overrides[key]!r}): name the encoder that is the one you want"
+                )
         return self.settings(**{**self.defaults, **overrides})
 
 
@@ -114,8 +123,8 @@ def register_encoder(
     Args:
         names: Registry names (one entry each).
         settings: The settings dataclass both the class and its preparer take.
-        defaults: Settings the names fix: a mapping, or ``name -> mapping`` (a backbone
-            family registered once per backbone).
+        defaults: Settings the names start from: a mapping, or ``name -> mapping`` (a
+            backbone family registered once per backbone), whose settings each name fixes.
 
     Raises:
         ValueError: A name already registered, no name, or an analyzer without a ``rule``
@@ -130,8 +139,9 @@ def register_encoder(
         for name in names:
             if name in _REGISTRY:
                 raise ValueError(f"an encoder named {name!r} is already registered")
-            fixed = defaults(name) if callable(defaults) else defaults
-            _REGISTRY[name] = EncoderEntry(name, cls, settings, dict(fixed or {}))
+            named = defaults(name) if callable(defaults) else defaults
+            fixed = frozenset(named or {}) if callable(defaults) else frozenset()
+            _REGISTRY[name] = EncoderEntry(name, cls, settings, dict(named or {}), fixed)
         return cls
 
     return register

@@ -69,6 +69,17 @@ def test_unknown_setting_is_refused() -> None:
         get_encoder("resnet18", bogus=1)
 
 
+def test_a_name_fixes_the_backbone_it_names() -> None:
+    """`{type: resnet18, backbone: resnet50}` built a ResNet-50 under the name resnet18; a
+    name whose family only starts from a backbone (frame_pool) still takes another."""
+    with pytest.raises(
+        ValueError, match=r"encoder 'resnet18' is backbone 'resnet18' \(given 'resnet50'\)"
+    ):
+        get_entry("resnet18").make_settings(backbone="resnet50")
+    assert get_entry("resnet18").make_settings(backbone="resnet18").backbone == "resnet18"
+    assert get_entry("frame_pool").make_settings(backbone="resnet50").backbone == "resnet50"
+
+
 def test_a_new_entry_registers_and_lists(tiny_bert_dir, monkeypatch) -> None:
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
 
