@@ -81,6 +81,12 @@ class TextSettings:
     tuned_layers: int = 0
     normalizer: str = "none"
 
+    def __post_init__(self) -> None:
+        """Refuse at config time what the preparation would refuse at the first ad."""
+        if self.window < 4:
+            raise ValueError(f"window {self.window}: at least 4 tokens (CLS, SEP and text)")
+        get_normalizer(self.normalizer)
+
 
 class IndexSelectEmbedding(nn.Embedding):
     """``nn.Embedding`` whose lookup is ``index_select`` (the same rows, another operator)."""
@@ -275,8 +281,6 @@ class TextPreparer:
     def __init__(self, settings: TextSettings) -> None:
         self.tokenizer = _tokenizer(str(resolve_model_dir(settings.model_dir)))
         self.max_length = settings.max_length
-        if settings.window < 4:
-            raise ValueError(f"window {settings.window}: at least 4 tokens (CLS, SEP and text)")
         self.window = min(settings.window, settings.max_length)
         self.normalizer = settings.normalizer
         self.normalize = get_normalizer(settings.normalizer)

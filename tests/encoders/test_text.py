@@ -128,3 +128,16 @@ def test_max_length_must_fit_the_models_positions(tiny_bert_dir, length) -> None
     settings = TextSettings(model_dir=str(tiny_bert_dir), max_length=length, buckets=(16,))
     with pytest.raises(ValueError, match=rf"^max_length {length}: between 1 and the model's 512"):
         HFTextEncoder(settings)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"window": 2}, r"^window 2: at least 4 tokens"),
+        ({"normalizer": "social-v9"}, r"^text normaliser 'social-v9': one of \['none'"),
+    ],
+)
+def test_text_settings_the_preparation_cannot_use_are_refused_when_read(setting, message) -> None:
+    """They built and trained, then failed at the first ad's preparation."""
+    with pytest.raises(ValueError, match=message):
+        TextSettings(**setting)
