@@ -26,7 +26,18 @@ def load_weights(module: nn.Module, weights: str | None) -> None:
         state = load_file(str(path))
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    module.load_state_dict(state)
+    name = type(module).__name__
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a tensor of another shape (another backbone's)
+        mismatch = next((x.strip() for x in str(err).splitlines() if "size mismatch" in x), "")
+        raise ValueError(f"weights {str(path)!r}: not a {name} state dict ({mismatch})") from None
+    missing, unknown = result.missing_keys, result.unexpected_keys
+    if missing or unknown:
+        raise ValueError(
+            f"weights {str(path)!r}: not a {name} state dict: {len(missing)} of its keys "
+            f"missing {missing[:3]}, {len(unknown)} unknown {unknown[:3]}"
+        )
 
 
 def headless_backbone(name: str, weights: str | None) -> tuple[nn.Module, int]:
