@@ -342,6 +342,20 @@ def _train(args: argparse.Namespace) -> int:
         raise SystemExit(
             "--update-rank stores a change of --init's weights: it needs --init and --heads-only"
         )
+    given = [
+        flag
+        for flag, value in (
+            ("--config", args.config != "default"),
+            ("--head-hidden", args.head_hidden is not None),
+            ("--head-dropout", args.head_dropout is not None),
+        )
+        if value
+    ]
+    if args.init and given:
+        raise SystemExit(
+            f"--init continues {args.init} with its own config: {', '.join(given)} would be "
+            "ignored; leave them out, or train from the config without --init"
+        )
     device = init_distributed(args.device)
     settings = _settings(args, device)
     if args.init:

@@ -328,6 +328,19 @@ def test_train_and_evaluate_commands(tiny_bert_dir, train_ads, val_ads, tmp_path
     )
 
 
+@pytest.mark.parametrize(
+    "option", [["--config", "full"], ["--head-hidden", "64"], ["--head-dropout", "0.3"]]
+)
+def test_init_refuses_options_its_checkpoint_config_would_override(tmp_path, option) -> None:
+    """--init trains the checkpoint's own config: an explicit --config or head size was
+    silently ignored, and the user believed they had trained a 64-wide head."""
+    args = ["train", "--init", str(tmp_path / "ckpt"), "--data", "t.jsonl", "--val", "v.jsonl"]
+    with pytest.raises(
+        SystemExit, match=rf"--init continues .* with its own config: {option[0]} would be ignored"
+    ):
+        main([*args, "--out", str(tmp_path / "out"), *option])
+
+
 def test_heads_only_refuses_fine_tuned_encoders(tmp_path) -> None:
     """A heads checkpoint would drop a wholly fine-tuned encoder; the default's text encoder
     tunes only top layers (``tuned_layers``), which a heads checkpoint stores."""
