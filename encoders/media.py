@@ -618,15 +618,16 @@ def decode_video(
 ) -> tuple[list[dict[str, Tensor]], VideoInfo]:
     """Decode a video once, streaming every frame into each preparer's sink.
 
-    An animated WebP, which FFmpeg's WebP decoder cannot animate, is read by Pillow
-    (:func:`_animation_frames`); every other format by FFmpeg.
+    A GIF, (A)PNG or WebP is read by Pillow (:func:`_animation_frames`: FFmpeg cannot
+    animate a WebP, and plays a looping animation once); every other format by FFmpeg.
 
     Returns:
         One tensor dict per preparer, in order, and the video's info with the frame count
         actually decoded.
     """
     try:
-        if data[:6] in (b"GIF87a", b"GIF89a") or data[:8] == PNG or data[8:12] == b"WEBP":
+        webp = data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+        if data[:6] in (b"GIF87a", b"GIF89a") or data[:8] == PNG or webp:
             with Image.open(io.BytesIO(data)) as img:
                 info, frames = _animation_frames(img, limits)
                 return _stream(info, frames, preparers, limits)

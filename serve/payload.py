@@ -52,15 +52,14 @@ def parse_request(
             text, or query parameters beside a body.
     """
     limits = limits or MediaLimits()
-    media_type = content_type.partition(";")[0].strip().lower()
     if "body" not in request:
-        return _parse_form(request, media_type)
+        return _parse_form(request, _media_type(content_type))
     extra = sorted(set(request) - {"body"})
     if extra:
         raise _fail(extra[0], "query parameters are not accepted; put every field in the body")
     body = request["body"]
     if isinstance(body, bytes | bytearray | str):
-        body = _parse_json(body, limits, media_type)
+        body = _parse_json(body, limits, content_type)
     elif (error := structure_error(body, "the body", limits, field="body")) is not None:
         raise error  # decoded by TorchServe: still checked as the files are
     if not isinstance(body, dict):
@@ -68,14 +67,16 @@ def parse_request(
     return body
 
 
-def _parse_json(body: bytes | bytearray | str, limits: MediaLimits, media_type: str) -> Any:
+def _parse_json(body: bytes | bytearray | str, limits: MediaLimits, content_type: str) -> Any:
+    media_type = _media_type(content_type)
     if not body or not body.strip():
         raise _fail("body", f"empty request body; {HOW_TO_SEND}")
     if media_type.startswith("multipart/"):
         raise _fail(
             "body",
-            f"a {media_type} body that could not be split into fields: its Content-Type "
-            "has no boundary; let the HTTP client write the header (curl -F, requests' files=)",
+            f"a {media_type} body that could not be split into fields"
+            + (": its Content-Type has no boundary" if "boundary=" not in content_type else "")
+            + "; let the HTTP client write the form and its header (curl -F, requests' files=)",
         )
     value, error = parse_json(
         bytes(body) if isinstance(body, bytearray) else body, "the body", limits, field="body"
@@ -86,6 +87,11 @@ def _parse_json(body: bytes | bytearray | str, limits: MediaLimits, media_type: 
             raise AdError([InputError(e.field, e.problem + hint, e.status) for e in error.errors])
         raise error
     return value
+
+
+def _media_type(content_type: str) -> str:
+    """``multipart/form-data`` of ``multipart/form-data; boundary=x``, in lower case."""
+    return content_type.partition(";")[0].strip().lower()
 
 
 def _parse_form(fields: Mapping[str, Any], media_type: str) -> dict[str, Any]:
