@@ -660,7 +660,7 @@ def _stream(
     max_frames = math.ceil(limits.max_seconds * info.fps) + 1
     count = 0
     times = _Span()
-    warnings: tuple[str, ...] = ()
+    warnings = info.warnings  # what the frames' reader found already (a cut animation)
     try:
         for frame in frames:
             count += 1
@@ -694,54 +694,83 @@ SHORTEST_FRAME_MS, SHOWN_INSTEAD_MS = 10, 100
 # (enough for the flash windows and the extended-flashing span), at least one pass, never
 # past the duration limit.
 LOOPED_S = 5.0
+KEPT_BYTES = 512 << 20  # decoded animation frames kept for its later passes
 
 
 def _animation_frames(
     img: Image.Image, limits: MediaLimits
 ) -> tuple[VideoInfo, Iterator[av.VideoFrame]]:
     """A GIF's, (A)PNG's or WebP's info and frames, composed by Pillow, each at the time it
-    is shown, transparency flattened onto white as an image's is.
+    is shown (to the microsecond), deep grey scaled to 8 bits and transparency flattened
+    onto white as an image's are; an APNG's default image, which is no frame of its
+    animation, left out.
 
     A looping animation (``loop`` 0: for ever; else N plays, a GIF's N repeats after the
     first) is played pass after pass up to :data:`LOOPED_S`: a two-frame blink of 0.2 s is a
     5 Hz flash on screen, one flash in one pass. Frames of 10 ms or less last 100 ms, as in
-    browsers.
+    browsers. The duration limit is held frame by frame; a file that stops decoding after a
+    frame plays what decoded, with a warning. Frames are decoded once and kept for the later
+    passes, up to :data:`KEPT_BYTES` (beyond, each pass decodes them again).
     """
     if img.width * img.height > limits.max_pixels:
         raise InputError("video", f"{img.width}x{img.height} frames exceed the pixel limit", 413)
-    durations = []
-    for index in range(getattr(img, "n_frames", 1)):
-        img.seek(index)
-        img.load()
-        shown = int(img.info.get("duration") or 0)
+    first = 1 if img.info.get("default_image") else 0
+    durations: list[float] = []  # milliseconds
+    kept: list[np.ndarray] | None = []
+    room, shown_us = KEPT_BYTES, 0
+    warnings: tuple[str, ...] = ()
+    for index in range(first, getattr(img, "n_frames", 1)):
+        try:
+            img.seek(index)
+            img.load()
+        except (OSError, EOFError, ValueError) as err:
+            if not durations:
+                raise InputError("video", f"cannot decode video: {err}") from None
+            warnings = (f"video: decoding stopped after {len(durations)} frames ({err})",)
+            break
+        shown = float(img.info.get("duration") or 0)
         durations.append(SHOWN_INSTEAD_MS if shown <= SHORTEST_FRAME_MS else shown)
-    one_pass = sum(durations) / 1000
-    _check_duration("video", one_pass, limits)
+        shown_us += round(durations[-1] * 1000)  # whole microseconds: 600 x 100 ms is 60 s
+        _check_duration("video", shown_us / 1e6, limits)
+        if kept is not None:
+            rgb = _animation_rgb(img)
+            room -= rgb.nbytes
+            if room >= 0:
+                kept.append(rgb)
+            else:
+                kept = None
+    one_pass = math.fsum(durations) / 1000
     loop = img.info.get("loop")  # None: played once
     loops = 1 if loop is None else int(loop) + (img.format == "GIF" and int(loop) > 0)
-    wanted = min(LOOPED_S, limits.max_seconds)
-    most = math.floor(wanted / one_pass)
+    most = math.floor(min(LOOPED_S, limits.max_seconds) / one_pass)
     passes = max(1, min(loops, most) if loops else most)
     info = VideoInfo(
         fps=len(durations) / one_pass,
         num_frames=len(durations) * passes,
         width=img.width,
         height=img.height,
+        warnings=warnings,
         seconds=one_pass * passes,
     )
 
     def frames() -> Iterator[av.VideoFrame]:
-        start = 0
+        start = 0.0
         for _ in range(passes):
             for index, duration in enumerate(durations):
-                img.seek(index)
-                shown = np.asarray(_on_white(img)[0])
-                frame = av.VideoFrame.from_ndarray(shown, format="rgb24")
-                frame.pts, frame.time_base = start, Fraction(1, 1000)
+                if kept is None:
+                    img.seek(first + index)
+                rgb = _animation_rgb(img) if kept is None else kept[index]
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame.pts, frame.time_base = round(start * 1000), Fraction(1, 1_000_000)
                 start += duration
                 yield frame
 
     return info, frames()
+
+
+def _animation_rgb(img: Image.Image) -> np.ndarray:
+    """The current frame of an animation as an image's pixels are scored: 8-bit RGB."""
+    return np.asarray(_on_white(_eight_bit(img))[0])
 
 
 def _main_stream(container: Any) -> Any:
@@ -765,18 +794,22 @@ def _own_seconds(stream: Any) -> float | None:
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
-def _frame_rate(stream: Any) -> Any:
-    """The container's average rate; for a stream whose container states neither a frame
-    count nor a duration (a raw H.264, HEVC or MPEG-2 elementary stream, whose demuxer then
-    reports its 25 fps default) the rate its own sequence header declares, where it does."""
+# Demuxers of raw elementary streams: no container timing, and an average rate of 25 fps
+# whatever the stream holds
+RAW_STREAMS = frozenset({"h264", "hevc", "vvc", "mpegvideo", "m4v", "cavsvideo"})
+
+
+def _frame_rate(container: Any, stream: Any) -> Any:
+    """The container's average rate; for a raw elementary stream (H.264, HEVC, MPEG-2, ...:
+    its demuxer reports 25 fps) the rate its own sequence header declares, where it does."""
     own = stream.codec_context.framerate
-    if not stream.frames and stream.duration is None and own:
+    if container.format.name in RAW_STREAMS and own:
         return own
     return stream.average_rate or stream.guessed_rate or stream.base_rate
 
 
 def _video_info(container: Any, stream: Any, limits: MediaLimits) -> VideoInfo:
-    rate = _frame_rate(stream)
+    rate = _frame_rate(container, stream)
     fps = float(rate) if rate else 0.0
     if not 0 < fps <= MAX_FPS:
         raise InputError("video", f"cannot decode video: invalid frame rate {fps}")
@@ -843,7 +876,7 @@ def _confine(full: Path, path: Any, field: str, base_dir: Path) -> None:
     except (OSError, RuntimeError, ValueError) as err:
         raise InputError(field, f"cannot resolve {_shown(path)}: {err}") from None
     if not inside:
-        written = Path(os.path.normpath(base_dir.absolute() / full))
+        written = Path(os.path.normpath(full.absolute()))  # full: base_dir / the path
         where = (
             f"leads through a symbolic link to {_shown(resolved)}, which is"
             if written.is_relative_to(os.path.normpath(base_dir.absolute()))

@@ -519,6 +519,35 @@ def test_an_animation_is_a_video_played_as_it_loops(fmt, loop, frames, flashes) 
     assert float(measured[SECONDS]) == pytest.approx(frames / 10)
 
 
+def test_an_apng_default_image_is_no_frame_and_frame_times_keep_their_fractions(tmp_path) -> None:
+    """An APNG's default image (a cover outside its animation) was played every pass: a red
+    cover made a grey shimmer read 3.5 red flashes. Frame times were cut to whole
+    milliseconds: 1/60 s frames played 4 % fast, so a strobe counted more flashes than the
+    same frames in an MP4."""
+    grey = [Image.new("RGB", (32, 24), (v, v, v)) for v in (100, 110)]
+    out = io.BytesIO()
+    red = Image.new("RGB", (32, 24), (255, 0, 0))
+    red.save(
+        out, "PNG", save_all=True, append_images=grey, duration=[0, 100, 100], loop=0,
+        default_image=True,
+    )  # fmt: skip
+    settings = FlashSettings()
+    (item,), info = decode_video(out.getvalue(), [FlashPreparer(settings)], MediaLimits())
+    assert (info.num_frames, info.seconds) == (50, pytest.approx(5.0))
+    assert float(run(FlashAnalyzer(settings).eval(), [item], settings)[0][RED]) == 0.0
+    strobe = samples.flashing_frames(W, H, fps=60, hz=3.0, dark=0, bright=255)
+    frames = [Image.fromarray(strobe(i)) for i in range(120)]
+    out = io.BytesIO()
+    frames[0].save(out, "PNG", save_all=True, append_images=frames[1:], duration=1000 / 60, loop=1)
+    mp4 = samples.write_video(tmp_path / "same.mp4", strobe, frames=120, fps=60)
+    counted = []
+    for data in (out.getvalue(), mp4.read_bytes()):
+        (item,), info = decode_video(data, [FlashPreparer(settings)], MediaLimits())
+        counted.append(float(run(FlashAnalyzer(settings).eval(), [item], settings)[0][FLASHES]))
+        assert info.seconds == pytest.approx(2.0, abs=1e-6) or info.seconds is None
+    assert counted[0] == counted[1] == 3.0
+
+
 def test_a_video_carrying_twice_its_declared_rate_is_analysed_to_its_end(tmp_path) -> None:
     """A Matroska file declaring 30 fps that carries 60 fps frames for 32 s, with a 5 Hz strobe
     in its last second: its timestamps, not the declared rate, say how long it is (the frame

@@ -250,6 +250,62 @@ def test_a_video_stating_no_duration_is_refused_past_the_limit_not_cut(tmp_path)
     assert (info.value.field, info.value.status) == ("video", 413)
 
 
+class _Pipe(io.RawIOBase):
+    """A write-only stream that cannot seek: what a live recorder writes Matroska to."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.data += bytes(b)
+        return len(b)
+
+
+def test_a_matroska_video_stating_no_duration_keeps_its_rate_and_its_limit() -> None:
+    """Matroska states no frame count or track duration, and its H.264 header a 1/1000 time
+    base: the raw-stream rule read such files at 1000 fps, so a 3 s live-written MKV passed a
+    2 s limit whole. Only raw elementary streams are timed by their sequence header."""
+    pipe = _Pipe()
+    with av.open(pipe, "w", format="matroska") as out:
+        stream = out.add_stream("libx264", rate=Fraction(30))
+        stream.width = stream.height = 32
+        stream.pix_fmt, stream.options = "yuv420p", {"preset": "ultrafast"}
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i in range(90):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 128, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = round(i * 1000 / 30), Fraction(1, 1000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    preparer = VideoPreparer(VideoSettings(num_frames=4, frame_size=32), ((0.0,) * 3, (1.0,) * 3))
+    _, info = decode_video(bytes(pipe.data), [preparer], LIMITS)
+    assert (info.fps, info.num_frames, info.seconds) == (pytest.approx(30.0), 90, None)
+    with pytest.raises(InputError, match=r"exceeds the limit of 2 s"):
+        decode_video(bytes(pipe.data), [preparer], MediaLimits(max_seconds=2))
+
+
+def test_an_animation_as_video_is_scored_as_its_image_is_and_a_cut_one_plays_what_decoded() -> None:
+    """A 16-bit grey PNG as video came out white (Pillow's clipping conversion: the image
+    path scales it); a GIF cut short was refused whole where FFmpeg had played its frames;
+    600 frames of 100 ms were refused as over 60 s (float sums)."""
+    preparer = VideoPreparer(VideoSettings(num_frames=4, frame_size=32), ((0.0,) * 3, (1.0,) * 3))
+    deep = io.BytesIO()
+    Image.fromarray(np.full((32, 32), 32_768, np.uint16)).save(deep, "PNG")
+    (out,), _ = decode_video(deep.getvalue(), [preparer], LIMITS)
+    assert float(out["frames"].mean()) == pytest.approx(128 / 255, abs=0.01)
+    frames = [Image.new("L", (32, 32), 8 * (i % 30)) for i in range(600)]
+    whole = io.BytesIO()
+    frames[0].save(whole, "GIF", save_all=True, append_images=frames[1:], duration=100)
+    _, info = decode_video(whole.getvalue(), [preparer], LIMITS)  # exactly the 60 s limit
+    assert (info.num_frames, info.seconds, info.warnings) == (600, pytest.approx(60.0), ())
+    (out,), info = decode_video(whole.getvalue()[: len(whole.getvalue()) // 3], [preparer], LIMITS)
+    assert 100 < info.num_frames < 300
+    [warning] = info.warnings
+    assert warning.startswith(f"video: decoding stopped after {info.num_frames} frames")
+
+
 def test_an_animation_too_big_for_pillow_is_refused_as_video_too() -> None:
     """A GIF whose header claims 30000 x 30000 frames, sent as video, is refused (413) as it
     is as an image, not failed as an internal error."""
@@ -343,7 +399,9 @@ def test_offline_paths_stay_in_the_folder_of_the_file(tmp_path, path, problem) -
         read_media(path, "image", base_dir=folder, allow_paths=True, limits=LIMITS, any_path=True)
 
 
-def test_a_media_folder_behind_a_symbolic_link_is_refused_naming_where_it_leads(tmp_path) -> None:
+def test_a_media_folder_behind_a_symbolic_link_is_refused_naming_where_it_leads(
+    tmp_path, monkeypatch
+) -> None:
     """A path written inside the ads folder that a symbolic link takes outside it is refused
     as any path outside is, and the error shows where the link leads (the user sees a path
     inside their folder and must learn why it is "outside")."""
@@ -361,6 +419,9 @@ def test_a_media_folder_behind_a_symbolic_link_is_refused_naming_where_it_leads(
     )
     with pytest.raises(InputError, match=r"^image: '\.\./x\.png' is outside the folder"):
         read_media("../x.png", "image", base_dir=folder, allow_paths=True, limits=LIMITS)
+    monkeypatch.chdir(tmp_path)  # the ads folder named relatively, as `adpolicy score ads/...`
+    with pytest.raises(InputError, match=r"^image: '\.\./x\.png' is outside the folder"):
+        read_media("../x.png", "image", base_dir=Path("ads"), allow_paths=True, limits=LIMITS)
     read_media(
         "media/banner.png", "image", base_dir=folder, allow_paths=True, limits=LIMITS, any_path=True
     )
