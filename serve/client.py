@@ -246,7 +246,17 @@ class Client:
 
 
 def _auth_failed(response: requests.Response) -> bool:
-    return response.status_code in (400, 401) and AUTH_FAILED in response.text
+    """Whether TorchServe's frontend refused the key: its own JSON error, not a row (an ad's
+    error row may quote the words)."""
+    if response.status_code not in (400, 401):
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return (
+        isinstance(body, dict) and "status" not in body and AUTH_FAILED in str(body.get("message"))
+    )
 
 
 def _not_a_row(prediction: Prediction) -> str:

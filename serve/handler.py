@@ -130,13 +130,14 @@ class AdPolicyHandler(BaseHandler):
             return Record(None, request_id, AdError.of("body", problem, 500))
 
     def _content_type(self, index: int) -> str:
-        """Request ``index``'s Content-Type: TorchServe's worker keeps it with the body, and
-        the HTTP headers under the names the client wrote."""
+        """Request ``index``'s Content-Type header as the client sent it (TorchServe's worker
+        keeps the headers under the names the client wrote; the one it stores with the body
+        has lost its parameters, ``boundary`` among them)."""
         headers = self.context.get_all_request_header(index)
+        sent = next((str(v) for k, v in headers.items() if k.lower() == "content-type"), None)
         body = headers.get("body")
-        if isinstance(body, dict) and "content-type" in body:
-            return str(body["content-type"])
-        return next((str(v) for k, v in headers.items() if k.lower() == "content-type"), "")
+        kept = body.get("content-type", "") if isinstance(body, dict) else ""
+        return sent if sent is not None else str(kept)
 
     def inference(self, data: list[Item], *args: Any, **kwargs: Any) -> Inferred:
         """Run the graph on the prepared ads of the batch, once per length bucket, shortest

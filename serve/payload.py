@@ -75,7 +75,11 @@ def _parse_json(body: bytes | bytearray | str, limits: MediaLimits, content_type
         raise _fail(
             "body",
             f"a {media_type} body that could not be split into fields"
-            + (": its Content-Type has no boundary" if "boundary=" not in content_type else "")
+            + (
+                ": its Content-Type has no boundary"
+                if "boundary=" not in content_type.lower()
+                else ""
+            )
             + "; let the HTTP client write the form and its header (curl -F, requests' files=)",
         )
     value, error = parse_json(

@@ -109,3 +109,13 @@ def test_a_body_over_max_request_size_is_the_ads_error_row() -> None:
             "the server's max_request_size, which the archive's media limits set",
         }
     ]
+
+
+def test_an_error_row_quoting_the_auth_failure_words_is_a_row_not_a_refused_key() -> None:
+    """Only TorchServe's own JSON error means a refused key: a row of the handler that quotes
+    the words (an ad whose id is them) is that ad's answer, not the end of the run."""
+    row = {"id": "Token Authorization failed", "status": "error", "http_status": 400, "errors": []}
+    session = FakeSession([(400, json.dumps(row))])
+    client = Client(NOWHERE, token="t", session=session)  # type: ignore[arg-type]
+    got = client.predict({"id": "Token Authorization failed", "text": "hi"})
+    assert (got.status, got.body) == (400, row)

@@ -207,7 +207,14 @@ def test_the_metrics_endpoint_shows_the_custom_metrics(
 @pytest.mark.parametrize(
     ("content_type", "fragment"),
     [
-        ("multipart/form-data", "multipart/form-data body that could not be split into fields"),
+        (
+            "multipart/form-data",
+            "form-data body that could not be split into fields: its Content-Type has no boundary;",
+        ),
+        (
+            "multipart/mixed; boundary=xyz",
+            "multipart/mixed body that could not be split into fields; let",
+        ),
         ("multipart/form-data; boundary=other", "its parts do not match the boundary"),
         ("text/plain", "not valid JSON: Expecting value at line 1 column 1 (sent as text/plain;"),
     ],
