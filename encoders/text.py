@@ -88,6 +88,11 @@ class TextSettings:
         get_normalizer(self.normalizer)
 
 
+# Model types whose position ids start after the padding index (RoBERTa's 514 positions
+# hold 512 tokens)
+OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "camembert", "longformer", "mpnet"})
+
+
 class IndexSelectEmbedding(nn.Embedding):
     """``nn.Embedding`` whose lookup is ``index_select`` (the same rows, another operator)."""
 
@@ -192,6 +197,8 @@ class HFTextEncoder(Encoder):
             self._tune_top_layers(settings.tuned_layers)
         length = settings.max_length
         positions = getattr(self.model.config, "max_position_embeddings", None)
+        if positions and getattr(self.model.config, "model_type", "") in OFFSET_POSITIONS:
+            positions -= int(self.model.config.pad_token_id) + 1  # ids start after padding's
         if not 1 <= length <= (positions or length):
             raise ValueError(
                 f"max_length {length}: between 1 and the model's {positions} positions"

@@ -96,7 +96,9 @@ def check_matches_config(model: AdPolicyEnsemble) -> None:
                 f"({expected.__name__}): {how}"
             )
     encoders = cast(dict[str, Encoder], dict(model.encoders.items()))
-    for key, head in build_heads(config, encoders).items():
+    with torch.random.fork_rng():  # building heads draws weights: leave the caller's RNG be
+        expected_heads = build_heads(config, encoders)
+    for key, head in expected_heads.items():
         want = {n: tuple(t.shape) for n, t in head.state_dict().items()}
         have = {n: tuple(t.shape) for n, t in model.heads[key].state_dict().items()}
         if want != have or type(head) is not type(model.heads[key]):

@@ -232,6 +232,11 @@ def load_config(path: str | Path) -> ModelConfig:
     path = given
     if not path.suffix and not path.exists():
         path = CONFIG_DIR / f"{path}.yaml"
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{given} is a directory: a config is a YAML or JSON file (to continue a "
+            "checkpoint, give it to --init)"
+        )
     if not path.is_file():
         names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
         raise FileNotFoundError(

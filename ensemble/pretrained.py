@@ -319,8 +319,8 @@ def _check_column_order(directory: Path, file: str, config: ModelConfig) -> None
     if stored is not None and json.loads(stored) != config.policy_names:
         raise ValueError(
             f"{directory}: the weights score the policies {json.loads(stored)} in that order, "
-            f"but config.json lists {config.policy_names}: restore its order (the heads' "
-            "columns follow it) or retrain"
+            f"but config.json lists {config.policy_names}: the heads' columns follow the "
+            "names and order they were trained with; restore them, or retrain"
         )
 
 

@@ -68,8 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         # a missing file, a config naming an unknown encoder or setting, a checkpoint whose
-        # weights do not fit it: one line, not a traceback (`adpolicy -v` shows it)
-        print(f"adpolicy {args.command}: {err}", file=sys.stderr)
+        # weights do not fit it: one line, not a traceback; should it be a bug, -v shows where
+        print(f"adpolicy {args.command}: {err} [adpolicy -v: the traceback]", file=sys.stderr)
         return score.EXIT_FATAL
     return code
 

@@ -117,11 +117,11 @@ def register(sub: Any) -> None:
     )
     tr.add_argument("--encoder-lr", type=rate, default=TrainSettings.encoder_lr)
     tr.add_argument(
-        "--branch-lr", type=float, default=TrainSettings.branch_lr,
+        "--branch-lr", type=rate, default=TrainSettings.branch_lr,
         help="learning rate of the frozen encoders' head-trained parts (the text lexicon)",
     )  # fmt: skip
     tr.add_argument("--lr", type=rate, default=TrainSettings.lr)
-    tr.add_argument("--weight-decay", type=float, default=TrainSettings.weight_decay)
+    tr.add_argument("--weight-decay", type=rate, default=TrainSettings.weight_decay)
     tr.add_argument("--batch-size", type=positive, default=TrainSettings.batch_size, help="global")
     tr.add_argument("--class-weight", choices=list(CLASS_WEIGHT_POWER), default="none")
     tr.add_argument(

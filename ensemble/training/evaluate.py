@@ -291,11 +291,12 @@ def evaluate(
     calibration and its band (:func:`add_decisions`).
 
     Raises:
-        ValueError: No ad labels any of the model's policies (there is nothing to measure),
-            checked before scoring.
+        ValueError: No ad labels any of the model's policies, nor (with ``rule``) gives
+            every ad its ``meta.class``: there is nothing to measure (checked before scoring).
     """
     names = set(model.config.policy_names)
-    if not any(names & set(ad.get("labels") or {}) for ad in ads):
+    classed = rule is not None and all("class" in (ad.get("meta") or {}) for ad in ads)
+    if not classed and not any(names & set(ad.get("labels") or {}) for ad in ads):
         raise ValueError(f"no ad labels any of the model's policies {sorted(names)}")
     scores, applicable = score_ads(
         model, ads, base_dir=base_dir, batch_size=batch_size, device=device, progress=progress

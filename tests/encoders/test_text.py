@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,18 @@ def test_text_settings_the_preparation_cannot_use_are_refused_when_read(setting,
     """They built and trained, then failed at the first ad's preparation."""
     with pytest.raises(ValueError, match=message):
         TextSettings(**setting)
+
+
+def test_roberta_positions_start_after_the_padding_index(tmp_path) -> None:
+    """RoBERTa-family models count 2 more positions than they can hold (ids start after the
+    padding index): 514 is 512 tokens."""
+    from transformers import RobertaConfig
+
+    RobertaConfig(
+        vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=34, pad_token_id=1,
+    ).save_pretrained(tmp_path)  # fmt: skip
+    settings = TextSettings(model_dir=str(tmp_path), pretrained=False, buckets=(16,))
+    HFTextEncoder(dataclasses.replace(settings, max_length=32))
+    with pytest.raises(ValueError, match=r"^max_length 33: between 1 and the model's 32 positions"):
+        HFTextEncoder(dataclasses.replace(settings, max_length=33))

@@ -175,6 +175,11 @@ def test_a_submodule_swapped_in_python_is_refused_at_saving_naming_it(
     with pytest.raises(ValueError, match="weights 'head': 'full' or 'heads'"):
         save_pretrained(small_model, tmp_path / "c", weights="head")  # type: ignore[arg-type]
     assert not any(tmp_path.iterdir())  # nothing written
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    save_pretrained(small_model, tmp_path / "d", weights="heads")  # the check builds heads
+    assert torch.equal(torch.rand(3), expected)  # without drawing from the caller's RNG
 
 
 def test_a_config_listing_the_policies_in_another_order_than_the_weights_is_refused(

@@ -162,3 +162,14 @@ def test_a_missing_checkpoint_or_config_is_named_as_such(tmp_path, capsys) -> No
     err = capsys.readouterr().err
     assert "no such checkpoint directory, config file or config name (['default', 'full'])" in err
     assert "is a config" not in err
+
+
+def test_a_checkpoint_given_as_a_config_is_named_a_directory(tmp_path, capsys) -> None:
+    """`train --config runs/ckpt` said "no such checkpoint directory" of a directory that is
+    one: it says what a config is and where a checkpoint goes."""
+    (tmp_path / "ckpt").mkdir()
+    data = tmp_path / "t.jsonl"
+    data.write_text('{"id": "a", "text": "tea", "labels": {"offensive_language": 0}}\n')
+    run = ["train", "--config", str(tmp_path / "ckpt"), "--data", str(data), "--val", str(data)]
+    assert main([*run, "--out", str(tmp_path / "out")]) == 4
+    assert "ckpt is a directory: a config is a YAML or JSON file" in capsys.readouterr().err

@@ -158,3 +158,5 @@ def test_a_manifest_labelling_none_of_the_models_policies_is_refused(tiny_model)
     ]
     with pytest.raises(ValueError, match=r"^no ad labels any of the model's policies \['"):
         evaluate(tiny_model, ads, progress=False)
+    classed = [{**ad, "meta": {"class": "neither"}} for ad in ads]  # a class rule reads these
+    assert evaluate(tiny_model, classed, rule=DAVIDSON_RULE, progress=False).classes
