@@ -504,6 +504,11 @@ def resample(samples: np.ndarray, rate: int) -> np.ndarray:
     return out[:, : round(frames * RATE / rate)].astype(np.float32)
 
 
+# A clip whose loudest unweighted block is under this is checked for silence by the analyzer
+# itself: K-weighting cuts 20 Hz by about 13 dB and lower tones by more.
+QUIET_DB = -40.0
+
+
 def _loudest_block_db(media: AudioClip) -> float:
     """The loudest 400 ms block of ``media`` (100 ms apart; a shorter clip is one block), in
     dB of its channel-weighted mean square (:func:`channel_weights`), before K-weighting."""
@@ -526,9 +531,11 @@ class LoudnessPreparer:
     pads a batch to its length bucket and its widest clip's channel bucket."""
 
     def __init__(self, settings: LoudnessSettings) -> None:
+        self.settings = settings
         self.num_samples = settings.num_samples
         self.widths = settings.channel_widths
         self.buckets = {"waveform": settings.bucket_samples}
+        self._meter: LoudnessAnalyzer | None = None  # built for the first quiet clip
 
     def prepare(self, media: AudioClip) -> dict[str, Tensor]:
         channels = media.samples.shape[0]
@@ -559,9 +566,10 @@ class LoudnessPreparer:
 
     def warnings(self, media: AudioClip) -> tuple[str, ...]:
         """Say so when a clip is shorter than one 400 ms gating block (it is measured as one
-        block over its own samples) or silent: no 400 ms block, its channels weighted as
-        BS.1770 weighs them (the LFE not at all), above the absolute gate (a heuristic: the
-        gate applies to the K-weighted blocks, which this skips)."""
+        block over its own samples) or silent: no block passes BS.1770's absolute gate. That
+        is the analyzer's own verdict (K-weighted blocks, channels weighted as the standard
+        weighs them, the LFE not at all), run here only on a quiet clip: one whose loudest
+        unweighted block is under :data:`QUIET_DB`."""
         notes = []
         samples = round(media.samples.shape[1] * RATE / media.sample_rate)
         if samples < BLOCK:
@@ -569,13 +577,26 @@ class LoudnessPreparer:
                 f"audio: loudness measured over the clip's {1000 * samples / RATE:.3g} ms, fewer "
                 "than the 400 ms of a BS.1770 gating block (one block over its own samples)"
             )
-        if media.samples.size and _loudest_block_db(media) < ABSOLUTE_GATE:
+        if media.samples.size and _loudest_block_db(media) < QUIET_DB and self._silent(media):
+            lfe = ", the LFE channel not counted" if "LFE" in media.channel_names else ""
             notes.append(
-                f"audio: silent (no 400 ms block above {ABSOLUTE_GATE:.0f} dB, the LFE channel "
-                "not counted): its loudness is at or near BS.1770's -70 LKFS floor, where the "
-                "standard leaves it undefined: too quiet for the loudness window"
+                f"audio: silent (no 400 ms block reaches {ABSOLUTE_GATE:.0f} LKFS{lfe}): its "
+                "loudness is BS.1770's -70 LKFS floor, where the standard leaves it undefined: "
+                "too quiet for the loudness window"
             )
         return tuple(notes)
+
+    def _silent(self, media: AudioClip) -> bool:
+        """Whether the analyzer finds no block at or above the absolute gate."""
+        if self._meter is None:
+            self._meter = LoudnessAnalyzer(self.settings).eval()
+        item = self.prepare(media)
+        waveform = item["waveform"]  # padded as a batch pads it, to its length bucket
+        size = next(n for n in self.buckets["waveform"] if n >= len(waveform))
+        padded = torch.nn.functional.pad(waveform, (0, 0, 0, size - len(waveform)))
+        with torch.no_grad():
+            measured = self._meter(padded[None], item["weights"][None], item["length"][None])
+        return float(measured[0, 1]) <= ABSOLUTE_GATE
 
     def placeholder(self) -> dict[str, Tensor]:
         weights = torch.zeros(self.widths[0])

@@ -257,7 +257,7 @@ def test_silence_reads_minus_70_with_a_warning(analyzer) -> None:
     preparer = LoudnessPreparer(SETTINGS)
     for clip in clips:
         assert any(
-            w.startswith("audio: silent (no 400 ms block above -70 dB")
+            w.startswith("audio: silent (no 400 ms block reaches -70 LKFS")
             for w in preparer.warnings(clip)
         )
     quiet = AudioClip((1e-3 * np.sin(np.arange(2 * RATE) / 10.0))[None].astype(np.float32), RATE)
@@ -280,9 +280,26 @@ def test_audio_no_block_of_which_passes_the_gate_is_said_to_be_silent(analyzer) 
     preparer = LoudnessPreparer(SETTINGS)
     for clip in clips:
         [warning] = preparer.warnings(clip)
-        assert warning.startswith("audio: silent (no 400 ms block above -70 dB")
+        assert warning.startswith("audio: silent (no 400 ms block reaches -70 LKFS")
+    assert "the LFE channel not counted" in preparer.warnings(clips[0])[0]
+    assert "LFE" not in preparer.warnings(clips[1])[0]  # mono: no LFE to speak of
     audible = AudioClip(lfe_only, RATE, layout=("FL", "FR", "FC", "BL", "BR", "LFE"))
     assert preparer.warnings(audible) == ()  # the same tone in the left surround is measured
+
+
+@pytest.mark.parametrize(("hz", "dbfs", "silent"), [(8000, -71.5, False), (20, -60.0, True)])
+def test_silence_is_the_analyzers_own_verdict_after_k_weighting(analyzer, hz, dbfs, silent):
+    """K-weighting lifts an 8 kHz tone at -71.5 dBFS over the gate (it measures about -68
+    LUFS: not silent) and cuts a 20 Hz tone at -60 dBFS under it (-70: silent). A test on
+    the unweighted signal said the opposite of both."""
+    t = np.arange(3 * RATE) / RATE
+    wave = (10 ** (dbfs / 20) * np.sqrt(2) * np.sin(2 * np.pi * hz * t))[None].astype(np.float32)
+    clip = AudioClip(wave, RATE)
+    measured = float(measure(analyzer, [clip])[0, 0])
+    assert (measured == -70.0) == silent
+    warned = LoudnessPreparer(SETTINGS).warnings(clip)
+    assert (len(warned) == 1 and warned[0].startswith("audio: silent")) == silent
+    assert silent or warned == ()
 
 
 def own_block(wave: np.ndarray, weights: tuple[float, ...]) -> float:
