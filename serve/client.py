@@ -67,19 +67,22 @@ class Prediction:
     model_version: str | None
 
 
-def _media_bytes(value: Any, field: str, base_dir: Path, *, decode_base64: bool) -> bytes | None:
+def _media_bytes(
+    value: Any, field: str, base_dir: Path, *, decode_base64: bool, confine: bool
+) -> bytes | None:
     """The bytes of a media value given as a path or bytes (or base64 when ``decode_base64``);
     None for a value sent as it is (a data URI, base64 in a JSON body).
 
     Raises:
-        InputError: A path that cannot be read (the server's limits apply on the server).
+        InputError: A path that cannot be read, or (``confine``) that leads out of
+            ``base_dir`` (the server's limits apply on the server).
     """
     if isinstance(value, Mapping) and set(value) == {"path"}:
         value = value["path"]
     if isinstance(value, Mapping) and set(value) == {"base64"} and decode_base64:
         return base64.b64decode(value["base64"])
     if isinstance(value, str) and not value.startswith("data:"):
-        return read_file(value, field, base_dir, sys.maxsize)
+        return read_file(value, field, base_dir, sys.maxsize, confine=confine)
     if isinstance(value, bytes | bytearray):
         return bytes(value)
     return None
@@ -133,7 +136,12 @@ class Client:
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     def predict(
-        self, ad: Mapping[str, Any], *, base_dir: str | Path = ".", multipart: bool = False
+        self,
+        ad: Mapping[str, Any],
+        *,
+        base_dir: str | Path = ".",
+        multipart: bool = False,
+        confine: bool = False,
     ) -> Prediction:
         """Score one ad.
 
@@ -142,6 +150,9 @@ class Client:
                 ``base_dir``), bytes, ``{"base64": ...}`` or data URIs.
             base_dir: Directory relative media paths are resolved against.
             multipart: Send multipart/form-data (media as files) instead of JSON.
+            confine: Refuse media paths leading out of ``base_dir`` (a file of ads from
+                elsewhere must not send the machine's other files), as ``adpolicy score``
+                does without ``--allow-any-path``.
 
         Returns:
             The :class:`Prediction`; a bad ad is a 4xx prediction, not an exception. A media
@@ -150,7 +161,7 @@ class Client:
         root = Path(base_dir)
         try:
             media = {
-                f: _media_bytes(ad[f], f, root, decode_base64=multipart)
+                f: _media_bytes(ad[f], f, root, decode_base64=multipart, confine=confine)
                 for f in MEDIA_FIELDS
                 if ad.get(f) is not None
             }

@@ -122,6 +122,11 @@ def register(sub: Any) -> None:
         "--key-file", help="TorchServe's key_file.json (default: the one in ~/.adpolicy/serve)"
     )
     p.add_argument("--multipart", action="store_true", help="send multipart/form-data")
+    p.add_argument(
+        "--allow-any-path",
+        action="store_true",
+        help="send media files outside the folder of the ads file too",
+    )
     p.set_defaults(func=_predict)
 
 
@@ -237,7 +242,12 @@ def _predict(args: argparse.Namespace) -> int:
                 failed += 1
                 print(json.dumps(error_row(record.id, record.error, client.model)))
                 continue
-            prediction = client.predict(record.ad, base_dir=path.parent, multipart=args.multipart)
+            prediction = client.predict(
+                record.ad,
+                base_dir=path.parent,
+                multipart=args.multipart,
+                confine=not args.allow_any_path,
+            )
             failed += prediction.status != 200
             print(json.dumps({"http_status": prediction.status, **_as_dict(prediction.body)}))
     except (OSError, RuntimeError, ValueError, requests.RequestException) as err:

@@ -119,3 +119,31 @@ def test_an_error_row_quoting_the_auth_failure_words_is_a_row_not_a_refused_key(
     client = Client(NOWHERE, token="t", session=session)  # type: ignore[arg-type]
     got = client.predict({"id": "Token Authorization failed", "text": "hi"})
     assert (got.status, got.body) == (400, row)
+
+
+def test_predict_from_a_file_keeps_media_paths_in_the_ads_folder(tmp_path, capsys) -> None:
+    """`adpolicy predict` read and uploaded `../../etc/passwd` and absolute paths named by a
+    file of ads; `adpolicy score` refuses them. Refused before any request (nothing listens
+    at NOWHERE), unless --allow-any-path."""
+    from ensemble.cli import main
+
+    ads = tmp_path / "ads" / "ads.jsonl"
+    ads.parent.mkdir()
+    (tmp_path / "secret.png").write_bytes(b"not for the server")
+    ads.write_text(
+        '{"id": "up", "image": "../secret.png"}\n'
+        + json.dumps({"id": "abs", "image": str(tmp_path / "secret.png")})
+        + "\n"
+    )
+    assert main(["predict", "--url", NOWHERE, "--token", "t", str(ads)]) == 3
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["id"] for r in rows] == ["up", "abs"]
+    for row in rows:
+        [error] = row["errors"]
+        assert error["field"] == "image"
+        assert (
+            "outside the folder of the ads file (allow it with --allow-any-path)" in error["error"]
+        )
+    args = ["predict", "--url", NOWHERE, "--token", "t", "--allow-any-path", str(ads)]
+    assert main(args) == 4  # read, then sent: nothing listens there
+    assert "adpolicy predict:" in capsys.readouterr().err
