@@ -264,9 +264,45 @@ def read_capture(path: str | Path) -> Iterator[dict[str, Any]]:
     if not files:
         raise FileNotFoundError(f"no capture file at {path}")
     for file in files:
-        with file.open() as f:
+        with file.open("rb") as f:
             for number, line in enumerate(f, 1):
                 try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
+                    record = json.loads(line.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
                     log.warning("%s:%d: not a JSON line, skipped", file, number)
+                    continue
+                if (problem := record_problem(record)) is not None:
+                    log.warning("%s:%d: not a capture record (%s), skipped", file, number, problem)
+                    continue
+                yield record
+
+
+_NUMBERS = ("scores", "thresholds", "stats", "measurements")  # name -> number mappings
+
+
+def record_problem(record: Any) -> str | None:
+    """What keeps ``record`` from being a capture record as :func:`capture_record` writes
+    them (and the monitor reads them), or None: a mapping with an ``id``, a ``status`` and an
+    ISO ``timestamp``, and, where present, name -> number mappings, a ``model`` mapping,
+    ``flags`` a list and ``presence`` a mapping."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    for key in ("id", "status", "timestamp"):
+        if key not in record:
+            return f"no {key}"
+    try:
+        moment = datetime.fromisoformat(str(record["timestamp"]))
+    except ValueError:
+        return f"timestamp {str(record['timestamp'])[:40]!r} is not an ISO time"
+    if moment.tzinfo is None:
+        return f"timestamp {record['timestamp']!r} has no time zone"
+    for key in _NUMBERS:
+        values = record.get(key, {})
+        if not isinstance(values, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()
+        ):
+            return f"{key} is not a mapping of names to numbers"
+    for key, kind in (("model", dict), ("presence", dict), ("flags", list)):
+        if key in record and not isinstance(record[key], kind):
+            return f"{key} is not a JSON {'object' if kind is dict else 'array'}"
+    return None

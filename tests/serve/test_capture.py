@@ -25,6 +25,7 @@ RESULT = {
     "modalities": {"audio": {"loudness": 0.97}},
     "measurements": {"loudness.lufs": -9.5},
 }
+MINIMAL = {"status": "ok", "timestamp": "2026-01-01T00:00:00.000Z"}  # with an id: a record
 STATS = {"text_chars": 31.0, "text_tokens": 9.0, "audio_seconds": 3.0, "audio_rms_db": -4.2}
 
 
@@ -68,7 +69,7 @@ def test_non_finite_statistics_are_left_out() -> None:
 def test_rotation_keeps_backups_and_reads_back_in_order(tmp_path: Path) -> None:
     path = tmp_path / "capture.jsonl"
     writer = CaptureWriter(path, max_bytes=1000, backups=3)
-    records = [{"id": f"r{i}", "pad": "x" * 80} for i in range(60)]
+    records = [{**MINIMAL, "id": f"r{i}", "pad": "x" * 25} for i in range(60)]
     for start in range(0, 60, 2):
         assert writer.write(records[start : start + 2]) == 2
     files = capture_files(path)
@@ -92,7 +93,9 @@ def test_no_backups_truncates(tmp_path: Path) -> None:
 
 def test_unserialisable_records_are_dropped_not_raised(tmp_path: Path) -> None:
     writer = CaptureWriter(tmp_path / "c.jsonl")
-    written = writer.write([{"id": 1}, {"id": 2, "bad": object()}, {"id": 3, "x": float("inf")}])
+    written = writer.write(
+        [{**MINIMAL, "id": 1}, {"id": 2, "bad": object()}, {"id": 3, "x": float("inf")}]
+    )
     assert written == 1
     assert writer.dropped == 2
     assert [r["id"] for r in read_capture(tmp_path / "c.jsonl")] == [1]
@@ -135,3 +138,35 @@ def test_concurrent_processes_never_interleave_lines(tmp_path: Path) -> None:
     assert all(f.stat().st_size <= 200_000 for f in files)
     for w in range(4):  # each worker's lines stay in its own order
         assert [r["seq"] for r in records if r["worker"] == w] == list(range(150))
+
+
+def test_lines_that_are_no_capture_record_are_skipped_naming_file_and_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One bad line crashed `monitor report` (an array, null scores, no timestamp with
+    --since) or refused the whole report (a non-UTF-8 byte, a score "high"); it is skipped
+    with a warning, as a line that is not JSON already was."""
+    good = capture_record(RESULT, STATS, timestamp=0.0)
+    bad = [
+        b"[1, 2]",
+        json.dumps({**good, "scores": None}).encode(),
+        json.dumps({k: v for k, v in good.items() if k != "timestamp"}).encode(),
+        json.dumps({**good, "timestamp": "yesterday"}).encode(),
+        json.dumps({**good, "timestamp": "2026-01-02T03:04:05"}).encode(),  # no time zone
+        json.dumps({**good, "scores": {"x": "high"}}).encode(),
+        json.dumps({**good, "model": None}).encode(),
+        b'{"id": "caf\xe9"}',
+        b"{}",
+    ]
+    path = tmp_path / "capture.jsonl"
+    path.write_bytes(
+        b"\n".join([json.dumps(good).encode(), *bad, json.dumps(good).encode()]) + b"\n"
+    )
+    with caplog.at_level("WARNING", logger="serve.capture"):
+        records = list(read_capture(path))
+    assert records == [good, good]
+    skipped = [r.getMessage() for r in caplog.records]
+    assert [m.split(":")[1] for m in skipped] == [str(n) for n in range(2, 11)]
+    assert skipped[0] == f"{path}:2: not a capture record (a JSON list, not an object), skipped"
+    assert "scores is not a mapping of names to numbers" in skipped[1]
+    assert "has no time zone" in skipped[4]
