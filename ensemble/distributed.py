@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from encoders.media import MediaLimits
-from ensemble.reader import COMPRESSIONS, ad_format, read_ads, read_part
+from ensemble.reader import COMPRESSIONS, UTF16_BOMS, ad_format, read_ads, read_part
 from ensemble.rows import Record
 from ensemble.summary import Summary
 from ensemble.writers import RowWriter, flat_columns, output_format
@@ -92,8 +92,10 @@ def plan_blocks(source: str | Path, ads_per_block: int = ADS_PER_BLOCK) -> list[
         cuts = [
             (s, min(s + ads_per_block, rows), s + 1) for s in range(0, rows, ads_per_block)
         ] or [(0, 0, 1)]
-    elif kind == ".jsonl" and not compressed:
+    elif kind == ".jsonl" and not compressed and not (wide := _wide_unicode(fs, path)):
         cuts = _line_cuts(fs, path, ads_per_block)
+    elif "://" in str(source) and kind == ".jsonl" and not compressed and wide:
+        raise ValueError(f"{source}: UTF-16 or UTF-32 (its byte-order mark); save it as UTF-8")
     elif "://" in str(source):
         raise ValueError(f"{source}: only uncompressed JSON Lines and Parquet are read from a URI")
     else:
@@ -104,6 +106,13 @@ def plan_blocks(source: str | Path, ads_per_block: int = ADS_PER_BLOCK) -> list[
         {"index": i, "uri": uri, "kind": kind, "start": start, "stop": stop, "first": first}
         for i, (start, stop, first) in enumerate(cuts)
     ]
+
+
+def _wide_unicode(fs: pafs.FileSystem, path: str) -> bool:
+    """Whether a file starts with a UTF-16 or UTF-32 byte-order mark: read whole, it gets
+    the one error :func:`~ensemble.reader.read_ads` gives it, not one per cut line."""
+    with fs.open_input_stream(path) as f:
+        return f.read(2) in UTF16_BOMS
 
 
 def _line_cuts(fs: pafs.FileSystem, path: str, ads_per_block: int) -> list[tuple[int, int, int]]:

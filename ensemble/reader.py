@@ -37,7 +37,7 @@ JSON_SUFFIXES = ("", ".jsonl", ".ndjson", ".json", ".txt")
 SUFFIXES = (*JSON_SUFFIXES, ".csv", ".parquet")
 JSON_CELLS = ("labels", "meta")
 _BOM = b"\xef\xbb\xbf"
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 class _RefusedJSONError(ValueError):
@@ -87,7 +87,7 @@ def read_ads(path: str | Path, *, limits: MediaLimits | None = None) -> Iterator
             start = stream.peek(4)[:4]
             if start[:3] == _BOM:  # Windows tools start UTF-8 with one
                 stream.read(len(_BOM))
-            elif start[:2] in _UTF16_BOMS:  # a UTF-32 mark starts as UTF-16's
+            elif start[:2] in UTF16_BOMS:  # a UTF-32 mark starts as UTF-16's
                 raise ValueError(
                     "the file is UTF-16 or UTF-32 (its byte-order mark); save it as UTF-8"
                 )

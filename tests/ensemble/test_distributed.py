@@ -101,6 +101,19 @@ def test_blocks_read_by_the_reader_are_the_file(mixed_ads: Path, per_block: int)
     ]
 
 
+def test_a_utf16_file_is_one_block_with_the_local_readers_one_error(tmp_path: Path) -> None:
+    """Cut in lines, a UTF-16 file of 3 ads gave 4 rows on Ray ("not UTF-8", then "not valid
+    JSON" thrice) where the local reader gives one error naming the encoding."""
+    path = tmp_path / "ads.jsonl"
+    lines = "\n".join(f'{{"id": "a{i}", "text": "tea"}}' for i in range(3))
+    path.write_bytes(lines.encode("utf-16"))
+    [block] = plan_blocks(path, 1)
+    parts = [(r.id, str(r.error)) for r in block_records(block)]
+    assert parts == [(r.id, str(r.error)) for r in read_ads(path)]
+    [(_, error)] = parts
+    assert "UTF-16 or UTF-32" in error
+
+
 def test_parquet_blocks_are_row_ranges(tmp_path: Path) -> None:
     path = tmp_path / "ads.parquet"
     ads = [{"id": f"p{i}" if i % 4 else None, "text": f"ad {i}"} for i in range(25)]
