@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ensemble.cli.score import positive
 from serve.monitor.drift import DEFAULT_BINS, DEFAULT_SAMPLE_SIZE
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,9 @@ def register(sub: Any) -> None:
         "--attach", action="store_true", help="also store it in the --model artifact's manifest"
     )
     b.add_argument("--batch-size", type=int, default=16)
-    b.add_argument("--bins", type=int, default=DEFAULT_BINS, help="bins per distribution")
+    b.add_argument("--bins", type=_bins, default=DEFAULT_BINS, help="bins per distribution (>= 2)")
     b.add_argument(
-        "--sample-size", type=int, default=DEFAULT_SAMPLE_SIZE, help="values kept for KS tests"
+        "--sample-size", type=positive, default=DEFAULT_SAMPLE_SIZE, help="values kept for KS tests"
     )
     b.set_defaults(func=_baseline)
 
@@ -138,3 +139,11 @@ def _report(args: argparse.Namespace) -> int:
     if report["violations"]:
         return EXIT_VIOLATION
     return EXIT_OK if report["judged"] else EXIT_UNJUDGED
+
+
+def _bins(text: str) -> int:
+    """An argparse type: at least 2 bins (one bin holds everything: PSI and JS never move)."""
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2, got {value}")
+    return value

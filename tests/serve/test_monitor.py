@@ -475,3 +475,19 @@ def test_cli_report_with_labels(tmp_path: Path) -> None:
     violations = json.loads((tmp_path / "r" / "violations.json").read_text())
     assert ("f1_drop", "offensive_language") in {(v["check"], v["name"]) for v in violations}
     assert "Quality against labels" in (tmp_path / "r" / "report.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [(["--bins", "1"], "--bins: must be at least 2"), (["--sample-size", "0"], "at least 1")],
+)
+def test_baseline_settings_that_blind_or_break_the_report_are_usage_errors(
+    tmp_path, capsys, option, message
+) -> None:
+    """One bin never drifts (PSI and JS stay 0); a sample of 0 failed only at report time."""
+    from ensemble.cli import main
+
+    with pytest.raises(SystemExit) as usage:
+        main(["monitor", "baseline", "--data", "x.jsonl", "-o", str(tmp_path / "b.json"), *option])
+    assert usage.value.code == 2
+    assert message in capsys.readouterr().err
