@@ -9,6 +9,7 @@ confusion) at the threshold the model flagged with, plus accuracy.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -19,6 +20,8 @@ import numpy as np
 from ensemble.training.data import read_manifest
 from ensemble.training.evaluate import policy_metrics
 
+log = logging.getLogger(__name__)
+
 Labels = dict[str, dict[str, int]]  # ad id -> policy -> 0 | 1
 Scored = Mapping[str, tuple[float, float]]  # ad id -> (score, threshold) of one policy
 
@@ -26,10 +29,18 @@ Scored = Mapping[str, tuple[float, float]]  # ad id -> (score, threshold) of one
 def labels_of(ads: Iterable[Mapping[str, Any]]) -> Labels:
     """Ad id -> its known labels as 0/1, from manifest rows (ads without labels left out)."""
     out: Labels = {}
+    repeated = 0
     for ad in ads:
         known = {p: int(v >= 0.5) for p, v in (ad.get("labels") or {}).items() if v is not None}
         if known:
+            repeated += str(ad["id"]) in out
             out[str(ad["id"])] = known
+    if repeated:
+        log.warning(
+            "%d labelled ads repeat an earlier one's id: labels and scores are joined by id, "
+            "so each id counts once, with its last labels; give each ad its own id",
+            repeated,
+        )
     return out
 
 

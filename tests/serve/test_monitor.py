@@ -491,3 +491,15 @@ def test_baseline_settings_that_blind_or_break_the_report_are_usage_errors(
         main(["monitor", "baseline", "--data", "x.jsonl", "-o", str(tmp_path / "b.json"), *option])
     assert usage.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_labelled_ads_sharing_an_id_are_warned_of(caplog) -> None:
+    """Labels are joined to scores by id: 30 labelled ads on 5 ids counted as 5, silently."""
+    from serve.monitor.quality import labels_of
+
+    ads = [{"id": f"a{i % 5}", "labels": {"offensive_language": i % 2}} for i in range(30)]
+    with caplog.at_level("WARNING", logger="serve.monitor.quality"):
+        assert len(labels_of(ads)) == 5
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "25 labelled ads repeat an earlier one's id"
+    ]
