@@ -6,9 +6,9 @@ Learned policies (:mod:`ensemble.training.calibrate`): the calibration is chosen
 cross-fitted ECE, the band's thresholds by Learn then Test, both on the raw scores. The
 thresholds stay on the raw score (as the flag threshold does): an isotonic calibration is flat
 over stretches of scores, and thresholds on its output could not split them, so the bands
-would send more ads to review for the same guarantee. A learned policy
-without both classes among the labelled ads it applies to keeps what it had (nothing, or an
-earlier fit). Analyzer policies (:class:`encoders.rules.ReviewMargin`) need no data.
+would send more ads to review for the same guarantee. A learned policy without
+:data:`MIN_PER_CLASS` labelled ads of each class among those it applies to keeps what it
+had (nothing, or an earlier fit). Analyzer policies (:class:`encoders.rules.ReviewMargin`) need no data.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ from ensemble.pretrained import CONFIG_FILE, from_pretrained
 from ensemble.training.calibrate import Targets, fit_calibration, learn_then_test
 from ensemble.training.data import ClassRule, file_sha256, label_tensors, read_manifest
 from ensemble.training.evaluate import score_ads
+
+# Labelled ads of each class a policy's calibration and band need: fitted on fewer (one
+# positive), temperature scaling ran to its bound and read as perfectly calibrated
+MIN_PER_CLASS = 10
 
 
 def margin_band(margin: ReviewMargin) -> Band:
@@ -109,9 +113,14 @@ def fit_decisions(
         elif not policy.calibrated:
             policies.append(policy)
             report[policy.name] = {"kept": "untrained head"}
-        elif not 0 < labels[rows, j].sum() < rows.sum():
+        elif min(positives := int(labels[rows, j].sum()), int(rows.sum()) - positives) < (
+            MIN_PER_CLASS
+        ):
             policies.append(policy)
-            report[policy.name] = {"kept": "needs labelled ads of both classes"}
+            report[policy.name] = {
+                "kept": f"needs {MIN_PER_CLASS} labelled ads of each class "
+                f"(has {positives} positive, {int(rows.sum()) - positives} negative)"
+            }
         else:
             fitted, report[policy.name] = fit_policy(
                 policy, scores[rows, j].astype(np.float64), labels[rows, j], targets
@@ -233,11 +242,12 @@ def calibrate_checkpoint(
     path = target / CONFIG_FILE
     stored = json.loads(path.read_text())  # rewritten as stored: relative paths stay relative
     stored["policies"] = [p.to_json() for p in policies]
-    stored.setdefault("checkpoint", {})["decisions"] = {
-        **dataclasses.asdict(targets),
-        "data": {"file": Path(data).name, "sha256": file_sha256(data), "n": len(ads)},
-        **chosen,  # the rule's flag thresholds, when they were chosen here
-    }
+    if chosen or any("kept" not in r and "margin" not in r for r in report.values()):
+        stored.setdefault("checkpoint", {})["decisions"] = {  # what the new fits came from
+            **dataclasses.asdict(targets),
+            "data": {"file": Path(data).name, "sha256": file_sha256(data), "n": len(ads)},
+            **chosen,  # the rule's flag thresholds, when they were chosen here
+        }
     path.write_text(json.dumps(stored, indent=2) + "\n")
     return target, report
 

@@ -187,6 +187,26 @@ def test_calibrate_stores_decisions_that_rows_and_the_artifact_apply(
         load_artifact(artifact_dir)
 
 
+def test_a_recalibration_on_too_few_of_a_class_keeps_the_fit_and_its_record(
+    calibrated: Calibrated, tmp_path: Path
+) -> None:
+    """On 29 negatives and 1 positive, temperature scaling ran to its bound (T 0.12) and
+    replaced a 400-ad fit, and the record named the 30-ad file as the fit's data."""
+    negatives = [ad for ad in calibrated.ads if not ad["labels"]["offensive_language"]][:29]
+    positive = next(ad for ad in calibrated.ads if ad["labels"]["offensive_language"])
+    data = tmp_path / "few.jsonl"
+    data.write_text("".join(json.dumps(ad) + "\n" for ad in [*negatives, positive]))
+    out = tmp_path / "again"
+    command = ["calibrate", str(calibrated.out), "--data", str(data), "-o", str(out)]
+    with redirect_stdout(io.StringIO()) as printed:
+        assert main([*command, "--no-progress"]) == 0
+    assert "needs 10 labelled ads of each class (has 1 positive, 29 negative)" in printed.getvalue()
+    before = json.loads((calibrated.out / "config.json").read_text())
+    after = json.loads((out / "config.json").read_text())
+    assert after["policies"][0] == before["policies"][0]
+    assert after["checkpoint"]["decisions"] == before["checkpoint"]["decisions"]
+
+
 def test_evaluate_shows_the_ece_before_and_after_calibration(
     calibrated: Calibrated, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
