@@ -179,11 +179,12 @@ class AdPolicyHandler(BaseHandler):
         self.metrics.results(results, self.artifact.policy_names)
         failed = sum(r["status"] != "ok" for r in results)
         log.info("batch of %d: %d scored, %d failed", len(results), len(results) - failed, failed)
-        if self.capture is not None:
+        if self.capture is not None:  # traffic only: an explanation re-reads an ad to show why
             now = time.time()
             self.capture.write(
                 capture_record(r, i.stats if isinstance(i, PreparedAd) else {}, timestamp=now)
-                for r, i in zip(results, items, strict=True)
+                for idx, (r, i) in enumerate(zip(results, items, strict=True))
+                if not self._explained(idx)
             )
         return results
 
@@ -197,9 +198,13 @@ class AdPolicyHandler(BaseHandler):
         """
         return self.postprocess(self.inference(data_preprocess))
 
+    def _explained(self, idx: int) -> bool:
+        """Whether request ``idx`` came to ``/explanations`` (TorchServe's ``explain`` header)."""
+        return self.context.get_request_header(idx, EXPLAIN_HEADER) == "True"
+
     def _result(self, idx: int, scored: Scored) -> Row:
         """The row of request ``idx``, explained when it came to ``/explanations``."""
-        if self.context.get_request_header(idx, EXPLAIN_HEADER) != "True":
+        if not self._explained(idx):
             return scored.row
         start = time.perf_counter()
         row = self.explainer.explain_scored(self.records[idx], scored).row

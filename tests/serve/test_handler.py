@@ -356,6 +356,9 @@ def test_capture_writes_one_summary_per_request(
     assert records[0]["presence"]["image"]
     assert not records[0]["presence"]["video"]
     assert "base64" not in path.read_text()
+    run_batch(h, context, [{"body": good_ads[1]}, {"body": good_ads[2]}], explain={0})
+    captured = [r["id"] for r in read_capture(path)]
+    assert captured == ["good-0", "req-1", "good-3", "good-2"]  # the explanation is no traffic
 
 
 def test_capture_path_from_the_environment(
