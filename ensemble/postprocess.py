@@ -99,16 +99,19 @@ class ResultFormatter:
             elif not policy.calibrated:
                 entry.update(status="untrained", score=None, flag=None, decision=None)
             else:
-                flag = raw[j] >= policy.threshold
+                # the raw score as the row shows it decides: recomputed from the row, the
+                # decision agrees even within 5e-7 of a threshold
+                shown = round(raw[j], 6)
+                flag = shown >= policy.threshold
                 if policy.band is not None:
-                    decision = policy.band.decide(raw[j])
+                    decision = policy.band.decide(shown)
                 else:
                     decision = "block" if flag else "allow"
                 entry.update(
                     status="scored", score=round(scores[j], 6), flag=flag, decision=decision
                 )
                 if policy.calibration is not None:
-                    entry["raw_score"] = round(raw[j], 6)
+                    entry["raw_score"] = shown
                 if flag:
                     flags.append(policy.name)
             policies[policy.name] = entry

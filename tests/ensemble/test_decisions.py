@@ -68,6 +68,20 @@ def test_the_ads_decision_is_the_strictest_of_its_scored_policies() -> None:
     assert ad_decision([None, None]) == "review"  # nothing could judge it
 
 
+def test_a_row_decides_on_the_raw_score_it_shows(tiny_bert_dir: Path) -> None:
+    """Rows round scores to 6 decimals; a raw score within 5e-7 under a band edge showed the
+    edge and the lower decision, so a reader recomputing it from the row disagreed."""
+    config = config_with(tiny_bert_dir, calibration=ISOTONIC.to_json(), band=BAND.to_json())
+    formatter = ResultFormatter(config, [])
+    raw = torch.tensor([[0.8 - 4e-7, 0.5 - 4e-7, 0.5]], dtype=torch.float64)
+    presence = torch.tensor([[1, 0, 0, 0]])
+    [row] = formatter.format_batch(["a"], raw, torch.zeros(1, 4, 3), torch.zeros(1, 0), presence)
+    offensive, violence = row["policies"]["offensive_language"], row["policies"]["violence"]
+    assert offensive["raw_score"] == 0.8
+    assert offensive["decision"] == BAND.decide(offensive["raw_score"]) == "block"
+    assert (violence["score"], violence["flag"], violence["decision"]) == (0.5, True, "block")
+
+
 def test_rows_report_calibrated_scores_and_decide_on_the_raw_ones(tiny_bert_dir: Path) -> None:
     config = config_with(tiny_bert_dir, calibration=ISOTONIC.to_json(), band=BAND.to_json())
     formatter = ResultFormatter(config, [])
