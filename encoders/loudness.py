@@ -592,7 +592,7 @@ class LoudnessPreparer:
             self._meter = LoudnessAnalyzer(self.settings).eval()
         item = self.prepare(media)
         waveform = item["waveform"]  # padded as a batch pads it, to its length bucket
-        size = next(n for n in self.buckets["waveform"] if n >= len(waveform))
+        size = bucket_of(len(waveform), self.buckets["waveform"])
         padded = torch.nn.functional.pad(waveform, (0, 0, 0, size - len(waveform)))
         with torch.no_grad():
             measured = self._meter(padded[None], item["weights"][None], item["length"][None])

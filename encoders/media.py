@@ -712,12 +712,11 @@ def _animation_frames(
     frame plays what decoded, with a warning. Frames are decoded once and kept for the later
     passes, up to :data:`KEPT_BYTES` (beyond, each pass decodes them again).
     """
-    if img.width * img.height > limits.max_pixels:
-        raise InputError("video", f"{img.width}x{img.height} frames exceed the pixel limit", 413)
+    _check_frame_size(img.width, img.height, limits)
     first = 1 if img.info.get("default_image") else 0
-    durations: list[float] = []  # milliseconds
+    durations: list[float] = []  # milliseconds: whole ones add up exactly (600 x 100 is 60 s)
     kept: list[np.ndarray] | None = []
-    room, shown_us = KEPT_BYTES, 0
+    room, total = KEPT_BYTES, 0.0
     warnings: tuple[str, ...] = ()
     for index in range(first, getattr(img, "n_frames", 1)):
         try:
@@ -730,8 +729,8 @@ def _animation_frames(
             break
         shown = float(img.info.get("duration") or 0)
         durations.append(SHOWN_INSTEAD_MS if shown <= SHORTEST_FRAME_MS else shown)
-        shown_us += round(durations[-1] * 1000)  # whole microseconds: 600 x 100 ms is 60 s
-        _check_duration("video", shown_us / 1e6, limits)
+        total += durations[-1]
+        _check_duration("video", total / 1000, limits)
         if kept is not None:
             rgb = _animation_rgb(img)
             room -= rgb.nbytes
@@ -739,7 +738,7 @@ def _animation_frames(
                 kept.append(rgb)
             else:
                 kept = None
-    one_pass = math.fsum(durations) / 1000
+    one_pass = total / 1000
     loop = img.info.get("loop")  # None: played once
     loops = 1 if loop is None else int(loop) + (img.format == "GIF" and int(loop) > 0)
     most = math.floor(min(LOOPED_S, limits.max_seconds) / one_pass)
@@ -754,12 +753,14 @@ def _animation_frames(
     )
 
     def frames() -> Iterator[av.VideoFrame]:
-        start = 0.0
+        start = 0.0  # milliseconds
         for _ in range(passes):
             for index, duration in enumerate(durations):
                 if kept is None:
                     img.seek(first + index)
-                rgb = _animation_rgb(img) if kept is None else kept[index]
+                    rgb = _animation_rgb(img)
+                else:
+                    rgb = kept[index]
                 frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
                 frame.pts, frame.time_base = round(start * 1000), Fraction(1, 1_000_000)
                 start += duration
@@ -794,6 +795,12 @@ def _own_seconds(stream: Any) -> float | None:
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
+def _check_frame_size(width: int, height: int, limits: MediaLimits) -> None:
+    """Refuse video frames of more pixels than ``max_pixels`` (413)."""
+    if width * height > limits.max_pixels:
+        raise InputError("video", f"{width}x{height} frames exceed the pixel limit", status=413)
+
+
 # Demuxers of raw elementary streams: no container timing, and an average rate of 25 fps
 # whatever the stream holds
 RAW_STREAMS = frozenset({"h264", "hevc", "vvc", "mpegvideo", "m4v", "cavsvideo"})
@@ -822,8 +829,7 @@ def _video_info(container: Any, stream: Any, limits: MediaLimits) -> VideoInfo:
     width, height = stream.codec_context.width, stream.codec_context.height
     if width <= 0 or height <= 0:
         raise InputError("video", "cannot decode video: no picture size")
-    if width * height > limits.max_pixels:
-        raise InputError("video", f"{width}x{height} frames exceed the pixel limit", status=413)
+    _check_frame_size(width, height, limits)
     return VideoInfo(
         fps=fps,
         num_frames=max(int(frames), 1),
