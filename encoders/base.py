@@ -151,6 +151,11 @@ class Preparer(Protocol):
         ...
 
 
+def size_mismatch(err: RuntimeError) -> str:
+    """The first "size mismatch for NAME: ..." line of a ``load_state_dict`` error, or ""."""
+    return next((x.strip() for x in str(err).splitlines() if "size mismatch" in x), "")
+
+
 def resolve_model_dir(model_dir: str) -> Path:
     """Path of a model directory; ``package:NAME`` asks the installed package NAME."""
     if model_dir.startswith("package:"):

@@ -10,6 +10,8 @@ import torchvision
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from encoders.base import size_mismatch
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -30,8 +32,8 @@ def load_weights(module: nn.Module, weights: str | None) -> None:
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as err:  # a tensor of another shape (another backbone's)
-        mismatch = next((x.strip() for x in str(err).splitlines() if "size mismatch" in x), "")
-        raise ValueError(f"weights {str(path)!r}: not a {name} state dict ({mismatch})") from None
+        problem = size_mismatch(err)
+        raise ValueError(f"weights {str(path)!r}: not a {name} state dict ({problem})") from None
     missing, unknown = result.missing_keys, result.unexpected_keys
     if missing or unknown:
         raise ValueError(

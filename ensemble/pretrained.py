@@ -29,7 +29,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from encoders.base import Encoder, resolve_model_dir
+from encoders.base import Encoder, resolve_model_dir, size_mismatch
 from ensemble.builder import build_ensemble, check_matches_config
 from ensemble.config import EncoderConfig, ModelConfig
 from ensemble.model import AdPolicyEnsemble
@@ -376,9 +376,7 @@ def _load(directory: Path, *, update: bool) -> AdPolicyEnsemble:
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # a tensor of another shape than the config builds
-        mismatch = next(
-            (line.strip() for line in str(err).splitlines() if "size mismatch" in line), err
-        )
+        mismatch = size_mismatch(err) or err
         raise ValueError(f"{directory}: weights do not match the config ({mismatch})") from None
     missing = list(result.missing_keys)
     if meta.get("weights") == "heads":
