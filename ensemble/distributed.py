@@ -92,12 +92,12 @@ def plan_blocks(source: str | Path, ads_per_block: int = ADS_PER_BLOCK) -> list[
         cuts = [
             (s, min(s + ads_per_block, rows), s + 1) for s in range(0, rows, ads_per_block)
         ] or [(0, 0, 1)]
-    elif kind == ".jsonl" and not compressed and not (wide := _wide_unicode(fs, path)):
+    elif kind == ".jsonl" and not compressed and not _wide_unicode(fs, path):
         cuts = _line_cuts(fs, path, ads_per_block)
-    elif "://" in str(source) and kind == ".jsonl" and not compressed and wide:
-        raise ValueError(f"{source}: UTF-16 or UTF-32 (its byte-order mark); save it as UTF-8")
     elif "://" in str(source):
-        raise ValueError(f"{source}: only uncompressed JSON Lines and Parquet are read from a URI")
+        raise ValueError(
+            f"{source}: only uncompressed UTF-8 JSON Lines and Parquet are read from a URI"
+        )
     else:
         Path(path).stat()  # a missing file fails like the others
         cuts = [(0, 0, 1)]
